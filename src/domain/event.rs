@@ -1,0 +1,262 @@
+//! Events: facts the ledger recorded. Stored type names are explicit strings with a schema
+//! version; the data is the JSON of the variant's struct.
+
+use super::types::*;
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Every event type, with its data.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Event {
+    SiteAuthorised(SiteAuthorised),
+    DoseAdministered(DoseAdministered),
+    ExternalDoseRecorded(ExternalDoseRecorded),
+    DoseNotAdministered(DoseNotAdministered),
+    DoseEntryReversed(DoseEntryReversed),
+    TicketIssued(TicketIssued),
+    TicketRedeemed(TicketRedeemed),
+    TicketExpired(TicketExpired),
+    SessionOpened(SessionOpened),
+    SessionClosed(SessionClosed),
+    CoverageSurveyAnswered(CoverageSurveyAnswered),
+}
+
+/// A site was authorised as a vaccination site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct SiteAuthorised {
+    pub directorate: String,
+    pub site: String,
+    pub site_kind: SiteKind,
+    pub authorised_on: NaiveDate,
+}
+
+/// The OFII gave a dose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct DoseAdministered {
+    pub person_ref: String,
+    pub age_band: AgeBand,
+    pub recipient: Recipient,
+    pub directorate: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub product: Product,
+    pub lot: String,
+    pub dose: DoseKind,
+    /// Rank of this dose among the person's valid doses, external ones included (1-based).
+    pub dose_number: u32,
+    pub administered_at: DateTime<FixedOffset>,
+    pub prior_infection_counted: bool,
+}
+
+/// A dose given elsewhere was recorded from a certificate or declaration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct ExternalDoseRecorded {
+    pub person_ref: String,
+    pub product: Product,
+    pub dose: DoseKind,
+    pub administered_at: DateTime<FixedOffset>,
+    pub evidence: Evidence,
+}
+
+/// A planned dose was not given (FHIR `not-done`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct DoseNotAdministered {
+    pub person_ref: String,
+    pub directorate: String,
+    pub site: String,
+    pub reason: NotAdministeredReason,
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A dose entry was reversed. Carries the attributes of what it reverses, under the same names,
+/// so every projection can subtract it without a lookup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct DoseEntryReversed {
+    pub reversed_event_id: Uuid,
+    pub reversed_command_id: Uuid,
+    pub reason: ReversalReason,
+    pub person_ref: String,
+    pub age_band: AgeBand,
+    pub recipient: Recipient,
+    pub directorate: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub product: Product,
+    pub dose: DoseKind,
+    pub administered_at: DateTime<FixedOffset>,
+}
+
+/// A ticket for walk-in vaccination at a partner centre was handed out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct TicketIssued {
+    pub ticket_id: String,
+    pub person_ref: String,
+    pub directorate: String,
+    pub partner_centre: String,
+    pub issued_at: DateTime<FixedOffset>,
+    pub valid_until: NaiveDate,
+}
+
+/// The partner centre used the ticket (its dose is theirs, not the OFII's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct TicketRedeemed {
+    pub ticket_id: String,
+    pub directorate: String,
+    pub partner_centre: String,
+    pub redeemed_at: DateTime<FixedOffset>,
+    pub dose: DoseKind,
+}
+
+/// An unused ticket expired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct TicketExpired {
+    pub ticket_id: String,
+    pub directorate: String,
+    pub partner_centre: String,
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A vaccination session opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct SessionOpened {
+    pub session_id: String,
+    pub directorate: String,
+    pub site: String,
+    pub opened_at: DateTime<FixedOffset>,
+}
+
+/// A vaccination session closed with its attendance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct SessionClosed {
+    pub session_id: String,
+    pub directorate: String,
+    pub site: String,
+    pub opened_at: DateTime<FixedOffset>,
+    pub closed_at: DateTime<FixedOffset>,
+    pub attendance: u32,
+}
+
+/// A structure answered the coverage survey (a later answer supersedes an earlier one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct CoverageSurveyAnswered {
+    pub survey_id: String,
+    pub structure_id: String,
+    pub structure_type: StructureType,
+    pub directorate: String,
+    pub as_of: NaiveDate,
+    pub residents: u32,
+    pub residents_with_one_dose: u32,
+    pub residents_fully_vaccinated: u32,
+}
+
+/// An event's stored data could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The type name or version is not one this build knows. Upgrade the binary.
+    #[error("unknown event type {0} v{1}")]
+    UnknownType(String, u32),
+    /// The JSON does not match the type. The log is damaged or was written by another program.
+    #[error("event {0} v{1} has unreadable data: {2}")]
+    BadData(String, u32, #[source] serde_json::Error),
+}
+
+macro_rules! event_names {
+    ($($v:ident),+) => {
+        impl Event {
+            /// The stored type name.
+            pub fn event_type(&self) -> &'static str {
+                match self { $(Event::$v(_) => stringify!($v)),+ }
+            }
+            /// Every stored type name this build writes.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($v)),+];
+            /// The data as JSON (object keys sorted).
+            pub fn to_data(&self) -> serde_json::Value {
+                match self { $(Event::$v(e) => serde_json::to_value(e).expect("events serialize")),+ }
+            }
+            /// Reads stored data back.
+            pub fn decode(event_type: &str, schema_version: u32, data: &str) -> Result<Event, DecodeError> {
+                if schema_version != Self::SCHEMA_VERSION {
+                    return Err(DecodeError::UnknownType(event_type.to_string(), schema_version));
+                }
+                match event_type {
+                    $(stringify!($v) => serde_json::from_str(data)
+                        .map(Event::$v)
+                        .map_err(|e| DecodeError::BadData(event_type.to_string(), schema_version, e)),)+
+                    other => Err(DecodeError::UnknownType(other.to_string(), schema_version)),
+                }
+            }
+        }
+    };
+}
+
+event_names!(
+    SiteAuthorised,
+    DoseAdministered,
+    ExternalDoseRecorded,
+    DoseNotAdministered,
+    DoseEntryReversed,
+    TicketIssued,
+    TicketRedeemed,
+    TicketExpired,
+    SessionOpened,
+    SessionClosed,
+    CoverageSurveyAnswered
+);
+
+impl Event {
+    /// Schema version of every event type this build writes.
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// Business time of the fact (the envelope's `occurred_at`). A reversal has no business
+    /// time of its own: it takes effect when the reversed entry did.
+    pub fn occurred_at(&self) -> DateTime<FixedOffset> {
+        fn day(d: NaiveDate) -> DateTime<FixedOffset> {
+            d.and_hms_opt(0, 0, 0).unwrap().and_utc().fixed_offset()
+        }
+        match self {
+            Event::SiteAuthorised(e) => day(e.authorised_on),
+            Event::DoseAdministered(e) => e.administered_at,
+            Event::ExternalDoseRecorded(e) => e.administered_at,
+            Event::DoseNotAdministered(e) => e.at,
+            Event::DoseEntryReversed(e) => e.administered_at,
+            Event::TicketIssued(e) => e.issued_at,
+            Event::TicketRedeemed(e) => e.redeemed_at,
+            Event::TicketExpired(e) => e.at,
+            Event::SessionOpened(e) => e.opened_at,
+            Event::SessionClosed(e) => e.closed_at,
+            Event::CoverageSurveyAnswered(e) => day(e.as_of),
+        }
+    }
+
+    /// The directorate the event belongs to, if any (used for NATS subjects and scoping).
+    pub fn directorate(&self) -> Option<&str> {
+        match self {
+            Event::SiteAuthorised(e) => Some(&e.directorate),
+            Event::DoseAdministered(e) => Some(&e.directorate),
+            Event::ExternalDoseRecorded(_) => None,
+            Event::DoseNotAdministered(e) => Some(&e.directorate),
+            Event::DoseEntryReversed(e) => Some(&e.directorate),
+            Event::TicketIssued(e) => Some(&e.directorate),
+            Event::TicketRedeemed(e) => Some(&e.directorate),
+            Event::TicketExpired(e) => Some(&e.directorate),
+            Event::SessionOpened(e) => Some(&e.directorate),
+            Event::SessionClosed(e) => Some(&e.directorate),
+            Event::CoverageSurveyAnswered(e) => Some(&e.directorate),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The pure domain: commands, events, states, the rules (`decide`) and the fold (`evolve`).
+//! No IO, no clock, no storage: time arrives in the command or the decision context.
+
+mod command;
+mod decide;
+mod event;
+mod policy;
+mod types;
+
+#[cfg(test)]
+mod decide_tests;
+
+pub use command::*;
+pub use decide::*;
+pub use event::*;
+pub use policy::*;
+pub use types::*;
