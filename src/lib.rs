@@ -3,3 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod domain;
+pub mod store;
+pub mod app;
+pub mod projection;

@@ -1,0 +1,195 @@
+//! Command handling: load the streams a command needs → `decide` → append with the expected
+//! version; retry on conflict with a fresh read; idempotency by command id, forever.
+//! No business rules here: they live in `domain::decide`.
+
+mod submit;
+
+pub use submit::{submit_lines, ErrorBody, LineOutcome, SubmitSummary};
+
+use crate::domain::{self, Command, CommandEnvelope, Context, Event, Origin, Policy, Reference, Rejection, StreamState};
+use crate::store::{
+    Actor, AppendRequest, AppendResult, Clock, CommandMeta, CommandRecord, EventStore, ExpectedVersion, NewEvent,
+    StoreError,
+};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tracing::field::Empty;
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Recorded now.
+    Accepted(CommandRecord),
+    /// Recorded earlier with the same content: nothing appended.
+    Duplicate(CommandRecord),
+    /// Refused by a rule (or a reused command id): nothing appended.
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    /// `accepted`, `duplicate` or `rejected`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Accepted(_) => "accepted",
+            Outcome::Duplicate(_) => "duplicate",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// Errors of command handling that are not rejections.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The store failed, or a conflict survived every retry (`Conflict`: HTTP 409, try again).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be read back: the log is damaged or newer than this build.
+    #[error("a stored event of stream {stream} cannot be read: {source}")]
+    Decode {
+        /// The stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: domain::DecodeError,
+    },
+}
+
+/// How many times a command is decided again after a concurrency conflict.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The command side of the ledger.
+pub struct Ledger {
+    store: Arc<dyn EventStore>,
+    policy: Policy,
+    reference: Reference,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ledger {
+    /// A ledger over a store, with the rules and reference data in force.
+    pub fn new(store: Arc<dyn EventStore>, policy: Policy, reference: Reference, clock: Arc<dyn Clock>) -> Ledger {
+        Ledger { store, policy, reference, clock }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The reference data.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    fn load(&self, stream: &str) -> Result<StreamState, AppError> {
+        let mut state = StreamState::default();
+        for e in self.store.read_stream(stream)? {
+            let event = Event::decode(&e.event_type, e.schema_version, &e.data)
+                .map_err(|source| AppError::Decode { stream: stream.to_string(), source })?;
+            state.evolve(&event, Origin { event_id: e.event_id, command_id: e.command_id }, &self.policy);
+        }
+        Ok(state)
+    }
+
+    /// Handles one command on behalf of `actor`.
+    pub fn handle(&self, envelope: &CommandEnvelope, actor: &Actor) -> Result<Outcome, AppError> {
+        let span = tracing::info_span!(
+            "command",
+            command_id = %envelope.command_id,
+            kind = envelope.command.type_name(),
+            outcome = Empty,
+            code = Empty
+        );
+        let _entered = span.enter();
+        let result = self.handle_inner(envelope, actor);
+        match &result {
+            Ok(o) => {
+                span.record("outcome", o.label());
+                if let Outcome::Rejected(r) = o {
+                    span.record("code", r.code());
+                }
+                tracing::debug!("handled");
+            }
+            Err(e) => {
+                span.record("outcome", "error");
+                tracing::warn!(error = %e, "command failed");
+            }
+        }
+        result
+    }
+
+    fn handle_inner(&self, envelope: &CommandEnvelope, actor: &Actor) -> Result<Outcome, AppError> {
+        let content_hash: [u8; 32] = Sha256::digest(envelope.content_bytes()).into();
+        let known = |rec: CommandRecord| {
+            if rec.content_hash == content_hash {
+                Outcome::Duplicate(rec)
+            } else {
+                Outcome::Rejected(Rejection::CommandIdReused(envelope.command_id))
+            }
+        };
+        if let Some(rec) = self.store.command(envelope.command_id)? {
+            return Ok(known(rec));
+        }
+        let routing = envelope.command.routing();
+        let target = match (&routing.target, &envelope.command) {
+            (Some(t), _) => t.clone(),
+            (None, Command::ReverseDoseEntry(r)) => match self.store.command(r.reverses)? {
+                Some(rec) if rec.stream_id.starts_with("person/") => rec.stream_id,
+                _ => return Ok(Outcome::Rejected(Rejection::UnknownEntry(r.reverses))),
+            },
+            (None, _) => unreachable!("only reversals look their stream up"),
+        };
+        let site = routing.site.as_deref().map(|s| self.load(s)).transpose()?;
+        let session = routing.session.as_deref().map(|s| self.load(s)).transpose()?;
+        let meta = CommandMeta {
+            command_id: envelope.command_id,
+            content_hash,
+            correlation_id: envelope.correlation_id.clone(),
+            actor: actor.clone(),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let state = self.load(&target)?;
+            let ctx = Context {
+                now: self.clock.now(),
+                policy: &self.policy,
+                reference: &self.reference,
+                site: site.as_ref(),
+                session: session.as_ref(),
+            };
+            let events = match domain::decide(&envelope.command, &state, &ctx) {
+                Ok(events) => events,
+                Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+            };
+            let request = AppendRequest {
+                stream_id: target.clone(),
+                expected: ExpectedVersion::Exact(state.version),
+                command: meta.clone(),
+                events: events
+                    .iter()
+                    .map(|e| NewEvent {
+                        event_type: e.event_type().to_string(),
+                        schema_version: Event::SCHEMA_VERSION,
+                        occurred_at: e.occurred_at(),
+                        data: e.to_data().to_string(),
+                    })
+                    .collect(),
+            };
+            match self.store.append(request) {
+                Ok(AppendResult::Committed(rec)) => return Ok(Outcome::Accepted(rec)),
+                Ok(AppendResult::Duplicate(rec)) => return Ok(known(rec)),
+                Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, "concurrency conflict; deciding again on a fresh read");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

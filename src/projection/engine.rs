@@ -1,0 +1,456 @@
+//! The projection engine: folds the log into every definition's state, saves each state with
+//! its checkpoint in one transaction (a crash never double-counts or skips), rebuilds beside
+//! the live state and swaps, and answers `as_of` / `known_at` reads.
+
+use super::definition::Definition;
+use super::report::{self, Report};
+use super::state::{Compiled, Input, Router, State};
+use crate::store::{EventRef, EventStore, StoreError};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono_tz::Tz;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use uuid::Uuid;
+
+/// Errors of the projection layer. Each says how a caller handles it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// No projection has this name. Run `projections list` (HTTP 404).
+    #[error("there is no projection named {0:?}; run `campaign-ledger projections list` to see them")]
+    Unknown(String),
+    /// Reading the log failed (see the store error).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The projection database could not be read or written. Check the file; it can be deleted
+    /// and rebuilt from the log at any time.
+    #[error("projection database {path}: {message}")]
+    Db {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+struct Live {
+    state: State,
+    checkpoint: u64,
+    checkpoint_hash: [u8; 32],
+}
+
+/// Status of one projection, for `projections list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Name.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Where the definition came from.
+    pub origin: String,
+    /// Last position folded in and saved.
+    pub checkpoint: u64,
+    /// Head of the log.
+    pub head: u64,
+    /// `up to date`, `behind`, `definition changed`, `never built`.
+    pub status: String,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rebuilt {
+    /// Name.
+    pub name: String,
+    /// Events replayed.
+    pub events: u64,
+    /// Position reached.
+    pub position: u64,
+    /// Whether the rebuilt state equals the live one at the same position (`None`: there was
+    /// no valid live state to compare with).
+    pub identical_to_live: Option<bool>,
+}
+
+/// The engine over a set of definitions and their saved states.
+pub struct Engine {
+    compiled: Vec<Compiled>,
+    router: Router,
+    tz: Tz,
+    path: PathBuf,
+    db: Mutex<Connection>,
+    live: Mutex<Option<Vec<Live>>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredState(Vec<(Vec<String>, Vec<(i32, Vec<super::state::Cell>)>)>);
+
+fn encode(s: &State) -> String {
+    let v = StoredState(
+        s.groups.iter().map(|(k, days)| (k.clone(), days.iter().map(|(d, c)| (*d, c.clone())).collect())).collect(),
+    );
+    serde_json::to_string(&v).expect("state serializes")
+}
+
+fn decode(text: &str) -> Option<State> {
+    let v: StoredState = serde_json::from_str(text).ok()?;
+    Some(State { groups: v.0.into_iter().map(|(k, days)| (k, days.into_iter().collect())).collect() })
+}
+
+/// The projection database path that goes with a store file: `ledger.db` → `ledger.projections.db`.
+pub fn db_path_for(store_file: &Path) -> PathBuf {
+    let stem = store_file.file_stem().and_then(|s| s.to_str()).unwrap_or("ledger");
+    store_file.with_file_name(format!("{stem}.projections.db"))
+}
+
+struct Owned {
+    position: u64,
+    stream_id: String,
+    event_type: String,
+    occurred_at: String,
+    recorded_at: String,
+    data: serde_json::Value,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the projection database at `path`.
+    pub fn open(path: &Path, defs: Vec<Definition>, tz: Tz) -> Result<Engine, ProjectionError> {
+        let dberr = |e: rusqlite::Error| ProjectionError::Db { path: path.display().to_string(), message: e.to_string() };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| ProjectionError::Db {
+                path: path.display().to_string(),
+                message: format!("cannot create its directory: {e}"),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(dberr)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(dberr)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS projections (
+                name TEXT PRIMARY KEY, definition_hash TEXT NOT NULL, checkpoint INTEGER NOT NULL,
+                checkpoint_hash BLOB NOT NULL, state TEXT NOT NULL, updated_at TEXT NOT NULL);",
+        )
+        .map_err(dberr)?;
+        let compiled: Vec<Compiled> = defs.into_iter().map(Compiled::new).collect();
+        let router = Router::new(&compiled);
+        Ok(Engine { compiled, router, tz, path: path.to_path_buf(), db: Mutex::new(conn), live: Mutex::new(None) })
+    }
+
+    fn dberr(&self, e: rusqlite::Error) -> ProjectionError {
+        ProjectionError::Db { path: self.path.display().to_string(), message: e.to_string() }
+    }
+
+    /// The definitions.
+    pub fn definitions(&self) -> impl Iterator<Item = &Definition> {
+        self.compiled.iter().map(|c| &c.def)
+    }
+
+    fn index(&self, name: &str) -> Result<usize, ProjectionError> {
+        self.compiled.iter().position(|c| c.def.name == name).ok_or_else(|| ProjectionError::Unknown(name.to_string()))
+    }
+
+    fn hash_at(store: &dyn EventStore, position: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        if position == 0 {
+            return Ok(Some(crate::store::GENESIS_HASH));
+        }
+        let mut h = None;
+        store.scan(position - 1, position, &mut |e| {
+            h = Some(e.hash);
+            false
+        })?;
+        Ok(h)
+    }
+
+    /// Loads saved states; a state whose definition changed, or whose checkpoint is not on this
+    /// log (the store was replaced), starts again from position 0.
+    fn load(&self, store: &dyn EventStore) -> Result<Vec<Live>, ProjectionError> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for c in &self.compiled {
+            let row: Option<(String, i64, Vec<u8>, String)> = db
+                .query_row(
+                    "SELECT definition_hash, checkpoint, checkpoint_hash, state FROM projections WHERE name = ?1",
+                    [&c.def.name],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(|e| self.dberr(e))?;
+            let fresh = Live { state: State::default(), checkpoint: 0, checkpoint_hash: crate::store::GENESIS_HASH };
+            let live = match row {
+                Some((hash, cp, cp_hash, text)) if hash == c.def.hash => {
+                    let cp = cp as u64;
+                    match (decode(&text), Self::hash_at(store, cp)?) {
+                        (Some(state), Some(h)) if h[..] == cp_hash[..] => {
+                            Live { state, checkpoint: cp, checkpoint_hash: h }
+                        }
+                        _ => {
+                            tracing::warn!(projection = %c.def.name, "saved state does not belong to this log; rebuilding");
+                            fresh
+                        }
+                    }
+                }
+                Some(_) => {
+                    tracing::info!(projection = %c.def.name, "definition changed; rebuilding from position 1");
+                    fresh
+                }
+                None => fresh,
+            };
+            out.push(live);
+        }
+        Ok(out)
+    }
+
+    /// Replays events `(from, to]` into `targets` (projection index → state), skipping, per
+    /// projection, events at or before its own start. Reading and decoding run on one thread,
+    /// folding on another. With `known_at`, stops at the first event recorded after it.
+    fn replay(
+        &self,
+        store: &dyn EventStore,
+        targets: &mut [(usize, u64, &mut State)],
+        from: u64,
+        to: u64,
+        known_at: Option<&str>,
+    ) -> Result<(u64, [u8; 32]), ProjectionError> {
+        let wanted: Vec<usize> = targets.iter().map(|t| t.0).collect();
+        let router = &self.router;
+        let (tx, rx) = mpsc::sync_channel::<Vec<Owned>>(8);
+        let mut last = (from, [0u8; 32]);
+        let result: Result<(), ProjectionError> = std::thread::scope(|s| {
+            let reader = s.spawn(move || -> Result<(u64, [u8; 32]), StoreError> {
+                let mut batch = Vec::with_capacity(1024);
+                let mut last = (from, [0u8; 32]);
+                store.scan(from, to, &mut |e: EventRef<'_>| {
+                    if let Some(k) = known_at {
+                        if e.recorded_at > k {
+                            return false;
+                        }
+                    }
+                    last = (e.position, e.hash);
+                    let Some(routes) = router.routes(e.event_type) else { return true };
+                    if !routes.iter().any(|(p, _)| wanted.contains(p)) {
+                        return true;
+                    }
+                    let data = match serde_json::from_str(e.data) {
+                        Ok(d) => d,
+                        Err(err) => {
+                            tracing::error!(position = e.position, error = %err, "event data is not JSON; skipped");
+                            return true;
+                        }
+                    };
+                    batch.push(Owned {
+                        position: e.position,
+                        stream_id: e.stream_id.to_string(),
+                        event_type: e.event_type.to_string(),
+                        occurred_at: e.occurred_at.to_string(),
+                        recorded_at: e.recorded_at.to_string(),
+                        data,
+                    });
+                    if batch.len() == 1024 {
+                        if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                })?;
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+                Ok(last)
+            });
+            for batch in rx {
+                for o in &batch {
+                    let env = EventRef {
+                        position: o.position,
+                        event_id: Uuid::nil(),
+                        stream_id: &o.stream_id,
+                        stream_version: 0,
+                        event_type: &o.event_type,
+                        schema_version: 0,
+                        occurred_at: &o.occurred_at,
+                        recorded_at: &o.recorded_at,
+                        command_id: Uuid::nil(),
+                        correlation_id: None,
+                        actor: "",
+                        data: "",
+                        prev_hash: [0; 32],
+                        hash: [0; 32],
+                    };
+                    let input = Input { env, data: &o.data };
+                    for &(pi, si) in router.routes(&o.event_type).unwrap_or(&[]) {
+                        if let Some(t) = targets.iter_mut().find(|t| t.0 == pi) {
+                            if o.position > t.1 {
+                                self.compiled[pi].apply(t.2, si, &input, &self.tz);
+                            }
+                        }
+                    }
+                }
+            }
+            last = reader.join().map_err(|_| StoreError::Unavailable("the reader thread panicked".into()))??;
+            Ok(())
+        });
+        result?;
+        Ok(last)
+    }
+
+    fn save(&self, lives: &[Live], changed: &[usize]) -> Result<(), ProjectionError> {
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.dberr(e))?;
+        let now = crate::store::format_recorded_at(Utc::now());
+        for &i in changed {
+            let (c, l) = (&self.compiled[i], &lives[i]);
+            let saved: Option<(String, i64)> = tx
+                .query_row("SELECT definition_hash, checkpoint FROM projections WHERE name = ?1", [&c.def.name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(|e| self.dberr(e))?;
+            if let Some((h, cp)) = saved {
+                if h == c.def.hash && cp as u64 >= l.checkpoint && l.checkpoint > 0 {
+                    continue; // another process saved as far or further
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO projections (name, definition_hash, checkpoint, checkpoint_hash, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![c.def.name, c.def.hash, l.checkpoint as i64, &l.checkpoint_hash[..], encode(&l.state), now],
+            )
+            .map_err(|e| self.dberr(e))?;
+        }
+        tx.commit().map_err(|e| self.dberr(e))
+    }
+
+    /// Folds every event committed since the saved checkpoints; returns the head position.
+    pub fn catch_up(&self, store: &dyn EventStore) -> Result<u64, ProjectionError> {
+        let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.load(store)?);
+        }
+        let lives = guard.as_mut().expect("loaded");
+        let head = store.head()?;
+        let behind: Vec<usize> = (0..lives.len()).filter(|&i| lives[i].checkpoint < head.position).collect();
+        if behind.is_empty() {
+            return Ok(head.position);
+        }
+        let from = behind.iter().map(|&i| lives[i].checkpoint).min().unwrap_or(0);
+        let span = tracing::info_span!("catch_up", from, to = head.position);
+        let _e = span.enter();
+        let mut states: Vec<State> = behind.iter().map(|&i| std::mem::take(&mut lives[i].state)).collect();
+        let (pos, hash) = {
+            let mut targets: Vec<(usize, u64, &mut State)> =
+                behind.iter().zip(states.iter_mut()).map(|(&i, s)| (i, lives[i].checkpoint, s)).collect();
+            self.replay(store, &mut targets, from, head.position, None)?
+        };
+        for (&i, s) in behind.iter().zip(states) {
+            lives[i].state = s;
+            if pos > lives[i].checkpoint {
+                lives[i].checkpoint = pos;
+                lives[i].checkpoint_hash = hash;
+            }
+        }
+        self.save(lives, &behind)?;
+        Ok(pos)
+    }
+
+    /// Reads a projection as of a business date and, optionally, as known at a commit time
+    /// (which replays the log up to that time).
+    pub fn report(
+        &self,
+        store: &dyn EventStore,
+        name: &str,
+        as_of: Option<NaiveDate>,
+        known_at: Option<DateTime<FixedOffset>>,
+    ) -> Result<Report, ProjectionError> {
+        let i = self.index(name)?;
+        let head = self.catch_up(store)?;
+        let def = &self.compiled[i].def;
+        match known_at {
+            None => {
+                let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                let live = &guard.as_ref().expect("caught up")[i];
+                Ok(report::build(def, &live.state, as_of, None, live.checkpoint))
+            }
+            Some(k) => {
+                let k_text = crate::store::format_recorded_at(k.with_timezone(&Utc));
+                let mut state = State::default();
+                let (pos, _) = self.replay(store, &mut [(i, 0, &mut state)], 0, head, Some(&k_text))?;
+                Ok(report::build(def, &state, as_of, Some(k.to_rfc3339()), pos))
+            }
+        }
+    }
+
+    /// Replays the whole log into a new state beside the live one, compares, and swaps it in.
+    pub fn rebuild(&self, store: &dyn EventStore, name: &str) -> Result<Rebuilt, ProjectionError> {
+        let i = self.index(name)?;
+        let head = self.catch_up(store)?;
+        let mut state = State::default();
+        let (pos, hash) = self.replay(store, &mut [(i, 0, &mut state)], 0, head, None)?;
+        let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let lives = guard.as_mut().expect("caught up");
+        let identical = (lives[i].checkpoint == pos).then(|| lives[i].state == state);
+        lives[i] = Live { state, checkpoint: pos, checkpoint_hash: hash };
+        // Saved in one transaction: readers see the old state or the new one, never a mix.
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = db.transaction().map_err(|e| self.dberr(e))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO projections (name, definition_hash, checkpoint, checkpoint_hash, state, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                name,
+                self.compiled[i].def.hash,
+                pos as i64,
+                &hash[..],
+                encode(&lives[i].state),
+                crate::store::format_recorded_at(Utc::now())
+            ],
+        )
+        .map_err(|e| self.dberr(e))?;
+        tx.commit().map_err(|e| self.dberr(e))?;
+        Ok(Rebuilt { name: name.to_string(), events: pos, position: pos, identical_to_live: identical })
+    }
+
+    /// The status of every projection, without changing anything.
+    pub fn status(&self, store: &dyn EventStore) -> Result<Vec<Status>, ProjectionError> {
+        let head = store.head()?.position;
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for c in &self.compiled {
+            let row: Option<(String, i64)> = db
+                .query_row("SELECT definition_hash, checkpoint FROM projections WHERE name = ?1", [&c.def.name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(|e| self.dberr(e))?;
+            let (checkpoint, status) = match row {
+                None => (0, "never built (builds on first read)".to_string()),
+                Some((h, _)) if h != c.def.hash => (0, "definition changed (rebuilds on next read)".to_string()),
+                Some((_, cp)) if cp as u64 >= head => (cp as u64, "up to date".to_string()),
+                Some((_, cp)) => (cp as u64, format!("behind by {} events (catches up on next read)", head - cp as u64)),
+            };
+            out.push(Status {
+                name: c.def.name.clone(),
+                description: c.def.description.clone(),
+                origin: c.def.origin.clone(),
+                checkpoint,
+                head,
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The state of a projection after catching up (for tests and comparisons).
+    pub fn live_state(&self, store: &dyn EventStore, name: &str) -> Result<(State, u64), ProjectionError> {
+        let i = self.index(name)?;
+        self.catch_up(store)?;
+        let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let l = &guard.as_ref().expect("caught up")[i];
+        Ok((l.state.clone(), l.checkpoint))
+    }
+
+    /// Replays the whole log into a fresh state of one projection, without saving it.
+    pub fn replay_fresh(&self, store: &dyn EventStore, name: &str) -> Result<(State, u64), ProjectionError> {
+        let i = self.index(name)?;
+        let head = store.head()?.position;
+        let mut state = State::default();
+        let (pos, _) = self.replay(store, &mut [(i, 0, &mut state)], 0, head, None)?;
+        Ok((state, pos))
+    }
+}

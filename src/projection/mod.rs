@@ -1,0 +1,13 @@
+//! Projections: declarative definitions from `projections/*.toml`, the engine that folds the
+//! log into them with checkpoints saved atomically, rebuilds, and `as_of` / `known_at` reads.
+//! Projections read the log; they never write to it.
+
+mod definition;
+mod engine;
+mod report;
+mod state;
+
+pub use definition::{load_definitions, Agg, Bucket, Definition, DefinitionError};
+pub use engine::{db_path_for, Engine, ProjectionError, Rebuilt, Status};
+pub use report::{Report, Row};
+pub use state::{State, Val};

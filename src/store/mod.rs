@@ -1,0 +1,297 @@
+//! The log: the `EventStore` trait every backend implements, the envelope, the hash chain,
+//! and the backends (`sqlite`, the embedded default). A store knows no event type by name:
+//! it stores typed envelopes around opaque JSON data.
+
+mod chain;
+mod clock;
+mod sqlite;
+mod subscription;
+
+pub use chain::{chain_hash, EventRef, GENESIS_HASH};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use sqlite::SqliteStore;
+pub use subscription::Subscription;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Who caused an event (recorded in its envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Actor {
+    /// Role: `cli`, `agent`, `partner`, `supervisor`, `auditor`, `admin`, `system`.
+    pub role: String,
+    /// Directorate the actor acts for, if scoped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directorate: Option<String>,
+    /// The agent's or token's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ref: Option<String>,
+}
+
+impl Actor {
+    /// Canonical JSON of the actor (keys in fixed order), as stored and hashed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("actors serialize")
+    }
+}
+
+/// An event to append, before the store gives it an id, position and hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Explicit, stable type name (`DoseAdministered`).
+    pub event_type: String,
+    /// Version of the data's schema.
+    pub schema_version: u32,
+    /// Business time of the fact.
+    pub occurred_at: DateTime<FixedOffset>,
+    /// The data as canonical JSON text (object keys sorted).
+    pub data: String,
+}
+
+/// The command an append belongs to: recorded once, forever, for idempotency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandMeta {
+    /// Client-chosen command id.
+    pub command_id: Uuid,
+    /// SHA-256 of the command's canonical content, to tell a resubmission from a reused id.
+    pub content_hash: [u8; 32],
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Who sent it.
+    pub actor: Actor,
+}
+
+/// The optimistic concurrency check of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ExpectedVersion {
+    /// No check (the unchecked path; use sparingly).
+    Any,
+    /// The stream's current version must be exactly this (0 = the stream does not exist yet).
+    Exact(u64),
+}
+
+/// One atomic append: all events or none, to one stream, for one command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    /// Target stream.
+    pub stream_id: String,
+    /// Concurrency check.
+    pub expected: ExpectedVersion,
+    /// The causing command.
+    pub command: CommandMeta,
+    /// Events, in order (at least one).
+    pub events: Vec<NewEvent>,
+}
+
+/// What the store remembers of an accepted command, forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandRecord {
+    /// The command id.
+    pub command_id: Uuid,
+    /// SHA-256 of its canonical content (hex in JSON).
+    #[serde(serialize_with = "hex_ser")]
+    pub content_hash: [u8; 32],
+    /// The stream its events went to.
+    pub stream_id: String,
+    /// Global position of its first event.
+    pub first_position: u64,
+    /// Global position of its last event.
+    pub last_position: u64,
+    /// Commit time.
+    pub recorded_at: String,
+}
+
+fn hex_ser<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(h))
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendResult {
+    /// Durably committed.
+    Committed(CommandRecord),
+    /// The command id was already recorded (by this or an earlier append): nothing appended.
+    /// The caller compares content hashes to tell a resubmission from a reused id.
+    Duplicate(CommandRecord),
+}
+
+/// A stored event with its full envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedEvent {
+    /// Global position, 1-based and gapless.
+    pub position: u64,
+    /// Event id (UUID v7).
+    pub event_id: Uuid,
+    /// Stream id.
+    pub stream_id: String,
+    /// Version within the stream, 1-based.
+    pub stream_version: u64,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version of `data`.
+    pub schema_version: u32,
+    /// Business time (RFC 3339 with the offset given).
+    pub occurred_at: String,
+    /// Commit time (UTC, RFC 3339, microseconds, `Z`): sorts as text.
+    pub recorded_at: String,
+    /// Causing command.
+    pub command_id: Uuid,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Actor as canonical JSON.
+    pub actor: String,
+    /// Data as canonical JSON.
+    pub data: String,
+    /// Hash of the previous event (zeros for the first).
+    #[serde(serialize_with = "hex_ser")]
+    pub prev_hash: [u8; 32],
+    /// `SHA-256(prev_hash ‖ canonical bytes of this event)`.
+    #[serde(serialize_with = "hex_ser")]
+    pub hash: [u8; 32],
+}
+
+impl RecordedEvent {
+    /// A borrowed view, for hashing and fast scans.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            event_id: self.event_id,
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            occurred_at: &self.occurred_at,
+            recorded_at: &self.recorded_at,
+            command_id: self.command_id,
+            correlation_id: self.correlation_id.as_deref(),
+            actor: &self.actor,
+            data: &self.data,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+}
+
+/// The head of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Last position (0 when empty).
+    pub position: u64,
+    /// Hash at that position (zeros when empty).
+    pub hash: [u8; 32],
+}
+
+/// Formats a commit time the way the store records it (sorts as text).
+pub fn format_recorded_at(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Formats a business time the way the store records it.
+pub fn format_occurred_at(t: DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Errors of the log. Each variant says how a caller handles it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream moved since it was read. Read it again, decide again, retry (HTTP 409 if
+    /// retries run out).
+    #[error("stream {stream} is at version {actual}, not {expected}: it changed since it was read")]
+    Conflict {
+        /// Stream id.
+        stream: String,
+        /// Version the caller expected.
+        expected: u64,
+        /// Version found.
+        actual: u64,
+    },
+    /// The request itself is wrong (no events, bad URL). Fix the call (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store cannot be reached or written now (disk full, locked, closed). Retry later
+    /// (HTTP 503 with Retry-After).
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    /// What is stored is not what the store wrote (unreadable row, broken invariant). Stop and
+    /// run `audit verify` (HTTP 500).
+    #[error("the event store is damaged: {0}")]
+    Corrupt(String),
+    /// A SQLite error.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// The contract every backend implements: the `tests/store_contract.rs` suite checks it.
+pub trait EventStore: Send + Sync {
+    /// Appends all events or none, if the stream is at the expected version and the command id
+    /// was never recorded; durable on return.
+    fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError>;
+
+    /// All events of one stream, in version order.
+    fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events with position > `after`, in position order.
+    fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Calls `f` for each event with position > `after` up to `to` (inclusive), in order,
+    /// without copying them; returns how many were seen. Stops early if `f` returns false.
+    fn scan(&self, after: u64, to: u64, f: &mut dyn FnMut(EventRef<'_>) -> bool) -> Result<u64, StoreError> {
+        let mut seen = 0;
+        let mut pos = after;
+        while pos < to {
+            let batch = self.read_all(pos, 4096)?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in &batch {
+                if e.position > to {
+                    return Ok(seen);
+                }
+                seen += 1;
+                pos = e.position;
+                if !f(e.as_ref()) {
+                    return Ok(seen);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// What the store remembers of a command id, if it was ever accepted.
+    fn command(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError>;
+
+    /// The head of the log.
+    fn head(&self) -> Result<Head, StoreError>;
+
+    /// Blocks until the head is beyond `position` or `timeout` passes; returns the head position.
+    fn wait_beyond(&self, position: u64, timeout: Duration) -> Result<u64, StoreError>;
+
+    /// A description for messages (`sqlite:./ledger-data/ledger.db`).
+    fn describe(&self) -> String;
+}
+
+/// Catch-up then live subscription from a position: no gap, no duplicate.
+pub fn subscribe(store: Arc<dyn EventStore>, after: u64) -> Subscription {
+    Subscription::new(store, after)
+}
+
+/// Opens a store from its URL: `sqlite:PATH` (other schemes arrive with their backends).
+pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err(StoreError::Invalid("The store URL \"sqlite:\" names no file; use sqlite:PATH, for example sqlite:./ledger-data/ledger.db.".into()));
+        }
+        return Ok(Arc::new(SqliteStore::open(path, clock)?));
+    }
+    if url.starts_with("nats://") || url.starts_with("esdb://") {
+        return Err(StoreError::Invalid(format!(
+            "The store URL {url:?} names a backend this build does not include yet; use sqlite:PATH."
+        )));
+    }
+    Err(StoreError::Invalid(format!(
+        "The store URL {url:?} is not understood; use sqlite:PATH, for example sqlite:./ledger-data/ledger.db."
+    )))
+}

@@ -1,0 +1,621 @@
+//! The embedded SQLite backend: one file, WAL, `synchronous=FULL` (a commit is on disk before
+//! it is acknowledged), gapless global positions, a permanent command-id table, and group
+//! commit: one writer thread takes every waiting append into one transaction and one fsync.
+//!
+//! The concurrency check costs no extra index: the `(stream_id, stream_version)` index that
+//! stream reads need anyway is UNIQUE, so even a second process writing the same file cannot
+//! slip an event in at a version already taken. The writer keeps a cache of stream versions and
+//! drops it whenever the head moved under it (another process wrote).
+
+use super::chain::{chain_hash, EventRef, GENESIS_HASH};
+use super::{
+    format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord, EventStore,
+    ExpectedVersion, Head, RecordedEvent, StoreError,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    event_id       TEXT NOT NULL,
+    stream_id      TEXT NOT NULL,
+    stream_version INTEGER NOT NULL,
+    event_type     TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    occurred_at    TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    command_id     TEXT NOT NULL,
+    correlation_id TEXT,
+    actor          TEXT NOT NULL,
+    data           TEXT NOT NULL,
+    prev_hash      BLOB NOT NULL,
+    hash           BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream ON events(stream_id, stream_version);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id     TEXT PRIMARY KEY,
+    content_hash   BLOB NOT NULL,
+    stream_id      TEXT NOT NULL,
+    first_position INTEGER NOT NULL,
+    last_position  INTEGER NOT NULL,
+    recorded_at    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS commands_append_only_u BEFORE UPDATE ON commands
+    BEGIN SELECT RAISE(ABORT, 'the command table is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS commands_append_only_d BEFORE DELETE ON commands
+    BEGIN SELECT RAISE(ABORT, 'the command table is append-only'); END;
+INSERT OR IGNORE INTO meta(key, value) VALUES ('format', 'campaign-ledger/1');
+"#;
+
+const EVENT_COLUMNS: &str = "position, event_id, stream_id, stream_version, event_type, schema_version, \
+     occurred_at, recorded_at, command_id, correlation_id, actor, data, prev_hash, hash";
+
+type Reply = mpsc::SyncSender<Result<AppendResult, StoreError>>;
+
+struct Job {
+    request: AppendRequest,
+    reply: Reply,
+}
+
+/// Head position, shared by the writer with waiting subscribers.
+struct Notify {
+    head: Mutex<u64>,
+    changed: Condvar,
+}
+
+/// The SQLite event store.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    notify: Arc<Notify>,
+}
+
+fn sqlite_time(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| {
+        StoreError::Unavailable(format!("{} is not a usable SQLite database: {e}", path.display()))
+    })?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn uuid_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Uuid> {
+    let s: String = row.get(i)?;
+    Uuid::parse_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn hash_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<[u8; 32]> {
+    let v: Vec<u8> = row.get(i)?;
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "hash is not 32 bytes".into())
+    })
+}
+
+fn event_from_row(row: &rusqlite::Row) -> rusqlite::Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: row.get::<_, i64>(0)? as u64,
+        event_id: uuid_col(row, 1)?,
+        stream_id: row.get(2)?,
+        stream_version: row.get::<_, i64>(3)? as u64,
+        event_type: row.get(4)?,
+        schema_version: row.get::<_, i64>(5)? as u32,
+        occurred_at: row.get(6)?,
+        recorded_at: row.get(7)?,
+        command_id: uuid_col(row, 8)?,
+        correlation_id: row.get(9)?,
+        actor: row.get(10)?,
+        data: row.get(11)?,
+        prev_hash: hash_col(row, 12)?,
+        hash: hash_col(row, 13)?,
+    })
+}
+
+fn command_from_row(row: &rusqlite::Row) -> rusqlite::Result<CommandRecord> {
+    Ok(CommandRecord {
+        command_id: uuid_col(row, 0)?,
+        content_hash: hash_col(row, 1)?,
+        stream_id: row.get(2)?,
+        first_position: row.get::<_, i64>(3)? as u64,
+        last_position: row.get::<_, i64>(4)? as u64,
+        recorded_at: row.get(5)?,
+    })
+}
+
+fn text<'r>(row: &'r rusqlite::Row, i: usize) -> Result<&'r str, StoreError> {
+    let v = row.get_ref(i)?;
+    v.as_str().map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}")))
+}
+
+fn corrupt(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => sqlite_time(other),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file at `path`, and starts its writer thread.
+    pub fn open(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create the directory {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = open_conn(&path, true)?;
+        conn.execute_batch(SCHEMA).map_err(|e| {
+            StoreError::Unavailable(format!("{} cannot hold a ledger: {e}", path.display()))
+        })?;
+        let format: String = conn.query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))?;
+        if format != "campaign-ledger/1" {
+            return Err(StoreError::Invalid(format!(
+                "{} holds a ledger of format {format:?}, which this build cannot read.",
+                path.display()
+            )));
+        }
+        let mut writer = Writer::new(conn, clock)?;
+        let notify = Arc::new(Notify { head: Mutex::new(writer.head.0), changed: Condvar::new() });
+        writer.notify = Some(notify.clone());
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            readers: Mutex::new(Vec::new()),
+            notify,
+        })
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = open_conn(&self.path, false)?;
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        out
+    }
+
+    /// Stops the writer after the appends already queued; later appends fail with `Unavailable`.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl EventStore for SqliteStore {
+    fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one event".into()));
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = jobs.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            tx.send(Job { request, reply })
+                .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?;
+        }
+        answer.recv().map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
+    }
+
+    fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 ORDER BY stream_version"
+            ))?;
+            let rows = st.query_map([stream_id], event_from_row)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+    }
+
+    fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after as i64, limit as i64], event_from_row)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+    }
+
+    fn scan(&self, after: u64, to: u64, f: &mut dyn FnMut(EventRef<'_>) -> bool) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
+            ))?;
+            let mut rows = st.query(params![after as i64, to.min(i64::MAX as u64) as i64])?;
+            let mut seen = 0;
+            let blob = |row: &rusqlite::Row, i: usize| -> Result<[u8; 32], StoreError> {
+                let v = row.get_ref(i)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                v.try_into().map_err(|_| StoreError::Corrupt(format!("column {i} is not a 32-byte hash")))
+            };
+            let uuid = |row: &rusqlite::Row, i: usize| -> Result<Uuid, StoreError> {
+                Uuid::parse_str(text(row, i)?).map_err(|e| StoreError::Corrupt(format!("bad uuid in column {i}: {e}")))
+            };
+            while let Some(row) = rows.next()? {
+                let correlation = row.get_ref(9)?;
+                let e = EventRef {
+                    position: row.get::<_, i64>(0)? as u64,
+                    event_id: uuid(row, 1)?,
+                    stream_id: text(row, 2)?,
+                    stream_version: row.get::<_, i64>(3)? as u64,
+                    event_type: text(row, 4)?,
+                    schema_version: row.get::<_, i64>(5)? as u32,
+                    occurred_at: text(row, 6)?,
+                    recorded_at: text(row, 7)?,
+                    command_id: uuid(row, 8)?,
+                    correlation_id: match correlation {
+                        rusqlite::types::ValueRef::Null => None,
+                        v => Some(v.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                    },
+                    actor: text(row, 10)?,
+                    data: text(row, 11)?,
+                    prev_hash: blob(row, 12)?,
+                    hash: blob(row, 13)?,
+                };
+                seen += 1;
+                if !f(e) {
+                    break;
+                }
+            }
+            Ok(seen)
+        })
+    }
+
+    fn command(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at \
+                 FROM commands WHERE command_id = ?1",
+            )?;
+            st.query_row([command_id.to_string()], command_from_row).optional().map_err(corrupt)
+        })
+    }
+
+    fn head(&self) -> Result<Head, StoreError> {
+        self.with_reader(|c| {
+            let head = c
+                .query_row("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1", [], |r| {
+                    Ok(Head { position: r.get::<_, i64>(0)? as u64, hash: hash_col(r, 1)? })
+                })
+                .optional()
+                .map_err(corrupt)?;
+            Ok(head.unwrap_or(Head { position: 0, hash: GENESIS_HASH }))
+        })
+    }
+
+    fn wait_beyond(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        // In-process commits wake us at once; commits by another process are seen by polling.
+        let slice = timeout.min(Duration::from_millis(50));
+        let guard = self.notify.head.lock().unwrap_or_else(|e| e.into_inner());
+        if *guard > position {
+            return Ok(*guard);
+        }
+        let (guard, _) = self
+            .notify
+            .changed
+            .wait_timeout_while(guard, slice, |h| *h <= position)
+            .unwrap_or_else(|e| e.into_inner());
+        if *guard > position {
+            return Ok(*guard);
+        }
+        drop(guard);
+        Ok(self.head()?.position)
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+/// The single writer: takes every queued append into one transaction (group commit).
+struct Writer {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    /// Position, hash and commit time of the last event.
+    head: (u64, [u8; 32], String),
+    versions: HashMap<String, u64>,
+    notify: Option<Arc<Notify>>,
+}
+
+const MAX_BATCH: usize = 512;
+const MAX_CACHED_STREAMS: usize = 200_000;
+
+impl Writer {
+    fn new(conn: Connection, clock: Arc<dyn Clock>) -> Result<Writer, StoreError> {
+        let mut w = Writer { conn, clock, head: (0, GENESIS_HASH, String::new()), versions: HashMap::new(), notify: None };
+        w.head = w.read_head()?;
+        Ok(w)
+    }
+
+    fn read_head(&self) -> Result<(u64, [u8; 32], String), StoreError> {
+        let head = self
+            .conn
+            .query_row("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, hash_col(r, 1)?, r.get::<_, String>(2)?))
+            })
+            .optional()
+            .map_err(corrupt)?;
+        Ok(head.unwrap_or((0, GENESIS_HASH, String::new())))
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let _span = tracing::debug_span!("group_commit", appends = jobs.len()).entered();
+            let results = self.commit_batch(&jobs);
+            for (job, result) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        // Checkpoint on close so that the file alone holds everything.
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+
+    fn commit_batch(&mut self, jobs: &[Job]) -> Vec<Result<AppendResult, StoreError>> {
+        match self.try_commit_batch(jobs) {
+            Ok(results) => {
+                if let Some(n) = &self.notify {
+                    *n.head.lock().unwrap_or_else(|e| e.into_inner()) = self.head.0;
+                    n.changed.notify_all();
+                }
+                results
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.versions.clear();
+                if let Ok(h) = self.read_head() {
+                    self.head = h;
+                }
+                tracing::error!(error = %e, "group commit failed; every append in it is refused");
+                let msg = e.to_string();
+                jobs.iter().map(|_| Err(StoreError::Unavailable(msg.clone()))).collect()
+            }
+        }
+    }
+
+    fn try_commit_batch(&mut self, jobs: &[Job]) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_time)?;
+        let on_disk = self.read_head()?;
+        if on_disk.0 != self.head.0 || on_disk.1 != self.head.1 {
+            // Another process wrote: our version cache may be stale.
+            self.versions.clear();
+            self.head = on_disk;
+        }
+        if self.versions.len() > MAX_CACHED_STREAMS {
+            self.versions.clear();
+        }
+        let saved_head = self.head.clone();
+        let now = format_recorded_at(self.clock.now());
+        let recorded_at = if now > self.head.2 { now } else { self.head.2.clone() };
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut batch_ids: HashMap<Uuid, CommandRecord> = HashMap::new();
+        let mut touched: HashSet<String> = HashSet::new();
+        for job in jobs {
+            let r = self.append_one(&job.request, &recorded_at, &mut batch_ids, &mut touched);
+            results.push(r);
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.head = saved_head;
+            for s in touched {
+                self.versions.remove(&s);
+            }
+            return Err(sqlite_time(e));
+        }
+        Ok(results)
+    }
+
+    fn stream_version(&mut self, stream: &str) -> Result<u64, StoreError> {
+        if let Some(v) = self.versions.get(stream) {
+            return Ok(*v);
+        }
+        let v: i64 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?1")?
+            .query_row([stream], |r| r.get(0))?;
+        self.versions.insert(stream.to_string(), v as u64);
+        Ok(v as u64)
+    }
+
+    fn append_one(
+        &mut self,
+        req: &AppendRequest,
+        recorded_at: &str,
+        batch_ids: &mut HashMap<Uuid, CommandRecord>,
+        touched: &mut HashSet<String>,
+    ) -> Result<AppendResult, StoreError> {
+        let id = req.command.command_id;
+        if let Some(rec) = batch_ids.get(&id) {
+            return Ok(AppendResult::Duplicate(rec.clone()));
+        }
+        let existing = self
+            .conn
+            .prepare_cached(
+                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at \
+                 FROM commands WHERE command_id = ?1",
+            )?
+            .query_row([id.to_string()], command_from_row)
+            .optional()
+            .map_err(corrupt)?;
+        if let Some(rec) = existing {
+            return Ok(AppendResult::Duplicate(rec));
+        }
+        let current = self.stream_version(&req.stream_id)?;
+        if let ExpectedVersion::Exact(expected) = req.expected {
+            if expected != current {
+                return Err(StoreError::Conflict { stream: req.stream_id.clone(), expected, actual: current });
+            }
+        }
+        // A savepoint per append: a failure undoes this append only, not the whole group.
+        self.conn.execute_batch("SAVEPOINT append_one")?;
+        let saved_head = self.head.clone();
+        match self.insert_events(req, current, recorded_at) {
+            Ok(rec) => {
+                self.conn.execute_batch("RELEASE append_one")?;
+                self.versions.insert(req.stream_id.clone(), current + req.events.len() as u64);
+                touched.insert(req.stream_id.clone());
+                batch_ids.insert(id, rec.clone());
+                Ok(AppendResult::Committed(rec))
+            }
+            Err(e) => {
+                self.conn.execute_batch("ROLLBACK TO append_one; RELEASE append_one")?;
+                self.head = saved_head;
+                self.versions.remove(&req.stream_id);
+                match e {
+                    StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        let actual = self.stream_version(&req.stream_id)?;
+                        Err(StoreError::Conflict {
+                            stream: req.stream_id.clone(),
+                            expected: match req.expected {
+                                ExpectedVersion::Exact(v) => v,
+                                ExpectedVersion::Any => current,
+                            },
+                            actual,
+                        })
+                    }
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    fn insert_events(&mut self, req: &AppendRequest, current: u64, recorded_at: &str) -> Result<CommandRecord, StoreError> {
+        let actor = req.command.actor.to_json();
+        let first_position = self.head.0 + 1;
+        let mut st = self.conn.prepare_cached(&format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ))?;
+        let command_id = req.command.command_id;
+        for (i, ev) in req.events.iter().enumerate() {
+            let position = self.head.0 + 1;
+            let event_id = Uuid::now_v7();
+            let occurred_at = format_occurred_at(ev.occurred_at);
+            let mut r = EventRef {
+                position,
+                event_id,
+                stream_id: &req.stream_id,
+                stream_version: current + 1 + i as u64,
+                event_type: &ev.event_type,
+                schema_version: ev.schema_version,
+                occurred_at: &occurred_at,
+                recorded_at,
+                command_id,
+                correlation_id: req.command.correlation_id.as_deref(),
+                actor: &actor,
+                data: &ev.data,
+                prev_hash: self.head.1,
+                hash: GENESIS_HASH,
+            };
+            r.hash = chain_hash(&self.head.1, &r);
+            st.execute(params![
+                position as i64,
+                event_id.to_string(),
+                r.stream_id,
+                r.stream_version as i64,
+                r.event_type,
+                r.schema_version as i64,
+                r.occurred_at,
+                r.recorded_at,
+                command_id.to_string(),
+                r.correlation_id,
+                r.actor,
+                r.data,
+                &r.prev_hash[..],
+                &r.hash[..],
+            ])?;
+            self.head = (position, r.hash, recorded_at.to_string());
+        }
+        let rec = CommandRecord {
+            command_id,
+            content_hash: req.command.content_hash,
+            stream_id: req.stream_id.clone(),
+            first_position,
+            last_position: self.head.0,
+            recorded_at: recorded_at.to_string(),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO commands (command_id, content_hash, stream_id, first_position, last_position, recorded_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                command_id.to_string(),
+                &rec.content_hash[..],
+                rec.stream_id,
+                rec.first_position as i64,
+                rec.last_position as i64,
+                rec.recorded_at
+            ])?;
+        Ok(rec)
+    }
+}
