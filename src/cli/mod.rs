@@ -1,0 +1,484 @@
+//! The command-line interface: clap commands wiring the layers. No business logic here.
+
+use crate::app::{submit_lines, Ledger, LineOutcome, SubmitSummary};
+use crate::audit;
+use crate::domain::{Policy, Reference};
+use crate::projection::{db_path_for, load_definitions, Engine, Report};
+use crate::scenario;
+use crate::store::{self, Actor, Clock, EventStore, ManualClock, SystemClock};
+use anyhow::{anyhow, bail, Context as _, Result};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// An event-sourced, hash-chained ledger for a vaccination campaign.
+#[derive(Parser, Debug)]
+#[command(name = "campaign-ledger", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the log lives: sqlite:PATH (the embedded default).
+    #[arg(long, global = true, env = "LEDGER_STORE", default_value = "sqlite:./ledger-data/ledger.db")]
+    pub store: String,
+    /// A directory of projection definitions (*.toml) added to the shipped ones; a file there
+    /// replaces a shipped definition of the same name. Default: ./projections when it exists.
+    #[arg(long, global = true, env = "LEDGER_PROJECTIONS")]
+    pub projections: Option<PathBuf>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Output format of a report.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ReportFormat {
+    /// A table for people.
+    Table,
+    /// JSON for programs.
+    Json,
+    /// CSV for spreadsheets.
+    Csv,
+}
+
+/// Output format of a command run.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum SubmitFormat {
+    /// One line per command for people.
+    Table,
+    /// One JSON object per command.
+    Json,
+}
+
+/// Where commit times come from.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ClockChoice {
+    /// The machine's clock (normal use).
+    System,
+    /// Each command is recorded at its own business time (never going backwards): for loading
+    /// a historical or simulated campaign, so that --known-at reads make sense for it.
+    Business,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Load the synthetic OFII 2021 scenario into the store (once: running it again loads
+    /// nothing twice) and print the report as of 17 December 2021.
+    Demo,
+    /// Run a file of commands (JSON lines; `-` for standard input), one outcome per line.
+    Submit {
+        /// The command file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+        /// Where commit times come from.
+        #[arg(long, value_enum, default_value = "system")]
+        clock: ClockChoice,
+    },
+    /// Print a projection (read model).
+    Report {
+        /// Projection name (see `projections list`).
+        name: String,
+        /// Events up to the end of this day (YYYY-MM-DD, campaign time zone Europe/Paris).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<NaiveDate>,
+        /// Only what the ledger had recorded by this instant (RFC 3339, e.g. 2021-12-17T18:00:00+01:00).
+        #[arg(long, value_parser = parse_instant)]
+        known_at: Option<DateTime<FixedOffset>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// Write a generated scenario as JSON lines to standard output.
+    Scenario {
+        /// Which scenario.
+        #[arg(value_enum)]
+        name: ScenarioName,
+    },
+    /// Tamper evidence.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+    /// Projections (read models).
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        action: ProjectionsCmd,
+    },
+}
+
+/// Known scenarios.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ScenarioName {
+    /// The OFII's COVID-19 campaign of 2021 (synthetic people, published national totals).
+    #[value(name = "ofii-2021")]
+    Ofii2021,
+}
+
+/// Audit subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Recompute the hash chain: exit 0 if intact, 1 naming the first bad position.
+    Verify {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
+    /// Print the head of the log (position, hash, time) as JSON, for an auditor to keep.
+    Digest,
+}
+
+/// Projection subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ProjectionsCmd {
+    /// List the projections and how far each has folded the log.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
+    /// Replay the whole log into NAME beside the live state, compare, and swap it in.
+    Rebuild {
+        /// Projection name.
+        name: String,
+    },
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"))
+}
+
+fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s).map_err(|_| {
+        format!("{s:?} is not an RFC 3339 time with an offset; write for example 2021-12-17T18:00:00+01:00")
+    })
+}
+
+/// A clock that shows the business time of the command being run, never going backwards.
+struct BusinessClock(ManualClock);
+
+impl Clock for BusinessClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+}
+
+struct Env {
+    store: Arc<dyn EventStore>,
+    engine: Engine,
+    ledger: Ledger,
+    business: Option<Arc<BusinessClock>>,
+}
+
+impl Cli {
+    fn projection_dir(&self) -> Option<PathBuf> {
+        match &self.projections {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from("projections")).filter(|p| p.is_dir()),
+        }
+    }
+
+    fn open(&self, business_clock: bool) -> Result<Env> {
+        let business = business_clock.then(|| Arc::new(BusinessClock(ManualClock::new(DateTime::<Utc>::MIN_UTC))));
+        let clock: Arc<dyn Clock> = match &business {
+            Some(b) => b.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let store = store::open(&self.store, clock.clone()).map_err(|e| anyhow!("{e}"))?;
+        let defs = load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
+        let policy = Policy::default();
+        let db = match self.store.strip_prefix("sqlite:") {
+            Some(p) => db_path_for(Path::new(p)),
+            None => PathBuf::from("ledger-data/projections.db"),
+        };
+        let engine = Engine::open(&db, defs, policy.time_zone).map_err(|e| anyhow!("{e}"))?;
+        let ledger = Ledger::new(store.clone(), policy, Reference::builtin(), clock);
+        Ok(Env { store, engine, ledger, business })
+    }
+}
+
+fn actor() -> Actor {
+    Actor {
+        role: "cli".into(),
+        directorate: None,
+        agent_ref: Some(std::env::var("USER").unwrap_or_else(|_| "cli".into())),
+    }
+}
+
+fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn run_lines(
+    env: &Env,
+    lines: impl Iterator<Item = (usize, String)>,
+    total: Option<u64>,
+    mut emit: impl FnMut(&LineOutcome),
+) -> Result<SubmitSummary> {
+    let pb = progress(total, "commands");
+    let business = env.business.clone();
+    let summary = submit_lines(
+        &env.ledger,
+        lines,
+        &actor(),
+        |cmd| {
+            if let (Some(b), Some(t)) = (&business, cmd.command.business_time()) {
+                let t = t.with_timezone(&Utc) + Duration::minutes(5);
+                if t > b.0.now() {
+                    b.0.set(t);
+                }
+            }
+        },
+        |o| {
+            pb.inc(1);
+            emit(o)
+        },
+    )
+    .map_err(|e| anyhow!("{e}; the commands before this one are stored, the rest were not run"))?;
+    pb.finish_and_clear();
+    Ok(summary)
+}
+
+fn print_summary(s: &SubmitSummary) {
+    eprintln!(
+        "{} accepted, {} duplicate, {} rejected, {} invalid",
+        s.accepted, s.duplicate, s.rejected, s.invalid
+    );
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn print_report(r: &Report, format: ReportFormat) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        ReportFormat::Json => writeln!(out, "{}", serde_json::to_string(r)?)?,
+        ReportFormat::Csv => write!(out, "{}", r.to_csv())?,
+        ReportFormat::Table => {
+            let as_of = r.as_of.map(|d| d.to_string()).unwrap_or_else(|| "everything recorded".into());
+            writeln!(out, "{} as of {as_of}{}", r.projection, r.known_at.as_ref().map(|k| format!(", known at {k}")).unwrap_or_default())?;
+            write!(out, "{}", r.to_table())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Cmd::Scenario { name: ScenarioName::Ofii2021 } => {
+            let s = scenario::ofii_2021(&Reference::builtin()).map_err(|e| anyhow!(e))?;
+            std::io::stdout().lock().write_all(s.to_jsonl().as_bytes())?;
+            eprintln!("{} commands written; synthetic data (no real person).", s.commands.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo => demo(&cli),
+        Cmd::Submit { file, format, clock } => {
+            let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(file)
+                    .with_context(|| format!("cannot read the command file {}", file.display()))?;
+                if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                    bail!("{} is a directory; give a file of JSON lines (or - for standard input)", file.display());
+                }
+                Box::new(std::io::BufReader::new(f))
+            };
+            let env = cli.open(*clock == ClockChoice::Business)?;
+            let mut read_error = None;
+            let lines = reader.split(b'\n').enumerate().map_while(|(i, l)| match l {
+                Ok(bytes) => Some((
+                    i + 1,
+                    String::from_utf8(bytes).unwrap_or_else(|_| "\u{0}not utf-8".to_string()),
+                )),
+                Err(e) => {
+                    read_error = Some(e);
+                    None
+                }
+            });
+            let format = *format;
+            let mut out = std::io::stdout().lock();
+            let summary = run_lines(&env, lines, None, |o| {
+                let _ = match format {
+                    SubmitFormat::Json => writeln!(out, "{}", serde_json::to_string(o).unwrap_or_default()),
+                    SubmitFormat::Table => writeln!(
+                        out,
+                        "line {:<6} {:<9} {}{}",
+                        o.line,
+                        o.outcome,
+                        o.command_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        o.error.as_ref().map(|e| format!("  {}: {}", e.code, e.message)).unwrap_or_default()
+                    ),
+                };
+                let _ = out.flush();
+            })?;
+            if let Some(e) = read_error {
+                bail!("reading {} failed after some lines: {e}; the lines before were run", file.display());
+            }
+            env.engine.catch_up(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            print_summary(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { name, as_of, known_at, format } => {
+            let env = cli.open(false)?;
+            let r = env.engine.report(env.store.as_ref(), name, *as_of, *known_at).map_err(|e| anyhow!("{e}"))?;
+            print_report(&r, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit { action: AuditCmd::Verify { format } } => {
+            let env = cli.open(false)?;
+            let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
+            let pb = progress(Some(head.position), "verifying");
+            let result = audit::verify(env.store.as_ref(), &mut |n| pb.set_position(n));
+            pb.finish_and_clear();
+            match result {
+                Ok(v) => {
+                    match format {
+                        SubmitFormat::Json => println!("{}", serde_json::json!({"ok": true, "events": v.events, "position": v.position, "hash": v.hash})),
+                        SubmitFormat::Table => println!("ok: {} events, chain intact; head {} {}", v.events, v.position, v.hash),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(audit::VerifyError::Broken { position, reason }) => {
+                    match format {
+                        SubmitFormat::Json => println!("{}", serde_json::json!({"ok": false, "position": position, "reason": reason})),
+                        SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
+                    }
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(anyhow!("{e}")),
+            }
+        }
+        Cmd::Audit { action: AuditCmd::Digest } => {
+            let env = cli.open(false)?;
+            let d = audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Projections { action: ProjectionsCmd::List { format } } => {
+            let env = cli.open(false)?;
+            let list = env.engine.status(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            match format {
+                SubmitFormat::Json => println!("{}", serde_json::to_string(&list)?),
+                SubmitFormat::Table => {
+                    for s in list {
+                        println!("{:<24} {:>9}/{:<9} {:<40} {}", s.name, s.checkpoint, s.head, s.status, s.origin);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Projections { action: ProjectionsCmd::Rebuild { name } } => {
+            let env = cli.open(false)?;
+            let r = env.engine.rebuild(env.store.as_ref(), name).map_err(|e| anyhow!("{e}"))?;
+            let cmp = match r.identical_to_live {
+                Some(true) => "identical to the live state",
+                Some(false) => "DIFFERENT from the live state (the rebuilt one is now live)",
+                None => "no earlier state to compare with",
+            };
+            println!("rebuilt {} from {} events: {cmp}", r.name, r.events);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn demo(cli: &Cli) -> Result<ExitCode> {
+    let reference = Reference::builtin();
+    let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
+    let env = cli.open(true)?;
+    println!("campaign-ledger demo — {}", s.title);
+    println!("store: {}", env.store.describe());
+    let text = s.to_jsonl();
+    let lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.to_string()));
+    let mut examples: std::collections::BTreeMap<String, String> = Default::default();
+    let summary = run_lines(&env, lines, Some(s.commands.len() as u64), |o| {
+        if let Some(e) = &o.error {
+            examples.entry(e.code.clone()).or_insert_with(|| e.message.clone());
+        }
+    })?;
+    println!(
+        "scenario: {} commands — {} accepted now, {} already in the store, {} rejected by the rules, {} invalid",
+        s.commands.len(),
+        summary.accepted,
+        summary.duplicate,
+        summary.rejected,
+        summary.invalid
+    );
+    if summary.accepted == 0 && summary.duplicate > 0 {
+        println!("(the scenario was loaded before: nothing was appended twice)");
+    }
+    for (code, n) in &summary.by_code {
+        println!("  rejected {n} × {code}: {}", examples.get(code).map(String::as_str).unwrap_or(""));
+    }
+    let r = env
+        .engine
+        .report(env.store.as_ref(), "doses_by_directorate", Some(s.as_of), None)
+        .map_err(|e| anyhow!("{e}"))?;
+    println!();
+    print_report(&r, ReportFormat::Table)?;
+    let known_at = crate::domain::Policy::default().end_of_day(s.as_of) - Duration::hours(6);
+    let k = env
+        .engine
+        .report(env.store.as_ref(), "doses_by_directorate", Some(s.as_of), Some(known_at))
+        .map_err(|e| anyhow!("{e}"))?;
+    let t = r.totals.int("total");
+    let kt = k.totals.int("total");
+    println!();
+    println!(
+        "What the ledger knew at {}: {} doses ({} entered later from paper records, net of corrections).",
+        known_at.format("%Y-%m-%d %H:%M %:z"),
+        thousands(kt),
+        thousands(t - kt)
+    );
+    let tickets = env
+        .engine
+        .report(env.store.as_ref(), "tickets_by_directorate", Some(s.as_of), None)
+        .map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "Tickets (Lyon, Marseille) as of {}: {} issued, {} redeemed at partner centres, {} expired, {} outstanding.",
+        s.as_of,
+        thousands(tickets.totals.int("issued")),
+        thousands(tickets.totals.int("redeemed")),
+        thousands(tickets.totals.int("expired")),
+        thousands(tickets.totals.int("outstanding"))
+    );
+    println!();
+    println!(
+        "National line, {}: {} doses administered by the OFII in its directorates, {} of them first injections.",
+        s.as_of.format("%-d %B %Y"),
+        thousands(t),
+        thousands(r.totals.int("first"))
+    );
+    Ok(ExitCode::SUCCESS)
+}
