@@ -1,0 +1,43 @@
+//! Shared test harness: temporary stores, running the real binary, building commands.
+#![allow(dead_code)]
+
+pub mod contract;
+
+use campaign_ledger::store::{self, EventStore, SystemClock};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+/// The binary under test.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_campaign-ledger"));
+    c.env_remove("LEDGER_STORE").env_remove("LEDGER_PROJECTIONS").env_remove("RUST_LOG");
+    c
+}
+
+/// Runs the binary in `dir` with `args`.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).output().expect("the binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh SQLite store in a temporary directory.
+pub fn sqlite_store(dir: &Path) -> Arc<dyn EventStore> {
+    store::open(&format!("sqlite:{}", dir.join("ledger.db").display()), Arc::new(SystemClock)).expect("store opens")
+}
+
+pub fn store_file(dir: &Path) -> PathBuf {
+    dir.join("ledger-data").join("ledger.db")
+}
+
+/// A deterministic UUID for tests.
+pub fn id(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0000 | n)
+}
