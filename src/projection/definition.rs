@@ -240,9 +240,6 @@ impl Definition {
         if f.source.is_empty() {
             return Err(err("no [[source]]: name at least one event type to fold".into()));
         }
-        if f.column.is_empty() {
-            return Err(err("no [[column]]: define at least one column".into()));
-        }
         let mut sources = Vec::new();
         for s in f.source {
             if !Event::TYPES.contains(&s.event.as_str()) {
@@ -261,6 +258,9 @@ impl Definition {
                 event: s.event,
                 sign: s.sign,
             });
+        }
+        if f.column.is_empty() {
+            return Err(err("no [[column]]: define at least one column".into()));
         }
         let source_names: Vec<&str> = sources.iter().map(|s| s.event.as_str()).collect();
         let mut columns = Vec::new();
