@@ -2,19 +2,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod domain;
-pub mod store;
 pub mod app;
-pub mod projection;
-pub mod scenario;
 pub mod audit;
 pub mod cli;
+pub mod domain;
+pub mod projection;
+pub mod scenario;
+pub mod store;
 
 /// Logs to standard error, filtered by `RUST_LOG` (default: warnings).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// With `LEDGER_REPORT_RSS=1`, writes the process's peak resident memory to standard error

@@ -18,7 +18,9 @@ fn file_hash(p: &Path) -> String {
 }
 
 fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 #[test]
@@ -39,24 +41,52 @@ fn submit_reports_one_outcome_per_line_and_is_idempotent_forever() {
     let o = run(dir.path(), &["submit", "cmds.jsonl", "--format", "json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = json_lines(&stdout(&o));
-    let outcomes: Vec<(u64, &str)> =
-        lines.iter().map(|l| (l["line"].as_u64().unwrap(), l["outcome"].as_str().unwrap())).collect();
+    let outcomes: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
     assert_eq!(
         outcomes,
-        vec![(1, "accepted"), (2, "accepted"), (3, "invalid"), (6, "duplicate"), (7, "rejected"), (8, "rejected")]
+        vec![
+            (1, "accepted"),
+            (2, "accepted"),
+            (3, "invalid"),
+            (6, "duplicate"),
+            (7, "rejected"),
+            (8, "rejected")
+        ]
     );
     assert_eq!(lines[2]["error"]["code"], "malformed_json");
     assert_eq!(lines[4]["error"]["code"], "first_dose_already_recorded");
     assert_eq!(lines[5]["error"]["code"], "command_id_reused");
     assert!(lines[0].get("error").is_none());
-    assert_eq!(lines[1]["command_id"], "00000000-0000-4000-8000-000000000002");
+    assert_eq!(
+        lines[1]["command_id"],
+        "00000000-0000-4000-8000-000000000002"
+    );
 
     // again: everything accepted before is a duplicate, nothing is appended
     let before = run(dir.path(), &["audit", "digest"]);
     let o = run(dir.path(), &["submit", "cmds.jsonl", "--format", "json"]);
-    let again: Vec<String> = json_lines(&stdout(&o)).iter().map(|l| l["outcome"].as_str().unwrap().to_string()).collect();
-    assert_eq!(again, ["duplicate", "duplicate", "invalid", "duplicate", "rejected", "rejected"]);
-    assert_eq!(stdout(&run(dir.path(), &["audit", "digest"])), stdout(&before));
+    let again: Vec<String> = json_lines(&stdout(&o))
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        again,
+        [
+            "duplicate",
+            "duplicate",
+            "invalid",
+            "duplicate",
+            "rejected",
+            "rejected"
+        ]
+    );
+    assert_eq!(
+        stdout(&run(dir.path(), &["audit", "digest"])),
+        stdout(&before)
+    );
 
     // table format, from standard input
     let mut child = support::bin()
@@ -67,17 +97,40 @@ fn submit_reports_one_outcome_per_line_and_is_idempotent_forever() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(dose("00000000-0000-4000-8000-000000000002").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dose("00000000-0000-4000-8000-000000000002").as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert!(stdout(&o).starts_with("line 1      duplicate"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("line 1      duplicate"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
 fn reports_in_three_formats_with_as_of_and_known_at() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.jsonl"), format!("{SITE}\n{}\n", dose("00000000-0000-4000-8000-000000000002"))).unwrap();
+    std::fs::write(
+        dir.path().join("c.jsonl"),
+        format!("{SITE}\n{}\n", dose("00000000-0000-4000-8000-000000000002")),
+    )
+    .unwrap();
     assert!(run(dir.path(), &["submit", "c.jsonl"]).status.success());
-    let o = run(dir.path(), &["report", "doses_by_directorate", "--as-of", "2021-12-17", "--format", "json"]);
+    let o = run(
+        dir.path(),
+        &[
+            "report",
+            "doses_by_directorate",
+            "--as-of",
+            "2021-12-17",
+            "--format",
+            "json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["projection"], "doses_by_directorate");
@@ -87,18 +140,47 @@ fn reports_in_three_formats_with_as_of_and_known_at() {
     assert_eq!(r["rows"][0]["first"], 1);
     assert_eq!(r["totals"]["total"], 1);
     // before the dose: nothing
-    let o = run(dir.path(), &["report", "doses_by_directorate", "--as-of", "2021-10-03", "--format", "json"]);
+    let o = run(
+        dir.path(),
+        &[
+            "report",
+            "doses_by_directorate",
+            "--as-of",
+            "2021-10-03",
+            "--format",
+            "json",
+        ],
+    );
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["totals"]["total"], 0);
     // known before it was recorded: nothing
-    let o = run(dir.path(), &["report", "doses_by_directorate", "--known-at", "2021-12-17T18:00:00+01:00", "--format", "json"]);
+    let o = run(
+        dir.path(),
+        &[
+            "report",
+            "doses_by_directorate",
+            "--known-at",
+            "2021-12-17T18:00:00+01:00",
+            "--format",
+            "json",
+        ],
+    );
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["totals"]["total"], 0, "{r}");
     assert_eq!(r["known_at"], "2021-12-17T18:00:00+01:00");
-    let o = run(dir.path(), &["report", "doses_by_directorate", "--format", "csv"]);
-    assert_eq!(stdout(&o).lines().next().unwrap(), "directorate,first,second,booster,total,agents");
+    let o = run(
+        dir.path(),
+        &["report", "doses_by_directorate", "--format", "csv"],
+    );
+    assert_eq!(
+        stdout(&o).lines().next().unwrap(),
+        "directorate,first,second,booster,total,agents"
+    );
     assert_eq!(stdout(&o).lines().nth(1).unwrap(), "lyon,1,0,0,1,0");
-    let o = run(dir.path(), &["report", "tickets_by_directorate", "--as-of", "2021-11-30"]);
+    let o = run(
+        dir.path(),
+        &["report", "tickets_by_directorate", "--as-of", "2021-11-30"],
+    );
     assert!(o.status.success());
     assert!(stdout(&o).contains("issued"));
 }
@@ -113,8 +195,15 @@ fn scenario_writes_labelled_synthetic_json_lines() {
     assert!(out.lines().next().unwrap().contains("synthetic"));
     let n = out.lines().filter(|l| l.starts_with('{')).count();
     assert!(n > 2000, "{n}");
-    assert_eq!(out, stdout(&run(dir.path(), &["scenario", "ofii-2021"])), "deterministic");
-    assert!(!dir.path().join("ledger-data").exists(), "scenario touches no store");
+    assert_eq!(
+        out,
+        stdout(&run(dir.path(), &["scenario", "ofii-2021"])),
+        "deterministic"
+    );
+    assert!(
+        !dir.path().join("ledger-data").exists(),
+        "scenario touches no store"
+    );
 }
 
 #[test]
@@ -131,19 +220,32 @@ fn demo_then_audit_and_projections() {
     let o = run(dir.path(), &["audit", "verify", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["ok"], true);
-    let d: serde_json::Value = serde_json::from_str(&stdout(&run(dir.path(), &["audit", "digest"]))).unwrap();
+    let d: serde_json::Value =
+        serde_json::from_str(&stdout(&run(dir.path(), &["audit", "digest"]))).unwrap();
     assert_eq!(d["position"], v["position"]);
     assert_eq!(d["hash"], v["hash"]);
     let o = run(dir.path(), &["projections", "list"]);
     assert_eq!(stdout(&o).lines().count(), 5);
-    assert!(stdout(&o).lines().all(|l| l.contains("up to date")), "{}", stdout(&o));
-    let o = run(dir.path(), &["projections", "rebuild", "doses_by_directorate"]);
+    assert!(
+        stdout(&o).lines().all(|l| l.contains("up to date")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(
+        dir.path(),
+        &["projections", "rebuild", "doses_by_directorate"],
+    );
     assert!(o.status.success());
-    assert!(stdout(&o).contains("identical to the live state"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("identical to the live state"),
+        "{}",
+        stdout(&o)
+    );
     // the demo again loads nothing
     let o = run(dir.path(), &["demo"]);
     assert!(stdout(&o).contains("0 accepted now"), "{}", stdout(&o));
-    let d2: serde_json::Value = serde_json::from_str(&stdout(&run(dir.path(), &["audit", "digest"]))).unwrap();
+    let d2: serde_json::Value =
+        serde_json::from_str(&stdout(&run(dir.path(), &["audit", "digest"]))).unwrap();
     assert_eq!(d, d2);
 }
 
@@ -159,14 +261,32 @@ fn a_new_projection_file_is_a_new_read_model_without_recompiling() {
     .unwrap();
     let o = run(dir.path(), &["projections", "rebuild", "doses_by_product"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(dir.path(), &["report", "doses_by_product", "--as-of", "2021-12-17", "--format", "json"]);
+    let o = run(
+        dir.path(),
+        &[
+            "report",
+            "doses_by_product",
+            "--as-of",
+            "2021-12-17",
+            "--format",
+            "json",
+        ],
+    );
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["totals"]["doses"], 1428);
     // a broken definition names its file and the problem
-    std::fs::write(dir.path().join("projections/broken.toml"), "name = \"broken\"\n[[source]]\nevent = \"Nope\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("projections/broken.toml"),
+        "name = \"broken\"\n[[source]]\nevent = \"Nope\"\n",
+    )
+    .unwrap();
     let o = run(dir.path(), &["projections", "list"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("broken.toml") && stderr(&o).contains("Nope"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("broken.toml") && stderr(&o).contains("Nope"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -177,15 +297,36 @@ fn bad_input_gets_a_clear_message_a_non_zero_exit_and_leaves_the_store_untouched
     let store = support::store_file(dir.path());
     let before = file_hash(&store);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["submit", "missing.jsonl"], "cannot read the command file missing.jsonl"),
+        (
+            vec!["submit", "missing.jsonl"],
+            "cannot read the command file missing.jsonl",
+        ),
         (vec!["submit", "."], "is a directory"),
-        (vec!["report", "doses_by_directorate", "--as-of", "17/12/2021"], "write YYYY-MM-DD"),
-        (vec!["report", "doses_by_directorate", "--known-at", "yesterday"], "RFC 3339"),
-        (vec!["report", "doses_by_directorate", "--format", "xml"], "possible values"),
+        (
+            vec!["report", "doses_by_directorate", "--as-of", "17/12/2021"],
+            "write YYYY-MM-DD",
+        ),
+        (
+            vec!["report", "doses_by_directorate", "--known-at", "yesterday"],
+            "RFC 3339",
+        ),
+        (
+            vec!["report", "doses_by_directorate", "--format", "xml"],
+            "possible values",
+        ),
         (vec!["report", "no_such_projection"], "projections list"),
-        (vec!["projections", "rebuild", "no_such_projection"], "no projection named"),
-        (vec!["--store", "postgres://x", "audit", "verify"], "not understood"),
-        (vec!["--store", "sqlite:", "audit", "verify"], "names no file"),
+        (
+            vec!["projections", "rebuild", "no_such_projection"],
+            "no projection named",
+        ),
+        (
+            vec!["--store", "postgres://x", "audit", "verify"],
+            "not understood",
+        ),
+        (
+            vec!["--store", "sqlite:", "audit", "verify"],
+            "names no file",
+        ),
         (vec!["scenario", "ofii-2020"], "possible values"),
         (vec!["frobnicate"], "unrecognized subcommand"),
         (vec!["submit", "c.jsonl", "--format"], "a value is required"),
@@ -197,10 +338,16 @@ fn bad_input_gets_a_clear_message_a_non_zero_exit_and_leaves_the_store_untouched
         assert!(!stderr(&o).contains("panicked"), "{args:?}");
     }
     // an unreadable file (no permission) as a non-root user would see it; as root, a directory path is used above
-    let o = run(dir.path(), &["--store", "sqlite:c.jsonl", "audit", "verify"]);
+    let o = run(
+        dir.path(),
+        &["--store", "sqlite:c.jsonl", "audit", "verify"],
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("c.jsonl"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap(), format!("{SITE}\n"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap(),
+        format!("{SITE}\n")
+    );
     assert_eq!(file_hash(&store), before, "the store is untouched");
 }
 
@@ -208,7 +355,14 @@ fn bad_input_gets_a_clear_message_a_non_zero_exit_and_leaves_the_store_untouched
 fn help_lists_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(dir.path(), &["--help"]);
-    for c in ["demo", "submit", "report", "scenario", "audit", "projections"] {
+    for c in [
+        "demo",
+        "submit",
+        "report",
+        "scenario",
+        "audit",
+        "projections",
+    ] {
         assert!(stdout(&o).contains(c), "{c}");
     }
 }

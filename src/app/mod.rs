@@ -6,10 +6,13 @@ mod submit;
 
 pub use submit::{submit_lines, ErrorBody, LineOutcome, SubmitSummary};
 
-use crate::domain::{self, Command, CommandEnvelope, Context, Event, Origin, Policy, Reference, Rejection, StreamState};
+use crate::domain::{
+    self, Command, CommandEnvelope, Context, Event, Origin, Policy, Reference, Rejection,
+    StreamState,
+};
 use crate::store::{
-    Actor, AppendRequest, AppendResult, Clock, CommandMeta, CommandRecord, EventStore, ExpectedVersion, NewEvent,
-    StoreError,
+    Actor, AppendRequest, AppendResult, Clock, CommandMeta, CommandRecord, EventStore,
+    ExpectedVersion, NewEvent, StoreError,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -67,8 +70,18 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger over a store, with the rules and reference data in force.
-    pub fn new(store: Arc<dyn EventStore>, policy: Policy, reference: Reference, clock: Arc<dyn Clock>) -> Ledger {
-        Ledger { store, policy, reference, clock }
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        policy: Policy,
+        reference: Reference,
+        clock: Arc<dyn Clock>,
+    ) -> Ledger {
+        Ledger {
+            store,
+            policy,
+            reference,
+            clock,
+        }
     }
 
     /// The store.
@@ -89,9 +102,21 @@ impl Ledger {
     fn load(&self, stream: &str) -> Result<StreamState, AppError> {
         let mut state = StreamState::default();
         for e in self.store.read_stream(stream)? {
-            let event = Event::decode(&e.event_type, e.schema_version, &e.data)
-                .map_err(|source| AppError::Decode { stream: stream.to_string(), source })?;
-            state.evolve(&event, Origin { event_id: e.event_id, command_id: e.command_id }, &self.policy);
+            let event =
+                Event::decode(&e.event_type, e.schema_version, &e.data).map_err(|source| {
+                    AppError::Decode {
+                        stream: stream.to_string(),
+                        source,
+                    }
+                })?;
+            state.evolve(
+                &event,
+                Origin {
+                    event_id: e.event_id,
+                    command_id: e.command_id,
+                },
+                &self.policy,
+            );
         }
         Ok(state)
     }
@@ -145,7 +170,11 @@ impl Ledger {
             (None, _) => unreachable!("only reversals look their stream up"),
         };
         let site = routing.site.as_deref().map(|s| self.load(s)).transpose()?;
-        let session = routing.session.as_deref().map(|s| self.load(s)).transpose()?;
+        let session = routing
+            .session
+            .as_deref()
+            .map(|s| self.load(s))
+            .transpose()?;
         let meta = CommandMeta {
             command_id: envelope.command_id,
             content_hash,
@@ -185,7 +214,10 @@ impl Ledger {
                 Ok(AppendResult::Committed(rec)) => return Ok(Outcome::Accepted(rec)),
                 Ok(AppendResult::Duplicate(rec)) => return Ok(known(rec)),
                 Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, "concurrency conflict; deciding again on a fresh read");
+                    tracing::debug!(
+                        attempt,
+                        "concurrency conflict; deciding again on a fresh read"
+                    );
                     continue;
                 }
                 Err(e) => return Err(e.into()),

@@ -86,7 +86,10 @@ where
                 line,
                 command_id: invalid.command_id,
                 outcome: "invalid",
-                error: Some(ErrorBody { code: invalid.code.to_string(), message: invalid.message }),
+                error: Some(ErrorBody {
+                    code: invalid.code.to_string(),
+                    message: invalid.message,
+                }),
             },
             Ok(envelope) => {
                 before(&envelope);
@@ -96,7 +99,10 @@ where
                     command_id: Some(envelope.command_id),
                     outcome: o.label(),
                     error: match o {
-                        Outcome::Rejected(r) => Some(ErrorBody { code: r.code().to_string(), message: r.to_string() }),
+                        Outcome::Rejected(r) => Some(ErrorBody {
+                            code: r.code().to_string(),
+                            message: r.to_string(),
+                        }),
                         _ => None,
                     },
                 }

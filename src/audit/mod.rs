@@ -35,7 +35,10 @@ pub enum VerifyError {
 /// Recomputes the whole chain: positions follow one another from 1, each `prev_hash` is the
 /// previous `hash`, each `hash` matches the event's bytes, stream versions follow one another,
 /// and commit times never go backwards. `progress` is called every 65,536 events.
-pub fn verify(store: &dyn EventStore, progress: &mut dyn FnMut(u64)) -> Result<Verified, VerifyError> {
+pub fn verify(
+    store: &dyn EventStore,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Verified, VerifyError> {
     let head = store.head()?;
     let mut prev = GENESIS_HASH;
     let mut expected = 1u64;
@@ -73,7 +76,7 @@ pub fn verify(store: &dyn EventStore, progress: &mut dyn FnMut(u64)) -> Result<V
         if e.recorded_at != last_recorded {
             last_recorded = e.recorded_at.to_string();
         }
-        if expected % 65_536 == 0 {
+        if expected.is_multiple_of(65_536) {
             progress(expected);
         }
         expected += 1;
@@ -86,10 +89,17 @@ pub fn verify(store: &dyn EventStore, progress: &mut dyn FnMut(u64)) -> Result<V
     if events != head.position || (events > 0 && prev != head.hash) {
         return Err(VerifyError::Broken {
             position: events + 1,
-            reason: format!("the store's head is at {} but the chain ends at {events}", head.position),
+            reason: format!(
+                "the store's head is at {} but the chain ends at {events}",
+                head.position
+            ),
         });
     }
-    Ok(Verified { events, position: head.position, hash: hex::encode(head.hash) })
+    Ok(Verified {
+        events,
+        position: head.position,
+        hash: hex::encode(head.hash),
+    })
 }
 
 /// The head of the log as a small document an auditor can keep.
@@ -115,5 +125,10 @@ pub fn digest(store: &dyn EventStore) -> Result<Digest, StoreError> {
             false
         })?;
     }
-    Ok(Digest { store: store.describe(), position, hash: hex::encode(hash), recorded_at })
+    Ok(Digest {
+        store: store.describe(),
+        position,
+        hash: hex::encode(hash),
+        recorded_at,
+    })
 }

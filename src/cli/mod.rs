@@ -20,7 +20,12 @@ use std::sync::Arc;
 #[command(name = "campaign-ledger", version, about, long_about = None)]
 pub struct Cli {
     /// Where the log lives: sqlite:PATH (the embedded default).
-    #[arg(long, global = true, env = "LEDGER_STORE", default_value = "sqlite:./ledger-data/ledger.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_STORE",
+        default_value = "sqlite:./ledger-data/ledger.db"
+    )]
     pub store: String,
     /// A directory of projection definitions (*.toml) added to the shipped ones; a file there
     /// replaces a shipped definition of the same name. Default: ./projections when it exists.
@@ -150,7 +155,8 @@ pub enum ProjectionsCmd {
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    s.parse().map_err(|_| format!("{s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"))
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"))
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
@@ -184,13 +190,15 @@ impl Cli {
     }
 
     fn open(&self, business_clock: bool) -> Result<Env> {
-        let business = business_clock.then(|| Arc::new(BusinessClock(ManualClock::new(DateTime::<Utc>::MIN_UTC))));
+        let business = business_clock
+            .then(|| Arc::new(BusinessClock(ManualClock::new(DateTime::<Utc>::MIN_UTC))));
         let clock: Arc<dyn Clock> = match &business {
             Some(b) => b.clone(),
             None => Arc::new(SystemClock),
         };
         let store = store::open(&self.store, clock.clone()).map_err(|e| anyhow!("{e}"))?;
-        let defs = load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
+        let defs =
+            load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
         let policy = Policy::default();
         let db = match self.store.strip_prefix("sqlite:") {
             Some(p) => db_path_for(Path::new(p)),
@@ -198,7 +206,12 @@ impl Cli {
         };
         let engine = Engine::open(&db, defs, policy.time_zone).map_err(|e| anyhow!("{e}"))?;
         let ledger = Ledger::new(store.clone(), policy, Reference::builtin(), clock);
-        Ok(Env { store, engine, ledger, business })
+        Ok(Env {
+            store,
+            engine,
+            ledger,
+            business,
+        })
     }
 }
 
@@ -219,9 +232,11 @@ fn progress(len: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -268,7 +283,7 @@ fn thousands(n: i64) -> String {
     let s = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -286,8 +301,19 @@ fn print_report(r: &Report, format: ReportFormat) -> Result<()> {
         ReportFormat::Json => writeln!(out, "{}", serde_json::to_string(r)?)?,
         ReportFormat::Csv => write!(out, "{}", r.to_csv())?,
         ReportFormat::Table => {
-            let as_of = r.as_of.map(|d| d.to_string()).unwrap_or_else(|| "everything recorded".into());
-            writeln!(out, "{} as of {as_of}{}", r.projection, r.known_at.as_ref().map(|k| format!(", known at {k}")).unwrap_or_default())?;
+            let as_of = r
+                .as_of
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "everything recorded".into());
+            writeln!(
+                out,
+                "{} as of {as_of}{}",
+                r.projection,
+                r.known_at
+                    .as_ref()
+                    .map(|k| format!(", known at {k}"))
+                    .unwrap_or_default()
+            )?;
             write!(out, "{}", r.to_table())?;
         }
     }
@@ -297,21 +323,35 @@ fn print_report(r: &Report, format: ReportFormat) -> Result<()> {
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Cmd::Scenario { name: ScenarioName::Ofii2021 } => {
+        Cmd::Scenario {
+            name: ScenarioName::Ofii2021,
+        } => {
             let s = scenario::ofii_2021(&Reference::builtin()).map_err(|e| anyhow!(e))?;
-            std::io::stdout().lock().write_all(s.to_jsonl().as_bytes())?;
-            eprintln!("{} commands written; synthetic data (no real person).", s.commands.len());
+            std::io::stdout()
+                .lock()
+                .write_all(s.to_jsonl().as_bytes())?;
+            eprintln!(
+                "{} commands written; synthetic data (no real person).",
+                s.commands.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo => demo(&cli),
-        Cmd::Submit { file, format, clock } => {
+        Cmd::Submit {
+            file,
+            format,
+            clock,
+        } => {
             let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
                 let f = std::fs::File::open(file)
                     .with_context(|| format!("cannot read the command file {}", file.display()))?;
                 if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-                    bail!("{} is a directory; give a file of JSON lines (or - for standard input)", file.display());
+                    bail!(
+                        "{} is a directory; give a file of JSON lines (or - for standard input)",
+                        file.display()
+                    );
                 }
                 Box::new(std::io::BufReader::new(f))
             };
@@ -331,32 +371,54 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             let summary = run_lines(&env, lines, None, |o| {
                 let _ = match format {
-                    SubmitFormat::Json => writeln!(out, "{}", serde_json::to_string(o).unwrap_or_default()),
+                    SubmitFormat::Json => {
+                        writeln!(out, "{}", serde_json::to_string(o).unwrap_or_default())
+                    }
                     SubmitFormat::Table => writeln!(
                         out,
                         "line {:<6} {:<9} {}{}",
                         o.line,
                         o.outcome,
-                        o.command_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        o.error.as_ref().map(|e| format!("  {}: {}", e.code, e.message)).unwrap_or_default()
+                        o.command_id
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        o.error
+                            .as_ref()
+                            .map(|e| format!("  {}: {}", e.code, e.message))
+                            .unwrap_or_default()
                     ),
                 };
                 let _ = out.flush();
             })?;
             if let Some(e) = read_error {
-                bail!("reading {} failed after some lines: {e}; the lines before were run", file.display());
+                bail!(
+                    "reading {} failed after some lines: {e}; the lines before were run",
+                    file.display()
+                );
             }
-            env.engine.catch_up(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            env.engine
+                .catch_up(env.store.as_ref())
+                .map_err(|e| anyhow!("{e}"))?;
             print_summary(&summary);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Report { name, as_of, known_at, format } => {
+        Cmd::Report {
+            name,
+            as_of,
+            known_at,
+            format,
+        } => {
             let env = cli.open(false)?;
-            let r = env.engine.report(env.store.as_ref(), name, *as_of, *known_at).map_err(|e| anyhow!("{e}"))?;
+            let r = env
+                .engine
+                .report(env.store.as_ref(), name, *as_of, *known_at)
+                .map_err(|e| anyhow!("{e}"))?;
             print_report(&r, *format)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit { action: AuditCmd::Verify { format } } => {
+        Cmd::Audit {
+            action: AuditCmd::Verify { format },
+        } => {
             let env = cli.open(false)?;
             let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
             let pb = progress(Some(head.position), "verifying");
@@ -365,14 +427,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             match result {
                 Ok(v) => {
                     match format {
-                        SubmitFormat::Json => println!("{}", serde_json::json!({"ok": true, "events": v.events, "position": v.position, "hash": v.hash})),
-                        SubmitFormat::Table => println!("ok: {} events, chain intact; head {} {}", v.events, v.position, v.hash),
+                        SubmitFormat::Json => println!(
+                            "{}",
+                            serde_json::json!({"ok": true, "events": v.events, "position": v.position, "hash": v.hash})
+                        ),
+                        SubmitFormat::Table => println!(
+                            "ok: {} events, chain intact; head {} {}",
+                            v.events, v.position, v.hash
+                        ),
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(audit::VerifyError::Broken { position, reason }) => {
                     match format {
-                        SubmitFormat::Json => println!("{}", serde_json::json!({"ok": false, "position": position, "reason": reason})),
+                        SubmitFormat::Json => println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "position": position, "reason": reason})
+                        ),
                         SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
                     }
                     Ok(ExitCode::from(1))
@@ -380,28 +451,43 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => Err(anyhow!("{e}")),
             }
         }
-        Cmd::Audit { action: AuditCmd::Digest } => {
+        Cmd::Audit {
+            action: AuditCmd::Digest,
+        } => {
             let env = cli.open(false)?;
             let d = audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Projections { action: ProjectionsCmd::List { format } } => {
+        Cmd::Projections {
+            action: ProjectionsCmd::List { format },
+        } => {
             let env = cli.open(false)?;
-            let list = env.engine.status(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            let list = env
+                .engine
+                .status(env.store.as_ref())
+                .map_err(|e| anyhow!("{e}"))?;
             match format {
                 SubmitFormat::Json => println!("{}", serde_json::to_string(&list)?),
                 SubmitFormat::Table => {
                     for s in list {
-                        println!("{:<24} {:>9}/{:<9} {:<40} {}", s.name, s.checkpoint, s.head, s.status, s.origin);
+                        println!(
+                            "{:<24} {:>9}/{:<9} {:<40} {}",
+                            s.name, s.checkpoint, s.head, s.status, s.origin
+                        );
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Projections { action: ProjectionsCmd::Rebuild { name } } => {
+        Cmd::Projections {
+            action: ProjectionsCmd::Rebuild { name },
+        } => {
             let env = cli.open(false)?;
-            let r = env.engine.rebuild(env.store.as_ref(), name).map_err(|e| anyhow!("{e}"))?;
+            let r = env
+                .engine
+                .rebuild(env.store.as_ref(), name)
+                .map_err(|e| anyhow!("{e}"))?;
             let cmp = match r.identical_to_live {
                 Some(true) => "identical to the live state",
                 Some(false) => "DIFFERENT from the live state (the rebuilt one is now live)",
@@ -420,11 +506,16 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
     println!("campaign-ledger demo — {}", s.title);
     println!("store: {}", env.store.describe());
     let text = s.to_jsonl();
-    let lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.to_string()));
+    let lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.to_string()));
     let mut examples: std::collections::BTreeMap<String, String> = Default::default();
     let summary = run_lines(&env, lines, Some(s.commands.len() as u64), |o| {
         if let Some(e) = &o.error {
-            examples.entry(e.code.clone()).or_insert_with(|| e.message.clone());
+            examples
+                .entry(e.code.clone())
+                .or_insert_with(|| e.message.clone());
         }
     })?;
     println!(
@@ -439,18 +530,31 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
         println!("(the scenario was loaded before: nothing was appended twice)");
     }
     for (code, n) in &summary.by_code {
-        println!("  rejected {n} × {code}: {}", examples.get(code).map(String::as_str).unwrap_or(""));
+        println!(
+            "  rejected {n} × {code}: {}",
+            examples.get(code).map(String::as_str).unwrap_or("")
+        );
     }
     let r = env
         .engine
-        .report(env.store.as_ref(), "doses_by_directorate", Some(s.as_of), None)
+        .report(
+            env.store.as_ref(),
+            "doses_by_directorate",
+            Some(s.as_of),
+            None,
+        )
         .map_err(|e| anyhow!("{e}"))?;
     println!();
     print_report(&r, ReportFormat::Table)?;
     let known_at = crate::domain::Policy::default().end_of_day(s.as_of) - Duration::hours(6);
     let k = env
         .engine
-        .report(env.store.as_ref(), "doses_by_directorate", Some(s.as_of), Some(known_at))
+        .report(
+            env.store.as_ref(),
+            "doses_by_directorate",
+            Some(s.as_of),
+            Some(known_at),
+        )
         .map_err(|e| anyhow!("{e}"))?;
     let t = r.totals.int("total");
     let kt = k.totals.int("total");
@@ -463,7 +567,12 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
     );
     let tickets = env
         .engine
-        .report(env.store.as_ref(), "tickets_by_directorate", Some(s.as_of), None)
+        .report(
+            env.store.as_ref(),
+            "tickets_by_directorate",
+            Some(s.as_of),
+            None,
+        )
         .map_err(|e| anyhow!("{e}"))?;
     println!(
         "Tickets (Lyon, Marseille) as of {}: {} issued, {} redeemed at partner centres, {} expired, {} outstanding.",

@@ -46,7 +46,8 @@ impl CommandEnvelope {
         let serde_json::Value::Object(mut map) = value else {
             return Err(InvalidCommand {
                 code: "not_an_object",
-                message: "A command must be a JSON object with a \"type\" and a \"command_id\".".into(),
+                message: "A command must be a JSON object with a \"type\" and a \"command_id\"."
+                    .into(),
                 command_id: None,
             });
         };
@@ -87,8 +88,16 @@ impl CommandEnvelope {
                 command_id: Some(command_id),
             }
         })?;
-        command.validate().map_err(|message| InvalidCommand { code: "invalid_command", message, command_id: Some(command_id) })?;
-        Ok(CommandEnvelope { command_id, correlation_id, command })
+        command.validate().map_err(|message| InvalidCommand {
+            code: "invalid_command",
+            message,
+            command_id: Some(command_id),
+        })?;
+        Ok(CommandEnvelope {
+            command_id,
+            correlation_id,
+            command,
+        })
     }
 
     /// The canonical bytes of the command's content (type and fields, not the ids), used to tell a
@@ -253,7 +262,9 @@ pub struct AnswerCoverageSurvey {
 fn check_id(field: &str, value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'));
     if ok {
         Ok(())
     } else {
@@ -354,7 +365,8 @@ mod tests {
         let e = CommandEnvelope::parse(r#"{"type":"ExpireTicket","command_id":"0193a1e2-7c4b-7d2e-9f00-2b1c3d4e5f60","ticket_id":"t1","at":"2021-10-01T00:00:00Z","sesion":1}"#).unwrap_err();
         assert_eq!(e.code, "invalid_command");
         assert!(e.message.contains("sesion"), "{}", e.message);
-        let e = CommandEnvelope::parse(r#"{"type":"ExpireTicket","command_id":"nope"}"#).unwrap_err();
+        let e =
+            CommandEnvelope::parse(r#"{"type":"ExpireTicket","command_id":"nope"}"#).unwrap_err();
         assert_eq!(e.code, "bad_command_id");
         let e = CommandEnvelope::parse("{not json").unwrap_err();
         assert_eq!(e.code, "malformed_json");

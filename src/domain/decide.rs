@@ -16,35 +16,72 @@ pub enum Rejection {
     #[error("Site {site} of directorate {directorate} is not authorised for vaccination; authorise it first (AuthoriseSite).")]
     SiteNotAuthorised { directorate: String, site: String },
     #[error("Site {site} of directorate {directorate} is authorised only from {authorised_on}; check the date.")]
-    SiteNotYetAuthorised { directorate: String, site: String, authorised_on: NaiveDate },
-    #[error("Site {site} of directorate {directorate} is already authorised (since {authorised_on}).")]
-    SiteAlreadyAuthorised { directorate: String, site: String, authorised_on: NaiveDate },
+    SiteNotYetAuthorised {
+        directorate: String,
+        site: String,
+        authorised_on: NaiveDate,
+    },
+    #[error(
+        "Site {site} of directorate {directorate} is already authorised (since {authorised_on})."
+    )]
+    SiteAlreadyAuthorised {
+        directorate: String,
+        site: String,
+        authorised_on: NaiveDate,
+    },
     #[error("Directorate {0:?} is not in the reference list of directorates; check its id (for example \"lyon\").")]
     UnknownDirectorate(String),
     #[error("This person already has a first dose, given on {on} ({product}); record a second dose or a booster instead.")]
-    FirstDoseAlreadyRecorded { on: NaiveDate, product: &'static str },
+    FirstDoseAlreadyRecorded {
+        on: NaiveDate,
+        product: &'static str,
+    },
     #[error("No first dose is recorded for this person; record the first dose (or the one given elsewhere, with RecordExternalDose) before the second.")]
     NoFirstDose,
     #[error("The second dose can be given from {earliest}, {days} days after the first ({product} on {first}).")]
-    SecondDoseTooEarly { earliest: NaiveDate, days: i64, product: &'static str, first: NaiveDate },
-    #[error("The primary series is already complete (since {completed}); record a booster instead.")]
+    SecondDoseTooEarly {
+        earliest: NaiveDate,
+        days: i64,
+        product: &'static str,
+        first: NaiveDate,
+    },
+    #[error(
+        "The primary series is already complete (since {completed}); record a booster instead."
+    )]
     PrimarySeriesAlreadyComplete { completed: NaiveDate },
     #[error("The primary series is not complete yet; a booster needs two doses, one Jcovden dose, or one dose with a prior infection counted.")]
     PrimarySeriesIncomplete,
     #[error("Boosters are not open to the {band} age band on {on}; they open on {opens}.")]
-    BoosterNotOpen { band: &'static str, on: NaiveDate, opens: NaiveDate },
+    BoosterNotOpen {
+        band: &'static str,
+        on: NaiveDate,
+        opens: NaiveDate,
+    },
     #[error("Boosters are not open to the {band} age band under the current policy.")]
     BoosterNotOpenForBand { band: &'static str },
     #[error("The booster can be given from {earliest}, {months} months after the primary series was completed on {completed}.")]
-    BoosterTooEarly { earliest: NaiveDate, months: u32, completed: NaiveDate },
-    #[error("This person already had a booster on {on}; a second booster is not part of the policy.")]
+    BoosterTooEarly {
+        earliest: NaiveDate,
+        months: u32,
+        completed: NaiveDate,
+    },
+    #[error(
+        "This person already had a booster on {on}; a second booster is not part of the policy."
+    )]
     BoosterAlreadyGiven { on: NaiveDate },
     #[error("{product} is not allowed for the {band} age band ({rule}).")]
-    ProductNotAllowedForAge { product: &'static str, band: &'static str, rule: &'static str },
+    ProductNotAllowedForAge {
+        product: &'static str,
+        band: &'static str,
+        rule: &'static str,
+    },
     #[error("The dose is dated {at}, which is in the future; check the date and time.")]
     AdministeredInFuture { at: DateTime<FixedOffset> },
     #[error("The {field} {at} is in the future; check the date and time.")]
-    DatedInFuture { field: &'static str, at: DateTime<FixedOffset> },
+    DatedInFuture {
+        field: &'static str,
+        at: DateTime<FixedOffset>,
+    },
     #[error("No dose entry was recorded by command {0}; give the command_id of the AdministerDose to reverse.")]
     UnknownEntry(Uuid),
     #[error("The entry recorded by command {0} is already reversed.")]
@@ -60,7 +97,10 @@ pub enum Rejection {
     #[error("Ticket {0} is still valid until {1}; it can expire only after that day.")]
     TicketStillValid(String, NaiveDate),
     #[error("The ticket's validity ends on {valid_until}, before it is issued on {issued_on}; check the dates.")]
-    TicketValidityInvalid { valid_until: NaiveDate, issued_on: NaiveDate },
+    TicketValidityInvalid {
+        valid_until: NaiveDate,
+        issued_on: NaiveDate,
+    },
     #[error("Ticket {0} is redeemed before it was issued; check the date.")]
     RedeemedBeforeIssued(String),
     #[error("Session {0} was never opened at this directorate and site; open it first (OpenSession) or check its id.")]
@@ -168,8 +208,10 @@ impl PersonState {
     /// When the primary series was completed: after two doses, one Jcovden dose, or one dose
     /// with a prior infection counted.
     pub fn series_completed_at(&self, policy: &Policy) -> Option<NaiveDate> {
-        let mut primary: Vec<&DoseEntry> =
-            self.valid().filter(|d| d.kind != DoseKind::Booster).collect();
+        let mut primary: Vec<&DoseEntry> = self
+            .valid()
+            .filter(|d| d.kind != DoseKind::Booster)
+            .collect();
         primary.sort_by_key(|d| d.at);
         for (i, d) in primary.iter().enumerate() {
             if i >= 1 || d.product == Product::Jcovden || d.prior_infection_counted {
@@ -241,15 +283,22 @@ impl StreamState {
                 reversed: false,
             }),
             Event::DoseEntryReversed(e) => {
-                if let Some(d) =
-                    self.person.doses.iter_mut().find(|d| d.origin.event_id == e.reversed_event_id)
+                if let Some(d) = self
+                    .person
+                    .doses
+                    .iter_mut()
+                    .find(|d| d.origin.event_id == e.reversed_event_id)
                 {
                     d.reversed = true;
                 }
             }
             Event::DoseNotAdministered(_) | Event::CoverageSurveyAnswered(_) => {}
             Event::TicketIssued(e) => {
-                self.ticket = Some(TicketState { issued: e.clone(), redeemed_on: None, expired: false })
+                self.ticket = Some(TicketState {
+                    issued: e.clone(),
+                    redeemed_on: None,
+                    expired: false,
+                })
             }
             Event::TicketRedeemed(e) => {
                 if let Some(t) = &mut self.ticket {
@@ -261,7 +310,12 @@ impl StreamState {
                     t.expired = true;
                 }
             }
-            Event::SessionOpened(e) => self.session = Some(SessionState { opened: e.clone(), closed: false }),
+            Event::SessionOpened(e) => {
+                self.session = Some(SessionState {
+                    opened: e.clone(),
+                    closed: false,
+                })
+            }
             Event::SessionClosed(_) => {
                 if let Some(s) = &mut self.session {
                     s.closed = true;
@@ -331,7 +385,9 @@ impl Command {
             session,
         };
         match self {
-            Command::AuthoriseSite(c) => r(Some(streams::site(&c.directorate, &c.site)), None, None),
+            Command::AuthoriseSite(c) => {
+                r(Some(streams::site(&c.directorate, &c.site)), None, None)
+            }
             Command::AdministerDose(c) => r(
                 Some(streams::person(&c.person_ref)),
                 Some(streams::site(&c.directorate, &c.site)),
@@ -353,14 +409,20 @@ impl Command {
                 None,
             ),
             Command::CloseSession(c) => r(Some(streams::session(&c.session_id)), None, None),
-            Command::AnswerCoverageSurvey(c) => {
-                r(Some(streams::survey(&c.survey_id, &c.structure_id)), None, None)
-            }
+            Command::AnswerCoverageSurvey(c) => r(
+                Some(streams::survey(&c.survey_id, &c.structure_id)),
+                None,
+                None,
+            ),
         }
     }
 }
 
-fn not_future(ctx: &Context, field: &'static str, at: DateTime<FixedOffset>) -> Result<(), Rejection> {
+fn not_future(
+    ctx: &Context,
+    field: &'static str,
+    at: DateTime<FixedOffset>,
+) -> Result<(), Rejection> {
     if at.with_timezone(&Utc) > ctx.now + Duration::seconds(ctx.policy.future_tolerance_secs) {
         Err(if field == "dose" {
             Rejection::AdministeredInFuture { at }
@@ -380,21 +442,35 @@ fn known_directorate(ctx: &Context, id: &str) -> Result<(), Rejection> {
     }
 }
 
-fn site_open(ctx: &Context, directorate: &str, site: &str, at: DateTime<FixedOffset>) -> Result<(), Rejection> {
+fn site_open(
+    ctx: &Context,
+    directorate: &str,
+    site: &str,
+    at: DateTime<FixedOffset>,
+) -> Result<(), Rejection> {
     match ctx.site.and_then(|s| s.site.as_ref()) {
-        None => Err(Rejection::SiteNotAuthorised { directorate: directorate.into(), site: site.into() }),
-        Some(a) if ctx.policy.local_date(at) < a.authorised_on => Err(Rejection::SiteNotYetAuthorised {
+        None => Err(Rejection::SiteNotAuthorised {
             directorate: directorate.into(),
             site: site.into(),
-            authorised_on: a.authorised_on,
         }),
+        Some(a) if ctx.policy.local_date(at) < a.authorised_on => {
+            Err(Rejection::SiteNotYetAuthorised {
+                directorate: directorate.into(),
+                site: site.into(),
+                authorised_on: a.authorised_on,
+            })
+        }
         Some(_) => Ok(()),
     }
 }
 
 fn product_allowed(product: Product, band: AgeBand) -> Result<(), Rejection> {
     let refuse = |rule| {
-        Err(Rejection::ProductNotAllowedForAge { product: product.label(), band: band.as_str(), rule })
+        Err(Rejection::ProductNotAllowedForAge {
+            product: product.label(),
+            band: band.as_str(),
+            rule,
+        })
     };
     if band.is_minor() && product != Product::Comirnaty {
         return refuse("12-17 year olds receive Comirnaty only");
@@ -427,7 +503,9 @@ fn series_rules(
             }
         }
         DoseKind::Second => {
-            let Some(first) = person.first() else { return Err(Rejection::NoFirstDose) };
+            let Some(first) = person.first() else {
+                return Err(Rejection::NoFirstDose);
+            };
             if let Some(completed) = completed {
                 return Err(Rejection::PrimarySeriesAlreadyComplete { completed });
             }
@@ -449,22 +527,40 @@ fn series_rules(
         DoseKind::Booster => {
             if let Some(band) = band {
                 match policy.booster_opening(band) {
-                    None => return Err(Rejection::BoosterNotOpenForBand { band: band.as_str() }),
+                    None => {
+                        return Err(Rejection::BoosterNotOpenForBand {
+                            band: band.as_str(),
+                        })
+                    }
                     Some(opens) if day < opens => {
-                        return Err(Rejection::BoosterNotOpen { band: band.as_str(), on: day, opens })
+                        return Err(Rejection::BoosterNotOpen {
+                            band: band.as_str(),
+                            on: day,
+                            opens,
+                        })
                     }
                     Some(_) => {}
                 }
             }
-            let Some(completed) = completed else { return Err(Rejection::PrimarySeriesIncomplete) };
+            let Some(completed) = completed else {
+                return Err(Rejection::PrimarySeriesIncomplete);
+            };
             if let Some(b) = person.booster() {
-                return Err(Rejection::BoosterAlreadyGiven { on: policy.local_date(b.at) });
+                return Err(Rejection::BoosterAlreadyGiven {
+                    on: policy.local_date(b.at),
+                });
             }
             if band.is_some() {
                 let months = policy.booster_delay_months(day);
-                let earliest = completed.checked_add_months(Months::new(months)).unwrap_or(completed);
+                let earliest = completed
+                    .checked_add_months(Months::new(months))
+                    .unwrap_or(completed);
                 if day < earliest {
-                    return Err(Rejection::BoosterTooEarly { earliest, months, completed });
+                    return Err(Rejection::BoosterTooEarly {
+                        earliest,
+                        months,
+                        completed,
+                    });
                 }
             }
         }
@@ -473,7 +569,11 @@ fn series_rules(
 }
 
 /// Decides what a command records, given the state of its target stream and the context.
-pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+pub fn decide(
+    command: &Command,
+    state: &StreamState,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
     let policy = ctx.policy;
     match command {
         Command::AuthoriseSite(c) => {
@@ -496,16 +596,30 @@ pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<V
             not_future(ctx, "dose", c.administered_at)?;
             site_open(ctx, &c.directorate, &c.site, c.administered_at)?;
             if let Some(sid) = &c.session_id {
-                let matches = ctx.session.and_then(|s| s.session.as_ref()).is_some_and(|s| {
-                    s.opened.directorate == c.directorate && s.opened.site == c.site
-                });
+                let matches = ctx
+                    .session
+                    .and_then(|s| s.session.as_ref())
+                    .is_some_and(|s| {
+                        s.opened.directorate == c.directorate && s.opened.site == c.site
+                    });
                 if !matches {
                     return Err(Rejection::UnknownSession(sid.clone()));
                 }
             }
             product_allowed(c.product, c.age_band)?;
-            series_rules(&state.person, ctx, c.dose, c.administered_at, Some(c.age_band))?;
-            let dose_number = state.person.valid().filter(|d| d.at <= c.administered_at).count() as u32 + 1;
+            series_rules(
+                &state.person,
+                ctx,
+                c.dose,
+                c.administered_at,
+                Some(c.age_band),
+            )?;
+            let dose_number = state
+                .person
+                .valid()
+                .filter(|d| d.at <= c.administered_at)
+                .count() as u32
+                + 1;
             Ok(vec![Event::DoseAdministered(DoseAdministered {
                 person_ref: c.person_ref.clone(),
                 age_band: c.age_band,
@@ -577,7 +691,10 @@ pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<V
             }
             let issued_on = policy.local_date(c.issued_at);
             if c.valid_until < issued_on {
-                return Err(Rejection::TicketValidityInvalid { valid_until: c.valid_until, issued_on });
+                return Err(Rejection::TicketValidityInvalid {
+                    valid_until: c.valid_until,
+                    issued_on,
+                });
             }
             Ok(vec![Event::TicketIssued(TicketIssued {
                 ticket_id: c.ticket_id.clone(),
@@ -590,12 +707,18 @@ pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<V
         }
         Command::RedeemTicket(c) => {
             not_future(ctx, "redemption time", c.redeemed_at)?;
-            let t = state.ticket.as_ref().ok_or_else(|| Rejection::UnknownTicket(c.ticket_id.clone()))?;
+            let t = state
+                .ticket
+                .as_ref()
+                .ok_or_else(|| Rejection::UnknownTicket(c.ticket_id.clone()))?;
             if let Some(on) = t.redeemed_on {
                 return Err(Rejection::TicketAlreadyRedeemed(c.ticket_id.clone(), on));
             }
             if t.expired || policy.local_date(c.redeemed_at) > t.issued.valid_until {
-                return Err(Rejection::TicketExpired(c.ticket_id.clone(), t.issued.valid_until));
+                return Err(Rejection::TicketExpired(
+                    c.ticket_id.clone(),
+                    t.issued.valid_until,
+                ));
             }
             if c.redeemed_at < t.issued.issued_at {
                 return Err(Rejection::RedeemedBeforeIssued(c.ticket_id.clone()));
@@ -610,15 +733,24 @@ pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<V
         }
         Command::ExpireTicket(c) => {
             not_future(ctx, "expiry time", c.at)?;
-            let t = state.ticket.as_ref().ok_or_else(|| Rejection::UnknownTicket(c.ticket_id.clone()))?;
+            let t = state
+                .ticket
+                .as_ref()
+                .ok_or_else(|| Rejection::UnknownTicket(c.ticket_id.clone()))?;
             if let Some(on) = t.redeemed_on {
                 return Err(Rejection::TicketAlreadyRedeemed(c.ticket_id.clone(), on));
             }
             if t.expired {
-                return Err(Rejection::TicketExpired(c.ticket_id.clone(), t.issued.valid_until));
+                return Err(Rejection::TicketExpired(
+                    c.ticket_id.clone(),
+                    t.issued.valid_until,
+                ));
             }
             if policy.local_date(c.at) <= t.issued.valid_until {
-                return Err(Rejection::TicketStillValid(c.ticket_id.clone(), t.issued.valid_until));
+                return Err(Rejection::TicketStillValid(
+                    c.ticket_id.clone(),
+                    t.issued.valid_until,
+                ));
             }
             Ok(vec![Event::TicketExpired(TicketExpired {
                 ticket_id: c.ticket_id.clone(),
@@ -642,12 +774,18 @@ pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<V
         }
         Command::CloseSession(c) => {
             not_future(ctx, "closing time", c.closed_at)?;
-            let s = state.session.as_ref().ok_or_else(|| Rejection::UnknownSession(c.session_id.clone()))?;
+            let s = state
+                .session
+                .as_ref()
+                .ok_or_else(|| Rejection::UnknownSession(c.session_id.clone()))?;
             if s.closed {
                 return Err(Rejection::SessionAlreadyClosed(c.session_id.clone()));
             }
             if c.closed_at < s.opened.opened_at {
-                return Err(Rejection::SessionClosedBeforeOpened(c.session_id.clone(), s.opened.opened_at));
+                return Err(Rejection::SessionClosedBeforeOpened(
+                    c.session_id.clone(),
+                    s.opened.opened_at,
+                ));
             }
             Ok(vec![Event::SessionClosed(SessionClosed {
                 session_id: c.session_id.clone(),
@@ -661,23 +799,27 @@ pub fn decide(command: &Command, state: &StreamState, ctx: &Context) -> Result<V
         Command::AnswerCoverageSurvey(c) => {
             known_directorate(ctx, &c.directorate)?;
             if c.residents_with_one_dose > c.residents {
-                return Err(Rejection::SurveyCountsInconsistent("more residents with one dose than residents"));
+                return Err(Rejection::SurveyCountsInconsistent(
+                    "more residents with one dose than residents",
+                ));
             }
             if c.residents_fully_vaccinated > c.residents_with_one_dose {
                 return Err(Rejection::SurveyCountsInconsistent(
                     "more residents fully vaccinated than residents with at least one dose",
                 ));
             }
-            Ok(vec![Event::CoverageSurveyAnswered(CoverageSurveyAnswered {
-                survey_id: c.survey_id.clone(),
-                structure_id: c.structure_id.clone(),
-                structure_type: c.structure_type,
-                directorate: c.directorate.clone(),
-                as_of: c.as_of,
-                residents: c.residents,
-                residents_with_one_dose: c.residents_with_one_dose,
-                residents_fully_vaccinated: c.residents_fully_vaccinated,
-            })])
+            Ok(vec![Event::CoverageSurveyAnswered(
+                CoverageSurveyAnswered {
+                    survey_id: c.survey_id.clone(),
+                    structure_id: c.structure_id.clone(),
+                    structure_type: c.structure_type,
+                    directorate: c.directorate.clone(),
+                    as_of: c.as_of,
+                    residents: c.residents,
+                    residents_with_one_dose: c.residents_with_one_dose,
+                    residents_fully_vaccinated: c.residents_fully_vaccinated,
+                },
+            )])
         }
     }
 }

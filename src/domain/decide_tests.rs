@@ -46,7 +46,10 @@ impl Spec {
 
     fn origin(&mut self) -> Origin {
         self.n += 1;
-        Origin { event_id: Uuid::from_u128(self.n), command_id: Uuid::from_u128(1000 + self.n) }
+        Origin {
+            event_id: Uuid::from_u128(self.n),
+            command_id: Uuid::from_u128(1000 + self.n),
+        }
     }
 
     /// Given: the command was accepted earlier (its events folded into the target stream).
@@ -118,7 +121,9 @@ use Product::*;
 
 #[test]
 fn a_first_dose_is_recorded_with_its_number() {
-    let events = Spec::new().when(&give(First, Comirnaty, "2021-09-14T10:00:00+02:00")).unwrap();
+    let events = Spec::new()
+        .when(&give(First, Comirnaty, "2021-09-14T10:00:00+02:00"))
+        .unwrap();
     match &events[..] {
         [Event::DoseAdministered(d)] => {
             assert_eq!(d.dose_number, 1);
@@ -136,7 +141,10 @@ fn site_not_authorised_for_unknown_site_or_before_its_date() {
     let mut ctx_less = Spec::new();
     ctx_less.site = StreamState::default();
     ctx_less.then_rejected(Command::AdministerDose(c), "site_not_authorised");
-    let msg = s.then_rejected(give(First, Comirnaty, "2021-01-03T10:00:00+01:00"), "site_not_authorised");
+    let msg = s.then_rejected(
+        give(First, Comirnaty, "2021-01-03T10:00:00+01:00"),
+        "site_not_authorised",
+    );
     assert!(msg.contains("2021-01-04"), "{msg}");
 }
 
@@ -144,30 +152,60 @@ fn site_not_authorised_for_unknown_site_or_before_its_date() {
 fn first_dose_already_recorded() {
     Spec::new()
         .given(give(First, Comirnaty, "2021-09-14T10:00:00+02:00"))
-        .then_rejected(give(First, Comirnaty, "2021-10-14T10:00:00+02:00"), "first_dose_already_recorded");
+        .then_rejected(
+            give(First, Comirnaty, "2021-10-14T10:00:00+02:00"),
+            "first_dose_already_recorded",
+        );
 }
 
 #[test]
 fn no_first_dose_before_a_second() {
-    Spec::new().then_rejected(give(Second, Comirnaty, "2021-10-14T10:00:00+02:00"), "no_first_dose");
+    Spec::new().then_rejected(
+        give(Second, Comirnaty, "2021-10-14T10:00:00+02:00"),
+        "no_first_dose",
+    );
 }
 
 #[test]
 fn second_dose_intervals_depend_on_the_first_product() {
     for (product, days, ok, early) in [
-        (Comirnaty, 21, "2021-10-05T09:00:00+02:00", "2021-10-04T23:00:00+02:00"),
-        (Spikevax, 28, "2021-10-12T09:00:00+02:00", "2021-10-11T09:00:00+02:00"),
-        (Vaxzevria, 63, "2021-11-16T09:00:00+01:00", "2021-11-15T09:00:00+01:00"),
+        (
+            Comirnaty,
+            21,
+            "2021-10-05T09:00:00+02:00",
+            "2021-10-04T23:00:00+02:00",
+        ),
+        (
+            Spikevax,
+            28,
+            "2021-10-12T09:00:00+02:00",
+            "2021-10-11T09:00:00+02:00",
+        ),
+        (
+            Vaxzevria,
+            63,
+            "2021-11-16T09:00:00+01:00",
+            "2021-11-15T09:00:00+01:00",
+        ),
     ] {
         let mut first = dose(First, product, "2021-09-14T10:00:00+02:00");
         first.age_band = AgeBand::A55to64;
         let s = Spec::new().given(Command::AdministerDose(first));
         let mut second = dose(Second, Comirnaty, early);
         second.age_band = AgeBand::A55to64;
-        let msg = s.then_rejected(Command::AdministerDose(second.clone()), "second_dose_too_early");
-        assert!(msg.contains(&format!("{days} days after the first")), "{msg}");
+        let msg = s.then_rejected(
+            Command::AdministerDose(second.clone()),
+            "second_dose_too_early",
+        );
+        assert!(
+            msg.contains(&format!("{days} days after the first")),
+            "{msg}"
+        );
         second.administered_at = at(ok);
-        assert!(s.when(&Command::AdministerDose(second)).is_ok(), "{product:?}");
+        assert!(
+            s.when(&Command::AdministerDose(second)).is_ok(),
+            "{product:?}"
+        );
     }
 }
 
@@ -175,7 +213,10 @@ fn second_dose_intervals_depend_on_the_first_product() {
 fn the_message_reads_as_a_sentence_for_a_nurse() {
     let msg = Spec::new()
         .given(give(First, Comirnaty, "2021-09-10T10:00:00+02:00"))
-        .then_rejected(give(Second, Comirnaty, "2021-09-20T10:00:00+02:00"), "second_dose_too_early");
+        .then_rejected(
+            give(Second, Comirnaty, "2021-09-20T10:00:00+02:00"),
+            "second_dose_too_early",
+        );
     assert_eq!(msg, "The second dose can be given from 2021-10-01, 21 days after the first (Comirnaty on 2021-09-10).");
 }
 
@@ -185,14 +226,20 @@ fn a_second_dose_after_a_complete_series_is_refused() {
     janssen.age_band = AgeBand::A55to64;
     Spec::new()
         .given(Command::AdministerDose(janssen))
-        .then_rejected(give(Second, Comirnaty, "2021-10-14T10:00:00+02:00"), "primary_series_already_complete");
+        .then_rejected(
+            give(Second, Comirnaty, "2021-10-14T10:00:00+02:00"),
+            "primary_series_already_complete",
+        );
 }
 
 #[test]
 fn booster_needs_a_complete_series() {
     Spec::new()
         .given(give(First, Comirnaty, "2021-05-14T10:00:00+02:00"))
-        .then_rejected(give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00"), "primary_series_incomplete");
+        .then_rejected(
+            give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00"),
+            "primary_series_incomplete",
+        );
 }
 
 #[test]
@@ -200,9 +247,14 @@ fn booster_opening_dates_by_age_band() {
     let s = Spec::new()
         .given(give(First, Comirnaty, "2021-03-01T10:00:00+01:00"))
         .given(give(Second, Comirnaty, "2021-03-29T10:00:00+02:00"));
-    let msg = s.then_rejected(give(Booster, Comirnaty, "2021-11-26T10:00:00+01:00"), "booster_not_open");
+    let msg = s.then_rejected(
+        give(Booster, Comirnaty, "2021-11-26T10:00:00+01:00"),
+        "booster_not_open",
+    );
     assert!(msg.contains("2021-11-27"), "{msg}");
-    assert!(s.when(&give(Booster, Comirnaty, "2021-11-27T10:00:00+01:00")).is_ok());
+    assert!(s
+        .when(&give(Booster, Comirnaty, "2021-11-27T10:00:00+01:00"))
+        .is_ok());
     let mut old = dose(Booster, Comirnaty, "2021-09-02T10:00:00+02:00");
     old.age_band = AgeBand::A75plus;
     assert!(s.when(&Command::AdministerDose(old)).is_ok());
@@ -216,9 +268,14 @@ fn booster_too_early_counts_calendar_months_from_the_series_end() {
     let s = Spec::new()
         .given(give(First, Comirnaty, "2021-06-10T10:00:00+02:00"))
         .given(give(Second, Comirnaty, "2021-07-01T10:00:00+02:00"));
-    let msg = s.then_rejected(give(Booster, Comirnaty, "2021-11-30T10:00:00+01:00"), "booster_too_early");
+    let msg = s.then_rejected(
+        give(Booster, Comirnaty, "2021-11-30T10:00:00+01:00"),
+        "booster_too_early",
+    );
     assert!(msg.contains("2021-12-01"), "{msg}");
-    assert!(s.when(&give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00")).is_ok());
+    assert!(s
+        .when(&give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00"))
+        .is_ok());
 }
 
 #[test]
@@ -226,8 +283,13 @@ fn booster_delay_shortens_to_three_months_from_28_december() {
     let s = Spec::new()
         .given(give(First, Comirnaty, "2021-08-20T10:00:00+02:00"))
         .given(give(Second, Comirnaty, "2021-09-20T10:00:00+02:00"));
-    s.then_rejected(give(Booster, Comirnaty, "2021-12-27T10:00:00+01:00"), "booster_too_early");
-    assert!(s.when(&give(Booster, Comirnaty, "2021-12-28T10:00:00+01:00")).is_ok());
+    s.then_rejected(
+        give(Booster, Comirnaty, "2021-12-27T10:00:00+01:00"),
+        "booster_too_early",
+    );
+    assert!(s
+        .when(&give(Booster, Comirnaty, "2021-12-28T10:00:00+01:00"))
+        .is_ok());
 }
 
 #[test]
@@ -235,7 +297,9 @@ fn prior_infection_and_external_doses_complete_the_series() {
     let mut first = dose(First, Comirnaty, "2021-05-10T10:00:00+02:00");
     first.prior_infection_counted = true;
     let s = Spec::new().given(Command::AdministerDose(first));
-    assert!(s.when(&give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00")).is_ok());
+    assert!(s
+        .when(&give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00"))
+        .is_ok());
 
     let ext = |kind, when| {
         Command::RecordExternalDose(RecordExternalDose {
@@ -249,8 +313,12 @@ fn prior_infection_and_external_doses_complete_the_series() {
     let s = Spec::new()
         .given(ext(First, "2021-04-01T10:00:00+02:00"))
         .given(ext(Second, "2021-05-01T10:00:00+02:00"));
-    let e = s.when(&give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00")).unwrap();
-    let Event::DoseAdministered(d) = &e[0] else { panic!() };
+    let e = s
+        .when(&give(Booster, Comirnaty, "2021-12-01T10:00:00+01:00"))
+        .unwrap();
+    let Event::DoseAdministered(d) = &e[0] else {
+        panic!()
+    };
     assert_eq!(d.dose_number, 3);
 }
 
@@ -260,21 +328,36 @@ fn booster_already_given() {
         .given(give(First, Comirnaty, "2021-03-01T10:00:00+01:00"))
         .given(give(Second, Comirnaty, "2021-03-29T10:00:00+02:00"))
         .given(give(Booster, Comirnaty, "2021-11-29T10:00:00+01:00"))
-        .then_rejected(give(Booster, Comirnaty, "2021-12-10T10:00:00+01:00"), "booster_already_given");
+        .then_rejected(
+            give(Booster, Comirnaty, "2021-12-10T10:00:00+01:00"),
+            "booster_already_given",
+        );
 }
 
 #[test]
 fn product_not_allowed_for_age() {
     let mut minor = dose(First, Spikevax, "2021-10-01T10:00:00+02:00");
     minor.age_band = AgeBand::A12to17;
-    Spec::new().then_rejected(Command::AdministerDose(minor), "product_not_allowed_for_age");
-    Spec::new().then_rejected(give(First, Vaxzevria, "2021-10-01T10:00:00+02:00"), "product_not_allowed_for_age");
-    Spec::new().then_rejected(give(First, Jcovden, "2021-10-01T10:00:00+02:00"), "product_not_allowed_for_age");
+    Spec::new().then_rejected(
+        Command::AdministerDose(minor),
+        "product_not_allowed_for_age",
+    );
+    Spec::new().then_rejected(
+        give(First, Vaxzevria, "2021-10-01T10:00:00+02:00"),
+        "product_not_allowed_for_age",
+    );
+    Spec::new().then_rejected(
+        give(First, Jcovden, "2021-10-01T10:00:00+02:00"),
+        "product_not_allowed_for_age",
+    );
 }
 
 #[test]
 fn administered_in_future() {
-    Spec::new().then_rejected(give(First, Comirnaty, "2022-01-10T10:00:00+01:00"), "administered_in_future");
+    Spec::new().then_rejected(
+        give(First, Comirnaty, "2022-01-10T10:00:00+01:00"),
+        "administered_in_future",
+    );
 }
 
 #[test]
@@ -286,18 +369,28 @@ fn reversal_carries_the_reversed_attributes_and_frees_the_dose_slot() {
         reason: ReversalReason::EnteredInError,
     });
     let events = s.when(&reverse).unwrap();
-    let Event::DoseEntryReversed(r) = &events[0] else { panic!() };
-    assert_eq!((r.directorate.as_str(), r.dose, r.product), ("lyon", First, Comirnaty));
+    let Event::DoseEntryReversed(r) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (r.directorate.as_str(), r.dose, r.product),
+        ("lyon", First, Comirnaty)
+    );
     assert_eq!(r.administered_at, at("2021-09-14T10:00:00+02:00"));
     let s = s.given(reverse.clone());
     s.then_rejected(reverse, "already_reversed");
-    assert!(s.when(&give(First, Comirnaty, "2021-09-20T10:00:00+02:00")).is_ok());
+    assert!(s
+        .when(&give(First, Comirnaty, "2021-09-20T10:00:00+02:00"))
+        .is_ok());
 }
 
 #[test]
 fn unknown_entry() {
     Spec::new().then_rejected(
-        Command::ReverseDoseEntry(ReverseDoseEntry { reverses: Uuid::nil(), reason: ReversalReason::DuplicateEntry }),
+        Command::ReverseDoseEntry(ReverseDoseEntry {
+            reverses: Uuid::nil(),
+            reason: ReversalReason::DuplicateEntry,
+        }),
         "unknown_entry",
     );
 }
@@ -314,11 +407,18 @@ fn issue(id: &str) -> Command {
 }
 
 fn redeem(id: &str, when: &str) -> Command {
-    Command::RedeemTicket(RedeemTicket { ticket_id: id.into(), redeemed_at: at(when), dose: First })
+    Command::RedeemTicket(RedeemTicket {
+        ticket_id: id.into(),
+        redeemed_at: at(when),
+        dose: First,
+    })
 }
 
 fn expire(id: &str, when: &str) -> Command {
-    Command::ExpireTicket(ExpireTicket { ticket_id: id.into(), at: at(when) })
+    Command::ExpireTicket(ExpireTicket {
+        ticket_id: id.into(),
+        at: at(when),
+    })
 }
 
 #[test]
@@ -328,15 +428,29 @@ fn ticket_lifecycle() {
     let s = Spec::new().given(issue("t1"));
     s.then_rejected(issue("t1"), "ticket_already_issued");
     s.then_rejected(redeem("t1", "2021-11-01T10:00:00+01:00"), "ticket_expired");
-    s.then_rejected(expire("t1", "2021-10-20T10:00:00+02:00"), "ticket_still_valid");
-    let Event::TicketRedeemed(r) = &s.when(&redeem("t1", "2021-10-05T10:00:00+02:00")).unwrap()[0] else {
+    s.then_rejected(
+        expire("t1", "2021-10-20T10:00:00+02:00"),
+        "ticket_still_valid",
+    );
+    let Event::TicketRedeemed(r) = &s.when(&redeem("t1", "2021-10-05T10:00:00+02:00")).unwrap()[0]
+    else {
         panic!()
     };
     assert_eq!(r.directorate, "lyon");
-    let redeemed = Spec::new().given(issue("t1")).given(redeem("t1", "2021-10-05T10:00:00+02:00"));
-    redeemed.then_rejected(redeem("t1", "2021-10-06T10:00:00+02:00"), "ticket_already_redeemed");
-    redeemed.then_rejected(expire("t1", "2021-11-06T10:00:00+01:00"), "ticket_already_redeemed");
-    let expired = Spec::new().given(issue("t1")).given(expire("t1", "2021-11-01T10:00:00+01:00"));
+    let redeemed = Spec::new()
+        .given(issue("t1"))
+        .given(redeem("t1", "2021-10-05T10:00:00+02:00"));
+    redeemed.then_rejected(
+        redeem("t1", "2021-10-06T10:00:00+02:00"),
+        "ticket_already_redeemed",
+    );
+    redeemed.then_rejected(
+        expire("t1", "2021-11-06T10:00:00+01:00"),
+        "ticket_already_redeemed",
+    );
+    let expired = Spec::new()
+        .given(issue("t1"))
+        .given(expire("t1", "2021-11-01T10:00:00+01:00"));
     expired.then_rejected(redeem("t1", "2021-10-30T10:00:00+02:00"), "ticket_expired");
     expired.then_rejected(expire("t1", "2021-11-02T10:00:00+01:00"), "ticket_expired");
 }
@@ -350,19 +464,32 @@ fn sessions() {
         opened_at: at("2021-10-01T09:00:00+02:00"),
     });
     let close = |when: &str| {
-        Command::CloseSession(CloseSession { session_id: "s1".into(), closed_at: at(when), attendance: 12 })
+        Command::CloseSession(CloseSession {
+            session_id: "s1".into(),
+            closed_at: at(when),
+            attendance: 12,
+        })
     };
     Spec::new().then_rejected(close("2021-10-01T17:00:00+02:00"), "unknown_session");
     let s = Spec::new().given(open.clone());
     s.then_rejected(open, "session_already_opened");
-    s.then_rejected(close("2021-10-01T08:00:00+02:00"), "session_closed_before_opened");
+    s.then_rejected(
+        close("2021-10-01T08:00:00+02:00"),
+        "session_closed_before_opened",
+    );
     s.given(close("2021-10-01T17:00:00+02:00"))
         .then_rejected(close("2021-10-01T18:00:00+02:00"), "session_already_closed");
 
     let mut in_session = dose(First, Comirnaty, "2021-10-01T10:00:00+02:00");
     in_session.session_id = Some("s1".into());
-    Spec::new().then_rejected(Command::AdministerDose(in_session.clone()), "unknown_session");
-    assert!(Spec::new().with_session("s1").when(&Command::AdministerDose(in_session)).is_ok());
+    Spec::new().then_rejected(
+        Command::AdministerDose(in_session.clone()),
+        "unknown_session",
+    );
+    assert!(Spec::new()
+        .with_session("s1")
+        .when(&Command::AdministerDose(in_session))
+        .is_ok());
 }
 
 #[test]
@@ -376,7 +503,9 @@ fn site_authorisation_and_survey_checks() {
         })
     };
     Spec::new().then_rejected(auth("atlantis"), "unknown_directorate");
-    Spec::new().given(auth("lyon")).then_rejected(auth("lyon"), "site_already_authorised");
+    Spec::new()
+        .given(auth("lyon"))
+        .then_rejected(auth("lyon"), "site_already_authorised");
     let survey = |residents, one, full| {
         Command::AnswerCoverageSurvey(AnswerCoverageSurvey {
             survey_id: "summer-2021".into(),

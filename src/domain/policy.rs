@@ -129,7 +129,10 @@ impl Reference {
                 return Err(format!("directorate {:?} is listed twice", d.id));
             }
         }
-        Ok(Reference { version: file.version, directorates })
+        Ok(Reference {
+            version: file.version,
+            directorates,
+        })
     }
 
     /// The reference data shipped with this build (`reference/directorates.toml`).
@@ -140,6 +143,9 @@ impl Reference {
 
     /// Display name of a directorate, or its id.
     pub fn name<'a>(&'a self, id: &'a str) -> &'a str {
-        self.directorates.get(id).map(|d| d.name.as_str()).unwrap_or(id)
+        self.directorates
+            .get(id)
+            .map(|d| d.name.as_str())
+            .unwrap_or(id)
     }
 }

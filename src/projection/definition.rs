@@ -143,7 +143,9 @@ impl Path_ {
             }));
         }
         if s.is_empty() || s.split('.').any(str::is_empty) {
-            return Err(format!("{s:?} is not a field path (write field or field.subfield)"));
+            return Err(format!(
+                "{s:?} is not a field path (write field or field.subfield)"
+            ));
         }
         Ok(Path_::Data(s.split('.').map(String::from).collect()))
     }
@@ -222,23 +224,44 @@ pub struct DefinitionError {
 
 fn filters(map: BTreeMap<String, WhereValue>) -> Result<Vec<Filter>, String> {
     map.into_iter()
-        .map(|(k, v)| Ok(Filter { path: Path_::parse(&k)?, values: v.into_vec() }))
+        .map(|(k, v)| {
+            Ok(Filter {
+                path: Path_::parse(&k)?,
+                values: v.into_vec(),
+            })
+        })
         .collect()
 }
 
 impl Definition {
     /// Parses and validates a definition. `stem` is the file name without `.toml`.
     pub fn parse(text: &str, stem: &str, origin: &str) -> Result<Definition, DefinitionError> {
-        let err = |message: String| DefinitionError { origin: origin.to_string(), message };
+        let err = |message: String| DefinitionError {
+            origin: origin.to_string(),
+            message,
+        };
         let f: FileDef = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
         if f.name != stem {
-            return Err(err(format!("name = {:?} must match the file name {stem:?}.toml", f.name)));
+            return Err(err(format!(
+                "name = {:?} must match the file name {stem:?}.toml",
+                f.name
+            )));
         }
-        if !f.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || f.name.is_empty() {
-            return Err(err(format!("name {:?} must use a-z, 0-9 and _ only", f.name)));
+        if !f
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || f.name.is_empty()
+        {
+            return Err(err(format!(
+                "name {:?} must use a-z, 0-9 and _ only",
+                f.name
+            )));
         }
         if f.source.is_empty() {
-            return Err(err("no [[source]]: name at least one event type to fold".into()));
+            return Err(err(
+                "no [[source]]: name at least one event type to fold".into()
+            ));
         }
         let mut sources = Vec::new();
         for s in f.source {
@@ -250,10 +273,18 @@ impl Definition {
                 )));
             }
             if s.sign != 1 && s.sign != -1 {
-                return Err(err(format!("source {}: sign must be 1 or -1, not {}", s.event, s.sign)));
+                return Err(err(format!(
+                    "source {}: sign must be 1 or -1, not {}",
+                    s.event, s.sign
+                )));
             }
             sources.push(Source {
-                time: s.time.as_deref().map(Path_::parse).transpose().map_err(&err)?,
+                time: s
+                    .time
+                    .as_deref()
+                    .map(Path_::parse)
+                    .transpose()
+                    .map_err(&err)?,
                 filters: filters(s.filter).map_err(&err)?,
                 event: s.event,
                 sign: s.sign,
@@ -267,12 +298,18 @@ impl Definition {
         let mut names: Vec<String> = f.group_by.clone();
         for c in f.column {
             if names.contains(&c.name) {
-                return Err(err(format!("column {:?} is defined twice (or is also a group_by field)", c.name)));
+                return Err(err(format!(
+                    "column {:?} is defined twice (or is also a group_by field)",
+                    c.name
+                )));
             }
             names.push(c.name.clone());
             match (c.agg, &c.field) {
                 (Agg::Count, Some(_)) => {
-                    return Err(err(format!("column {}: count takes no field (use where to filter)", c.name)))
+                    return Err(err(format!(
+                        "column {}: count takes no field (use where to filter)",
+                        c.name
+                    )))
                 }
                 (Agg::Sum | Agg::Last | Agg::Min | Agg::Max, None) => {
                     return Err(err(format!("column {}: {:?} needs a field", c.name, c.agg)))
@@ -281,14 +318,22 @@ impl Definition {
             }
             for e in c.events.iter().flatten().chain(c.signs.keys()) {
                 if !source_names.contains(&e.as_str()) {
-                    return Err(err(format!("column {}: {e:?} is not one of this projection's sources", c.name)));
+                    return Err(err(format!(
+                        "column {}: {e:?} is not one of this projection's sources",
+                        c.name
+                    )));
                 }
             }
             if c.signs.values().any(|s| *s != 1 && *s != -1) {
                 return Err(err(format!("column {}: signs must be 1 or -1", c.name)));
             }
             columns.push(Column {
-                field: c.field.as_deref().map(Path_::parse).transpose().map_err(&err)?,
+                field: c
+                    .field
+                    .as_deref()
+                    .map(Path_::parse)
+                    .transpose()
+                    .map_err(&err)?,
                 filters: filters(c.filter).map_err(&err)?,
                 name: c.name,
                 agg: c.agg,
@@ -334,7 +379,12 @@ impl Definition {
                 s
             }
         };
-        let group_paths = f.group_by.iter().map(|g| Path_::parse(g)).collect::<Result<_, _>>().map_err(&err)?;
+        let group_paths = f
+            .group_by
+            .iter()
+            .map(|g| Path_::parse(g))
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
         use sha2::Digest;
         Ok(Definition {
             name: f.name,
@@ -364,11 +414,26 @@ pub fn bucket_key(b: Bucket) -> &'static str {
 
 /// The definitions shipped in `projections/`, embedded in the binary.
 const BUILTIN: &[(&str, &str)] = &[
-    ("doses_by_directorate", include_str!("../../projections/doses_by_directorate.toml")),
-    ("doses_by_day", include_str!("../../projections/doses_by_day.toml")),
-    ("tickets_by_directorate", include_str!("../../projections/tickets_by_directorate.toml")),
-    ("session_attendance", include_str!("../../projections/session_attendance.toml")),
-    ("survey_coverage", include_str!("../../projections/survey_coverage.toml")),
+    (
+        "doses_by_directorate",
+        include_str!("../../projections/doses_by_directorate.toml"),
+    ),
+    (
+        "doses_by_day",
+        include_str!("../../projections/doses_by_day.toml"),
+    ),
+    (
+        "tickets_by_directorate",
+        include_str!("../../projections/tickets_by_directorate.toml"),
+    ),
+    (
+        "session_attendance",
+        include_str!("../../projections/session_attendance.toml"),
+    ),
+    (
+        "survey_coverage",
+        include_str!("../../projections/survey_coverage.toml"),
+    ),
 ];
 
 /// Loads the shipped definitions, then every `*.toml` in `dir` (a file there replaces a
@@ -392,8 +457,10 @@ pub fn load_definitions(dir: Option<&Path>) -> Result<Vec<Definition>, Definitio
         paths.sort();
         for p in paths {
             let origin = p.display().to_string();
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| DefinitionError { origin: origin.clone(), message: format!("cannot read: {e}") })?;
+            let text = std::fs::read_to_string(&p).map_err(|e| DefinitionError {
+                origin: origin.clone(),
+                message: format!("cannot read: {e}"),
+            })?;
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             let d = Definition::parse(&text, stem, &origin)?;
             defs.insert(d.name.clone(), d);
@@ -419,8 +486,14 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_problem() {
         let e = parse("name = \"t\"\n[[source]]\nevent = \"DoseGiven\"\n[[column]]\nname=\"n\"\nagg=\"count\"").unwrap_err();
-        assert!(e.to_string().starts_with("projection definition t.toml:"), "{e}");
-        assert!(e.message.contains("DoseGiven") && e.message.contains("DoseAdministered"), "{e}");
+        assert!(
+            e.to_string().starts_with("projection definition t.toml:"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("DoseGiven") && e.message.contains("DoseAdministered"),
+            "{e}"
+        );
         let e = parse("name = \"other\"").unwrap_err();
         assert!(e.message.contains("must match the file name"), "{e}");
         let e = parse("name = \"t\"\n[[source]]\nevent = \"DoseAdministered\"\n[[column]]\nname=\"n\"\nagg=\"sum\"").unwrap_err();

@@ -17,7 +17,9 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// No projection has this name. Run `projections list` (HTTP 404).
-    #[error("there is no projection named {0:?}; run `campaign-ledger projections list` to see them")]
+    #[error(
+        "there is no projection named {0:?}; run `campaign-ledger projections list` to see them"
+    )]
     Unknown(String),
     /// Reading the log failed (see the store error).
     #[error(transparent)]
@@ -80,24 +82,43 @@ pub struct Engine {
     live: Mutex<Option<Vec<Live>>>,
 }
 
+type StoredGroup = (Vec<String>, Vec<(i32, Vec<super::state::Cell>)>);
+
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredState(Vec<(Vec<String>, Vec<(i32, Vec<super::state::Cell>)>)>);
+struct StoredState(Vec<StoredGroup>);
 
 fn encode(s: &State) -> String {
     let v = StoredState(
-        s.groups.iter().map(|(k, days)| (k.clone(), days.iter().map(|(d, c)| (*d, c.clone())).collect())).collect(),
+        s.groups
+            .iter()
+            .map(|(k, days)| {
+                (
+                    k.clone(),
+                    days.iter().map(|(d, c)| (*d, c.clone())).collect(),
+                )
+            })
+            .collect(),
     );
     serde_json::to_string(&v).expect("state serializes")
 }
 
 fn decode(text: &str) -> Option<State> {
     let v: StoredState = serde_json::from_str(text).ok()?;
-    Some(State { groups: v.0.into_iter().map(|(k, days)| (k, days.into_iter().collect())).collect() })
+    Some(State {
+        groups: v
+            .0
+            .into_iter()
+            .map(|(k, days)| (k, days.into_iter().collect()))
+            .collect(),
+    })
 }
 
 /// The projection database path that goes with a store file: `ledger.db` → `ledger.projections.db`.
 pub fn db_path_for(store_file: &Path) -> PathBuf {
-    let stem = store_file.file_stem().and_then(|s| s.to_str()).unwrap_or("ledger");
+    let stem = store_file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("ledger");
     store_file.with_file_name(format!("{stem}.projections.db"))
 }
 
@@ -113,7 +134,10 @@ struct Owned {
 impl Engine {
     /// Opens (creating if needed) the projection database at `path`.
     pub fn open(path: &Path, defs: Vec<Definition>, tz: Tz) -> Result<Engine, ProjectionError> {
-        let dberr = |e: rusqlite::Error| ProjectionError::Db { path: path.display().to_string(), message: e.to_string() };
+        let dberr = |e: rusqlite::Error| ProjectionError::Db {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| ProjectionError::Db {
                 path: path.display().to_string(),
@@ -121,7 +145,8 @@ impl Engine {
             })?;
         }
         let conn = Connection::open(path).map_err(dberr)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(dberr)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(dberr)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS projections (
@@ -131,11 +156,21 @@ impl Engine {
         .map_err(dberr)?;
         let compiled: Vec<Compiled> = defs.into_iter().map(Compiled::new).collect();
         let router = Router::new(&compiled);
-        Ok(Engine { compiled, router, tz, path: path.to_path_buf(), db: Mutex::new(conn), live: Mutex::new(None) })
+        Ok(Engine {
+            compiled,
+            router,
+            tz,
+            path: path.to_path_buf(),
+            db: Mutex::new(conn),
+            live: Mutex::new(None),
+        })
     }
 
     fn dberr(&self, e: rusqlite::Error) -> ProjectionError {
-        ProjectionError::Db { path: self.path.display().to_string(), message: e.to_string() }
+        ProjectionError::Db {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
     }
 
     /// The definitions.
@@ -144,7 +179,10 @@ impl Engine {
     }
 
     fn index(&self, name: &str) -> Result<usize, ProjectionError> {
-        self.compiled.iter().position(|c| c.def.name == name).ok_or_else(|| ProjectionError::Unknown(name.to_string()))
+        self.compiled
+            .iter()
+            .position(|c| c.def.name == name)
+            .ok_or_else(|| ProjectionError::Unknown(name.to_string()))
     }
 
     fn hash_at(store: &dyn EventStore, position: u64) -> Result<Option<[u8; 32]>, StoreError> {
@@ -173,14 +211,20 @@ impl Engine {
                 )
                 .optional()
                 .map_err(|e| self.dberr(e))?;
-            let fresh = Live { state: State::default(), checkpoint: 0, checkpoint_hash: crate::store::GENESIS_HASH };
+            let fresh = Live {
+                state: State::default(),
+                checkpoint: 0,
+                checkpoint_hash: crate::store::GENESIS_HASH,
+            };
             let live = match row {
                 Some((hash, cp, cp_hash, text)) if hash == c.def.hash => {
                     let cp = cp as u64;
                     match (decode(&text), Self::hash_at(store, cp)?) {
-                        (Some(state), Some(h)) if h[..] == cp_hash[..] => {
-                            Live { state, checkpoint: cp, checkpoint_hash: h }
-                        }
+                        (Some(state), Some(h)) if h[..] == cp_hash[..] => Live {
+                            state,
+                            checkpoint: cp,
+                            checkpoint_hash: h,
+                        },
                         _ => {
                             tracing::warn!(projection = %c.def.name, "saved state does not belong to this log; rebuilding");
                             fresh
@@ -243,10 +287,10 @@ impl Engine {
                         recorded_at: e.recorded_at.to_string(),
                         data,
                     });
-                    if batch.len() == 1024 {
-                        if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err() {
-                            return false;
-                        }
+                    if batch.len() == 1024
+                        && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err()
+                    {
+                        return false;
                     }
                     true
                 })?;
@@ -283,7 +327,9 @@ impl Engine {
                     }
                 }
             }
-            last = reader.join().map_err(|_| StoreError::Unavailable("the reader thread panicked".into()))??;
+            last = reader
+                .join()
+                .map_err(|_| StoreError::Unavailable("the reader thread panicked".into()))??;
             Ok(())
         });
         result?;
@@ -292,14 +338,18 @@ impl Engine {
 
     fn save(&self, lives: &[Live], changed: &[usize]) -> Result<(), ProjectionError> {
         let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.dberr(e))?;
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.dberr(e))?;
         let now = crate::store::format_recorded_at(Utc::now());
         for &i in changed {
             let (c, l) = (&self.compiled[i], &lives[i]);
             let saved: Option<(String, i64)> = tx
-                .query_row("SELECT definition_hash, checkpoint FROM projections WHERE name = ?1", [&c.def.name], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT definition_hash, checkpoint FROM projections WHERE name = ?1",
+                    [&c.def.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()
                 .map_err(|e| self.dberr(e))?;
             if let Some((h, cp)) = saved {
@@ -325,17 +375,29 @@ impl Engine {
         }
         let lives = guard.as_mut().expect("loaded");
         let head = store.head()?;
-        let behind: Vec<usize> = (0..lives.len()).filter(|&i| lives[i].checkpoint < head.position).collect();
+        let behind: Vec<usize> = (0..lives.len())
+            .filter(|&i| lives[i].checkpoint < head.position)
+            .collect();
         if behind.is_empty() {
             return Ok(head.position);
         }
-        let from = behind.iter().map(|&i| lives[i].checkpoint).min().unwrap_or(0);
+        let from = behind
+            .iter()
+            .map(|&i| lives[i].checkpoint)
+            .min()
+            .unwrap_or(0);
         let span = tracing::info_span!("catch_up", from, to = head.position);
         let _e = span.enter();
-        let mut states: Vec<State> = behind.iter().map(|&i| std::mem::take(&mut lives[i].state)).collect();
+        let mut states: Vec<State> = behind
+            .iter()
+            .map(|&i| std::mem::take(&mut lives[i].state))
+            .collect();
         let (pos, hash) = {
-            let mut targets: Vec<(usize, u64, &mut State)> =
-                behind.iter().zip(states.iter_mut()).map(|(&i, s)| (i, lives[i].checkpoint, s)).collect();
+            let mut targets: Vec<(usize, u64, &mut State)> = behind
+                .iter()
+                .zip(states.iter_mut())
+                .map(|(&i, s)| (i, lives[i].checkpoint, s))
+                .collect();
             self.replay(store, &mut targets, from, head.position, None)?
         };
         for (&i, s) in behind.iter().zip(states) {
@@ -365,12 +427,19 @@ impl Engine {
             None => {
                 let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
                 let live = &guard.as_ref().expect("caught up")[i];
-                Ok(report::build(def, &live.state, as_of, None, live.checkpoint))
+                Ok(report::build(
+                    def,
+                    &live.state,
+                    as_of,
+                    None,
+                    live.checkpoint,
+                ))
             }
             Some(k) => {
                 let k_text = crate::store::format_recorded_at(k.with_timezone(&Utc));
                 let mut state = State::default();
-                let (pos, _) = self.replay(store, &mut [(i, 0, &mut state)], 0, head, Some(&k_text))?;
+                let (pos, _) =
+                    self.replay(store, &mut [(i, 0, &mut state)], 0, head, Some(&k_text))?;
                 Ok(report::build(def, &state, as_of, Some(k.to_rfc3339()), pos))
             }
         }
@@ -385,7 +454,11 @@ impl Engine {
         let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let lives = guard.as_mut().expect("caught up");
         let identical = (lives[i].checkpoint == pos).then(|| lives[i].state == state);
-        lives[i] = Live { state, checkpoint: pos, checkpoint_hash: hash };
+        lives[i] = Live {
+            state,
+            checkpoint: pos,
+            checkpoint_hash: hash,
+        };
         // Saved in one transaction: readers see the old state or the new one, never a mix.
         let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         let tx = db.transaction().map_err(|e| self.dberr(e))?;
@@ -403,7 +476,12 @@ impl Engine {
         )
         .map_err(|e| self.dberr(e))?;
         tx.commit().map_err(|e| self.dberr(e))?;
-        Ok(Rebuilt { name: name.to_string(), events: pos, position: pos, identical_to_live: identical })
+        Ok(Rebuilt {
+            name: name.to_string(),
+            events: pos,
+            position: pos,
+            identical_to_live: identical,
+        })
     }
 
     /// The status of every projection, without changing anything.
@@ -413,16 +491,26 @@ impl Engine {
         let mut out = Vec::new();
         for c in &self.compiled {
             let row: Option<(String, i64)> = db
-                .query_row("SELECT definition_hash, checkpoint FROM projections WHERE name = ?1", [&c.def.name], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT definition_hash, checkpoint FROM projections WHERE name = ?1",
+                    [&c.def.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()
                 .map_err(|e| self.dberr(e))?;
             let (checkpoint, status) = match row {
                 None => (0, "never built (builds on first read)".to_string()),
-                Some((h, _)) if h != c.def.hash => (0, "definition changed (rebuilds on next read)".to_string()),
+                Some((h, _)) if h != c.def.hash => {
+                    (0, "definition changed (rebuilds on next read)".to_string())
+                }
                 Some((_, cp)) if cp as u64 >= head => (cp as u64, "up to date".to_string()),
-                Some((_, cp)) => (cp as u64, format!("behind by {} events (catches up on next read)", head - cp as u64)),
+                Some((_, cp)) => (
+                    cp as u64,
+                    format!(
+                        "behind by {} events (catches up on next read)",
+                        head - cp as u64
+                    ),
+                ),
             };
             out.push(Status {
                 name: c.def.name.clone(),
@@ -437,7 +525,11 @@ impl Engine {
     }
 
     /// The state of a projection after catching up (for tests and comparisons).
-    pub fn live_state(&self, store: &dyn EventStore, name: &str) -> Result<(State, u64), ProjectionError> {
+    pub fn live_state(
+        &self,
+        store: &dyn EventStore,
+        name: &str,
+    ) -> Result<(State, u64), ProjectionError> {
         let i = self.index(name)?;
         self.catch_up(store)?;
         let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -446,7 +538,11 @@ impl Engine {
     }
 
     /// Replays the whole log into a fresh state of one projection, without saving it.
-    pub fn replay_fresh(&self, store: &dyn EventStore, name: &str) -> Result<(State, u64), ProjectionError> {
+    pub fn replay_fresh(
+        &self,
+        store: &dyn EventStore,
+        name: &str,
+    ) -> Result<(State, u64), ProjectionError> {
         let i = self.index(name)?;
         let head = store.head()?.position;
         let mut state = State::default();

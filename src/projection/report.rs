@@ -14,7 +14,10 @@ pub struct Row(pub Vec<(String, Option<Val>)>);
 impl Row {
     /// A field's value.
     pub fn get(&self, name: &str) -> Option<&Val> {
-        self.0.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_ref())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_ref())
     }
     /// A numeric field (0 when absent).
     pub fn int(&self, name: &str) -> i64 {
@@ -74,9 +77,18 @@ fn bucket_of(b: Bucket, d: Day) -> NaiveDate {
 }
 
 /// Computes the report of `state` as of `as_of`.
-pub fn build(def: &Definition, state: &State, as_of: Option<NaiveDate>, known_at: Option<String>, position: u64) -> Report {
+pub fn build(
+    def: &Definition,
+    state: &State,
+    as_of: Option<NaiveDate>,
+    known_at: Option<String>,
+    position: u64,
+) -> Report {
     let upto = as_of.map(day_number);
-    let key_names: Vec<String> = def.rollup_by.clone().unwrap_or_else(|| def.group_by.clone());
+    let key_names: Vec<String> = def
+        .rollup_by
+        .clone()
+        .unwrap_or_else(|| def.group_by.clone());
     let mut columns = key_names.clone();
     if let Some(b) = def.bucket {
         columns.push(bucket_key(b).to_string());
@@ -85,19 +97,32 @@ pub fn build(def: &Definition, state: &State, as_of: Option<NaiveDate>, known_at
     columns.extend(def.rollup_count.clone());
 
     // Per group, folded up to the as-of day: the basis of plain rows, rollups and totals.
-    let folded: Vec<(&Vec<String>, Vec<Cell>)> =
-        state.groups.iter().filter_map(|(k, days)| fold(days, def, upto).map(|c| (k, c))).collect();
+    let folded: Vec<(&Vec<String>, Vec<Cell>)> = state
+        .groups
+        .iter()
+        .filter_map(|(k, days)| fold(days, def, upto).map(|c| (k, c)))
+        .collect();
 
-    let make_row = |keys: Vec<(String, Option<Val>)>, cells: &[Cell], extra: Option<(String, i64)>| {
-        let mut r = keys;
-        r.extend(def.columns.iter().zip(cells).map(|(c, cell)| (c.name.clone(), cell.value())));
-        if let Some((n, v)) = extra {
-            r.push((n, Some(Val::Int(v))));
-        }
-        Row(r)
-    };
+    let make_row =
+        |keys: Vec<(String, Option<Val>)>, cells: &[Cell], extra: Option<(String, i64)>| {
+            let mut r = keys;
+            r.extend(
+                def.columns
+                    .iter()
+                    .zip(cells)
+                    .map(|(c, cell)| (c.name.clone(), cell.value())),
+            );
+            if let Some((n, v)) = extra {
+                r.push((n, Some(Val::Int(v))));
+            }
+            Row(r)
+        };
     let key_vals = |names: &[String], key: &[String]| -> Vec<(String, Option<Val>)> {
-        names.iter().cloned().zip(key.iter().map(|k| Some(Val::Text(k.clone())))).collect()
+        names
+            .iter()
+            .cloned()
+            .zip(key.iter().map(|k| Some(Val::Text(k.clone()))))
+            .collect()
     };
 
     let mut rows: Vec<Row> = Vec::new();
@@ -128,21 +153,27 @@ pub fn build(def: &Definition, state: &State, as_of: Option<NaiveDate>, known_at
             }
         }
     } else if let Some(rollup) = &def.rollup_by {
-        let idx: Vec<usize> =
-            rollup.iter().map(|r| def.group_by.iter().position(|g| g == r).expect("validated")).collect();
+        let idx: Vec<usize> = rollup
+            .iter()
+            .map(|r| def.group_by.iter().position(|g| g == r).expect("validated"))
+            .collect();
         let mut groups: BTreeMap<Vec<String>, (Vec<Cell>, i64)> = BTreeMap::new();
         for (key, cells) in &folded {
             let rk: Vec<String> = idx.iter().map(|&i| key[i].clone()).collect();
-            let entry = groups.entry(rk).or_insert_with(|| {
-                (def.columns.iter().map(|c| rollup_empty(c.agg)).collect(), 0)
-            });
+            let entry = groups
+                .entry(rk)
+                .or_insert_with(|| (def.columns.iter().map(|c| rollup_empty(c.agg)).collect(), 0));
             entry.1 += 1;
             for (x, y) in entry.0.iter_mut().zip(cells) {
                 rollup_merge(x, y);
             }
         }
         for (key, (cells, n)) in groups {
-            rows.push(make_row(key_vals(rollup, &key), &cells, def.rollup_count.clone().map(|c| (c, n))));
+            rows.push(make_row(
+                key_vals(rollup, &key),
+                &cells,
+                def.rollup_count.clone().map(|c| (c, n)),
+            ));
         }
     } else {
         for (key, cells) in &folded {
@@ -172,16 +203,22 @@ pub fn build(def: &Definition, state: &State, as_of: Option<NaiveDate>, known_at
     for (ci, c) in def.columns.iter().enumerate() {
         let sum: Option<i64> = if def.bucket.is_some() {
             match c.agg {
-                Agg::Count | Agg::Sum => {
-                    Some(folded.iter().map(|(_, cells)| if let Cell::N(n) = cells[ci] { n } else { 0 }).sum())
-                }
+                Agg::Count | Agg::Sum => Some(
+                    folded
+                        .iter()
+                        .map(|(_, cells)| if let Cell::N(n) = cells[ci] { n } else { 0 })
+                        .sum(),
+                ),
                 _ => None,
             }
         } else {
-            let vals: Vec<i64> = basis.iter().filter_map(|r| match r.get(&c.name) {
-                Some(Val::Int(n)) => Some(*n),
-                _ => None,
-            }).collect();
+            let vals: Vec<i64> = basis
+                .iter()
+                .filter_map(|r| match r.get(&c.name) {
+                    Some(Val::Int(n)) => Some(*n),
+                    _ => None,
+                })
+                .collect();
             if vals.is_empty() && !matches!(c.agg, Agg::Count | Agg::Sum) {
                 None
             } else {
@@ -193,7 +230,10 @@ pub fn build(def: &Definition, state: &State, as_of: Option<NaiveDate>, known_at
         }
     }
     if let Some(rc) = &def.rollup_count {
-        totals.push((rc.clone(), Some(Val::Int(basis.iter().map(|r| r.int(rc)).sum()))));
+        totals.push((
+            rc.clone(),
+            Some(Val::Int(basis.iter().map(|r| r.int(rc)).sum())),
+        ));
     }
 
     Report {
@@ -237,13 +277,31 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut lines: Vec<Vec<String>> = vec![self.columns.clone()];
         for r in &self.rows {
-            lines.push(self.columns.iter().map(|c| text(&r.0.iter().find(|(k, _)| k == c).and_then(|(_, v)| v.clone()))).collect());
+            lines.push(
+                self.columns
+                    .iter()
+                    .map(|c| {
+                        text(
+                            &r.0.iter()
+                                .find(|(k, _)| k == c)
+                                .and_then(|(_, v)| v.clone()),
+                        )
+                    })
+                    .collect(),
+            );
         }
         if !self.totals.0.is_empty() {
             let mut t: Vec<String> = self
                 .columns
                 .iter()
-                .map(|c| self.totals.0.iter().find(|(k, _)| k == c).map(|(_, v)| text(v)).unwrap_or_default())
+                .map(|c| {
+                    self.totals
+                        .0
+                        .iter()
+                        .find(|(k, _)| k == c)
+                        .map(|(_, v)| text(v))
+                        .unwrap_or_default()
+                })
                 .collect();
             if let Some(first) = t.first_mut() {
                 if first.is_empty() {
@@ -253,10 +311,20 @@ impl Report {
             lines.push(t);
         }
         let widths: Vec<usize> = (0..self.columns.len())
-            .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+            .map(|i| {
+                lines
+                    .iter()
+                    .map(|l| l[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
-        let numeric = |i: usize| self.rows.iter().any(|r| matches!(r.get(&self.columns[i]), Some(Val::Int(_))));
+        let numeric = |i: usize| {
+            self.rows
+                .iter()
+                .any(|r| matches!(r.get(&self.columns[i]), Some(Val::Int(_))))
+        };
         for (li, l) in lines.iter().enumerate() {
             let cells: Vec<String> = l
                 .iter()
@@ -273,7 +341,13 @@ impl Report {
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');
             if li == 0 || (li == lines.len() - 2 && !self.totals.0.is_empty()) {
-                out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+                out.push_str(
+                    &widths
+                        .iter()
+                        .map(|w| "-".repeat(*w))
+                        .collect::<Vec<_>>()
+                        .join("  "),
+                );
                 out.push('\n');
             }
         }
@@ -289,13 +363,25 @@ impl Report {
                 s
             }
         };
-        let mut out = self.columns.iter().cloned().map(esc).collect::<Vec<_>>().join(",");
+        let mut out = self
+            .columns
+            .iter()
+            .cloned()
+            .map(esc)
+            .collect::<Vec<_>>()
+            .join(",");
         out.push('\n');
         for r in &self.rows {
             let line: Vec<String> = self
                 .columns
                 .iter()
-                .map(|c| esc(text(&r.0.iter().find(|(k, _)| k == c).and_then(|(_, v)| v.clone()))))
+                .map(|c| {
+                    esc(text(
+                        &r.0.iter()
+                            .find(|(k, _)| k == c)
+                            .and_then(|(_, v)| v.clone()),
+                    ))
+                })
                 .collect();
             out.push_str(&line.join(","));
             out.push('\n');

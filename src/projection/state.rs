@@ -64,20 +64,16 @@ impl Cell {
     pub fn merge(&mut self, other: &Cell) {
         match (self, other) {
             (Cell::N(a), Cell::N(b)) => *a += b,
-            (Cell::Last(a), Cell::Last(Some(b))) => {
-                if a.as_ref().is_none_or(|x| (x.0, x.1) < (b.0, b.1)) {
-                    *a = Some(b.clone());
-                }
+            (Cell::Last(a), Cell::Last(Some(b)))
+                if a.as_ref().is_none_or(|x| (x.0, x.1) < (b.0, b.1)) =>
+            {
+                *a = Some(b.clone())
             }
-            (Cell::Min(a), Cell::Min(Some(b))) => {
-                if a.as_ref().is_none_or(|x| b < x) {
-                    *a = Some(b.clone());
-                }
+            (Cell::Min(a), Cell::Min(Some(b))) if a.as_ref().is_none_or(|x| b < x) => {
+                *a = Some(b.clone())
             }
-            (Cell::Max(a), Cell::Max(Some(b))) => {
-                if a.as_ref().is_none_or(|x| b > x) {
-                    *a = Some(b.clone());
-                }
+            (Cell::Max(a), Cell::Max(Some(b))) if a.as_ref().is_none_or(|x| b > x) => {
+                *a = Some(b.clone())
             }
             _ => {}
         }
@@ -121,7 +117,10 @@ pub struct Input<'a> {
     pub data: &'a serde_json::Value,
 }
 
-fn lookup<'v>(input: &'v Input<'_>, path: &Path_) -> Option<std::borrow::Cow<'v, serde_json::Value>> {
+fn lookup<'v>(
+    input: &'v Input<'_>,
+    path: &Path_,
+) -> Option<std::borrow::Cow<'v, serde_json::Value>> {
     use std::borrow::Cow;
     match path {
         Path_::Data(parts) => {
@@ -182,7 +181,10 @@ pub fn business_time(text: &str, tz: &Tz) -> Option<(Day, i64)> {
         return Some((day_number(d), micros));
     }
     let t = DateTime::parse_from_rfc3339(text).ok()?;
-    Some((day_number(t.with_timezone(tz).date_naive()), t.timestamp_micros()))
+    Some((
+        day_number(t.with_timezone(tz).date_naive()),
+        t.timestamp_micros(),
+    ))
 }
 
 /// A definition compiled for applying events: by source, the columns it feeds and their signs.
@@ -221,10 +223,14 @@ impl Compiled {
             Some(p) => lookup(input, p).and_then(|v| v.as_str().map(str::to_string)),
             None => None,
         };
-        let Some((day, micros)) = business_time(time_text.as_deref().unwrap_or(input.env.occurred_at), tz)
-            .or_else(|| business_time(input.env.occurred_at, tz))
+        let Some((day, micros)) =
+            business_time(time_text.as_deref().unwrap_or(input.env.occurred_at), tz)
+                .or_else(|| business_time(input.env.occurred_at, tz))
         else {
-            tracing::warn!(position = input.env.position, "event without a readable business time; skipped");
+            tracing::warn!(
+                position = input.env.position,
+                "event without a readable business time; skipped"
+            );
             return;
         };
         let key: Vec<String> = self
@@ -238,7 +244,13 @@ impl Compiled {
             .entry(key)
             .or_default()
             .entry(day)
-            .or_insert_with(|| self.def.columns.iter().map(|c| Cell::empty(c.agg)).collect());
+            .or_insert_with(|| {
+                self.def
+                    .columns
+                    .iter()
+                    .map(|c| Cell::empty(c.agg))
+                    .collect()
+            });
         for &(ci, sign) in &self.feeds[src] {
             let col = &self.def.columns[ci];
             if !matches(input, &col.filters) {

@@ -116,12 +116,20 @@ fn d(s: &str) -> NaiveDate {
 
 impl Gen {
     fn hash(&self, kind: &str, n: u64) -> [u8; 32] {
-        Sha256::new().chain_update(self.seed.to_be_bytes()).chain_update(kind).chain_update(n.to_be_bytes()).finalize().into()
+        Sha256::new()
+            .chain_update(self.seed.to_be_bytes())
+            .chain_update(kind)
+            .chain_update(n.to_be_bytes())
+            .finalize()
+            .into()
     }
 
     fn person(&mut self) -> String {
         self.n_person += 1;
-        format!("p-{}", &hex::encode(self.hash("person", self.n_person))[..16])
+        format!(
+            "p-{}",
+            &hex::encode(self.hash("person", self.n_person))[..16]
+        )
     }
 
     /// Plans a command recorded at `at` (a few minutes after its business time, usually).
@@ -134,7 +142,11 @@ impl Gen {
         self.planned.push((
             at.with_timezone(&Utc) + Duration::minutes(5),
             seq,
-            CommandEnvelope { command_id: id, correlation_id: Some(CORRELATION.into()), command },
+            CommandEnvelope {
+                command_id: id,
+                correlation_id: Some(CORRELATION.into()),
+                command,
+            },
         ));
         id
     }
@@ -173,7 +185,11 @@ impl Gen {
     }
 
     fn time_of_day(&mut self, day: NaiveDate) -> DateTime<FixedOffset> {
-        paris(day, 9 + self.rng.below(8) as u32, (self.rng.below(12) * 5) as u32)
+        paris(
+            day,
+            9 + self.rng.below(8) as u32,
+            (self.rng.below(12) * 5) as u32,
+        )
     }
 }
 
@@ -190,17 +206,27 @@ struct Dose {
 
 /// Builds the scenario from the shipped parameters and reference data.
 pub fn ofii_2021(reference: &Reference) -> Result<Scenario, String> {
-    let p: Params = toml::from_str(include_str!("../../reference/ofii-2021.toml")).map_err(|e| e.to_string())?;
+    let p: Params = toml::from_str(include_str!("../../reference/ofii-2021.toml"))
+        .map_err(|e| e.to_string())?;
     build(p, reference)
 }
 
 fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
     for dt in &p.directorates {
         if !reference.directorates.contains_key(&dt.id) {
-            return Err(format!("scenario directorate {:?} is not in the reference data", dt.id));
+            return Err(format!(
+                "scenario directorate {:?} is not in the reference data",
+                dt.id
+            ));
         }
     }
-    let mut g = Gen { seed: p.seed, rng: Rng(p.seed), n_cmd: 0, n_person: 0, planned: Vec::new() };
+    let mut g = Gen {
+        seed: p.seed,
+        rng: Rng(p.seed),
+        n_cmd: 0,
+        n_person: 0,
+        planned: Vec::new(),
+    };
     let dts = &p.directorates;
 
     // Vaccination days of each directorate, up to the end of the scenario.
@@ -222,7 +248,11 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
 
     // Sites, authorised after the circular of 3 August 2021, Limoges first.
     for dt in dts {
-        let on = if dt.id == "limoges" { d("2021-08-23") } else { (dt.start - Duration::days(10)).max(d("2021-08-30")) };
+        let on = if dt.id == "limoges" {
+            d("2021-08-23")
+        } else {
+            (dt.start - Duration::days(10)).max(d("2021-08-30"))
+        };
         for s in &dt.sites {
             g.plan(
                 paris(on, 8, 0),
@@ -237,7 +267,14 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
     }
 
     // The summer coverage survey of accommodation structures (a few answers corrected later).
-    let types = [StructureType::Cada, StructureType::Huda, StructureType::Caes, StructureType::Cph, StructureType::Prahda, StructureType::Ftm];
+    let types = [
+        StructureType::Cada,
+        StructureType::Huda,
+        StructureType::Caes,
+        StructureType::Cph,
+        StructureType::Prahda,
+        StructureType::Ftm,
+    ];
     for dt in dts {
         let n = 3 + g.rng.below(4);
         for k in 0..n {
@@ -262,7 +299,15 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             g.plan(paris(as_of, 18, 0), answer(as_of, residents, one, full));
             if g.rng.chance(0.15) {
                 let later = as_of + Duration::days(20);
-                g.plan(paris(later, 18, 0), answer(later, residents, (one + 5).min(residents), (full + 4).min(one + 5).min(residents)));
+                g.plan(
+                    paris(later, 18, 0),
+                    answer(
+                        later,
+                        residents,
+                        (one + 5).min(residents),
+                        (full + 4).min(one + 5).min(residents),
+                    ),
+                );
             }
         }
     }
@@ -270,7 +315,10 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
     // First injections: shared by weight (largest remainder), spread over each directorate's
     // days up to the as-of date, growing as the campaign becomes known.
     let total_w: u32 = dts.iter().map(|x| x.weight).sum();
-    let mut quota: Vec<usize> = dts.iter().map(|x| p.first_injections * x.weight as usize / total_w as usize).collect();
+    let mut quota: Vec<usize> = dts
+        .iter()
+        .map(|x| p.first_injections * x.weight as usize / total_w as usize)
+        .collect();
     let mut rest: Vec<(usize, usize)> = dts
         .iter()
         .enumerate()
@@ -306,8 +354,8 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                 x -= weights[k];
                 k += 1;
             }
-            if dt.sessions {
-                k = steady[n];
+            if let Some(&fixed) = steady.get(n) {
+                k = fixed;
             }
             let band = g.age_band();
             let product = if band.is_55_plus() && g.rng.chance(0.3) {
@@ -317,11 +365,24 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             } else {
                 Product::Comirnaty
             };
-            let recipient = if !band.is_minor() && g.rng.chance(0.05) { Recipient::Agent } else { Recipient::User };
+            let recipient = if !band.is_minor() && g.rng.chance(0.05) {
+                Recipient::Agent
+            } else {
+                Recipient::User
+            };
             let site = dt.sites[g.rng.below(dt.sites.len())].id.clone();
             let prior = g.rng.chance(0.06);
             let person = g.person();
-            firsts.push(Dose { person, band, recipient, dt: i, site, product, day: open[k], prior });
+            firsts.push(Dose {
+                person,
+                band,
+                recipient,
+                dt: i,
+                site,
+                product,
+                day: open[k],
+                prior,
+            });
         }
     }
     firsts.sort_by(|a, b| a.day.cmp(&b.day).then(a.person.cmp(&b.person)));
@@ -334,8 +395,14 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
         if f.product == Product::Jcovden || f.prior {
             continue;
         }
-        let min = if f.product == Product::Spikevax { 28 } else { 21 };
-        let Some(day) = next_day(f.dt, f.day + Duration::days(min + g.rng.below(8) as i64)) else { continue };
+        let min = if f.product == Product::Spikevax {
+            28
+        } else {
+            21
+        };
+        let Some(day) = next_day(f.dt, f.day + Duration::days(min + g.rng.below(8) as i64)) else {
+            continue;
+        };
         if day <= p.as_of && seconds.len() < p.second_injections {
             seconds.push((idx, day, f.product));
         } else if day > p.as_of && extra_seconds < 30 {
@@ -345,26 +412,31 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
     }
     let counted = seconds.iter().filter(|s| s.1 <= p.as_of).count();
     if counted < p.second_injections {
-        return Err(format!("only {counted} second injections fit before the as-of date; move starts earlier"));
+        return Err(format!(
+            "only {counted} second injections fit before the as-of date; move starts earlier"
+        ));
     }
 
     // Sessions (Rennes): one per vaccination day.
     let mut sessions: BTreeMap<(usize, NaiveDate), (String, u32)> = BTreeMap::new();
     for (i, dt) in dts.iter().enumerate().filter(|(_, x)| x.sessions) {
         for day in &days[i] {
-            sessions.insert((i, *day), (format!("{}-{}", dt.id, day.format("%Y%m%d")), 0));
+            sessions.insert(
+                (i, *day),
+                (format!("{}-{}", dt.id, day.format("%Y%m%d")), 0),
+            );
         }
     }
 
     let late_from = p.as_of - Duration::days(4);
     let mut late = 0;
     let administer = |g: &mut Gen,
-                          sessions: &mut BTreeMap<(usize, NaiveDate), (String, u32)>,
-                          f: &Dose,
-                          kind: DoseKind,
-                          day: NaiveDate,
-                          product: Product,
-                          record: Option<DateTime<FixedOffset>>|
+                      sessions: &mut BTreeMap<(usize, NaiveDate), (String, u32)>,
+                      f: &Dose,
+                      kind: DoseKind,
+                      day: NaiveDate,
+                      product: Product,
+                      record: Option<DateTime<FixedOffset>>|
      -> Uuid {
         let at = g.time_of_day(day);
         let session_id = sessions.get_mut(&(f.dt, day)).map(|s| {
@@ -379,7 +451,11 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                 age_band: f.band,
                 recipient: f.recipient,
                 directorate: dts[f.dt].id.clone(),
-                site: if session_id.is_some() { dts[f.dt].sites[0].id.clone() } else { f.site.clone() },
+                site: if session_id.is_some() {
+                    dts[f.dt].sites[0].id.clone()
+                } else {
+                    f.site.clone()
+                },
                 product,
                 lot,
                 dose: kind,
@@ -396,10 +472,26 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             late += 1;
             paris(p.as_of + Duration::days(3), 9, 30)
         });
-        administer(&mut g, &mut sessions, f, DoseKind::First, f.day, f.product, record);
+        administer(
+            &mut g,
+            &mut sessions,
+            f,
+            DoseKind::First,
+            f.day,
+            f.product,
+            record,
+        );
     }
     for &(idx, day, product) in &seconds {
-        administer(&mut g, &mut sessions, &firsts[idx], DoseKind::Second, day, product, None);
+        administer(
+            &mut g,
+            &mut sessions,
+            &firsts[idx],
+            DoseKind::Second,
+            day,
+            product,
+            None,
+        );
     }
 
     // Boosters: people (agents and users) whose primary series was given elsewhere in spring,
@@ -419,17 +511,35 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             i
         };
         let senior = k % 16 == 0;
-        let band = if senior { AgeBand::A65to74 } else { g.adult_band() };
-        let recipient = if g.rng.chance(0.4) { Recipient::Agent } else { Recipient::User };
+        let band = if senior {
+            AgeBand::A65to74
+        } else {
+            g.adult_band()
+        };
+        let recipient = if g.rng.chance(0.4) {
+            Recipient::Agent
+        } else {
+            Recipient::User
+        };
         let person = g.person();
         let first = d("2021-03-01") + Duration::days(g.rng.below(60) as i64);
         let second = first + Duration::days(28 + g.rng.below(14) as i64);
         let window_start = if senior {
-            (second.checked_add_months(chrono::Months::new(5)).expect("date")).max(d("2021-09-01"))
+            (second
+                .checked_add_months(chrono::Months::new(5))
+                .expect("date"))
+            .max(d("2021-09-01"))
         } else {
-            (second.checked_add_months(chrono::Months::new(5)).expect("date")).max(d("2021-11-29"))
+            (second
+                .checked_add_months(chrono::Months::new(5))
+                .expect("date"))
+            .max(d("2021-11-29"))
         };
-        let candidates: Vec<NaiveDate> = days[i].iter().copied().filter(|x| *x >= window_start).collect();
+        let candidates: Vec<NaiveDate> = days[i]
+            .iter()
+            .copied()
+            .filter(|x| *x >= window_start)
+            .collect();
         if candidates.is_empty() {
             continue;
         }
@@ -455,15 +565,42 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                 }),
             );
         }
-        let f = Dose { person, band, recipient, dt: i, site: dts[i].sites[0].id.clone(), product: Product::Comirnaty, day, prior: false };
-        let product = if g.rng.chance(0.2) { Product::Spikevax } else { Product::Comirnaty };
-        administer(&mut g, &mut sessions, &f, DoseKind::Booster, day, product, None);
+        let f = Dose {
+            person,
+            band,
+            recipient,
+            dt: i,
+            site: dts[i].sites[0].id.clone(),
+            product: Product::Comirnaty,
+            day,
+            prior: false,
+        };
+        let product = if g.rng.chance(0.2) {
+            Product::Spikevax
+        } else {
+            Product::Comirnaty
+        };
+        administer(
+            &mut g,
+            &mut sessions,
+            &f,
+            DoseKind::Booster,
+            day,
+            product,
+            None,
+        );
     }
 
     // Entries made in error, reversed the same day or, twice, the Monday after the as-of date.
     for n in 0..6 {
         let i = n * 3 % dts.len();
-        let Some(&day) = days[i].iter().rev().find(|x| **x <= p.as_of - Duration::days(7 * n as i64 + 3)) else { continue };
+        let Some(&day) = days[i]
+            .iter()
+            .rev()
+            .find(|x| **x <= p.as_of - Duration::days(7 * n as i64 + 3))
+        else {
+            continue;
+        };
         let f = Dose {
             person: g.person(),
             band: AgeBand::A30to39,
@@ -474,10 +611,32 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             day,
             prior: false,
         };
-        let wrong = administer(&mut g, &mut sessions, &f, DoseKind::First, day, Product::Comirnaty, None);
-        let reversed_at = if n < 2 { paris(p.as_of + Duration::days(3), 10, 0) } else { paris(day, 18, 30) };
-        let reason = if n % 3 == 2 { ReversalReason::DuplicateEntry } else { ReversalReason::EnteredInError };
-        g.plan(reversed_at, Command::ReverseDoseEntry(ReverseDoseEntry { reverses: wrong, reason }));
+        let wrong = administer(
+            &mut g,
+            &mut sessions,
+            &f,
+            DoseKind::First,
+            day,
+            Product::Comirnaty,
+            None,
+        );
+        let reversed_at = if n < 2 {
+            paris(p.as_of + Duration::days(3), 10, 0)
+        } else {
+            paris(day, 18, 30)
+        };
+        let reason = if n % 3 == 2 {
+            ReversalReason::DuplicateEntry
+        } else {
+            ReversalReason::EnteredInError
+        };
+        g.plan(
+            reversed_at,
+            Command::ReverseDoseEntry(ReverseDoseEntry {
+                reverses: wrong,
+                reason,
+            }),
+        );
     }
 
     // Sessions open and close around their doses; a few people are seen but not vaccinated.
@@ -487,34 +646,47 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
         let dt = &dts[i];
         let site = dt.sites[0].id.clone();
         let opened_at = paris(day, 8, 45);
-        g.plan(paris(day, 8, 40), Command::OpenSession(OpenSession {
-            session_id: id.clone(),
-            directorate: dt.id.clone(),
-            site: site.clone(),
-            opened_at,
-        }));
-        let not_done = 1 + g.rng.below(3) as u32;
-        for _ in 0..not_done {
-            let reason = [NotAdministeredReason::Deferred, NotAdministeredReason::Refused, NotAdministeredReason::Contraindicated][g.rng.below(3)];
-            let person = g.person();
-            let at = g.time_of_day(day);
-            g.plan(at, Command::RecordDoseNotAdministered(RecordDoseNotAdministered {
-                person_ref: person,
+        g.plan(
+            paris(day, 8, 40),
+            Command::OpenSession(OpenSession {
+                session_id: id.clone(),
                 directorate: dt.id.clone(),
                 site: site.clone(),
-                reason,
+                opened_at,
+            }),
+        );
+        let not_done = 1 + g.rng.below(3) as u32;
+        for _ in 0..not_done {
+            let reason = [
+                NotAdministeredReason::Deferred,
+                NotAdministeredReason::Refused,
+                NotAdministeredReason::Contraindicated,
+            ][g.rng.below(3)];
+            let person = g.person();
+            let at = g.time_of_day(day);
+            g.plan(
                 at,
-            }));
+                Command::RecordDoseNotAdministered(RecordDoseNotAdministered {
+                    person_ref: person,
+                    directorate: dt.id.clone(),
+                    site: site.clone(),
+                    reason,
+                    at,
+                }),
+            );
         }
         let grow = 1 + g.rng.below(3) as u32;
         let prev = attendance_before.entry(i).or_insert(0);
         *prev = (doses + not_done).max(*prev + grow);
         let attendance = *prev;
-        g.plan(paris(day, 17, 30), Command::CloseSession(CloseSession {
-            session_id: id,
-            closed_at: paris(day, 17, 30),
-            attendance,
-        }));
+        g.plan(
+            paris(day, 17, 30),
+            Command::CloseSession(CloseSession {
+                session_id: id,
+                closed_at: paris(day, 17, 30),
+                attendance,
+            }),
+        );
     }
 
     // Tickets (Lyon, Marseille): issued by the OFII, used at partner health-authority centres.
@@ -534,25 +706,41 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             let centre = dt.partner_centres[g.rng.below(dt.partner_centres.len().max(1))].clone();
             let issued_at = paris(issue_day, 10 + g.rng.below(6) as u32, 0);
             let person_ref = g.person();
-            g.plan(issued_at, Command::IssueTicket(IssueTicket {
-                ticket_id: ticket_id.clone(),
-                person_ref,
-                directorate: dt.id.clone(),
-                partner_centre: centre,
+            g.plan(
                 issued_at,
-                valid_until,
-            }));
+                Command::IssueTicket(IssueTicket {
+                    ticket_id: ticket_id.clone(),
+                    person_ref,
+                    directorate: dt.id.clone(),
+                    partner_centre: centre,
+                    issued_at,
+                    valid_until,
+                }),
+            );
             let r = g.rng.below(100);
             if r < 64 {
                 let on = issue_day + Duration::days(1 + g.rng.below(20) as i64);
                 if on <= p.ends {
                     let at = paris(on, 14, 0);
-                    g.plan(at + Duration::hours(4), Command::RedeemTicket(RedeemTicket { ticket_id: ticket_id.clone(), redeemed_at: at, dose: DoseKind::First }));
+                    g.plan(
+                        at + Duration::hours(4),
+                        Command::RedeemTicket(RedeemTicket {
+                            ticket_id: ticket_id.clone(),
+                            redeemed_at: at,
+                            dose: DoseKind::First,
+                        }),
+                    );
                 }
             } else if r < 86 {
                 let on = valid_until + Duration::days(1);
                 if on <= p.ends {
-                    g.plan(paris(on, 7, 0), Command::ExpireTicket(ExpireTicket { ticket_id: ticket_id.clone(), at: paris(on, 7, 0) }));
+                    g.plan(
+                        paris(on, 7, 0),
+                        Command::ExpireTicket(ExpireTicket {
+                            ticket_id: ticket_id.clone(),
+                            at: paris(on, 7, 0),
+                        }),
+                    );
                 }
             }
             let _ = i;
@@ -563,47 +751,138 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
     // What real use also brings: commands the rules refuse.
     let at = |s: &str, h| paris(d(s), h, 15);
     let lim = dts.iter().position(|x| x.id == "limoges").unwrap_or(0);
-    let early = firsts.iter().find(|f| f.dt == lim && f.product == Product::Comirnaty && !f.prior).map(|f| (f.person.clone(), f.band, f.day));
+    let early = firsts
+        .iter()
+        .find(|f| f.dt == lim && f.product == Product::Comirnaty && !f.prior)
+        .map(|f| (f.person.clone(), f.band, f.day));
     if let Some((person, band, day)) = early {
         // second dose 14 days after the first
         let when = paris(day + Duration::days(14), 11, 0);
-        g.plan(when, Command::AdministerDose(AdministerDose {
-            person_ref: person.clone(), age_band: band, recipient: Recipient::User, directorate: "limoges".into(),
-            site: "limoges-dt".into(), product: Product::Comirnaty, lot: "FF2832".into(), dose: DoseKind::Second,
-            administered_at: when, session_id: None, prior_infection_counted: false,
-        }));
+        g.plan(
+            when,
+            Command::AdministerDose(AdministerDose {
+                person_ref: person.clone(),
+                age_band: band,
+                recipient: Recipient::User,
+                directorate: "limoges".into(),
+                site: "limoges-dt".into(),
+                product: Product::Comirnaty,
+                lot: "FF2832".into(),
+                dose: DoseKind::Second,
+                administered_at: when,
+                session_id: None,
+                prior_infection_counted: false,
+            }),
+        );
         // the same first dose entered twice under a new command id
         let when = paris(day, 16, 50);
-        g.plan(when, Command::AdministerDose(AdministerDose {
-            person_ref: person, age_band: band, recipient: Recipient::User, directorate: "limoges".into(),
-            site: "limoges-dt".into(), product: Product::Comirnaty, lot: "FF2832".into(), dose: DoseKind::First,
-            administered_at: when, session_id: None, prior_infection_counted: false,
-        }));
+        g.plan(
+            when,
+            Command::AdministerDose(AdministerDose {
+                person_ref: person,
+                age_band: band,
+                recipient: Recipient::User,
+                directorate: "limoges".into(),
+                site: "limoges-dt".into(),
+                product: Product::Comirnaty,
+                lot: "FF2832".into(),
+                dose: DoseKind::First,
+                administered_at: when,
+                session_id: None,
+                prior_infection_counted: false,
+            }),
+        );
     }
     let refused = |person: String, band, dt: &str, site: &str, product, dose, when| {
         Command::AdministerDose(AdministerDose {
-            person_ref: person, age_band: band, recipient: Recipient::User, directorate: dt.into(), site: site.into(),
-            product, lot: "FF2832".into(), dose, administered_at: when, session_id: None, prior_infection_counted: false,
+            person_ref: person,
+            age_band: band,
+            recipient: Recipient::User,
+            directorate: dt.into(),
+            site: site.into(),
+            product,
+            lot: "FF2832".into(),
+            dose,
+            administered_at: when,
+            session_id: None,
+            prior_infection_counted: false,
         })
     };
-    let c = refused(g.person(), AgeBand::A30to39, "nice", "nice-dt", Product::Vaxzevria, DoseKind::First, at("2021-11-08", 10));
+    let c = refused(
+        g.person(),
+        AgeBand::A30to39,
+        "nice",
+        "nice-dt",
+        Product::Vaxzevria,
+        DoseKind::First,
+        at("2021-11-08", 10),
+    );
     g.plan(at("2021-11-08", 10), c);
-    let c = refused(g.person(), AgeBand::A18to29, "lille", "lille-mobile", Product::Comirnaty, DoseKind::First, at("2021-11-17", 11));
+    let c = refused(
+        g.person(),
+        AgeBand::A18to29,
+        "lille",
+        "lille-mobile",
+        Product::Comirnaty,
+        DoseKind::First,
+        at("2021-11-17", 11),
+    );
     g.plan(at("2021-11-17", 11), c);
-    let c = refused(g.person(), AgeBand::A40to49, "paris", "paris-guda", Product::Comirnaty, DoseKind::Booster, at("2021-11-22", 14));
+    let c = refused(
+        g.person(),
+        AgeBand::A40to49,
+        "paris",
+        "paris-guda",
+        Product::Comirnaty,
+        DoseKind::Booster,
+        at("2021-11-22", 14),
+    );
     g.plan(at("2021-11-22", 14), c);
-    let c = refused(g.person(), AgeBand::A30to39, "toulouse", "toulouse-dt", Product::Comirnaty, DoseKind::Second, at("2021-11-29", 15));
+    let c = refused(
+        g.person(),
+        AgeBand::A30to39,
+        "toulouse",
+        "toulouse-dt",
+        Product::Comirnaty,
+        DoseKind::Second,
+        at("2021-11-29", 15),
+    );
     g.plan(at("2021-11-29", 15), c);
     // booster too early: an agent whose series ended in August
     let agent = g.person();
-    for (kind, on) in [(DoseKind::First, "2021-07-20"), (DoseKind::Second, "2021-08-17")] {
-        g.plan(at(on, 12), Command::RecordExternalDose(RecordExternalDose {
-            person_ref: agent.clone(), product: Product::Comirnaty, dose: kind, administered_at: at(on, 12), evidence: Evidence::EuDcc,
-        }));
+    for (kind, on) in [
+        (DoseKind::First, "2021-07-20"),
+        (DoseKind::Second, "2021-08-17"),
+    ] {
+        g.plan(
+            at(on, 12),
+            Command::RecordExternalDose(RecordExternalDose {
+                person_ref: agent.clone(),
+                product: Product::Comirnaty,
+                dose: kind,
+                administered_at: at(on, 12),
+                evidence: Evidence::EuDcc,
+            }),
+        );
     }
-    let c = refused(agent, AgeBand::A40to49, "bordeaux", "bordeaux-dt", Product::Comirnaty, DoseKind::Booster, at("2021-12-02", 10));
+    let c = refused(
+        agent,
+        AgeBand::A40to49,
+        "bordeaux",
+        "bordeaux-dt",
+        Product::Comirnaty,
+        DoseKind::Booster,
+        at("2021-12-02", 10),
+    );
     g.plan(at("2021-12-02", 10), c);
-    g.plan(at("2021-12-06", 15), Command::RedeemTicket(RedeemTicket { ticket_id: "lyon-t9999".into(), redeemed_at: at("2021-12-06", 15), dose: DoseKind::First }));
+    g.plan(
+        at("2021-12-06", 15),
+        Command::RedeemTicket(RedeemTicket {
+            ticket_id: "lyon-t9999".into(),
+            redeemed_at: at("2021-12-06", 15),
+            dose: DoseKind::First,
+        }),
+    );
     if !last_ticket.is_empty() {
         // a redemption reported after the ticket's validity
         let c = planned_ticket(&g, &last_ticket);
@@ -611,21 +890,41 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             let late_day = valid_until + Duration::days(2);
             let when = paris(late_day.min(p.ends), 15, 0);
             if late_day <= p.ends && issued < when {
-                g.plan(when, Command::RedeemTicket(RedeemTicket { ticket_id: last_ticket.clone(), redeemed_at: when, dose: DoseKind::First }));
+                g.plan(
+                    when,
+                    Command::RedeemTicket(RedeemTicket {
+                        ticket_id: last_ticket.clone(),
+                        redeemed_at: when,
+                        dose: DoseKind::First,
+                    }),
+                );
             }
         }
     }
     let first_marseille = g.planned.iter().find_map(|(_, _, c)| match &c.command {
-        Command::IssueTicket(t) if t.directorate == "marseille" => Some((t.ticket_id.clone(), t.valid_until)),
+        Command::IssueTicket(t) if t.directorate == "marseille" => {
+            Some((t.ticket_id.clone(), t.valid_until))
+        }
         _ => None,
     });
     if let Some((id, until)) = first_marseille {
         let when = paris(until + Duration::days(3), 11, 0);
-        g.plan(when, Command::RedeemTicket(RedeemTicket { ticket_id: id, redeemed_at: when, dose: DoseKind::First }));
+        g.plan(
+            when,
+            Command::RedeemTicket(RedeemTicket {
+                ticket_id: id,
+                redeemed_at: when,
+                dose: DoseKind::First,
+            }),
+        );
     }
 
-    g.planned.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    Ok(Scenario { title: p.title, as_of: p.as_of, commands: g.planned.into_iter().map(|(_, _, c)| c).collect() })
+    g.planned.sort_by_key(|a| (a.0, a.1));
+    Ok(Scenario {
+        title: p.title,
+        as_of: p.as_of,
+        commands: g.planned.into_iter().map(|(_, _, c)| c).collect(),
+    })
 }
 
 fn planned_ticket(g: &Gen, id: &str) -> Option<(DateTime<FixedOffset>, NaiveDate)> {

@@ -44,14 +44,20 @@ pub fn chain_hash(prev: &[u8; 32], e: &EventRef<'_>) -> [u8; 32] {
     let mut num = itoa_buf();
     field(&mut h, fmt_u64(&mut num, e.position));
     let mut ub = Uuid::encode_buffer();
-    field(&mut h, e.event_id.hyphenated().encode_lower(&mut ub).as_bytes());
+    field(
+        &mut h,
+        e.event_id.hyphenated().encode_lower(&mut ub).as_bytes(),
+    );
     field(&mut h, e.stream_id.as_bytes());
     field(&mut h, fmt_u64(&mut num, e.stream_version));
     field(&mut h, e.event_type.as_bytes());
     field(&mut h, fmt_u64(&mut num, e.schema_version as u64));
     field(&mut h, e.occurred_at.as_bytes());
     field(&mut h, e.recorded_at.as_bytes());
-    field(&mut h, e.command_id.hyphenated().encode_lower(&mut ub).as_bytes());
+    field(
+        &mut h,
+        e.command_id.hyphenated().encode_lower(&mut ub).as_bytes(),
+    );
     field(&mut h, e.correlation_id.unwrap_or("").as_bytes());
     field(&mut h, e.actor.as_bytes());
     field(&mut h, e.data.as_bytes());

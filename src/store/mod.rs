@@ -199,7 +199,9 @@ pub fn format_occurred_at(t: DateTime<FixedOffset>) -> String {
 pub enum StoreError {
     /// The stream moved since it was read. Read it again, decide again, retry (HTTP 409 if
     /// retries run out).
-    #[error("stream {stream} is at version {actual}, not {expected}: it changed since it was read")]
+    #[error(
+        "stream {stream} is at version {actual}, not {expected}: it changed since it was read"
+    )]
     Conflict {
         /// Stream id.
         stream: String,
@@ -238,7 +240,12 @@ pub trait EventStore: Send + Sync {
 
     /// Calls `f` for each event with position > `after` up to `to` (inclusive), in order,
     /// without copying them; returns how many were seen. Stops early if `f` returns false.
-    fn scan(&self, after: u64, to: u64, f: &mut dyn FnMut(EventRef<'_>) -> bool) -> Result<u64, StoreError> {
+    fn scan(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(EventRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
         let mut seen = 0;
         let mut pos = after;
         while pos < to {

@@ -9,8 +9,8 @@
 
 use super::chain::{chain_hash, EventRef, GENESIS_HASH};
 use super::{
-    format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord, EventStore,
-    ExpectedVersion, Head, RecordedEvent, StoreError,
+    format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
+    EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -58,7 +58,8 @@ CREATE TRIGGER IF NOT EXISTS commands_append_only_d BEFORE DELETE ON commands
 INSERT OR IGNORE INTO meta(key, value) VALUES ('format', 'campaign-ledger/1');
 "#;
 
-const EVENT_COLUMNS: &str = "position, event_id, stream_id, stream_version, event_type, schema_version, \
+const EVENT_COLUMNS: &str =
+    "position, event_id, stream_id, stream_version, event_type, schema_version, \
      occurred_at, recorded_at, command_id, correlation_id, actor, data, prev_hash, hash";
 
 type Reply = mpsc::SyncSender<Result<AppendResult, StoreError>>;
@@ -106,26 +107,35 @@ fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-    })?;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| {
-        StoreError::Unavailable(format!("{} is not a usable SQLite database: {e}", path.display()))
-    })?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "{} is not a usable SQLite database: {e}",
+                path.display()
+            ))
+        })?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
 
 fn uuid_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Uuid> {
     let s: String = row.get(i)?;
-    Uuid::parse_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn hash_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<[u8; 32]> {
     let v: Vec<u8> = row.get(i)?;
     v.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "hash is not 32 bytes".into())
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            "hash is not 32 bytes".into(),
+        )
     })
 }
 
@@ -161,7 +171,8 @@ fn command_from_row(row: &rusqlite::Row) -> rusqlite::Result<CommandRecord> {
 
 fn text<'r>(row: &'r rusqlite::Row, i: usize) -> Result<&'r str, StoreError> {
     let v = row.get_ref(i)?;
-    v.as_str().map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}")))
+    v.as_str()
+        .map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}")))
 }
 
 fn corrupt(e: rusqlite::Error) -> StoreError {
@@ -179,14 +190,20 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create the directory {}: {e}", dir.display()))
+                StoreError::Unavailable(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
         let conn = open_conn(&path, true)?;
         conn.execute_batch(SCHEMA).map_err(|e| {
             StoreError::Unavailable(format!("{} cannot hold a ledger: {e}", path.display()))
         })?;
-        let format: String = conn.query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))?;
+        let format: String =
+            conn.query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
+                r.get(0)
+            })?;
         if format != "campaign-ledger/1" {
             return Err(StoreError::Invalid(format!(
                 "{} holds a ledger of format {format:?}, which this build cannot read.",
@@ -194,7 +211,10 @@ impl SqliteStore {
             )));
         }
         let mut writer = Writer::new(conn, clock)?;
-        let notify = Arc::new(Notify { head: Mutex::new(writer.head.0), changed: Condvar::new() });
+        let notify = Arc::new(Notify {
+            head: Mutex::new(writer.head.0),
+            changed: Condvar::new(),
+        });
         writer.notify = Some(notify.clone());
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
@@ -215,7 +235,10 @@ impl SqliteStore {
         &self.path
     }
 
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
@@ -226,7 +249,10 @@ impl SqliteStore {
             }
         };
         let out = f(&conn);
-        self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
         out
     }
 
@@ -248,16 +274,22 @@ impl Drop for SqliteStore {
 impl EventStore for SqliteStore {
     fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         if request.events.is_empty() {
-            return Err(StoreError::Invalid("an append needs at least one event".into()));
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
         }
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = jobs.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            let tx = jobs
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
             tx.send(Job { request, reply })
                 .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?;
         }
-        answer.recv().map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
+        answer
+            .recv()
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
     }
 
     fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -280,7 +312,12 @@ impl EventStore for SqliteStore {
         })
     }
 
-    fn scan(&self, after: u64, to: u64, f: &mut dyn FnMut(EventRef<'_>) -> bool) -> Result<u64, StoreError> {
+    fn scan(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(EventRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
         self.with_reader(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
@@ -337,12 +374,22 @@ impl EventStore for SqliteStore {
     fn head(&self) -> Result<Head, StoreError> {
         self.with_reader(|c| {
             let head = c
-                .query_row("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1", [], |r| {
-                    Ok(Head { position: r.get::<_, i64>(0)? as u64, hash: hash_col(r, 1)? })
-                })
+                .query_row(
+                    "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(Head {
+                            position: r.get::<_, i64>(0)? as u64,
+                            hash: hash_col(r, 1)?,
+                        })
+                    },
+                )
                 .optional()
                 .map_err(corrupt)?;
-            Ok(head.unwrap_or(Head { position: 0, hash: GENESIS_HASH }))
+            Ok(head.unwrap_or(Head {
+                position: 0,
+                hash: GENESIS_HASH,
+            }))
         })
     }
 
@@ -385,7 +432,13 @@ const MAX_CACHED_STREAMS: usize = 200_000;
 
 impl Writer {
     fn new(conn: Connection, clock: Arc<dyn Clock>) -> Result<Writer, StoreError> {
-        let mut w = Writer { conn, clock, head: (0, GENESIS_HASH, String::new()), versions: HashMap::new(), notify: None };
+        let mut w = Writer {
+            conn,
+            clock,
+            head: (0, GENESIS_HASH, String::new()),
+            versions: HashMap::new(),
+            notify: None,
+        };
         w.head = w.read_head()?;
         Ok(w)
     }
@@ -393,9 +446,17 @@ impl Writer {
     fn read_head(&self) -> Result<(u64, [u8; 32], String), StoreError> {
         let head = self
             .conn
-            .query_row("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, hash_col(r, 1)?, r.get::<_, String>(2)?))
-            })
+            .query_row(
+                "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        hash_col(r, 1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
             .optional()
             .map_err(corrupt)?;
         Ok(head.unwrap_or((0, GENESIS_HASH, String::new())))
@@ -437,13 +498,20 @@ impl Writer {
                 }
                 tracing::error!(error = %e, "group commit failed; every append in it is refused");
                 let msg = e.to_string();
-                jobs.iter().map(|_| Err(StoreError::Unavailable(msg.clone()))).collect()
+                jobs.iter()
+                    .map(|_| Err(StoreError::Unavailable(msg.clone())))
+                    .collect()
             }
         }
     }
 
-    fn try_commit_batch(&mut self, jobs: &[Job]) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_time)?;
+    fn try_commit_batch(
+        &mut self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sqlite_time)?;
         let on_disk = self.read_head()?;
         if on_disk.0 != self.head.0 || on_disk.1 != self.head.1 {
             // Another process wrote: our version cache may be stale.
@@ -455,7 +523,11 @@ impl Writer {
         }
         let saved_head = self.head.clone();
         let now = format_recorded_at(self.clock.now());
-        let recorded_at = if now > self.head.2 { now } else { self.head.2.clone() };
+        let recorded_at = if now > self.head.2 {
+            now
+        } else {
+            self.head.2.clone()
+        };
         let mut results = Vec::with_capacity(jobs.len());
         let mut batch_ids: HashMap<Uuid, CommandRecord> = HashMap::new();
         let mut touched: HashSet<String> = HashSet::new();
@@ -479,7 +551,9 @@ impl Writer {
         }
         let v: i64 = self
             .conn
-            .prepare_cached("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?1")?
+            .prepare_cached(
+                "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?1",
+            )?
             .query_row([stream], |r| r.get(0))?;
         self.versions.insert(stream.to_string(), v as u64);
         Ok(v as u64)
@@ -511,7 +585,11 @@ impl Writer {
         let current = self.stream_version(&req.stream_id)?;
         if let ExpectedVersion::Exact(expected) = req.expected {
             if expected != current {
-                return Err(StoreError::Conflict { stream: req.stream_id.clone(), expected, actual: current });
+                return Err(StoreError::Conflict {
+                    stream: req.stream_id.clone(),
+                    expected,
+                    actual: current,
+                });
             }
         }
         // A savepoint per append: a failure undoes this append only, not the whole group.
@@ -520,13 +598,15 @@ impl Writer {
         match self.insert_events(req, current, recorded_at) {
             Ok(rec) => {
                 self.conn.execute_batch("RELEASE append_one")?;
-                self.versions.insert(req.stream_id.clone(), current + req.events.len() as u64);
+                self.versions
+                    .insert(req.stream_id.clone(), current + req.events.len() as u64);
                 touched.insert(req.stream_id.clone());
                 batch_ids.insert(id, rec.clone());
                 Ok(AppendResult::Committed(rec))
             }
             Err(e) => {
-                self.conn.execute_batch("ROLLBACK TO append_one; RELEASE append_one")?;
+                self.conn
+                    .execute_batch("ROLLBACK TO append_one; RELEASE append_one")?;
                 self.head = saved_head;
                 self.versions.remove(&req.stream_id);
                 match e {
@@ -549,7 +629,12 @@ impl Writer {
         }
     }
 
-    fn insert_events(&mut self, req: &AppendRequest, current: u64, recorded_at: &str) -> Result<CommandRecord, StoreError> {
+    fn insert_events(
+        &mut self,
+        req: &AppendRequest,
+        current: u64,
+        recorded_at: &str,
+    ) -> Result<CommandRecord, StoreError> {
         let actor = req.command.actor.to_json();
         let first_position = self.head.0 + 1;
         let mut st = self.conn.prepare_cached(&format!(

@@ -15,7 +15,11 @@ pub struct Subscription {
 
 impl Subscription {
     pub(crate) fn new(store: Arc<dyn EventStore>, after: u64) -> Subscription {
-        Subscription { store, after, buffer: VecDeque::new() }
+        Subscription {
+            store,
+            after,
+            buffer: VecDeque::new(),
+        }
     }
 
     /// The position of the last event handed out.

@@ -2,8 +2,8 @@
 //! `store_contract!(factory)` where `factory()` returns a fresh, empty store.
 
 use campaign_ledger::store::{
-    chain_hash, subscribe, Actor, AppendRequest, AppendResult, CommandMeta, EventStore, ExpectedVersion, NewEvent,
-    StoreError, GENESIS_HASH,
+    chain_hash, subscribe, Actor, AppendRequest, AppendResult, CommandMeta, EventStore,
+    ExpectedVersion, NewEvent, StoreError, GENESIS_HASH,
 };
 use chrono::DateTime;
 use std::collections::HashSet;
@@ -20,7 +20,12 @@ pub fn event(n: u64) -> NewEvent {
     }
 }
 
-pub fn request(stream: &str, expected: ExpectedVersion, command: Uuid, events: Vec<NewEvent>) -> AppendRequest {
+pub fn request(
+    stream: &str,
+    expected: ExpectedVersion,
+    command: Uuid,
+    events: Vec<NewEvent>,
+) -> AppendRequest {
     AppendRequest {
         stream_id: stream.into(),
         expected,
@@ -28,7 +33,11 @@ pub fn request(stream: &str, expected: ExpectedVersion, command: Uuid, events: V
             command_id: command,
             content_hash: [7; 32],
             correlation_id: Some("contract".into()),
-            actor: Actor { role: "test".into(), directorate: Some("lyon".into()), agent_ref: None },
+            actor: Actor {
+                role: "test".into(),
+                directorate: Some("lyon".into()),
+                agent_ref: None,
+            },
         },
         events,
     }
@@ -42,34 +51,82 @@ fn committed(r: Result<AppendResult, StoreError>) -> campaign_ledger::store::Com
 }
 
 pub fn appends_get_gapless_positions_and_stream_versions(s: Arc<dyn EventStore>) {
-    let a = committed(s.append(request("a", ExpectedVersion::Exact(0), Uuid::now_v7(), vec![event(1), event(2)])));
+    let a = committed(s.append(request(
+        "a",
+        ExpectedVersion::Exact(0),
+        Uuid::now_v7(),
+        vec![event(1), event(2)],
+    )));
     assert_eq!((a.first_position, a.last_position), (1, 2));
-    let b = committed(s.append(request("b", ExpectedVersion::Exact(0), Uuid::now_v7(), vec![event(3)])));
+    let b = committed(s.append(request(
+        "b",
+        ExpectedVersion::Exact(0),
+        Uuid::now_v7(),
+        vec![event(3)],
+    )));
     assert_eq!((b.first_position, b.last_position), (3, 3));
-    let c = committed(s.append(request("a", ExpectedVersion::Exact(2), Uuid::now_v7(), vec![event(4)])));
+    let c = committed(s.append(request(
+        "a",
+        ExpectedVersion::Exact(2),
+        Uuid::now_v7(),
+        vec![event(4)],
+    )));
     assert_eq!(c.first_position, 4);
     let all = s.read_all(0, 100).unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let a_events = s.read_stream("a").unwrap();
-    assert_eq!(a_events.iter().map(|e| (e.stream_version, e.position)).collect::<Vec<_>>(), vec![(1, 1), (2, 2), (3, 4)]);
+    assert_eq!(
+        a_events
+            .iter()
+            .map(|e| (e.stream_version, e.position))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2), (3, 4)]
+    );
     assert_eq!(s.head().unwrap().position, 4);
     assert!(s.read_stream("nothing").unwrap().is_empty());
 }
 
 pub fn a_stale_expected_version_is_a_conflict_and_appends_nothing(s: Arc<dyn EventStore>) {
-    committed(s.append(request("a", ExpectedVersion::Exact(0), Uuid::now_v7(), vec![event(1)])));
-    match s.append(request("a", ExpectedVersion::Exact(0), Uuid::now_v7(), vec![event(2), event(3)])) {
-        Err(StoreError::Conflict { stream, expected, actual }) => {
+    committed(s.append(request(
+        "a",
+        ExpectedVersion::Exact(0),
+        Uuid::now_v7(),
+        vec![event(1)],
+    )));
+    match s.append(request(
+        "a",
+        ExpectedVersion::Exact(0),
+        Uuid::now_v7(),
+        vec![event(2), event(3)],
+    )) {
+        Err(StoreError::Conflict {
+            stream,
+            expected,
+            actual,
+        }) => {
             assert_eq!((stream.as_str(), expected, actual), ("a", 0, 1));
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    match s.append(request("a", ExpectedVersion::Exact(5), Uuid::now_v7(), vec![event(2)])) {
+    match s.append(request(
+        "a",
+        ExpectedVersion::Exact(5),
+        Uuid::now_v7(),
+        vec![event(2)],
+    )) {
         Err(StoreError::Conflict { actual: 1, .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(s.head().unwrap().position, 1);
-    committed(s.append(request("a", ExpectedVersion::Any, Uuid::now_v7(), vec![event(4)])));
+    committed(s.append(request(
+        "a",
+        ExpectedVersion::Any,
+        Uuid::now_v7(),
+        vec![event(4)],
+    )));
     assert_eq!(s.read_stream("a").unwrap().len(), 2);
 }
 
@@ -89,21 +146,36 @@ pub fn a_command_id_is_recorded_once_forever(s: Arc<dyn EventStore>) {
 
 pub fn an_empty_append_is_refused(s: Arc<dyn EventStore>) {
     assert!(matches!(
-        s.append(request("a", ExpectedVersion::Exact(0), Uuid::now_v7(), vec![])),
+        s.append(request(
+            "a",
+            ExpectedVersion::Exact(0),
+            Uuid::now_v7(),
+            vec![]
+        )),
         Err(StoreError::Invalid(_))
     ));
 }
 
 pub fn the_chain_links_every_event_and_commit_times_never_go_back(s: Arc<dyn EventStore>) {
     for i in 0..20 {
-        committed(s.append(request(&format!("s{}", i % 3), ExpectedVersion::Any, Uuid::now_v7(), vec![event(i)])));
+        committed(s.append(request(
+            &format!("s{}", i % 3),
+            ExpectedVersion::Any,
+            Uuid::now_v7(),
+            vec![event(i)],
+        )));
     }
     let all = s.read_all(0, 100).unwrap();
     let mut prev = GENESIS_HASH;
     let mut last_time = String::new();
     for e in &all {
         assert_eq!(e.prev_hash, prev, "position {}", e.position);
-        assert_eq!(chain_hash(&prev, &e.as_ref()), e.hash, "position {}", e.position);
+        assert_eq!(
+            chain_hash(&prev, &e.as_ref()),
+            e.hash,
+            "position {}",
+            e.position
+        );
         assert!(e.recorded_at >= last_time);
         assert_eq!(e.correlation_id.as_deref(), Some("contract"));
         assert!(e.actor.contains("\"role\":\"test\""));
@@ -115,18 +187,32 @@ pub fn the_chain_links_every_event_and_commit_times_never_go_back(s: Arc<dyn Eve
 
 pub fn read_all_pages_and_scan_agree(s: Arc<dyn EventStore>) {
     for i in 0..25 {
-        committed(s.append(request("p", ExpectedVersion::Exact(i), Uuid::now_v7(), vec![event(i)])));
+        committed(s.append(request(
+            "p",
+            ExpectedVersion::Exact(i),
+            Uuid::now_v7(),
+            vec![event(i)],
+        )));
     }
     let page = s.read_all(10, 5).unwrap();
-    assert_eq!(page.iter().map(|e| e.position).collect::<Vec<_>>(), vec![11, 12, 13, 14, 15]);
+    assert_eq!(
+        page.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![11, 12, 13, 14, 15]
+    );
     let mut scanned = Vec::new();
-    let n = s.scan(3, 9, &mut |e| {
-        scanned.push((e.position, e.hash, e.data.to_string()));
-        true
-    })
-    .unwrap();
+    let n = s
+        .scan(3, 9, &mut |e| {
+            scanned.push((e.position, e.hash, e.data.to_string()));
+            true
+        })
+        .unwrap();
     assert_eq!(n, 6);
-    let read: Vec<_> = s.read_all(3, 6).unwrap().into_iter().map(|e| (e.position, e.hash, e.data)).collect();
+    let read: Vec<_> = s
+        .read_all(3, 6)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e.hash, e.data))
+        .collect();
     assert_eq!(scanned, read);
 }
 
@@ -139,7 +225,12 @@ pub fn concurrent_writers_on_one_stream_never_share_a_version(s: Arc<dyn EventSt
                 for _ in 0..25 {
                     loop {
                         let v = s.read_stream("hot").unwrap().len() as u64;
-                        match s.append(request("hot", ExpectedVersion::Exact(v), Uuid::now_v7(), vec![event(v)])) {
+                        match s.append(request(
+                            "hot",
+                            ExpectedVersion::Exact(v),
+                            Uuid::now_v7(),
+                            vec![event(v)],
+                        )) {
                             Ok(AppendResult::Committed(_)) => {
                                 won += 1;
                                 break;
@@ -155,7 +246,12 @@ pub fn concurrent_writers_on_one_stream_never_share_a_version(s: Arc<dyn EventSt
         .collect();
     let won: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(won, 200);
-    let versions: Vec<u64> = s.read_stream("hot").unwrap().iter().map(|e| e.stream_version).collect();
+    let versions: Vec<u64> = s
+        .read_stream("hot")
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
     assert_eq!(versions, (1..=200).collect::<Vec<_>>());
 }
 
@@ -189,16 +285,28 @@ pub fn concurrent_writers_on_many_streams_keep_positions_gapless(s: Arc<dyn Even
     }
 }
 
-pub fn a_subscription_catches_up_then_follows_live_without_gap_or_duplicate(s: Arc<dyn EventStore>) {
+pub fn a_subscription_catches_up_then_follows_live_without_gap_or_duplicate(
+    s: Arc<dyn EventStore>,
+) {
     for i in 0..50 {
-        committed(s.append(request("s", ExpectedVersion::Exact(i), Uuid::now_v7(), vec![event(i)])));
+        committed(s.append(request(
+            "s",
+            ExpectedVersion::Exact(i),
+            Uuid::now_v7(),
+            vec![event(i)],
+        )));
     }
     let mut sub = subscribe(s.clone(), 10);
     let writer = {
         let s = s.clone();
         std::thread::spawn(move || {
             for i in 50..300 {
-                committed(s.append(request("s", ExpectedVersion::Exact(i), Uuid::now_v7(), vec![event(i)])));
+                committed(s.append(request(
+                    "s",
+                    ExpectedVersion::Exact(i),
+                    Uuid::now_v7(),
+                    vec![event(i)],
+                )));
             }
         })
     };
@@ -212,7 +320,10 @@ pub fn a_subscription_catches_up_then_follows_live_without_gap_or_duplicate(s: A
     writer.join().unwrap();
     assert_eq!(seen, (11..=300).collect::<Vec<_>>());
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 290);
-    assert!(sub.next_timeout(Duration::from_millis(100)).unwrap().is_none());
+    assert!(sub
+        .next_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
 }
 
 /// Generates one `#[test]` per contract case for a backend.

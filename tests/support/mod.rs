@@ -11,13 +11,19 @@ use std::sync::Arc;
 /// The binary under test.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_campaign-ledger"));
-    c.env_remove("LEDGER_STORE").env_remove("LEDGER_PROJECTIONS").env_remove("RUST_LOG");
+    c.env_remove("LEDGER_STORE")
+        .env_remove("LEDGER_PROJECTIONS")
+        .env_remove("RUST_LOG");
     c
 }
 
 /// Runs the binary in `dir` with `args`.
 pub fn run(dir: &Path, args: &[&str]) -> Output {
-    bin().current_dir(dir).args(args).output().expect("the binary runs")
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -30,7 +36,11 @@ pub fn stderr(o: &Output) -> String {
 
 /// A fresh SQLite store in a temporary directory.
 pub fn sqlite_store(dir: &Path) -> Arc<dyn EventStore> {
-    store::open(&format!("sqlite:{}", dir.join("ledger.db").display()), Arc::new(SystemClock)).expect("store opens")
+    store::open(
+        &format!("sqlite:{}", dir.join("ledger.db").display()),
+        Arc::new(SystemClock),
+    )
+    .expect("store opens")
 }
 
 pub fn store_file(dir: &Path) -> PathBuf {
@@ -40,4 +50,31 @@ pub fn store_file(dir: &Path) -> PathBuf {
 /// A deterministic UUID for tests.
 pub fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0000 | n)
+}
+
+use campaign_ledger::app::Ledger;
+use campaign_ledger::domain::{Policy, Reference};
+use campaign_ledger::projection::{load_definitions, Engine};
+
+/// A ledger and a projection engine over a SQLite store in `dir`.
+pub fn ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger, Engine) {
+    let store = sqlite_store(dir);
+    let engine = Engine::open(
+        &dir.join("ledger.projections.db"),
+        load_definitions(None).unwrap(),
+        chrono_tz::Europe::Paris,
+    )
+    .unwrap();
+    let ledger = Ledger::new(
+        store.clone(),
+        Policy::default(),
+        Reference::builtin(),
+        Arc::new(SystemClock),
+    );
+    (store, ledger, engine)
+}
+
+/// Opens an existing store file.
+pub fn sqlite_store_at(path: &Path) -> Arc<dyn EventStore> {
+    store::open(&format!("sqlite:{}", path.display()), Arc::new(SystemClock)).expect("store opens")
 }
