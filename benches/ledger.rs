@@ -1,1 +1,491 @@
-fn main() {}
+//! Benchmarks of the ledger core, each against a baseline measured in the same run.
+//! Run: `cargo bench --bench ledger` (BENCH_EVENTS=N to change the replay store size, default 1,000,000).
+//! Prints a Markdown table; BENCHMARKS.md records the results.
+
+use campaign_ledger::app::{Ledger, Outcome};
+use campaign_ledger::domain::*;
+use campaign_ledger::projection::{load_definitions, Engine};
+use campaign_ledger::store::{
+    self, Actor, AppendRequest, CommandMeta, EventStore, ExpectedVersion, NewEvent, SystemClock,
+};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
+use rusqlite::params;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+const DTS: [&str; 19] = [
+    "limoges",
+    "paris",
+    "montrouge",
+    "creteil",
+    "rennes",
+    "lyon",
+    "marseille",
+    "bordeaux",
+    "lille",
+    "toulouse",
+    "nantes",
+    "strasbourg",
+    "montpellier",
+    "nice",
+    "grenoble",
+    "rouen",
+    "dijon",
+    "orleans",
+    "poitiers",
+];
+
+fn at(day: i64, minute: i64) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339("2021-09-01T09:00:00+02:00").unwrap()
+        + Duration::days(day)
+        + Duration::minutes(minute)
+}
+
+fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
+    let store = store::open(
+        &format!("sqlite:{}", dir.join("ledger.db").display()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let ledger = Ledger::new(
+        store.clone(),
+        Policy::default(),
+        Reference::builtin(),
+        Arc::new(SystemClock),
+    );
+    (store, ledger)
+}
+
+fn authorise_all(ledger: &Ledger) {
+    let actor = Actor {
+        role: "bench".into(),
+        ..Default::default()
+    };
+    for dt in DTS {
+        let c = CommandEnvelope {
+            command_id: Uuid::now_v7(),
+            correlation_id: None,
+            command: Command::AuthoriseSite(AuthoriseSite {
+                directorate: dt.into(),
+                site: format!("{dt}-dt"),
+                site_kind: SiteKind::DtPremises,
+                authorised_on: NaiveDate::from_ymd_opt(2021, 8, 1).unwrap(),
+            }),
+        };
+        assert!(matches!(
+            ledger.handle(&c, &actor).unwrap(),
+            Outcome::Accepted(_)
+        ));
+    }
+}
+
+fn dose_command(n: u64) -> CommandEnvelope {
+    let dt = DTS[(n % 19) as usize];
+    CommandEnvelope {
+        command_id: Uuid::now_v7(),
+        correlation_id: Some("bench".into()),
+        command: Command::AdministerDose(AdministerDose {
+            person_ref: format!("p-{n:012x}"),
+            age_band: AgeBand::A30to39,
+            recipient: Recipient::User,
+            directorate: dt.into(),
+            site: format!("{dt}-dt"),
+            product: Product::Comirnaty,
+            lot: "FF2832".into(),
+            dose: DoseKind::First,
+            administered_at: at((n % 100) as i64, (n % 400) as i64),
+            session_id: None,
+            prior_infection_counted: false,
+        }),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Raw SQLite: the same schema and bytes, inserted in durable batched transactions.
+fn raw_inserts(dir: &Path, rows: &[(String, String)], batch: usize) -> f64 {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         CREATE TABLE events (position INTEGER PRIMARY KEY, event_id TEXT NOT NULL, stream_id TEXT NOT NULL,
+           stream_version INTEGER NOT NULL, event_type TEXT NOT NULL, schema_version INTEGER NOT NULL,
+           occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, command_id TEXT NOT NULL, correlation_id TEXT,
+           actor TEXT NOT NULL, data TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL);
+         CREATE UNIQUE INDEX events_stream ON events(stream_id, stream_version);",
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut pos = 0i64;
+    for chunk in rows.chunks(batch) {
+        let tx = conn.unchecked_transaction().unwrap();
+        {
+            let mut st = tx.prepare_cached("INSERT INTO events VALUES (?1,?2,?3,1,'DoseAdministered',1,'2021-10-01T10:00:00+02:00','2026-01-01T00:00:00.000000Z',?4,'bench','{\"role\":\"bench\"}',?5,?6,?7)").unwrap();
+            for (stream, data) in chunk {
+                pos += 1;
+                st.execute(params![
+                    pos,
+                    Uuid::now_v7().to_string(),
+                    stream,
+                    Uuid::now_v7().to_string(),
+                    data,
+                    &[0u8; 32][..],
+                    &[1u8; 32][..]
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    rows.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+fn bench_appends(out: &mut Vec<String>) {
+    let writers = 64;
+    let per = 500u64;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ledger) = open_ledger(dir.path());
+    authorise_all(&ledger);
+    let ledger = Arc::new(ledger);
+    let t = Instant::now();
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                let actor = Actor {
+                    role: "bench".into(),
+                    ..Default::default()
+                };
+                for i in 0..per {
+                    let c = dose_command(w * per + i);
+                    assert!(matches!(
+                        ledger.handle(&c, &actor).unwrap(),
+                        Outcome::Accepted(_)
+                    ));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = writers * per;
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    // The same bytes, raw.
+    let events = store.read_all(19, n as usize).unwrap();
+    let rows: Vec<(String, String)> = events.into_iter().map(|e| (e.stream_id, e.data)).collect();
+    let raw = raw_inserts(dir.path(), &rows, 256);
+    out.push(format!(
+        "| durable commands, 64 concurrent writers, whole command path (group commit) | {:.0} commands/s | raw batched SQLite inserts of the same rows (256/transaction, WAL, synchronous=FULL, same unique index): {:.0} rows/s | **{:.2}×** |",
+        rate, raw, rate / raw
+    ));
+
+    // Single writer latency.
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, ledger) = open_ledger(dir.path());
+    authorise_all(&ledger);
+    let actor = Actor {
+        role: "bench".into(),
+        ..Default::default()
+    };
+    let mut lat = Vec::new();
+    for i in 0..2000 {
+        let c = dose_command(1_000_000 + i);
+        let t = Instant::now();
+        assert!(matches!(
+            ledger.handle(&c, &actor).unwrap(),
+            Outcome::Accepted(_)
+        ));
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("one.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);").unwrap();
+    let mut raw = Vec::new();
+    for i in 0..2000 {
+        let t = Instant::now();
+        conn.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")])
+            .unwrap();
+        raw.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    raw.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out.push(format!(
+        "| single writer, command → durable acknowledgement | p50 {:.3} ms, p99 {:.3} ms | one durable single-row SQLite insert+commit: p50 {:.3} ms, p99 {:.3} ms | p99 {:.2}× |",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&raw, 0.5),
+        percentile(&raw, 0.99),
+        percentile(&lat, 0.99) / percentile(&raw, 0.99)
+    ));
+}
+
+/// Builds a store of `n` events of the campaign's event mix, appended through the store API in
+/// multi-event appends (the command path is measured above).
+fn build_big_store(dir: &Path, n: u64) -> Arc<dyn EventStore> {
+    let store = store::open(
+        &format!("sqlite:{}", dir.join("ledger.db").display()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let per_append = 100u64;
+    let mut k = 0u64;
+    while k < n {
+        let mut events = Vec::new();
+        for j in 0..per_append.min(n - k) {
+            let i = k + j;
+            let dt = DTS[(i % 19) as usize].to_string();
+            let day = ((i / 2_000) % 120) as i64;
+            let ev = match i % 100 {
+                0..=84 => Event::DoseAdministered(DoseAdministered {
+                    person_ref: format!("p-{i:012x}"),
+                    age_band: AgeBand::A30to39,
+                    recipient: if i % 20 == 0 {
+                        Recipient::Agent
+                    } else {
+                        Recipient::User
+                    },
+                    site: format!("{dt}-dt"),
+                    directorate: dt,
+                    session_id: (i % 7 == 0).then(|| format!("s-{}", i / 5_000)),
+                    product: Product::Comirnaty,
+                    lot: "FF2832".into(),
+                    dose: [DoseKind::First, DoseKind::Second, DoseKind::Booster][(i % 3) as usize],
+                    dose_number: 1 + (i % 3) as u32,
+                    administered_at: at(day, (i % 480) as i64),
+                    prior_infection_counted: false,
+                }),
+                85..=87 => Event::DoseEntryReversed(DoseEntryReversed {
+                    reversed_event_id: Uuid::nil(),
+                    reversed_command_id: Uuid::nil(),
+                    reason: ReversalReason::EnteredInError,
+                    person_ref: format!("p-{i:012x}"),
+                    age_band: AgeBand::A30to39,
+                    recipient: Recipient::User,
+                    site: format!("{dt}-dt"),
+                    directorate: dt,
+                    session_id: None,
+                    product: Product::Comirnaty,
+                    dose: DoseKind::First,
+                    administered_at: at(day, 30),
+                }),
+                88..=93 => Event::TicketIssued(TicketIssued {
+                    ticket_id: format!("t-{i}"),
+                    person_ref: format!("p-{i:012x}"),
+                    directorate: dt,
+                    partner_centre: "Centre".into(),
+                    issued_at: at(day, 60),
+                    valid_until: NaiveDate::from_ymd_opt(2022, 1, 1).unwrap(),
+                }),
+                94..=97 => Event::TicketRedeemed(TicketRedeemed {
+                    ticket_id: format!("t-{i}"),
+                    directorate: dt,
+                    partner_centre: "Centre".into(),
+                    redeemed_at: at(day, 90),
+                    dose: DoseKind::First,
+                }),
+                98 => Event::SessionOpened(SessionOpened {
+                    session_id: format!("s-{}", i / 5_000),
+                    directorate: dt,
+                    site: "x".into(),
+                    opened_at: at(day, 0),
+                }),
+                _ => Event::SessionClosed(SessionClosed {
+                    session_id: format!("s-{}", i / 5_000),
+                    directorate: dt,
+                    site: "x".into(),
+                    opened_at: at(day, 0),
+                    closed_at: at(day, 400),
+                    attendance: (i % 50) as u32,
+                }),
+            };
+            events.push(NewEvent {
+                event_type: ev.event_type().into(),
+                schema_version: 1,
+                occurred_at: ev.occurred_at(),
+                data: ev.to_data().to_string(),
+            });
+        }
+        k += events.len() as u64;
+        store
+            .append(AppendRequest {
+                stream_id: format!("bench/{k}"),
+                expected: ExpectedVersion::Exact(0),
+                command: CommandMeta {
+                    command_id: Uuid::now_v7(),
+                    content_hash: [0; 32],
+                    correlation_id: None,
+                    actor: Actor {
+                        role: "bench".into(),
+                        ..Default::default()
+                    },
+                },
+                events,
+            })
+            .unwrap();
+    }
+    store
+}
+
+fn bench_replay(out: &mut Vec<String>, n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let store = build_big_store(dir.path(), n);
+    eprintln!(
+        "built a {n}-event store in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let mut seen = 0u64;
+    store
+        .scan(0, u64::MAX, &mut |e| {
+            seen += (!e.data.is_empty()) as u64;
+            true
+        })
+        .unwrap();
+    eprintln!(
+        "scan only: {:.0} events/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut c = 0usize;
+    store
+        .scan(0, u64::MAX, &mut |e| {
+            c += e.data.to_string().len();
+            true
+        })
+        .unwrap();
+    eprintln!(
+        "scan + copy: {:.0} events/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    // Baseline: plain read + serde decode on one thread.
+    let t = Instant::now();
+    let mut decoded = 0u64;
+    store
+        .scan(0, u64::MAX, &mut |e| {
+            let v: serde_json::Value = serde_json::from_str(e.data).unwrap();
+            decoded += v.is_object() as u64;
+            true
+        })
+        .unwrap();
+    let base = decoded as f64 / t.elapsed().as_secs_f64();
+
+    let defs = load_definitions(None).unwrap();
+    let names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
+    let engine = Engine::open(&dir.path().join("p.db"), defs, chrono_tz::Europe::Paris).unwrap();
+    let t = Instant::now();
+    let head = engine.catch_up(store.as_ref()).unwrap();
+    let rate = head as f64 / t.elapsed().as_secs_f64();
+    out.push(format!(
+        "| replay of a {n}-event store through all {} shipped projections (state saved at the end) | {:.0} events/s | plain read + serde_json decode, one thread: {:.0} events/s | **{:.2}×** |",
+        names.len(), rate, base, rate / base
+    ));
+
+    // Report as of arbitrary dates, from stored state (a fresh engine loads it from disk).
+    let engine = Engine::open(
+        &dir.path().join("p.db"),
+        load_definitions(None).unwrap(),
+        chrono_tz::Europe::Paris,
+    )
+    .unwrap();
+    let mut times = Vec::new();
+    for (i, name) in [
+        "doses_by_directorate",
+        "doses_by_day",
+        "tickets_by_directorate",
+        "session_attendance",
+    ]
+    .iter()
+    .cycle()
+    .take(40)
+    .enumerate()
+    {
+        let day =
+            NaiveDate::from_ymd_opt(2021, 9, 1).unwrap() + Duration::days((i * 7 % 120) as i64);
+        let t = Instant::now();
+        let r = engine
+            .report(store.as_ref(), name, Some(day), None)
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(r.position == head);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let t = Instant::now();
+    let known = chrono::Utc::now().fixed_offset();
+    engine
+        .report(
+            store.as_ref(),
+            "doses_by_directorate",
+            Some(NaiveDate::from_ymd_opt(2021, 11, 1).unwrap()),
+            Some(known),
+        )
+        .unwrap();
+    let replay_ms = t.elapsed().as_secs_f64() * 1000.0;
+    out.push(format!(
+        "| `report --as-of` an arbitrary date, {n}-event store (40 reads of 4 projections, from stored state) | median {:.2} ms, max {:.2} ms | the same report with `--known-at` (replays the log): {:.0} ms | max {:.4}× |",
+        percentile(&times, 0.5), times[times.len() - 1], replay_ms, times[times.len() - 1] / replay_ms
+    ));
+
+    // Peak memory of a rebuild in a separate process.
+    let bin = env!("CARGO_BIN_EXE_campaign-ledger");
+    let rss = |args: &[&str], cwd: &Path| -> String {
+        let o = std::process::Command::new(bin)
+            .current_dir(cwd)
+            .args(args)
+            .env("LEDGER_REPORT_RSS", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .find(|l| l.starts_with("peak RSS"))
+            .unwrap_or("peak RSS ?")
+            .trim_start_matches("peak RSS ")
+            .to_string()
+    };
+    std::fs::remove_file(dir.path().join("ledger.projections.db")).ok();
+    let store_url = format!("sqlite:{}", dir.path().join("ledger.db").display());
+    drop(store);
+    let rebuild = rss(
+        &[
+            "--store",
+            &store_url,
+            "projections",
+            "rebuild",
+            "doses_by_directorate",
+        ],
+        dir.path(),
+    );
+    let demo_dir = tempfile::tempdir().unwrap();
+    let demo = rss(&["demo"], demo_dir.path());
+    let verify = rss(&["--store", &store_url, "audit", "verify"], dir.path());
+    out.push(format!(
+        "| peak RSS | `demo`: {demo}; `projections rebuild` on the {n}-event store (all projections built first): {rebuild} | `audit verify` of the same store: {verify} | — |"
+    ));
+}
+
+fn main() {
+    // `cargo test --benches` runs this file as a test: keep that quick.
+    let quick =
+        std::env::args().any(|a| a == "--test") || std::env::var_os("BENCH_QUICK").is_some();
+    let n: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 20_000 } else { 1_000_000 });
+    let mut out = vec![
+        "| what | result | baseline (same run) | ratio |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    if !quick {
+        bench_appends(&mut out);
+    }
+    bench_replay(&mut out, n);
+    let table = out.join("\n");
+    println!("{table}");
+    std::fs::create_dir_all("target").ok();
+    std::fs::write("target/bench-ledger.md", format!("{table}\n")).ok();
+}

@@ -4,14 +4,13 @@
 
 use super::definition::Definition;
 use super::report::{self, Report};
-use super::state::{Compiled, Input, Router, State};
-use crate::store::{EventRef, EventStore, StoreError};
+use super::state::{Compiled, Fields, Input, Router, Scratch, State};
+use crate::store::{DataRef, EventStore, StoreError};
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
-use uuid::Uuid;
 
 /// Errors of the projection layer. Each says how a caller handles it.
 #[derive(Debug, thiserror::Error)]
@@ -122,13 +121,15 @@ pub fn db_path_for(store_file: &Path) -> PathBuf {
     store_file.with_file_name(format!("{stem}.projections.db"))
 }
 
+const BATCH: usize = 2048;
+
+/// An event on its way from the reader thread to the folding thread.
 struct Owned {
     position: u64,
-    stream_id: String,
-    event_type: String,
-    occurred_at: String,
-    recorded_at: String,
-    data: serde_json::Value,
+    type_id: usize,
+    data: String,
+    /// stream id, event type, occurred_at, recorded_at: only when a definition reads them.
+    envelope: Option<Box<[String; 4]>>,
 }
 
 impl Engine {
@@ -242,9 +243,10 @@ impl Engine {
         Ok(out)
     }
 
-    /// Replays events `(from, to]` into `targets` (projection index → state), skipping, per
-    /// projection, events at or before its own start. Reading and decoding run on one thread,
-    /// folding on another. With `known_at`, stops at the first event recorded after it.
+    /// Replays events `(from, to]` into `targets` (projection index, start position, state),
+    /// skipping, per projection, events at or before its own start. Reading runs on one
+    /// thread, scanning and folding on another. With `known_at`, stops at the first event
+    /// recorded after it. Returns the last position read and its hash.
     fn replay(
         &self,
         store: &dyn EventStore,
@@ -255,40 +257,47 @@ impl Engine {
     ) -> Result<(u64, [u8; 32]), ProjectionError> {
         let wanted: Vec<usize> = targets.iter().map(|t| t.0).collect();
         let router = &self.router;
-        let (tx, rx) = mpsc::sync_channel::<Vec<Owned>>(8);
+        let envelope = router.needs_envelope;
+        let (tx, rx) = mpsc::sync_channel::<Vec<Owned>>(16);
         let mut last = (from, [0u8; 32]);
         let result: Result<(), ProjectionError> = std::thread::scope(|s| {
             let reader = s.spawn(move || -> Result<(u64, [u8; 32]), StoreError> {
-                let mut batch = Vec::with_capacity(1024);
+                let mut batch = Vec::with_capacity(BATCH);
                 let mut last = (from, [0u8; 32]);
-                store.scan(from, to, &mut |e: EventRef<'_>| {
+                store.scan_data(from, to, &mut |e: DataRef<'_>| {
                     if let Some(k) = known_at {
                         if e.recorded_at > k {
                             return false;
                         }
                     }
                     last = (e.position, e.hash);
-                    let Some(routes) = router.routes(e.event_type) else { return true };
-                    if !routes.iter().any(|(p, _)| wanted.contains(p)) {
+                    let Some(type_id) = router.type_id(e.event_type) else {
+                        return true;
+                    };
+                    if !router
+                        .routes(type_id)
+                        .iter()
+                        .any(|(p, _)| wanted.contains(p))
+                    {
                         return true;
                     }
-                    let data = match serde_json::from_str(e.data) {
-                        Ok(d) => d,
-                        Err(err) => {
-                            tracing::error!(position = e.position, error = %err, "event data is not JSON; skipped");
-                            return true;
-                        }
-                    };
                     batch.push(Owned {
                         position: e.position,
-                        stream_id: e.stream_id.to_string(),
-                        event_type: e.event_type.to_string(),
-                        occurred_at: e.occurred_at.to_string(),
-                        recorded_at: e.recorded_at.to_string(),
-                        data,
+                        type_id,
+                        data: e.data.to_string(),
+                        envelope: envelope.then(|| {
+                            Box::new([
+                                e.stream_id.to_string(),
+                                e.event_type.to_string(),
+                                e.occurred_at.to_string(),
+                                e.recorded_at.to_string(),
+                            ])
+                        }),
                     });
-                    if batch.len() == 1024
-                        && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(1024))).is_err()
+                    if batch.len() == BATCH
+                        && tx
+                            .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                            .is_err()
                     {
                         return false;
                     }
@@ -299,29 +308,29 @@ impl Engine {
                 }
                 Ok(last)
             });
+            let mut scratch = Scratch::new(self.tz);
             for batch in rx {
                 for o in &batch {
-                    let env = EventRef {
-                        position: o.position,
-                        event_id: Uuid::nil(),
-                        stream_id: &o.stream_id,
-                        stream_version: 0,
-                        event_type: &o.event_type,
-                        schema_version: 0,
-                        occurred_at: &o.occurred_at,
-                        recorded_at: &o.recorded_at,
-                        command_id: Uuid::nil(),
-                        correlation_id: None,
-                        actor: "",
-                        data: "",
-                        prev_hash: [0; 32],
-                        hash: [0; 32],
+                    let fields = match Fields::parse(&o.data) {
+                        Ok(f) => f,
+                        Err(err) => {
+                            tracing::error!(position = o.position, error = %err, "event data is not a JSON object; skipped");
+                            continue;
+                        }
                     };
-                    let input = Input { env, data: &o.data };
-                    for &(pi, si) in router.routes(&o.event_type).unwrap_or(&[]) {
+                    let env = o.envelope.as_deref();
+                    let input = Input {
+                        position: o.position,
+                        event_type: env.map(|e| e[1].as_str()).unwrap_or(""),
+                        stream_id: env.map(|e| e[0].as_str()).unwrap_or(""),
+                        occurred_at: env.map(|e| e[2].as_str()).unwrap_or(""),
+                        recorded_at: env.map(|e| e[3].as_str()).unwrap_or(""),
+                        fields: &fields,
+                    };
+                    for &(pi, si) in router.routes(o.type_id) {
                         if let Some(t) = targets.iter_mut().find(|t| t.0 == pi) {
                             if o.position > t.1 {
-                                self.compiled[pi].apply(t.2, si, &input, &self.tz);
+                                self.compiled[pi].apply(t.2, si, &input, &mut scratch);
                             }
                         }
                     }

@@ -2,10 +2,11 @@
 //! what lets `--as-of` any date be answered from the stored state without replaying the log.
 
 use super::definition::{Agg, Definition, EnvelopeField, Filter, Path_};
-use crate::store::EventRef;
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, NaiveDate, Offset, TimeZone};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
@@ -109,82 +110,249 @@ pub struct State {
     pub groups: BTreeMap<Vec<String>, BTreeMap<Day, Vec<Cell>>>,
 }
 
-/// An event as projections see it: the envelope plus the parsed data.
-pub struct Input<'a> {
-    /// Envelope.
-    pub env: EventRef<'a>,
-    /// Parsed data.
-    pub data: &'a serde_json::Value,
-}
+/// An event's data, parsed without allocating: its top-level keys and their raw JSON values.
+pub struct Fields<'a>(Vec<(&'a str, &'a RawValue)>);
 
-fn lookup<'v>(
-    input: &'v Input<'_>,
-    path: &Path_,
-) -> Option<std::borrow::Cow<'v, serde_json::Value>> {
-    use std::borrow::Cow;
-    match path {
-        Path_::Data(parts) => {
-            let mut v = input.data;
-            for p in parts {
-                v = v.get(p)?;
-            }
-            if v.is_null() {
-                None
-            } else {
-                Some(Cow::Borrowed(v))
-            }
-        }
-        Path_::Envelope(f) => Some(Cow::Owned(match f {
-            EnvelopeField::StreamId => input.env.stream_id.into(),
-            EnvelopeField::EventType => input.env.event_type.into(),
-            EnvelopeField::OccurredAt => input.env.occurred_at.into(),
-            EnvelopeField::RecordedAt => input.env.recorded_at.into(),
-            EnvelopeField::Position => input.env.position.into(),
-        })),
+impl<'a> Fields<'a> {
+    /// Scans a JSON object.
+    pub fn parse(data: &'a str) -> Result<Fields<'a>, serde_json::Error> {
+        serde_json::from_str(data)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 }
 
-fn as_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                let mut v = Vec::with_capacity(16);
+                while let Some((k, raw)) = m.next_entry::<&'de str, &'de RawValue>()? {
+                    v.push((k, raw));
+                }
+                Ok(Fields(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// An event as projections see it: envelope fields and the scanned data.
+pub struct Input<'a> {
+    /// Global position.
+    pub position: u64,
+    /// Type name.
+    pub event_type: &'a str,
+    /// Stream id (empty when no definition asks for it).
+    pub stream_id: &'a str,
+    /// Business time as stored.
+    pub occurred_at: &'a str,
+    /// Commit time (empty when no definition asks for it).
+    pub recorded_at: &'a str,
+    /// The data.
+    pub fields: &'a Fields<'a>,
+}
+
+fn raw_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let s = raw.get();
+    if let Some(inner) = s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(s).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(inner))
+        }
+    } else if s == "null" {
+        None
+    } else {
+        Some(Cow::Borrowed(s))
+    }
+}
+
+fn raw_val(raw: &RawValue) -> Option<Val> {
+    let s = raw.get();
+    if s.starts_with('"') {
+        raw_text(raw).map(|t| Val::Text(t.into_owned()))
+    } else if s == "null" {
+        None
+    } else {
+        Some(
+            s.parse::<i64>()
+                .map(Val::Int)
+                .unwrap_or_else(|_| Val::Text(s.to_string())),
+        )
+    }
+}
+
+/// A nested path: parse the first level's value and walk the rest.
+fn nested<'v>(raw: &RawValue, rest: &[String]) -> Option<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    for p in rest {
+        v = v.get_mut(p)?.take();
+    }
+    (!v.is_null()).then_some(v)
+}
+
+fn lookup_text<'a>(input: &Input<'a>, path: &Path_) -> Option<Cow<'a, str>> {
+    match path {
+        Path_::Data(parts) => {
+            let raw = input.fields.get(&parts[0])?;
+            if parts.len() == 1 {
+                raw_text(raw)
+            } else {
+                nested(raw, &parts[1..]).map(|v| {
+                    Cow::Owned(match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                })
+            }
+        }
+        Path_::Envelope(f) => Some(match f {
+            EnvelopeField::StreamId => Cow::Borrowed(input.stream_id),
+            EnvelopeField::EventType => Cow::Borrowed(input.event_type),
+            EnvelopeField::OccurredAt => Cow::Borrowed(input.occurred_at),
+            EnvelopeField::RecordedAt => Cow::Borrowed(input.recorded_at),
+            EnvelopeField::Position => Cow::Owned(input.position.to_string()),
+        }),
+    }
+}
+
+fn lookup_val(input: &Input<'_>, path: &Path_) -> Option<Val> {
+    match path {
+        Path_::Data(parts) if parts.len() == 1 => raw_val(input.fields.get(&parts[0])?),
+        Path_::Data(parts) => nested(input.fields.get(&parts[0])?, &parts[1..]).map(|v| match v {
+            serde_json::Value::Number(n) if n.is_i64() => Val::Int(n.as_i64().unwrap_or(0)),
+            serde_json::Value::String(s) => Val::Text(s),
+            other => Val::Text(other.to_string()),
+        }),
+        Path_::Envelope(EnvelopeField::Position) => Some(Val::Int(input.position as i64)),
+        other => lookup_text(input, other).map(|t| Val::Text(t.into_owned())),
     }
 }
 
 fn matches(input: &Input<'_>, filters: &[Filter]) -> bool {
-    filters.iter().all(|f| match lookup(input, &f.path) {
+    filters.iter().all(|f| match lookup_text(input, &f.path) {
         None => false,
-        Some(v) => {
-            let t = match v.as_ref() {
-                serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-                other => std::borrow::Cow::Owned(other.to_string()),
-            };
-            f.values.iter().any(|want| want == "*" || *want == *t)
-        }
+        Some(t) => f.values.iter().any(|want| want == "*" || *want == *t),
     })
 }
 
-fn to_val(v: &serde_json::Value) -> Val {
-    match v {
-        serde_json::Value::Number(n) if n.is_i64() => Val::Int(n.as_i64().unwrap_or(0)),
-        serde_json::Value::String(s) => Val::Text(s.clone()),
-        other => Val::Text(other.to_string()),
+/// Per-thread scratch space for applying events: a time-zone offset cache and a reusable
+/// group-key buffer, so the hot path does not allocate.
+pub struct Scratch {
+    tz: Tz,
+    hour: i64,
+    offset: i64,
+    key: Vec<String>,
+}
+
+impl Scratch {
+    /// Scratch space for the campaign time zone `tz`.
+    pub fn new(tz: Tz) -> Scratch {
+        Scratch {
+            tz,
+            hour: i64::MIN,
+            offset: 0,
+            key: Vec::new(),
+        }
+    }
+
+    fn local_offset(&mut self, utc_secs: i64) -> i64 {
+        let hour = utc_secs.div_euclid(3600);
+        if hour != self.hour {
+            let t = DateTime::from_timestamp(utc_secs, 0)
+                .unwrap_or_default()
+                .naive_utc();
+            self.offset = self.tz.offset_from_utc_datetime(&t).fix().local_minus_utc() as i64;
+            self.hour = hour;
+        }
+        self.offset
+    }
+
+    /// Reads a business time: an RFC 3339 instant or a `YYYY-MM-DD` date.
+    /// Returns (local day, µs since epoch).
+    pub fn business_time(&mut self, text: &str) -> Option<(Day, i64)> {
+        if text.len() == 10 {
+            let d: NaiveDate = text.parse().ok()?;
+            let micros = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros();
+            return Some((day_number(d), micros));
+        }
+        let (utc_secs, micros) = match fast_rfc3339(text.as_bytes()) {
+            Some(x) => x,
+            None => {
+                let t = DateTime::parse_from_rfc3339(text).ok()?;
+                (t.timestamp(), t.timestamp_subsec_micros() as i64)
+            }
+        };
+        let local = utc_secs + self.local_offset(utc_secs);
+        Some((
+            local.div_euclid(86_400) as Day,
+            utc_secs * 1_000_000 + micros,
+        ))
     }
 }
 
-/// Reads a business time: an RFC 3339 instant or a `YYYY-MM-DD` date.
-/// Returns (local day, µs since epoch).
-pub fn business_time(text: &str, tz: &Tz) -> Option<(Day, i64)> {
-    if text.len() == 10 {
-        let d: NaiveDate = text.parse().ok()?;
-        let micros = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros();
-        return Some((day_number(d), micros));
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → (UTC seconds, µs within the second).
+fn fast_rfc3339(b: &[u8]) -> Option<(i64, i64)> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let mut n = 0i64;
+        for &c in b.get(r)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + (c - b'0') as i64;
+        }
+        Some(n)
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
     }
-    let t = DateTime::parse_from_rfc3339(text).ok()?;
-    Some((
-        day_number(t.with_timezone(tz).date_naive()),
-        t.timestamp_micros(),
-    ))
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)? as u32, num(8..10)? as u32)?;
+    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let mut scale = 100_000;
+        while i < b.len() && b[i].is_ascii_digit() {
+            micros += (b[i] - b'0') as i64 * scale;
+            scale /= 10;
+            i += 1;
+        }
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let days = day_number(date) as i64;
+    Some((days * 86_400 + h * 3600 + m * 60 + s - offset, micros))
 }
 
 /// A definition compiled for applying events: by source, the columns it feeds and their signs.
@@ -214,67 +382,63 @@ impl Compiled {
     }
 
     /// Folds one event of source `src` into `state`.
-    pub fn apply(&self, state: &mut State, src: usize, input: &Input<'_>, tz: &Tz) {
+    pub fn apply(&self, state: &mut State, src: usize, input: &Input<'_>, scratch: &mut Scratch) {
         let source = &self.def.sources[src];
         if !matches(input, &source.filters) {
             return;
         }
-        let time_text = match &source.time {
-            Some(p) => lookup(input, p).and_then(|v| v.as_str().map(str::to_string)),
-            None => None,
-        };
-        let Some((day, micros)) =
-            business_time(time_text.as_deref().unwrap_or(input.env.occurred_at), tz)
-                .or_else(|| business_time(input.env.occurred_at, tz))
+        let time = source.time.as_ref().and_then(|p| lookup_text(input, p));
+        let Some((day, micros)) = time
+            .as_deref()
+            .and_then(|t| scratch.business_time(t))
+            .or_else(|| scratch.business_time(input.occurred_at))
         else {
             tracing::warn!(
-                position = input.env.position,
+                position = input.position,
                 "event without a readable business time; skipped"
             );
             return;
         };
-        let key: Vec<String> = self
-            .def
-            .group_paths
-            .iter()
-            .map(|p| lookup(input, p).map(|v| as_text(&v)).unwrap_or_default())
-            .collect();
-        let cells = state
-            .groups
-            .entry(key)
-            .or_default()
-            .entry(day)
-            .or_insert_with(|| {
-                self.def
-                    .columns
-                    .iter()
-                    .map(|c| Cell::empty(c.agg))
-                    .collect()
-            });
+        let n = self.def.group_paths.len();
+        scratch.key.resize(n, String::new());
+        for (slot, p) in scratch.key.iter_mut().zip(&self.def.group_paths) {
+            slot.clear();
+            if let Some(t) = lookup_text(input, p) {
+                slot.push_str(&t);
+            }
+        }
+        let days = match state.groups.get_mut(&scratch.key) {
+            Some(d) => d,
+            None => state.groups.entry(scratch.key.clone()).or_default(),
+        };
+        let cells = days.entry(day).or_insert_with(|| {
+            self.def
+                .columns
+                .iter()
+                .map(|c| Cell::empty(c.agg))
+                .collect()
+        });
         for &(ci, sign) in &self.feeds[src] {
             let col = &self.def.columns[ci];
             if !matches(input, &col.filters) {
                 continue;
             }
-            let field = col.field.as_ref().and_then(|p| lookup(input, p));
             let update = match col.agg {
                 Agg::Count => Cell::N(sign),
-                Agg::Sum => match field.as_deref().and_then(|v| v.as_i64()) {
-                    Some(n) => Cell::N(sign * n),
-                    None => continue,
+                Agg::Sum => match col.field.as_ref().and_then(|p| lookup_val(input, p)) {
+                    Some(Val::Int(n)) => Cell::N(sign * n),
+                    _ => continue,
                 },
-                Agg::Last => match field {
-                    Some(v) => Cell::Last(Some((micros, input.env.position, to_val(&v)))),
-                    None => continue,
-                },
-                Agg::Min => match field {
-                    Some(v) => Cell::Min(Some(to_val(&v))),
-                    None => continue,
-                },
-                Agg::Max => match field {
-                    Some(v) => Cell::Max(Some(to_val(&v))),
-                    None => continue,
-                },
+                Agg::Last | Agg::Min | Agg::Max => {
+                    let Some(v) = col.field.as_ref().and_then(|p| lookup_val(input, p)) else {
+                        continue;
+                    };
+                    match col.agg {
+                        Agg::Last => Cell::Last(Some((micros, input.position, v))),
+                        Agg::Min => Cell::Min(Some(v)),
+                        _ => Cell::Max(Some(v)),
+                    }
+                }
             };
             cells[ci].merge(&update);
         }
@@ -283,23 +447,53 @@ impl Compiled {
 
 /// Routes events to the projections and sources that take them.
 pub struct Router {
-    by_type: HashMap<String, Vec<(usize, usize)>>,
+    by_type: HashMap<String, usize>,
+    routes: Vec<Vec<(usize, usize)>>,
+    /// Whether any definition reads `$stream_id`, `$recorded_at` or `$occurred_at`, or relies
+    /// on the envelope's business time.
+    pub needs_envelope: bool,
+}
+
+fn uses_envelope(p: &Path_) -> bool {
+    matches!(p, Path_::Envelope(_))
 }
 
 impl Router {
     /// Builds the routing table of a set of compiled definitions.
     pub fn new(compiled: &[Compiled]) -> Router {
-        let mut by_type: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut by_type: HashMap<String, usize> = HashMap::new();
+        let mut routes: Vec<Vec<(usize, usize)>> = Vec::new();
+        let mut needs_envelope = false;
         for (pi, c) in compiled.iter().enumerate() {
+            needs_envelope |= c.def.group_paths.iter().any(uses_envelope);
+            for col in &c.def.columns {
+                needs_envelope |= col.field.as_ref().is_some_and(uses_envelope)
+                    || col.filters.iter().any(|f| uses_envelope(&f.path));
+            }
             for (si, s) in c.def.sources.iter().enumerate() {
-                by_type.entry(s.event.clone()).or_default().push((pi, si));
+                needs_envelope |= s.time.as_ref().is_none_or(uses_envelope)
+                    || s.filters.iter().any(|f| uses_envelope(&f.path));
+                let id = *by_type.entry(s.event.clone()).or_insert_with(|| {
+                    routes.push(Vec::new());
+                    routes.len() - 1
+                });
+                routes[id].push((pi, si));
             }
         }
-        Router { by_type }
+        Router {
+            by_type,
+            routes,
+            needs_envelope,
+        }
     }
 
-    /// (projection, source) pairs that take this event type.
-    pub fn routes(&self, event_type: &str) -> Option<&[(usize, usize)]> {
-        self.by_type.get(event_type).map(Vec::as_slice)
+    /// The id of an event type that some projection takes.
+    pub fn type_id(&self, event_type: &str) -> Option<usize> {
+        self.by_type.get(event_type).copied()
+    }
+
+    /// (projection, source) pairs that take this event type id.
+    pub fn routes(&self, type_id: usize) -> &[(usize, usize)] {
+        &self.routes[type_id]
     }
 }

@@ -175,6 +175,19 @@ impl RecordedEvent {
     }
 }
 
+/// The part of an event that readers of its data need (see `EventStore::scan_data`).
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct DataRef<'a> {
+    pub position: u64,
+    pub stream_id: &'a str,
+    pub event_type: &'a str,
+    pub occurred_at: &'a str,
+    pub recorded_at: &'a str,
+    pub data: &'a str,
+    pub hash: [u8; 32],
+}
+
 /// The head of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -265,6 +278,27 @@ pub trait EventStore: Send + Sync {
             }
         }
         Ok(seen)
+    }
+
+    /// Like `scan`, with only what readers of event data need (no ids, actor or prev_hash):
+    /// the projection engine's replay path. Backends may override it with a narrower read.
+    fn scan_data(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(DataRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
+        self.scan(after, to, &mut |e| {
+            f(DataRef {
+                position: e.position,
+                stream_id: e.stream_id,
+                event_type: e.event_type,
+                occurred_at: e.occurred_at,
+                recorded_at: e.recorded_at,
+                data: e.data,
+                hash: e.hash,
+            })
+        })
     }
 
     /// What the store remembers of a command id, if it was ever accepted.

@@ -8,6 +8,7 @@
 //! drops it whenever the head moved under it (another process wrote).
 
 use super::chain::{chain_hash, EventRef, GENESIS_HASH};
+use super::DataRef;
 use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
@@ -351,6 +352,44 @@ impl EventStore for SqliteStore {
                     data: text(row, 11)?,
                     prev_hash: blob(row, 12)?,
                     hash: blob(row, 13)?,
+                };
+                seen += 1;
+                if !f(e) {
+                    break;
+                }
+            }
+            Ok(seen)
+        })
+    }
+
+    fn scan_data(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(DataRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT position, stream_id, event_type, occurred_at, recorded_at, data, hash \
+                 FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
+            )?;
+            let mut rows = st.query(params![after as i64, to.min(i64::MAX as u64) as i64])?;
+            let mut seen = 0;
+            while let Some(row) = rows.next()? {
+                let hash: [u8; 32] = row
+                    .get_ref(6)?
+                    .as_blob()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+                let e = DataRef {
+                    position: row.get::<_, i64>(0)? as u64,
+                    stream_id: text(row, 1)?,
+                    event_type: text(row, 2)?,
+                    occurred_at: text(row, 3)?,
+                    recorded_at: text(row, 4)?,
+                    data: text(row, 5)?,
+                    hash,
                 };
                 seen += 1;
                 if !f(e) {
