@@ -194,7 +194,7 @@ fn raw_val(raw: &RawValue) -> Option<Val> {
 }
 
 /// A nested path: parse the first level's value and walk the rest.
-fn nested<'v>(raw: &RawValue, rest: &[String]) -> Option<serde_json::Value> {
+fn nested(raw: &RawValue, rest: &[String]) -> Option<serde_json::Value> {
     let mut v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
     for p in rest {
         v = v.get_mut(p)?.take();
