@@ -15,7 +15,8 @@ use crate::store::{
     ExpectedVersion, NewEvent, StoreError,
 };
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tracing::field::Empty;
 
 /// What became of a command.
@@ -66,6 +67,7 @@ pub struct Ledger {
     policy: Policy,
     reference: Reference,
     clock: Arc<dyn Clock>,
+    sites: Mutex<HashMap<String, StreamState>>,
 }
 
 impl Ledger {
@@ -81,6 +83,7 @@ impl Ledger {
             policy,
             reference,
             clock,
+            sites: Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,6 +124,27 @@ impl Ledger {
         Ok(state)
     }
 
+    /// A site's state. Authorisations are never withdrawn, so an authorised site is cached;
+    /// an unknown one is read again every time.
+    fn load_site(&self, stream: &str) -> Result<StreamState, AppError> {
+        if let Some(s) = self
+            .sites
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+        {
+            return Ok(s.clone());
+        }
+        let state = self.load(stream)?;
+        if state.site.is_some() {
+            self.sites
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(stream.to_string(), state.clone());
+        }
+        Ok(state)
+    }
+
     /// Handles one command on behalf of `actor`.
     pub fn handle(&self, envelope: &CommandEnvelope, actor: &Actor) -> Result<Outcome, AppError> {
         let span = tracing::info_span!(
@@ -157,9 +181,6 @@ impl Ledger {
                 Outcome::Rejected(Rejection::CommandIdReused(envelope.command_id))
             }
         };
-        if let Some(rec) = self.store.command(envelope.command_id)? {
-            return Ok(known(rec));
-        }
         let routing = envelope.command.routing();
         let target = match (&routing.target, &envelope.command) {
             (Some(t), _) => t.clone(),
@@ -169,7 +190,11 @@ impl Ledger {
             },
             (None, _) => unreachable!("only reversals look their stream up"),
         };
-        let site = routing.site.as_deref().map(|s| self.load(s)).transpose()?;
+        let site = routing
+            .site
+            .as_deref()
+            .map(|s| self.load_site(s))
+            .transpose()?;
         let session = routing
             .session
             .as_deref()
@@ -182,9 +207,16 @@ impl Ledger {
             actor: actor.clone(),
         };
         let mut attempt = 0;
+        // Decide on an empty state first when the command usually starts its stream; the
+        // append's expected version 0 then proves the stream was empty.
+        let mut assume_empty = routing.likely_new;
         loop {
             attempt += 1;
-            let state = self.load(&target)?;
+            let state = if assume_empty {
+                StreamState::default()
+            } else {
+                self.load(&target)?
+            };
             let ctx = Context {
                 now: self.clock.now(),
                 policy: &self.policy,
@@ -194,7 +226,21 @@ impl Ledger {
             };
             let events = match domain::decide(&envelope.command, &state, &ctx) {
                 Ok(events) => events,
-                Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+                // A resubmitted command is usually refused by the rules (its effect is there
+                // already): the command table tells a duplicate from a real rejection. Accepted
+                // decisions need no such read: the append itself refuses a known command id.
+                Err(_) if assume_empty => {
+                    // Refused on an assumed state: decide again on the real one.
+                    assume_empty = false;
+                    attempt -= 1;
+                    continue;
+                }
+                Err(rejection) => {
+                    return Ok(match self.store.command(envelope.command_id)? {
+                        Some(rec) => known(rec),
+                        None => Outcome::Rejected(rejection),
+                    })
+                }
             };
             let request = AppendRequest {
                 stream_id: target.clone(),
@@ -206,7 +252,7 @@ impl Ledger {
                         event_type: e.event_type().to_string(),
                         schema_version: Event::SCHEMA_VERSION,
                         occurred_at: e.occurred_at(),
-                        data: e.to_data().to_string(),
+                        data: e.data_json(),
                     })
                     .collect(),
             };
@@ -214,6 +260,7 @@ impl Ledger {
                 Ok(AppendResult::Committed(rec)) => return Ok(Outcome::Accepted(rec)),
                 Ok(AppendResult::Duplicate(rec)) => return Ok(known(rec)),
                 Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    assume_empty = false;
                     tracing::debug!(
                         attempt,
                         "concurrency conflict; deciding again on a fresh read"

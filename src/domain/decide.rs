@@ -374,15 +374,27 @@ pub struct Routing {
     pub site: Option<String>,
     /// A session stream to consult.
     pub session: Option<String>,
+    /// The command usually starts its target stream (a first dose, a new ticket…): the
+    /// handler may decide on an empty state first and let the store's expected-version check
+    /// (stream must not exist) confirm it, saving a read. A wrong guess costs a retry, never
+    /// a wrong decision.
+    pub likely_new: bool,
 }
 
 impl Command {
     /// Streams to load before deciding.
     pub fn routing(&self) -> Routing {
+        let likely_new = match self {
+            Command::AdministerDose(c) => c.dose == DoseKind::First,
+            Command::RecordExternalDose(c) => c.dose == DoseKind::First,
+            Command::AuthoriseSite(_) | Command::IssueTicket(_) | Command::OpenSession(_) => true,
+            _ => false,
+        };
         let r = |target: Option<String>, site: Option<String>, session: Option<String>| Routing {
             target,
             site,
             session,
+            likely_new,
         };
         match self {
             Command::AuthoriseSite(c) => {

@@ -184,9 +184,14 @@ macro_rules! event_names {
             }
             /// Every stored type name this build writes.
             pub const TYPES: &'static [&'static str] = &[$(stringify!($v)),+];
-            /// The data as JSON (object keys sorted).
+            /// The data as a JSON value.
             pub fn to_data(&self) -> serde_json::Value {
                 match self { $(Event::$v(e) => serde_json::to_value(e).expect("events serialize")),+ }
+            }
+            /// The data as stored: the JSON text of the event's struct, fields in declaration
+            /// order. These exact bytes are what the hash chain covers.
+            pub fn data_json(&self) -> String {
+                match self { $(Event::$v(e) => serde_json::to_string(e).expect("events serialize")),+ }
             }
             /// Reads stored data back.
             pub fn decode(event_type: &str, schema_version: u32, data: &str) -> Result<Event, DecodeError> {
