@@ -251,8 +251,6 @@ impl SqliteStore {
             None => {
                 let c = open_conn(&self.path, false)?;
                 c.pragma_update(None, "query_only", true)?;
-                // Map the file: reads after another connection's commit re-fetch pages without copying.
-                c.pragma_update(None, "mmap_size", 1i64 << 30)?;
                 c
             }
         };
