@@ -366,3 +366,39 @@ fn help_lists_every_command() {
         assert!(stdout(&o).contains(c), "{c}");
     }
 }
+
+#[test]
+fn read_commands_refuse_a_store_that_is_not_there_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["report", "doses_by_directorate"],
+        vec!["audit", "verify"],
+        vec!["audit", "digest"],
+        vec!["projections", "list"],
+    ] {
+        let o = run(dir.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).contains("there is no ledger at ./ledger-data/ledger.db"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert!(!dir.path().join("ledger-data").exists());
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_invalid_and_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = SITE.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\n{\"type\":\"ExpireTicket\",\"ticket_id\":\"\xff\xfe\"}\r\n");
+    bytes.extend_from_slice(dose("00000000-0000-4000-8000-000000000002").as_bytes());
+    std::fs::write(dir.path().join("c.jsonl"), bytes).unwrap();
+    let o = run(dir.path(), &["submit", "c.jsonl", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = json_lines(&stdout(&o));
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["outcome"], "invalid");
+    assert_eq!(lines[1]["error"]["code"], "not_utf8");
+    assert_eq!(lines[2]["outcome"], "accepted");
+}

@@ -22,7 +22,7 @@ fn the_scenario_gives_the_published_totals_and_every_feature_of_the_campaign() {
         &ledger,
         text.lines()
             .enumerate()
-            .map(|(i, l)| (i + 1, l.to_string())),
+            .map(|(i, l)| (i + 1, l.as_bytes().to_vec())),
         &actor,
         |_| {},
         |_| {},

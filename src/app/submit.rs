@@ -60,7 +60,7 @@ impl SubmitSummary {
     }
 }
 
-/// Runs `(line number, text)` pairs in order. Blank lines and lines starting with `#` are
+/// Runs `(line number, bytes)` pairs in order; a line that is not UTF-8 is `invalid`. Blank lines and lines starting with `#` are
 /// skipped. `before` sees each parsed command before it runs (the demo sets its clock there).
 /// A store failure stops the run and is returned; outcomes so far were already reported.
 pub fn submit_lines<I, B, F>(
@@ -71,12 +71,26 @@ pub fn submit_lines<I, B, F>(
     mut on_outcome: F,
 ) -> Result<SubmitSummary, super::AppError>
 where
-    I: IntoIterator<Item = (usize, String)>,
+    I: IntoIterator<Item = (usize, Vec<u8>)>,
     B: FnMut(&CommandEnvelope),
     F: FnMut(&LineOutcome),
 {
     let mut summary = SubmitSummary::default();
-    for (line, text) in lines {
+    for (line, bytes) in lines {
+        let Ok(text) = String::from_utf8(bytes) else {
+            let outcome = LineOutcome {
+                line,
+                command_id: None,
+                outcome: "invalid",
+                error: Some(ErrorBody {
+                    code: "not_utf8".into(),
+                    message: "This line is not UTF-8 text; save the file as UTF-8.".into(),
+                }),
+            };
+            summary.add(&outcome);
+            on_outcome(&outcome);
+            continue;
+        };
         let trimmed = text.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;

@@ -189,7 +189,16 @@ impl Cli {
         }
     }
 
-    fn open(&self, business_clock: bool) -> Result<Env> {
+    /// Opens the store, its projections and the command handler. Only commands that write
+    /// (`demo`, `submit`) may create a new store; the others refuse a store that is not there.
+    fn open(&self, business_clock: bool, create: bool) -> Result<Env> {
+        if let Some(p) = self.store.strip_prefix("sqlite:") {
+            if !create && !p.is_empty() && !Path::new(p).exists() {
+                bail!(
+                    "there is no ledger at {p}; run `campaign-ledger demo` or `campaign-ledger submit FILE` first, or name another with --store sqlite:PATH"
+                );
+            }
+        }
         let business = business_clock
             .then(|| Arc::new(BusinessClock(ManualClock::new(DateTime::<Utc>::MIN_UTC))));
         let clock: Arc<dyn Clock> = match &business {
@@ -244,7 +253,7 @@ fn progress(len: Option<u64>, what: &str) -> ProgressBar {
 
 fn run_lines(
     env: &Env,
-    lines: impl Iterator<Item = (usize, String)>,
+    lines: impl Iterator<Item = (usize, Vec<u8>)>,
     total: Option<u64>,
     mut emit: impl FnMut(&LineOutcome),
 ) -> Result<SubmitSummary> {
@@ -355,13 +364,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Box::new(std::io::BufReader::new(f))
             };
-            let env = cli.open(*clock == ClockChoice::Business)?;
+            let env = cli.open(*clock == ClockChoice::Business, true)?;
             let mut read_error = None;
             let lines = reader.split(b'\n').enumerate().map_while(|(i, l)| match l {
-                Ok(bytes) => Some((
-                    i + 1,
-                    String::from_utf8(bytes).unwrap_or_else(|_| "\u{0}not utf-8".to_string()),
-                )),
+                Ok(mut bytes) => {
+                    if bytes.last() == Some(&b'\r') {
+                        bytes.pop();
+                    }
+                    Some((i + 1, bytes))
+                }
                 Err(e) => {
                     read_error = Some(e);
                     None
@@ -408,7 +419,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             known_at,
             format,
         } => {
-            let env = cli.open(false)?;
+            let env = cli.open(false, false)?;
             let r = env
                 .engine
                 .report(env.store.as_ref(), name, *as_of, *known_at)
@@ -419,7 +430,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Audit {
             action: AuditCmd::Verify { format },
         } => {
-            let env = cli.open(false)?;
+            let env = cli.open(false, false)?;
             let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
             let pb = progress(Some(head.position), "verifying");
             let result = audit::verify(env.store.as_ref(), &mut |n| pb.set_position(n));
@@ -454,7 +465,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Audit {
             action: AuditCmd::Digest,
         } => {
-            let env = cli.open(false)?;
+            let env = cli.open(false, false)?;
             let d = audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
@@ -462,7 +473,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Projections {
             action: ProjectionsCmd::List { format },
         } => {
-            let env = cli.open(false)?;
+            let env = cli.open(false, false)?;
             let list = env
                 .engine
                 .status(env.store.as_ref())
@@ -483,7 +494,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Projections {
             action: ProjectionsCmd::Rebuild { name },
         } => {
-            let env = cli.open(false)?;
+            let env = cli.open(false, false)?;
             let r = env
                 .engine
                 .rebuild(env.store.as_ref(), name)
@@ -502,14 +513,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn demo(cli: &Cli) -> Result<ExitCode> {
     let reference = Reference::builtin();
     let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
-    let env = cli.open(true)?;
+    let env = cli.open(true, true)?;
     println!("campaign-ledger demo — {}", s.title);
     println!("store: {}", env.store.describe());
     let text = s.to_jsonl();
     let lines = text
         .lines()
         .enumerate()
-        .map(|(i, l)| (i + 1, l.to_string()));
+        .map(|(i, l)| (i + 1, l.as_bytes().to_vec()));
     let mut examples: std::collections::BTreeMap<String, String> = Default::default();
     let summary = run_lines(&env, lines, Some(s.commands.len() as u64), |o| {
         if let Some(e) = &o.error {
@@ -590,4 +601,26 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
         thousands(r.totals.int("first"))
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default: warnings).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// With `LEDGER_REPORT_RSS=1`, writes the process's peak resident memory to standard error
+/// (the benchmarks read it).
+pub fn report_peak_rss() {
+    if std::env::var_os("LEDGER_REPORT_RSS").is_some() {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+                eprintln!("peak RSS {}", line.trim_start_matches("VmHWM:").trim());
+            }
+        }
+    }
 }

@@ -529,3 +529,39 @@ fn every_rejection_code_is_snake_case() {
     assert_eq!(r.code(), "command_id_reused");
     assert!(r.to_string().contains("choose a new id"));
 }
+
+#[test]
+fn other_times_in_the_future_are_refused_too() {
+    let mut issue_late = issue("t9");
+    if let Command::IssueTicket(t) = &mut issue_late {
+        t.issued_at = at("2022-02-01T10:00:00+01:00");
+        t.valid_until = day("2022-03-01");
+    }
+    let msg = Spec::new().then_rejected(issue_late, "dated_in_future");
+    assert!(msg.contains("issue time"), "{msg}");
+}
+
+#[test]
+fn ticket_dates_must_make_sense() {
+    let mut backwards = issue("t2");
+    if let Command::IssueTicket(t) = &mut backwards {
+        t.valid_until = day("2021-09-30");
+    }
+    Spec::new().then_rejected(backwards, "ticket_validity_invalid");
+    Spec::new().given(issue("t1")).then_rejected(
+        redeem("t1", "2021-10-01T09:00:00+02:00"),
+        "redeemed_before_issued",
+    );
+}
+
+#[test]
+fn a_dose_naming_a_session_of_another_site_is_refused() {
+    let mut elsewhere = dose(First, Comirnaty, "2021-10-01T10:00:00+02:00");
+    elsewhere.session_id = Some("s1".into());
+    elsewhere.site = "lyon-dt".into();
+    elsewhere.directorate = "paris".into();
+    let mut s = Spec::new().with_session("s1");
+    // the site stream consulted is the (authorised) Lyon one; the session belongs to Lyon
+    s.site.site.as_mut().unwrap().directorate = "paris".into();
+    s.then_rejected(Command::AdministerDose(elsewhere), "unknown_session");
+}
