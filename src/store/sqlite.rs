@@ -573,17 +573,16 @@ impl Writer {
     fn read_head(&self) -> Result<(u64, [u8; 32], String), StoreError> {
         let head = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        hash_col(r, 1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
-            )
+            )?
+            .query_row([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    hash_col(r, 1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .optional()
             .map_err(corrupt)?;
         Ok(head.unwrap_or((0, GENESIS_HASH, String::new())))
