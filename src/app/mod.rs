@@ -16,7 +16,7 @@ use crate::store::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use tracing::field::Empty;
 
 /// What became of a command.
@@ -67,7 +67,7 @@ pub struct Ledger {
     policy: Policy,
     reference: Reference,
     clock: Arc<dyn Clock>,
-    sites: Mutex<HashMap<String, StreamState>>,
+    sites: RwLock<HashMap<String, StreamState>>,
 }
 
 impl Ledger {
@@ -83,7 +83,7 @@ impl Ledger {
             policy,
             reference,
             clock,
-            sites: Mutex::new(HashMap::new()),
+            sites: RwLock::new(HashMap::new()),
         }
     }
 
@@ -129,7 +129,7 @@ impl Ledger {
     fn load_site(&self, stream: &str) -> Result<StreamState, AppError> {
         if let Some(s) = self
             .sites
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(stream)
         {
@@ -138,7 +138,7 @@ impl Ledger {
         let state = self.load(stream)?;
         if state.site.is_some() {
             self.sites
-                .lock()
+                .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(stream.to_string(), state.clone());
         }

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -81,7 +81,8 @@ struct Notify {
 /// The SQLite event store.
 pub struct SqliteStore {
     path: PathBuf,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Shared by every appending thread (a read lock); `close` takes it away (the write lock).
+    jobs: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     notify: Arc<Notify>,
@@ -229,7 +230,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
-            jobs: Mutex::new(Some(tx)),
+            jobs: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
             notify,
@@ -273,7 +274,7 @@ impl SqliteStore {
 
     /// Stops the writer after the appends already queued; later appends fail with `Unavailable`.
     pub fn close(&self) {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.jobs.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
@@ -295,7 +296,7 @@ impl EventStore for SqliteStore {
         }
         let (reply, answer) = mpsc::sync_channel(1);
         {
-            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
             let tx = jobs
                 .as_ref()
                 .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
