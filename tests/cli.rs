@@ -261,6 +261,17 @@ fn a_new_projection_file_is_a_new_read_model_without_recompiling() {
     .unwrap();
     let o = run(dir.path(), &["projections", "rebuild", "doses_by_product"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("no earlier state to compare with"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(dir.path(), &["projections", "rebuild", "doses_by_product"]);
+    assert!(
+        stdout(&o).contains("identical to the live state"),
+        "{}",
+        stdout(&o)
+    );
     let o = run(
         dir.path(),
         &[
@@ -284,6 +295,21 @@ fn a_new_projection_file_is_a_new_read_model_without_recompiling() {
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("broken.toml") && stderr(&o).contains("Nope"),
+        "{}",
+        stderr(&o)
+    );
+    // …but only the commands that read projections stop: the log stays usable.
+    assert!(run(dir.path(), &["audit", "verify"]).status.success());
+    std::fs::write(
+        dir.path().join("one.jsonl"),
+        format!("{SITE}\n").replace("lyon-dt", "lyon-annex"),
+    )
+    .unwrap();
+    let o = run(dir.path(), &["submit", "one.jsonl", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"accepted\""), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("projections were not updated"),
         "{}",
         stderr(&o)
     );
@@ -401,4 +427,23 @@ fn a_line_that_is_not_utf8_is_invalid_and_the_rest_runs() {
     assert_eq!(lines[1]["outcome"], "invalid");
     assert_eq!(lines[1]["error"]["code"], "not_utf8");
     assert_eq!(lines[2]["outcome"], "accepted");
+}
+
+#[test]
+fn demo_explains_a_scenario_loaded_on_the_system_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["scenario", "ofii-2021"]);
+    std::fs::write(dir.path().join("s.jsonl"), o.stdout).unwrap();
+    assert!(run(dir.path(), &["submit", "s.jsonl"]).status.success());
+    let o = run(dir.path(), &["demo"]);
+    assert!(
+        stdout(&o).contains("received the scenario on the system clock"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("1,428 doses administered"),
+        "{}",
+        stdout(&o)
+    );
 }

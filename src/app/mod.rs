@@ -162,7 +162,7 @@ impl Ledger {
                 if let Outcome::Rejected(r) = o {
                     span.record("code", r.code());
                 }
-                tracing::debug!("handled");
+                tracing::info!("handled");
             }
             Err(e) => {
                 span.record("outcome", "error");

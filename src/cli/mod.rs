@@ -176,9 +176,17 @@ impl Clock for BusinessClock {
 
 struct Env {
     store: Arc<dyn EventStore>,
-    engine: Engine,
+    /// The projection engine, or why its definitions could not be loaded: only the commands
+    /// that read projections fail on a broken definition file.
+    engine: Result<Engine>,
     ledger: Ledger,
     business: Option<Arc<BusinessClock>>,
+}
+
+impl Env {
+    fn engine(&self) -> Result<&Engine> {
+        self.engine.as_ref().map_err(|e| anyhow!("{e:#}"))
+    }
 }
 
 impl Cli {
@@ -205,15 +213,21 @@ impl Cli {
             Some(b) => b.clone(),
             None => Arc::new(SystemClock),
         };
-        let store = store::open(&self.store, clock.clone()).map_err(|e| anyhow!("{e}"))?;
-        let defs =
-            load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
+        let store = store::open(&self.store, clock.clone()).map_err(|e| match e {
+            store::StoreError::Unavailable(m) => anyhow!(
+                "the store {} cannot be opened ({m}); --store must name a campaign-ledger SQLite file (created by demo or submit)",
+                self.store
+            ),
+            other => anyhow!("{other}"),
+        })?;
         let policy = Policy::default();
         let db = match self.store.strip_prefix("sqlite:") {
             Some(p) => db_path_for(Path::new(p)),
             None => PathBuf::from("ledger-data/projections.db"),
         };
-        let engine = Engine::open(&db, defs, policy.time_zone).map_err(|e| anyhow!("{e}"))?;
+        let engine = load_definitions(self.projection_dir().as_deref())
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|defs| Engine::open(&db, defs, policy.time_zone).map_err(|e| anyhow!("{e}")));
         let ledger = Ledger::new(store.clone(), policy, Reference::builtin(), clock);
         Ok(Env {
             store,
@@ -236,16 +250,17 @@ fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let pb = match len {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new_spinner(),
+    let (pb, template) = match len {
+        Some(n) => (
+            ProgressBar::new(n),
+            "{spinner} {msg} [{bar:30}] {pos}/{len} (eta {eta})",
+        ),
+        None => (ProgressBar::new_spinner(), "{spinner} {msg} {pos}"),
     };
     pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -272,13 +287,28 @@ fn run_lines(
             }
         },
         |o| {
-            pb.inc(1);
-            emit(o)
+            // Print with the bar hidden, so that the two never mix on a terminal.
+            pb.suspend(|| emit(o));
+            pb.set_position(o.line as u64);
         },
     )
     .map_err(|e| anyhow!("{e}; the commands before this one are stored, the rest were not run"))?;
     pb.finish_and_clear();
     Ok(summary)
+}
+
+fn count_lines(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let read = f.read(&mut buf).ok()?;
+        if read == 0 {
+            return Some(n);
+        }
+        n += buf[..read].iter().filter(|b| **b == b'\n').count() as u64;
+    }
 }
 
 fn print_summary(s: &SubmitSummary) {
@@ -354,8 +384,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
-                let f = std::fs::File::open(file)
-                    .with_context(|| format!("cannot read the command file {}", file.display()))?;
+                let f = std::fs::File::open(file).with_context(|| {
+                    format!(
+                        "cannot read the command file {}; check the path",
+                        file.display()
+                    )
+                })?;
                 if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
                     bail!(
                         "{} is a directory; give a file of JSON lines (or - for standard input)",
@@ -380,14 +414,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             });
             let format = *format;
             let mut out = std::io::stdout().lock();
-            let summary = run_lines(&env, lines, None, |o| {
+            // On a terminal, count the lines first so that the progress bar has a length.
+            let total = (std::io::stderr().is_terminal() && file.as_os_str() != "-")
+                .then(|| count_lines(file))
+                .flatten();
+            let summary = run_lines(&env, lines, total, |o| {
                 let _ = match format {
                     SubmitFormat::Json => {
                         writeln!(out, "{}", serde_json::to_string(o).unwrap_or_default())
                     }
                     SubmitFormat::Table => writeln!(
                         out,
-                        "line {:<6} {:<9} {}{}",
+                        "line {:<6} {:<9} {:<36}{}",
                         o.line,
                         o.outcome,
                         o.command_id
@@ -407,9 +445,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     file.display()
                 );
             }
-            env.engine
-                .catch_up(env.store.as_ref())
-                .map_err(|e| anyhow!("{e}"))?;
+            match env.engine() {
+                Ok(engine) => {
+                    engine
+                        .catch_up(env.store.as_ref())
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+                Err(e) => eprintln!(
+                    "warning: the commands are stored, but the projections were not updated: {e}"
+                ),
+            }
             print_summary(&summary);
             Ok(ExitCode::SUCCESS)
         }
@@ -421,7 +466,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let env = cli.open(false, false)?;
             let r = env
-                .engine
+                .engine()?
                 .report(env.store.as_ref(), name, *as_of, *known_at)
                 .map_err(|e| anyhow!("{e}"))?;
             print_report(&r, *format)?;
@@ -475,7 +520,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let env = cli.open(false, false)?;
             let list = env
-                .engine
+                .engine()?
                 .status(env.store.as_ref())
                 .map_err(|e| anyhow!("{e}"))?;
             match format {
@@ -496,7 +541,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let env = cli.open(false, false)?;
             let r = env
-                .engine
+                .engine()?
                 .rebuild(env.store.as_ref(), name)
                 .map_err(|e| anyhow!("{e}"))?;
             let cmp = match r.identical_to_live {
@@ -522,7 +567,7 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.as_bytes().to_vec()));
     let mut examples: std::collections::BTreeMap<String, String> = Default::default();
-    let summary = run_lines(&env, lines, Some(s.commands.len() as u64), |o| {
+    let summary = run_lines(&env, lines, Some(text.lines().count() as u64), |o| {
         if let Some(e) = &o.error {
             examples
                 .entry(e.code.clone())
@@ -540,6 +585,18 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
     if summary.accepted == 0 && summary.duplicate > 0 {
         println!("(the scenario was loaded before: nothing was appended twice)");
     }
+    let mut others = 0u64;
+    env.store
+        .scan(0, u64::MAX, &mut |e| {
+            others += (e.correlation_id != Some(scenario::CORRELATION)) as u64;
+            true
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    if others > 0 {
+        println!(
+            "note: this store also holds {others} events that are not from the scenario; the figures below include them."
+        );
+    }
     for (code, n) in &summary.by_code {
         println!(
             "  rejected {n} × {code}: {}",
@@ -547,7 +604,7 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
         );
     }
     let r = env
-        .engine
+        .engine()?
         .report(
             env.store.as_ref(),
             "doses_by_directorate",
@@ -559,7 +616,7 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
     print_report(&r, ReportFormat::Table)?;
     let known_at = crate::domain::Policy::default().end_of_day(s.as_of) - Duration::hours(6);
     let k = env
-        .engine
+        .engine()?
         .report(
             env.store.as_ref(),
             "doses_by_directorate",
@@ -570,14 +627,27 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
     let t = r.totals.int("total");
     let kt = k.totals.int("total");
     println!();
-    println!(
-        "What the ledger knew at {}: {} doses ({} entered later from paper records, net of corrections).",
-        known_at.format("%Y-%m-%d %H:%M %:z"),
-        thousands(kt),
-        thousands(t - kt)
-    );
+    // The evening view only means something if the scenario was recorded on its own clock
+    // (by demo or `submit --clock business`), not loaded today with the system clock.
+    let on_business_clock = env
+        .store
+        .command(s.commands[0].command_id)
+        .map_err(|e| anyhow!("{e}"))?
+        .is_some_and(|rec| rec.recorded_at.starts_with("2021"));
+    if on_business_clock {
+        println!(
+            "What the ledger knew at {}: {} doses ({} entered later from paper records, net of corrections).",
+            known_at.format("%Y-%m-%d %H:%M %:z"),
+            thousands(kt),
+            thousands(t - kt)
+        );
+    } else {
+        println!(
+            "This store received the scenario on the system clock (submit without --clock business), so --known-at 2021 dates see none of it."
+        );
+    }
     let tickets = env
-        .engine
+        .engine()?
         .report(
             env.store.as_ref(),
             "tickets_by_directorate",
@@ -609,6 +679,7 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -81,13 +81,21 @@ impl CommandEnvelope {
                 })
             }
         };
-        let command: Command = serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
-            InvalidCommand {
-                code: "invalid_command",
-                message: format!("The command cannot be read: {e}. See schemas/ or the README for the fields of each command type."),
-                command_id: Some(command_id),
+        let invalid = |message: String| InvalidCommand {
+            code: "invalid_command",
+            message,
+            command_id: Some(command_id),
+        };
+        let ty = match map.remove("type") {
+            Some(serde_json::Value::String(t)) => t,
+            _ => {
+                return Err(invalid(format!(
+                    "The command has no \"type\"; use one of {}.",
+                    Command::TYPES.join(", ")
+                )))
             }
-        })?;
+        };
+        let command = Command::from_fields(&ty, serde_json::Value::Object(map)).map_err(invalid)?;
         command.validate().map_err(|message| InvalidCommand {
             code: "invalid_command",
             message,
@@ -282,6 +290,59 @@ fn check_text(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// Reads one command type's fields, naming the field at fault in errors.
+fn fields_of<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let hint = if ["premature end of input", "input is out of range", "input contains invalid characters", "trailing input", "invalid characters"]
+            .iter()
+            .any(|m| inner.contains(m))
+        {
+            " Times are RFC 3339 with an offset (2021-10-04T10:00:00+02:00); dates are YYYY-MM-DD (2021-10-04)."
+        } else {
+            ""
+        };
+        let field = if path == "." { String::new() } else { format!("field {path:?}: ") };
+        format!(
+            "The command cannot be read: {field}{inner}.{hint} The README's \"Commands\" section lists every command's fields."
+        )
+    })
+}
+
+macro_rules! command_types {
+    ($($v:ident),+) => {
+        impl Command {
+            /// Every command type name.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($v)),+];
+
+            fn from_fields(ty: &str, fields: serde_json::Value) -> Result<Command, String> {
+                match ty {
+                    $(stringify!($v) => fields_of(fields).map(Command::$v),)+
+                    other => Err(format!(
+                        "{other:?} is not a command type; use one of {}.",
+                        Command::TYPES.join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+command_types!(
+    AuthoriseSite,
+    AdministerDose,
+    RecordExternalDose,
+    RecordDoseNotAdministered,
+    ReverseDoseEntry,
+    IssueTicket,
+    RedeemTicket,
+    ExpireTicket,
+    OpenSession,
+    CloseSession,
+    AnswerCoverageSurvey
+);
+
 impl Command {
     /// The command's type name as in JSON.
     pub fn type_name(&self) -> &'static str {
@@ -368,6 +429,12 @@ mod tests {
         let e =
             CommandEnvelope::parse(r#"{"type":"ExpireTicket","command_id":"nope"}"#).unwrap_err();
         assert_eq!(e.code, "bad_command_id");
+        let e = CommandEnvelope::parse(r#"{"type":"ExpireTicket","command_id":"0193a1e2-7c4b-7d2e-9f00-2b1c3d4e5f60","ticket_id":"t1","at":"2021-02-30T10:00:00+01:00"}"#).unwrap_err();
+        assert!(
+            e.message.contains("field \"at\"") && e.message.contains("RFC 3339"),
+            "{}",
+            e.message
+        );
         let e = CommandEnvelope::parse("{not json").unwrap_err();
         assert_eq!(e.code, "malformed_json");
         let e = CommandEnvelope::parse(r#"{"type":"ExpireTicket","command_id":"0193a1e2-7c4b-7d2e-9f00-2b1c3d4e5f60","ticket_id":"a b","at":"2021-10-01T00:00:00Z"}"#).unwrap_err();

@@ -82,8 +82,14 @@ pub enum Rejection {
         field: &'static str,
         at: DateTime<FixedOffset>,
     },
-    #[error("No dose entry was recorded by command {0}; give the command_id of the AdministerDose to reverse.")]
+    #[error("No dose entry was recorded by command {0}; give the command_id of the AdministerDose or RecordExternalDose to reverse.")]
     UnknownEntry(Uuid),
+    #[error("The {kind} dose given on {on} (command {command_id}) builds on this entry; reverse it first.")]
+    LaterDoseDependsOnEntry {
+        kind: &'static str,
+        on: NaiveDate,
+        command_id: Uuid,
+    },
     #[error("The entry recorded by command {0} is already reversed.")]
     AlreadyReversed(Uuid),
     #[error("Ticket {0} was never issued; check the ticket number.")]
@@ -137,6 +143,7 @@ impl Rejection {
             AdministeredInFuture { .. } => "administered_in_future",
             DatedInFuture { .. } => "dated_in_future",
             UnknownEntry(_) => "unknown_entry",
+            LaterDoseDependsOnEntry { .. } => "later_dose_depends_on_entry",
             AlreadyReversed(_) => "already_reversed",
             UnknownTicket(_) => "unknown_ticket",
             TicketAlreadyIssued(_) => "ticket_already_issued",
@@ -169,6 +176,8 @@ pub struct Origin {
 pub struct DoseEntry {
     /// The event that recorded it.
     pub origin: Origin,
+    /// Whose dose.
+    pub person_ref: String,
     /// Given by the OFII (`Some`) or elsewhere (`None`).
     pub given: Option<DoseAdministered>,
     /// Kind of dose.
@@ -266,6 +275,7 @@ impl StreamState {
             Event::SiteAuthorised(e) => self.site = Some(e.clone()),
             Event::DoseAdministered(e) => self.person.doses.push(DoseEntry {
                 origin,
+                person_ref: e.person_ref.clone(),
                 given: Some(e.clone()),
                 kind: e.dose,
                 product: e.product,
@@ -275,6 +285,7 @@ impl StreamState {
             }),
             Event::ExternalDoseRecorded(e) => self.person.doses.push(DoseEntry {
                 origin,
+                person_ref: e.person_ref.clone(),
                 given: None,
                 kind: e.dose,
                 product: e.product,
@@ -282,12 +293,17 @@ impl StreamState {
                 prior_infection_counted: false,
                 reversed: false,
             }),
-            Event::DoseEntryReversed(e) => {
+            Event::DoseEntryReversed(DoseEntryReversed {
+                reversed_event_id, ..
+            })
+            | Event::ExternalDoseReversed(ExternalDoseReversed {
+                reversed_event_id, ..
+            }) => {
                 if let Some(d) = self
                     .person
                     .doses
                     .iter_mut()
-                    .find(|d| d.origin.event_id == e.reversed_event_id)
+                    .find(|d| d.origin.event_id == *reversed_event_id)
                 {
                     d.reversed = true;
                 }
@@ -674,26 +690,54 @@ pub fn decide(
                 .person
                 .doses
                 .iter()
-                .find(|d| d.origin.command_id == c.reverses && d.given.is_some())
+                .find(|d| d.origin.command_id == c.reverses)
                 .ok_or(Rejection::UnknownEntry(c.reverses))?;
             if entry.reversed {
                 return Err(Rejection::AlreadyReversed(c.reverses));
             }
-            let given = entry.given.as_ref().expect("filtered on given");
-            Ok(vec![Event::DoseEntryReversed(DoseEntryReversed {
-                reversed_event_id: entry.origin.event_id,
-                reversed_command_id: entry.origin.command_id,
-                reason: c.reason,
-                person_ref: given.person_ref.clone(),
-                age_band: given.age_band,
-                recipient: given.recipient,
-                directorate: given.directorate.clone(),
-                site: given.site.clone(),
-                session_id: given.session_id.clone(),
-                product: given.product,
-                dose: given.dose,
-                administered_at: given.administered_at,
-            })])
+            // A later dose built on this one (a second on a first, a booster on the series)
+            // must be reversed first: history never shows a second dose without its first.
+            let depends = |d: &DoseEntry| match entry.kind {
+                DoseKind::First => d.kind != DoseKind::First,
+                DoseKind::Second => d.kind == DoseKind::Booster,
+                DoseKind::Booster => false,
+            };
+            if let Some(later) = state
+                .person
+                .valid()
+                .find(|d| d.origin != entry.origin && depends(d))
+            {
+                return Err(Rejection::LaterDoseDependsOnEntry {
+                    kind: later.kind.as_str(),
+                    on: policy.local_date(later.at),
+                    command_id: later.origin.command_id,
+                });
+            }
+            match &entry.given {
+                Some(given) => Ok(vec![Event::DoseEntryReversed(DoseEntryReversed {
+                    reversed_event_id: entry.origin.event_id,
+                    reversed_command_id: entry.origin.command_id,
+                    reason: c.reason,
+                    person_ref: given.person_ref.clone(),
+                    age_band: given.age_band,
+                    recipient: given.recipient,
+                    directorate: given.directorate.clone(),
+                    site: given.site.clone(),
+                    session_id: given.session_id.clone(),
+                    product: given.product,
+                    dose: given.dose,
+                    administered_at: given.administered_at,
+                })]),
+                None => Ok(vec![Event::ExternalDoseReversed(ExternalDoseReversed {
+                    reversed_event_id: entry.origin.event_id,
+                    reversed_command_id: entry.origin.command_id,
+                    reason: c.reason,
+                    person_ref: entry.person_ref.clone(),
+                    product: entry.product,
+                    dose: entry.kind,
+                    administered_at: entry.at,
+                })]),
+            }
         }
         Command::IssueTicket(c) => {
             known_directorate(ctx, &c.directorate)?;

@@ -565,3 +565,52 @@ fn a_dose_naming_a_session_of_another_site_is_refused() {
     s.site.site.as_mut().unwrap().directorate = "paris".into();
     s.then_rejected(Command::AdministerDose(elsewhere), "unknown_session");
 }
+
+#[test]
+fn a_reversal_waits_for_the_doses_built_on_the_entry() {
+    let s = Spec::new()
+        .given(give(First, Comirnaty, "2021-09-14T10:00:00+02:00"))
+        .given(give(Second, Comirnaty, "2021-10-14T10:00:00+02:00"));
+    let first = s.given.person.doses[0].origin.command_id;
+    let second = s.given.person.doses[1].origin.command_id;
+    let reverse = |id| {
+        Command::ReverseDoseEntry(ReverseDoseEntry {
+            reverses: id,
+            reason: ReversalReason::EnteredInError,
+        })
+    };
+    let msg = s.then_rejected(reverse(first), "later_dose_depends_on_entry");
+    assert!(
+        msg.contains("second dose given on 2021-10-14") && msg.contains(&second.to_string()),
+        "{msg}"
+    );
+    let s = s.given(reverse(second));
+    assert!(s.when(&reverse(first)).is_ok());
+}
+
+#[test]
+fn an_external_dose_entered_in_error_can_be_reversed() {
+    let ext = Command::RecordExternalDose(RecordExternalDose {
+        person_ref: "p1".into(),
+        product: Spikevax,
+        dose: First,
+        administered_at: at("2021-04-01T10:00:00+02:00"),
+        evidence: Evidence::Declared,
+    });
+    let s = Spec::new().given(ext);
+    let id = s.given.person.doses[0].origin.command_id;
+    let reverse = Command::ReverseDoseEntry(ReverseDoseEntry {
+        reverses: id,
+        reason: ReversalReason::EnteredInError,
+    });
+    let events = s.when(&reverse).unwrap();
+    assert!(
+        matches!(&events[0], Event::ExternalDoseReversed(e) if e.dose == First && e.product == Spikevax)
+    );
+    let s = s.given(reverse);
+    assert!(
+        s.when(&give(First, Comirnaty, "2021-10-01T10:00:00+02:00"))
+            .is_ok(),
+        "the slot is free again"
+    );
+}

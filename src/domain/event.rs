@@ -15,6 +15,7 @@ pub enum Event {
     ExternalDoseRecorded(ExternalDoseRecorded),
     DoseNotAdministered(DoseNotAdministered),
     DoseEntryReversed(DoseEntryReversed),
+    ExternalDoseReversed(ExternalDoseReversed),
     TicketIssued(TicketIssued),
     TicketRedeemed(TicketRedeemed),
     TicketExpired(TicketExpired),
@@ -90,6 +91,20 @@ pub struct DoseEntryReversed {
     pub site: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    pub product: Product,
+    pub dose: DoseKind,
+    pub administered_at: DateTime<FixedOffset>,
+}
+
+/// A dose given elsewhere was recorded in error and is reversed (it never counted in OFII
+/// totals; it stops counting for the person's series).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct ExternalDoseReversed {
+    pub reversed_event_id: Uuid,
+    pub reversed_command_id: Uuid,
+    pub reason: ReversalReason,
+    pub person_ref: String,
     pub product: Product,
     pub dose: DoseKind,
     pub administered_at: DateTime<FixedOffset>,
@@ -175,6 +190,34 @@ pub enum DecodeError {
     BadData(String, u32, #[source] serde_json::Error),
 }
 
+/// The field names serde would read for `T` (captured from `deserialize_struct`).
+fn struct_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{value::Error, Deserializer, Error as _, Visitor};
+    struct Capture<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Capture<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("captured"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Capture(&mut fields));
+    fields
+}
+
 macro_rules! event_names {
     ($($v:ident),+) => {
         impl Event {
@@ -192,6 +235,13 @@ macro_rules! event_names {
             /// order. These exact bytes are what the hash chain covers.
             pub fn data_json(&self) -> String {
                 match self { $(Event::$v(e) => serde_json::to_string(e).expect("events serialize")),+ }
+            }
+            /// The data fields of an event type (as named in JSON), or `None` for an unknown type.
+            pub fn fields(event_type: &str) -> Option<&'static [&'static str]> {
+                match event_type {
+                    $(stringify!($v) => Some(struct_fields::<$v>()),)+
+                    _ => None,
+                }
             }
             /// Reads stored data back.
             pub fn decode(event_type: &str, schema_version: u32, data: &str) -> Result<Event, DecodeError> {
@@ -215,6 +265,7 @@ event_names!(
     ExternalDoseRecorded,
     DoseNotAdministered,
     DoseEntryReversed,
+    ExternalDoseReversed,
     TicketIssued,
     TicketRedeemed,
     TicketExpired,
@@ -239,6 +290,7 @@ impl Event {
             Event::ExternalDoseRecorded(e) => e.administered_at,
             Event::DoseNotAdministered(e) => e.at,
             Event::DoseEntryReversed(e) => e.administered_at,
+            Event::ExternalDoseReversed(e) => e.administered_at,
             Event::TicketIssued(e) => e.issued_at,
             Event::TicketRedeemed(e) => e.redeemed_at,
             Event::TicketExpired(e) => e.at,
@@ -256,12 +308,33 @@ impl Event {
             Event::ExternalDoseRecorded(_) => None,
             Event::DoseNotAdministered(e) => Some(&e.directorate),
             Event::DoseEntryReversed(e) => Some(&e.directorate),
+            Event::ExternalDoseReversed(_) => None,
             Event::TicketIssued(e) => Some(&e.directorate),
             Event::TicketRedeemed(e) => Some(&e.directorate),
             Event::TicketExpired(e) => Some(&e.directorate),
             Event::SessionOpened(e) => Some(&e.directorate),
             Event::SessionClosed(e) => Some(&e.directorate),
             Event::CoverageSurveyAnswered(e) => Some(&e.directorate),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_lists_come_from_the_types() {
+        let f = Event::fields("DoseAdministered").unwrap();
+        assert!(
+            f.contains(&"directorate")
+                && f.contains(&"session_id")
+                && f.contains(&"administered_at")
+        );
+        assert_eq!(Event::fields("CoverageSurveyAnswered").unwrap().len(), 8);
+        assert!(Event::fields("Nope").is_none());
+        for t in Event::TYPES {
+            assert!(!Event::fields(t).unwrap().is_empty(), "{t}");
         }
     }
 }

@@ -243,7 +243,7 @@ impl Definition {
         let f: FileDef = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
         if f.name != stem {
             return Err(err(format!(
-                "name = {:?} must match the file name {stem:?}.toml",
+                "name = {:?} must match the file name {stem}.toml",
                 f.name
             )));
         }
@@ -312,7 +312,11 @@ impl Definition {
                     )))
                 }
                 (Agg::Sum | Agg::Last | Agg::Min | Agg::Max, None) => {
-                    return Err(err(format!("column {}: {:?} needs a field", c.name, c.agg)))
+                    return Err(err(format!(
+                        "column {}: agg = \"{}\" needs a field",
+                        c.name,
+                        format!("{:?}", c.agg).to_lowercase()
+                    )))
                 }
                 _ => {}
             }
@@ -379,12 +383,50 @@ impl Definition {
                 s
             }
         };
-        let group_paths = f
+        let group_paths: Vec<Path_> = f
             .group_by
             .iter()
             .map(|g| Path_::parse(g))
             .collect::<Result<_, _>>()
             .map_err(&err)?;
+        // Every data field a source feeds must exist on its event type: a misspelt field would
+        // otherwise silently group everything under "" or count nothing.
+        for s in &sources {
+            let fields = Event::fields(&s.event).unwrap_or(&[]);
+            let mut used: Vec<(&Path_, String)> = group_paths
+                .iter()
+                .map(|p| (p, "group_by".to_string()))
+                .collect();
+            used.extend(s.time.iter().map(|p| (p, "time".to_string())));
+            used.extend(s.filters.iter().map(|f| (&f.path, "where".to_string())));
+            for c in columns
+                .iter()
+                .filter(|c| c.events.as_ref().is_none_or(|ev| ev.contains(&s.event)))
+            {
+                used.extend(
+                    c.field
+                        .iter()
+                        .map(|p| (p, format!("column {} field", c.name))),
+                );
+                used.extend(
+                    c.filters
+                        .iter()
+                        .map(|f| (&f.path, format!("column {} where", c.name))),
+                );
+            }
+            for (path, role) in used {
+                if let Path_::Data(parts) = path {
+                    if !fields.contains(&parts[0].as_str()) {
+                        return Err(err(format!(
+                            "{role}: {:?} is not a field of {} (its fields: {}); for an envelope field write $stream_id, $occurred_at…",
+                            parts[0],
+                            s.event,
+                            fields.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
         use sha2::Digest;
         Ok(Definition {
             name: f.name,
@@ -498,6 +540,16 @@ mod tests {
         assert!(e.message.contains("must match the file name"), "{e}");
         let e = parse("name = \"t\"\n[[source]]\nevent = \"DoseAdministered\"\n[[column]]\nname=\"n\"\nagg=\"sum\"").unwrap_err();
         assert!(e.message.contains("needs a field"), "{e}");
+        let e = parse("name = \"t\"\ngroup_by = [\"prodct\"]\n[[source]]\nevent = \"DoseAdministered\"\n[[column]]\nname=\"n\"\nagg=\"count\"").unwrap_err();
+        assert!(
+            e.message
+                .contains("\"prodct\" is not a field of DoseAdministered"),
+            "{e}"
+        );
+        let e = parse("name = \"t\"\n[[source]]\nevent = \"DoseAdministered\"\ntime = \"administred_at\"\n[[column]]\nname=\"n\"\nagg=\"count\"").unwrap_err();
+        assert!(e.message.contains("administred_at"), "{e}");
+        let e = parse("name = \"t\"\n[[source]]\nevent = \"DoseAdministered\"\n[[column]]\nname=\"n\"\nagg=\"count\"\nwhere = { dos = \"booster\" }").unwrap_err();
+        assert!(e.message.contains("column n where"), "{e}");
         let e = parse("name = \"t\"\n[[source]]\nevent = \"DoseAdministered\"\n[[column]]\nname=\"n\"\nagg=\"median\"").unwrap_err();
         assert!(e.message.contains("median"), "{e}");
         let e = parse("name = \"t\"\ncumulative = true\n[[source]]\nevent = \"DoseAdministered\"\n[[column]]\nname=\"n\"\nagg=\"count\"").unwrap_err();

@@ -457,12 +457,25 @@ impl Engine {
     /// Replays the whole log into a new state beside the live one, compares, and swaps it in.
     pub fn rebuild(&self, store: &dyn EventStore, name: &str) -> Result<Rebuilt, ProjectionError> {
         let i = self.index(name)?;
+        // Was there a saved state of this very definition to compare with?
+        let had_state = {
+            let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+            let saved: Option<String> = db
+                .query_row(
+                    "SELECT definition_hash FROM projections WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.dberr(e))?;
+            saved.as_deref() == Some(self.compiled[i].def.hash.as_str())
+        };
         let head = self.catch_up(store)?;
         let mut state = State::default();
         let (pos, hash) = self.replay(store, &mut [(i, 0, &mut state)], 0, head, None)?;
         let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let lives = guard.as_mut().expect("caught up");
-        let identical = (lives[i].checkpoint == pos).then(|| lives[i].state == state);
+        let identical = (had_state && lives[i].checkpoint == pos).then(|| lives[i].state == state);
         lives[i] = Live {
             state,
             checkpoint: pos,

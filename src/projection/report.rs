@@ -321,9 +321,15 @@ impl Report {
             .collect();
         let mut out = String::new();
         let numeric = |i: usize| {
+            let c = &self.columns[i];
             self.rows
                 .iter()
-                .any(|r| matches!(r.get(&self.columns[i]), Some(Val::Int(_))))
+                .any(|r| matches!(r.get(c), Some(Val::Int(_))))
+                || self
+                    .totals
+                    .0
+                    .iter()
+                    .any(|(k, v)| k == c && matches!(v, Some(Val::Int(_))))
         };
         for (li, l) in lines.iter().enumerate() {
             let cells: Vec<String> = l
