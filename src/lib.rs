@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod bus;
 pub mod cli;
 pub mod domain;
 pub mod projection;

@@ -109,6 +109,20 @@ pub enum Cmd {
         #[command(subcommand)]
         action: AuditCmd,
     },
+    /// Publish every committed event, in order and exactly once, to the NATS JetStream stream
+    /// LEDGER_EVENTS (CloudEvents JSON); resumes where the stream ends; follows new commits
+    /// until SIGTERM or Ctrl-C.
+    Relay {
+        /// NATS server URL(s), comma-separated (for example nats://127.0.0.1:4222).
+        #[arg(long, env = "LEDGER_NATS")]
+        nats: String,
+        /// Stream replicas: 1 for one server, 3 for a production cluster.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Stop once the stream holds the whole log instead of following new commits.
+        #[arg(long)]
+        once: bool,
+    },
     /// Projections (read models).
     Projections {
         /// What to do.
@@ -515,6 +529,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Relay {
+            nats,
+            replicas,
+            once,
+        } => {
+            let env = cli.open(false, false)?;
+            let mut options = crate::bus::RelayOptions::new(nats.clone());
+            options.replicas = *replicas;
+            options.follow = !*once;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let report = runtime
+                .block_on(crate::bus::relay(
+                    env.store.clone(),
+                    options,
+                    shutdown_signal(),
+                ))
+                .map_err(|e| anyhow!("{e}"))?;
+            eprintln!(
+                "relay stopped: {} events published by this run; the stream holds positions 1..{}",
+                report.published, report.position
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Projections {
             action: ProjectionsCmd::List { format },
         } => {
@@ -693,5 +733,29 @@ pub fn report_peak_rss() {
                 eprintln!("peak RSS {}", line.trim_start_matches("VmHWM:").trim());
             }
         }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }

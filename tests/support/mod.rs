@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod nats;
 
 use campaign_ledger::store::{self, EventStore, SystemClock};
 use std::path::{Path, PathBuf};
@@ -77,4 +78,41 @@ pub fn ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger, Engine) {
 /// Opens an existing store file.
 pub fn sqlite_store_at(path: &Path) -> Arc<dyn EventStore> {
     store::open(&format!("sqlite:{}", path.display()), Arc::new(SystemClock)).expect("store opens")
+}
+
+/// Appends `n` events (100 per append, in streams of their own) straight to a store: a quick
+/// way to a big log for bus tests.
+pub fn fill(store: &dyn EventStore, n: u64) {
+    use campaign_ledger::store::{Actor, AppendRequest, CommandMeta, ExpectedVersion, NewEvent};
+    let dts = ["lyon", "paris", "rennes", "limoges"];
+    let mut k = store.head().unwrap().position;
+    let end = k + n;
+    while k < end {
+        let events: Vec<NewEvent> = (k..(k + 100).min(end))
+            .map(|i| NewEvent {
+                event_type: "DoseAdministered".into(),
+                schema_version: 1,
+                occurred_at: chrono::DateTime::parse_from_rfc3339("2021-10-04T10:00:00+02:00")
+                    .unwrap(),
+                data: format!(r#"{{"directorate":"{}","n":{i}}}"#, dts[(i % 4) as usize]),
+            })
+            .collect();
+        k += events.len() as u64;
+        store
+            .append(AppendRequest {
+                stream_id: format!("fill/{}/{k}", uuid::Uuid::now_v7()),
+                expected: ExpectedVersion::Exact(0),
+                command: CommandMeta {
+                    command_id: uuid::Uuid::now_v7(),
+                    content_hash: [0; 32],
+                    correlation_id: None,
+                    actor: Actor {
+                        role: "test".into(),
+                        ..Default::default()
+                    },
+                },
+                events,
+            })
+            .unwrap();
+    }
 }

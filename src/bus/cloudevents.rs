@@ -1,0 +1,196 @@
+//! The CloudEvents 1.0 mapping (structured JSON) of a ledger event, as published on NATS.
+//!
+//! Standard attributes: `id` (event id), `source`, `type`
+//! (`fr.ofii.campaign-ledger.<EventType>.v<N>`), `subject` (stream id), `time` (occurred_at),
+//! `datacontenttype`, `data` (the stored JSON, byte for byte). Extension attributes carry the
+//! rest of the envelope, so a consumer can recompute the hash chain on its own:
+//! `ledgerposition`, `ledgerstreamversion`, `ledgereventtype`, `ledgerschemaversion`,
+//! `ledgerrecordedat`, `ledgercommandid`, `ledgercorrelationid` (absent when none),
+//! `ledgeractor` (the actor's JSON as a string), `ledgerprevhash`, `ledgerhash` (hex).
+
+use crate::store::{EventRef, RecordedEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use uuid::Uuid;
+
+/// Prefix of every event subject: `ledger.v1.events.<directorate>.<EventType>`.
+pub const SUBJECT_PREFIX: &str = "ledger.v1.events";
+
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    specversion: Cow<'a, str>,
+    id: Uuid,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    subject: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    datacontenttype: Cow<'a, str>,
+    ledgerposition: u64,
+    ledgerstreamversion: u64,
+    #[serde(borrow)]
+    ledgereventtype: Cow<'a, str>,
+    ledgerschemaversion: u32,
+    #[serde(borrow)]
+    ledgerrecordedat: Cow<'a, str>,
+    ledgercommandid: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    ledgercorrelationid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ledgeractor: Cow<'a, str>,
+    #[serde(borrow)]
+    ledgerprevhash: Cow<'a, str>,
+    #[serde(borrow)]
+    ledgerhash: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// The directorate an event's data names, or `_` (a subject token).
+pub fn directorate_of(data: &str) -> String {
+    #[derive(Deserialize)]
+    struct D<'a> {
+        #[serde(borrow, default)]
+        directorate: Option<Cow<'a, str>>,
+    }
+    serde_json::from_str::<D>(data)
+        .ok()
+        .and_then(|d| d.directorate)
+        .filter(|d| {
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(|d| d.into_owned())
+        .unwrap_or_else(|| "_".to_string())
+}
+
+/// The NATS subject of an event.
+pub fn subject_of(e: &EventRef<'_>) -> String {
+    format!(
+        "{SUBJECT_PREFIX}.{}.{}",
+        directorate_of(e.data),
+        e.event_type
+    )
+}
+
+/// Encodes an event as a structured CloudEvent.
+pub fn encode(e: &EventRef<'_>, source: &str) -> Vec<u8> {
+    let data: &RawValue = match serde_json::from_str(e.data) {
+        Ok(d) => d,
+        // Stored data is always JSON; should it not be, carry it as a JSON string.
+        Err(_) => return encode_owned_string_data(e, source),
+    };
+    serde_json::to_vec(&wire(e, source, data)).expect("cloud events serialize")
+}
+
+fn encode_owned_string_data(e: &EventRef<'_>, source: &str) -> Vec<u8> {
+    let s = serde_json::to_string(e.data).expect("strings serialize");
+    let raw = RawValue::from_string(s).expect("a JSON string is JSON");
+    serde_json::to_vec(&wire(e, source, &raw)).expect("cloud events serialize")
+}
+
+fn wire<'a>(e: &'a EventRef<'a>, source: &'a str, data: &'a RawValue) -> Wire<'a> {
+    Wire {
+        specversion: "1.0".into(),
+        id: e.event_id,
+        source: source.into(),
+        ty: format!(
+            "fr.ofii.campaign-ledger.{}.v{}",
+            e.event_type, e.schema_version
+        )
+        .into(),
+        subject: e.stream_id.into(),
+        time: e.occurred_at.into(),
+        datacontenttype: "application/json".into(),
+        ledgerposition: e.position,
+        ledgerstreamversion: e.stream_version,
+        ledgereventtype: e.event_type.into(),
+        ledgerschemaversion: e.schema_version,
+        ledgerrecordedat: e.recorded_at.into(),
+        ledgercommandid: e.command_id,
+        ledgercorrelationid: e.correlation_id.map(Cow::Borrowed),
+        ledgeractor: e.actor.into(),
+        ledgerprevhash: hex::encode(e.prev_hash).into(),
+        ledgerhash: hex::encode(e.hash).into(),
+        data,
+    }
+}
+
+fn hash(field: &str, h: &str) -> Result<[u8; 32], String> {
+    let v = hex::decode(h).map_err(|e| format!("{field} is not hex: {e}"))?;
+    v.try_into().map_err(|_| format!("{field} is not 32 bytes"))
+}
+
+/// Decodes a CloudEvent published by the relay back into the stored event, exactly.
+pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
+    let w: Wire =
+        serde_json::from_slice(payload).map_err(|e| format!("not a ledger CloudEvent: {e}"))?;
+    if w.specversion != "1.0" {
+        return Err(format!(
+            "unsupported CloudEvents specversion {}",
+            w.specversion
+        ));
+    }
+    Ok(RecordedEvent {
+        position: w.ledgerposition,
+        event_id: w.id,
+        stream_id: w.subject.into_owned(),
+        stream_version: w.ledgerstreamversion,
+        event_type: w.ledgereventtype.into_owned(),
+        schema_version: w.ledgerschemaversion,
+        occurred_at: w.time.into_owned(),
+        recorded_at: w.ledgerrecordedat.into_owned(),
+        command_id: w.ledgercommandid,
+        correlation_id: w.ledgercorrelationid.map(Cow::into_owned),
+        actor: w.ledgeractor.into_owned(),
+        data: w.data.get().to_string(),
+        prev_hash: hash("ledgerprevhash", &w.ledgerprevhash)?,
+        hash: hash("ledgerhash", &w.ledgerhash)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{chain_hash, GENESIS_HASH};
+
+    #[test]
+    fn round_trip_is_exact_and_the_hash_verifies() {
+        let mut e = RecordedEvent {
+            position: 1,
+            event_id: Uuid::now_v7(),
+            stream_id: "person/p-1".into(),
+            stream_version: 1,
+            event_type: "DoseAdministered".into(),
+            schema_version: 1,
+            occurred_at: "2021-10-04T10:00:00+02:00".into(),
+            recorded_at: "2021-10-04T08:05:00.000000Z".into(),
+            command_id: Uuid::now_v7(),
+            correlation_id: None,
+            actor: r#"{"role":"cli","agent_ref":"é \"q\""}"#.into(),
+            data: r#"{"person_ref":"p-1","directorate":"lyon","lot":"a\u00e9\"b","n":1.50}"#.into(),
+            prev_hash: GENESIS_HASH,
+            hash: [0; 32],
+        };
+        e.hash = chain_hash(&GENESIS_HASH, &e.as_ref());
+        let bytes = encode(&e.as_ref(), "/campaign-ledger/test");
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(chain_hash(&back.prev_hash, &back.as_ref()), back.hash);
+        assert_eq!(
+            subject_of(&e.as_ref()),
+            "ledger.v1.events.lyon.DoseAdministered"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["type"], "fr.ofii.campaign-ledger.DoseAdministered.v1");
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(directorate_of(r#"{"person_ref":"x"}"#), "_");
+        assert_eq!(directorate_of(r#"{"directorate":"a.b"}"#), "_");
+    }
+}

@@ -1,0 +1,273 @@
+//! The relay: publishes every committed event, in position order, to the JetStream stream
+//! `LEDGER_EVENTS`, so that stream sequence N is ledger position N.
+//!
+//! Exactly once, without a checkpoint of its own: on start (and after any failure) the relay
+//! reads the stream's last sequence and checks that message against the ledger (its event id
+//! and position), then publishes from the next position. Every publish carries
+//! `Nats-Expected-Last-Sequence: position − 1`, so the server itself refuses a gap or a
+//! duplicate, also beyond the dedupe window; `Nats-Msg-Id` (the event id) is kept for
+//! consumers and tools that rely on it.
+
+use super::cloudevents::{encode, subject_of};
+use super::BusError;
+use crate::store::{EventStore, RecordedEvent};
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The JetStream stream the relay publishes to.
+pub const STREAM: &str = "LEDGER_EVENTS";
+
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+    /// Stream replicas (1 for a single server, 3 for a production cluster).
+    pub replicas: usize,
+    /// Keep following new commits (`false`: stop once the stream holds the whole log).
+    pub follow: bool,
+    /// Publishes awaiting their acknowledgement at most.
+    pub max_in_flight: usize,
+}
+
+impl RelayOptions {
+    /// Defaults for one server.
+    pub fn new(nats_url: impl Into<String>) -> RelayOptions {
+        RelayOptions {
+            nats_url: nats_url.into(),
+            replicas: 1,
+            follow: true,
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// What a relay run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RelayReport {
+    /// Events published by this run.
+    pub published: u64,
+    /// The last position the stream holds.
+    pub position: u64,
+    /// Times the relay lost NATS and resumed.
+    pub outages: u64,
+}
+
+enum SessionEnd {
+    /// The whole log is in the stream (only without `follow`), or shutdown was requested.
+    Done,
+    /// Start a new session (the server moved under us: resync from the stream's end).
+    Resync,
+}
+
+/// Runs the relay until `shutdown` completes (or, without `follow`, until the stream holds the
+/// whole log). NATS outages are retried with backoff, logged once each.
+pub async fn relay(
+    store: Arc<dyn EventStore>,
+    options: RelayOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RelayReport, BusError> {
+    tokio::pin!(shutdown);
+    let mut report = RelayReport::default();
+    let mut outage = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = session(&store, &options, &mut report, &mut outage, &mut shutdown);
+        match session.await {
+            Ok(SessionEnd::Done) => return Ok(report),
+            Ok(SessionEnd::Resync) => continue,
+            Err(BusError::Nats(e)) => {
+                if !outage {
+                    tracing::warn!(error = %e, "NATS unavailable; the relay retries with backoff and resumes where the stream ends");
+                    outage = true;
+                    report.outages += 1;
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(report),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// Creates the stream, or updates its replicas; returns it.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<stream::Stream, BusError> {
+    let config = stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec![format!("{}.>", super::cloudevents::SUBJECT_PREFIX)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    };
+    match js.get_stream(STREAM).await {
+        Ok(mut s) => {
+            let info = s.info().await.map_err(BusError::nats)?;
+            if info.config.num_replicas != replicas {
+                let mut c = info.config.clone();
+                c.num_replicas = replicas;
+                js.update_stream(c).await.map_err(BusError::nats)?;
+            }
+            Ok(s)
+        }
+        Err(_) => js
+            .get_or_create_stream(config)
+            .await
+            .map_err(BusError::nats),
+    }
+}
+
+fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
+    m.headers.get(name).map(|v| v.as_str())
+}
+
+async fn session(
+    store: &Arc<dyn EventStore>,
+    options: &RelayOptions,
+    report: &mut RelayReport,
+    outage: &mut bool,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<SessionEnd, BusError> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .max_reconnects(Some(0))
+        .connect(options.nats_url.as_str())
+        .await
+        .map_err(BusError::nats)?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_ack_inflight(options.max_in_flight)
+        .backpressure_on_inflight(true)
+        .build(client);
+    let mut s = ensure_stream(&js, options.replicas).await?;
+    let last = s.info().await.map_err(BusError::nats)?.state.last_sequence;
+    if last > 0 {
+        // The stream's end must be this ledger's event at that position.
+        let m = s.get_raw_message(last).await.map_err(BusError::nats)?;
+        let st = store.clone();
+        let ours: Vec<RecordedEvent> =
+            tokio::task::spawn_blocking(move || st.read_all(last - 1, 1))
+                .await
+                .map_err(BusError::nats)??;
+        let pos_ok = header(&m, "Ledger-Position") == Some(last.to_string().as_str());
+        let id_ok = ours
+            .first()
+            .is_some_and(|e| header(&m, "Nats-Msg-Id") == Some(e.event_id.to_string().as_str()));
+        if !pos_ok || !id_ok {
+            return Err(BusError::Mismatch(format!(
+                "stream {STREAM} ends at sequence {last}, which is not this ledger's event at position {last}"
+            )));
+        }
+    }
+    if *outage {
+        tracing::info!(position = last, "NATS reachable again; the relay resumes");
+        *outage = false;
+    }
+    report.position = last;
+    let source = format!("/campaign-ledger/{}", store.describe());
+    let mut pos = last;
+    let mut inflight: VecDeque<(u64, jetstream::context::PublishAckFuture)> = VecDeque::new();
+    loop {
+        let st = store.clone();
+        let batch = tokio::task::spawn_blocking(move || st.read_all(pos, 2048))
+            .await
+            .map_err(BusError::nats)??;
+        if batch.is_empty() {
+            // Everything read is published: settle the acknowledgements, then wait for more.
+            while let Some((p, ack)) = inflight.pop_front() {
+                settle(p, ack, report).await?;
+            }
+            if !options.follow {
+                return Ok(SessionEnd::Done);
+            }
+            let st = store.clone();
+            let wait = tokio::task::spawn_blocking(move || {
+                st.wait_beyond(pos, Duration::from_millis(500))
+            });
+            tokio::select! {
+                _ = shutdown.as_mut() => return Ok(SessionEnd::Done),
+                r = wait => { r.map_err(BusError::nats)??; }
+            }
+            continue;
+        }
+        for e in &batch {
+            let payload = encode(&e.as_ref(), &source);
+            let message = jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id(e.event_id.to_string())
+                .expected_last_sequence(e.position - 1)
+                .header("Ledger-Position", e.position.to_string().as_str());
+            let ack = js
+                .send_publish(subject_of(&e.as_ref()), message)
+                .await
+                .map_err(BusError::nats)?;
+            inflight.push_back((e.position, ack));
+            while inflight.len() >= options.max_in_flight {
+                let (p, ack) = inflight.pop_front().expect("non-empty");
+                if let Some(end) = settle_or_resync(p, ack, report).await? {
+                    return Ok(end);
+                }
+            }
+            pos = e.position;
+        }
+        // Settle what is already acknowledged without waiting, to keep the report current.
+        while let Some((p, _)) = inflight.front() {
+            if *p + (options.max_in_flight as u64) / 2 > pos {
+                break;
+            }
+            let (p, ack) = inflight.pop_front().expect("non-empty");
+            if let Some(end) = settle_or_resync(p, ack, report).await? {
+                return Ok(end);
+            }
+        }
+    }
+}
+
+async fn settle_or_resync(
+    position: u64,
+    ack: jetstream::context::PublishAckFuture,
+    report: &mut RelayReport,
+) -> Result<Option<SessionEnd>, BusError> {
+    match settle(position, ack, report).await {
+        Ok(()) => Ok(None),
+        Err(BusError::Mismatch(_)) => Ok(Some(SessionEnd::Resync)),
+        Err(e) => Err(e),
+    }
+}
+
+async fn settle(
+    position: u64,
+    ack: jetstream::context::PublishAckFuture,
+    report: &mut RelayReport,
+) -> Result<(), BusError> {
+    match ack.await {
+        Ok(a) if a.sequence == position => {
+            if !a.duplicate {
+                report.published += 1;
+            }
+            report.position = report.position.max(position);
+            Ok(())
+        }
+        Ok(a) => Err(BusError::Mismatch(format!(
+            "position {position} was stored at sequence {}",
+            a.sequence
+        ))),
+        // Someone (an earlier run whose acknowledgement was lost) already stored this position:
+        // resync from the stream's end rather than publish anything twice.
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            tracing::debug!(position, "stream already past this position; resyncing");
+            Err(BusError::Mismatch("resync".into()))
+        }
+        Err(e) => Err(BusError::nats(e)),
+    }
+}
