@@ -62,6 +62,36 @@ fn the_relay_publishes_the_whole_log_once_and_a_consumer_can_verify_it() {
     assert!(messages
         .iter()
         .any(|m| m.subject.as_str() == "ledger.v1.events.lyon.TicketIssued"));
+    // The example consumer verifies every event of one directorate, then of all.
+    let example = std::path::Path::new(env!("CARGO_BIN_EXE_campaign-ledger"))
+        .with_file_name("examples")
+        .join("consumer");
+    let lyon = store
+        .read_all(0, 100_000)
+        .unwrap()
+        .iter()
+        .filter(|e| cloudevents::directorate_of(&e.data) == "lyon")
+        .count();
+    let o = std::process::Command::new(&example)
+        .args(["lyon", "--nats", &nats.url(), "--idle-exit", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert!(
+        support::stdout(&o).contains(&format!("{lyon} events verified")),
+        "{}",
+        support::stdout(&o)
+    );
+    let o = std::process::Command::new(&example)
+        .args(["_all", "--nats", &nats.url(), "--idle-exit", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert!(
+        support::stdout(&o).contains(&format!("{} events verified", messages.len())),
+        "{}",
+        support::stdout(&o)
+    );
     // Running it again publishes nothing.
     let o = support::run(dir.path(), &["relay", "--nats", &nats.url(), "--once"]);
     assert!(
