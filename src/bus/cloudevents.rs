@@ -193,4 +193,38 @@ mod tests {
         assert_eq!(directorate_of(r#"{"person_ref":"x"}"#), "_");
         assert_eq!(directorate_of(r#"{"directorate":"a.b"}"#), "_");
     }
+
+    #[test]
+    fn the_asyncapi_document_lists_every_event_type_and_attribute() {
+        let doc = include_str!("../../schemas/asyncapi.yaml");
+        for t in crate::domain::Event::TYPES {
+            assert!(
+                doc.contains(&format!("- {t}\n")),
+                "schemas/asyncapi.yaml lacks {t}"
+            );
+        }
+        let e = RecordedEvent {
+            position: 1,
+            event_id: Uuid::nil(),
+            stream_id: "s".into(),
+            stream_version: 1,
+            event_type: "T".into(),
+            schema_version: 1,
+            occurred_at: "t".into(),
+            recorded_at: "t".into(),
+            command_id: Uuid::nil(),
+            correlation_id: Some("c".into()),
+            actor: "{}".into(),
+            data: "{}".into(),
+            prev_hash: GENESIS_HASH,
+            hash: GENESIS_HASH,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&e.as_ref(), "x")).unwrap();
+        for key in v.as_object().unwrap().keys() {
+            assert!(
+                doc.contains(&format!("        {key}:")),
+                "schemas/asyncapi.yaml lacks the attribute {key}"
+            );
+        }
+    }
 }
