@@ -31,6 +31,14 @@ pub struct Cli {
     /// replaces a shipped definition of the same name. Default: ./projections when it exists.
     #[arg(long, global = true, env = "LEDGER_PROJECTIONS")]
     pub projections: Option<PathBuf>,
+    /// NATS server URL(s), comma-separated (for example nats://127.0.0.1:4222): where `relay`
+    /// publishes and where `project`, `report` and `projections` read with --nats.
+    #[arg(long, global = true, env = "LEDGER_NATS")]
+    pub nats: Option<String>,
+    /// The projection database of the NATS-fed projections (default
+    /// ./ledger-data/nats-projections.db).
+    #[arg(long, global = true, env = "LEDGER_PROJECTIONS_DB")]
+    pub projections_db: Option<PathBuf>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Cmd,
@@ -113,13 +121,18 @@ pub enum Cmd {
     /// LEDGER_EVENTS (CloudEvents JSON); resumes where the stream ends; follows new commits
     /// until SIGTERM or Ctrl-C.
     Relay {
-        /// NATS server URL(s), comma-separated (for example nats://127.0.0.1:4222).
-        #[arg(long, env = "LEDGER_NATS")]
-        nats: String,
         /// Stream replicas: 1 for one server, 3 for a production cluster.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
         /// Stop once the stream holds the whole log instead of following new commits.
+        #[arg(long)]
+        once: bool,
+    },
+    /// A NATS-fed projection worker: folds LEDGER_EVENTS (published by the relay) into every
+    /// projection, each saved with its stream position in one transaction, in the
+    /// --projections-db file; follows new events until SIGTERM or Ctrl-C. Needs --nats.
+    Project {
+        /// Stop once caught up instead of following.
         #[arg(long)]
         once: bool,
     },
@@ -204,6 +217,26 @@ impl Env {
 }
 
 impl Cli {
+    /// What reports read: the ledger and its projections, or with --nats the stream the relay
+    /// feeds and the NATS-fed projections (--projections-db).
+    fn read_side(&self) -> Result<(Arc<dyn EventStore>, Engine)> {
+        let Some(url) = &self.nats else {
+            let env = self.open(false, false)?;
+            let engine = env.engine?;
+            return Ok((env.store, engine));
+        };
+        let source = crate::bus::JetStreamSource::connect(url).map_err(|e| anyhow!("{e}"))?;
+        let db = self
+            .projections_db
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ledger-data/nats-projections.db"));
+        let defs =
+            load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
+        let engine =
+            Engine::open(&db, defs, Policy::default().time_zone).map_err(|e| anyhow!("{e}"))?;
+        Ok((Arc::new(source), engine))
+    }
+
     fn projection_dir(&self) -> Option<PathBuf> {
         match &self.projections {
             Some(p) => Some(p.clone()),
@@ -478,10 +511,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             known_at,
             format,
         } => {
-            let env = cli.open(false, false)?;
-            let r = env
-                .engine()?
-                .report(env.store.as_ref(), name, *as_of, *known_at)
+            let (store, engine) = cli.read_side()?;
+            let r = engine
+                .report(store.as_ref(), name, *as_of, *known_at)
                 .map_err(|e| anyhow!("{e}"))?;
             print_report(&r, *format)?;
             Ok(ExitCode::SUCCESS)
@@ -529,11 +561,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Relay {
-            nats,
-            replicas,
-            once,
-        } => {
+        Cmd::Relay { replicas, once } => {
+            let Some(nats) = &cli.nats else {
+                bail!("relay needs --nats URL (or LEDGER_NATS), for example --nats nats://127.0.0.1:4222");
+            };
             let env = cli.open(false, false)?;
             let mut options = crate::bus::RelayOptions::new(nats.clone());
             options.replicas = *replicas;
@@ -555,14 +586,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Project { once } => {
+            if cli.nats.is_none() {
+                bail!("project needs --nats URL (or LEDGER_NATS): it folds the events the relay published there");
+            }
+            let (source, engine) = cli.read_side()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                runtime.block_on(shutdown_signal());
+                let _ = stop_tx.send(());
+            });
+            loop {
+                let pos = engine
+                    .catch_up(source.as_ref())
+                    .map_err(|e| anyhow!("{e}"))?;
+                tracing::info!(position = pos, "projections caught up");
+                if *once || stop_rx.try_recv().is_ok() {
+                    eprintln!("projections folded up to position {pos}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                source
+                    .wait_beyond(pos, std::time::Duration::from_millis(500))
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+        }
         Cmd::Projections {
             action: ProjectionsCmd::List { format },
         } => {
-            let env = cli.open(false, false)?;
-            let list = env
-                .engine()?
-                .status(env.store.as_ref())
-                .map_err(|e| anyhow!("{e}"))?;
+            let (store, engine) = cli.read_side()?;
+            let list = engine.status(store.as_ref()).map_err(|e| anyhow!("{e}"))?;
             match format {
                 SubmitFormat::Json => println!("{}", serde_json::to_string(&list)?),
                 SubmitFormat::Table => {
@@ -579,10 +634,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Projections {
             action: ProjectionsCmd::Rebuild { name },
         } => {
-            let env = cli.open(false, false)?;
-            let r = env
-                .engine()?
-                .rebuild(env.store.as_ref(), name)
+            let (store, engine) = cli.read_side()?;
+            let r = engine
+                .rebuild(store.as_ref(), name)
                 .map_err(|e| anyhow!("{e}"))?;
             let cmp = match r.identical_to_live {
                 Some(true) => "identical to the live state",
@@ -703,6 +757,28 @@ fn demo(cli: &Cli) -> Result<ExitCode> {
         thousands(tickets.totals.int("expired")),
         thousands(tickets.totals.int("outstanding"))
     );
+    if let Some(nats) = &cli.nats {
+        // With --nats, downstream systems get the whole log too.
+        let mut options = crate::bus::RelayOptions::new(nats.clone());
+        options.follow = false;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let report = runtime
+            .block_on(crate::bus::relay(
+                env.store.clone(),
+                options,
+                std::future::pending(),
+            ))
+            .map_err(|e| anyhow!("{e}"))?;
+        println!(
+            "Relayed to {nats} (JetStream stream {}): {} events published now, positions 1..{} in the stream.",
+            crate::bus::STREAM,
+            report.published,
+            report.position
+        );
+    }
     println!();
     println!(
         "National line, {}: {} doses administered by the OFII in its directorates, {} of them first injections.",

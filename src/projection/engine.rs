@@ -122,12 +122,16 @@ pub fn db_path_for(store_file: &Path) -> PathBuf {
 }
 
 const BATCH: usize = 2048;
+/// Positions folded between two saves during a long catch-up.
+const CATCH_UP_CHUNK: u64 = 100_000;
 
 /// An event on its way from the reader thread to the folding thread.
 struct Owned {
     position: u64,
     type_id: usize,
     data: String,
+    /// Always carried: the fallback when an event lacks its source's time field.
+    occurred_at: String,
     /// stream id, event type, occurred_at, recorded_at: only when a definition reads them.
     envelope: Option<Box<[String; 4]>>,
 }
@@ -285,6 +289,7 @@ impl Engine {
                         position: e.position,
                         type_id,
                         data: e.data.to_string(),
+                        occurred_at: e.occurred_at.to_string(),
                         envelope: envelope.then(|| {
                             Box::new([
                                 e.stream_id.to_string(),
@@ -323,7 +328,7 @@ impl Engine {
                         position: o.position,
                         event_type: env.map(|e| e[1].as_str()).unwrap_or(""),
                         stream_id: env.map(|e| e[0].as_str()).unwrap_or(""),
-                        occurred_at: env.map(|e| e[2].as_str()).unwrap_or(""),
+                        occurred_at: &o.occurred_at,
                         recorded_at: env.map(|e| e[3].as_str()).unwrap_or(""),
                         fields: &fields,
                     };
@@ -390,34 +395,47 @@ impl Engine {
         if behind.is_empty() {
             return Ok(head.position);
         }
-        let from = behind
+        let mut from = behind
             .iter()
             .map(|&i| lives[i].checkpoint)
             .min()
             .unwrap_or(0);
         let span = tracing::info_span!("catch_up", from, to = head.position);
         let _e = span.enter();
-        let mut states: Vec<State> = behind
-            .iter()
-            .map(|&i| std::mem::take(&mut lives[i].state))
-            .collect();
-        let (pos, hash) = {
-            let mut targets: Vec<(usize, u64, &mut State)> = behind
+        // In chunks, each saved with its checkpoint: a crash loses at most one chunk of work.
+        while from < head.position {
+            let to = (from + CATCH_UP_CHUNK).min(head.position);
+            let group: Vec<usize> = behind
                 .iter()
-                .zip(states.iter_mut())
-                .map(|(&i, s)| (i, lives[i].checkpoint, s))
+                .copied()
+                .filter(|&i| lives[i].checkpoint < to)
                 .collect();
-            self.replay(store, &mut targets, from, head.position, None)?
-        };
-        for (&i, s) in behind.iter().zip(states) {
-            lives[i].state = s;
-            if pos > lives[i].checkpoint {
-                lives[i].checkpoint = pos;
-                lives[i].checkpoint_hash = hash;
+            let mut states: Vec<State> = group
+                .iter()
+                .map(|&i| std::mem::take(&mut lives[i].state))
+                .collect();
+            let (pos, hash) = {
+                let mut targets: Vec<(usize, u64, &mut State)> = group
+                    .iter()
+                    .zip(states.iter_mut())
+                    .map(|(&i, s)| (i, lives[i].checkpoint, s))
+                    .collect();
+                self.replay(store, &mut targets, from, to, None)?
+            };
+            for (&i, s) in group.iter().zip(states) {
+                lives[i].state = s;
+                if pos > lives[i].checkpoint {
+                    lives[i].checkpoint = pos;
+                    lives[i].checkpoint_hash = hash;
+                }
             }
+            self.save(lives, &group)?;
+            if pos <= from {
+                break; // the log ended early (it cannot shrink; a source may lag its head)
+            }
+            from = pos;
         }
-        self.save(lives, &behind)?;
-        Ok(pos)
+        Ok(from)
     }
 
     /// Reads a projection as of a business date and, optionally, as known at a commit time

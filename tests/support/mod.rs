@@ -94,7 +94,11 @@ pub fn fill(store: &dyn EventStore, n: u64) {
                 schema_version: 1,
                 occurred_at: chrono::DateTime::parse_from_rfc3339("2021-10-04T10:00:00+02:00")
                     .unwrap(),
-                data: format!(r#"{{"directorate":"{}","n":{i}}}"#, dts[(i % 4) as usize]),
+                data: format!(
+                    r#"{{"directorate":"{}","dose":"first","administered_at":"2021-10-{:02}T10:00:00+02:00","n":{i}}}"#,
+                    dts[(i % 4) as usize],
+                    1 + i % 28
+                ),
             })
             .collect();
         k += events.len() as u64;
