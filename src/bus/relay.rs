@@ -174,14 +174,13 @@ async fn session(
         *outage = false;
     }
     report.position = last;
-    let source = format!("/campaign-ledger/{}", store.describe());
+    let source: Arc<str> = format!("/campaign-ledger/{}", store.describe()).into();
     let mut pos = last;
     let mut inflight: VecDeque<(u64, jetstream::context::PublishAckFuture)> = VecDeque::new();
+    // Reading and encoding the next batch overlaps with publishing this one.
+    let mut next = prepare(store.clone(), pos, source.clone());
     loop {
-        let st = store.clone();
-        let batch = tokio::task::spawn_blocking(move || st.read_all(pos, 2048))
-            .await
-            .map_err(BusError::nats)??;
+        let batch = next.await.map_err(BusError::nats)??;
         if batch.is_empty() {
             // Everything read is published: settle the acknowledgements, then wait for more.
             while let Some((p, ack)) = inflight.pop_front() {
@@ -198,27 +197,29 @@ async fn session(
                 _ = shutdown.as_mut() => return Ok(SessionEnd::Done),
                 r = wait => { r.map_err(BusError::nats)??; }
             }
+            next = prepare(store.clone(), pos, source.clone());
             continue;
         }
-        for e in &batch {
-            let payload = encode(&e.as_ref(), &source);
+        let end = batch.last().map(|p| p.position).unwrap_or(pos);
+        next = prepare(store.clone(), end, source.clone());
+        for p in batch {
             let message = jetstream::message::PublishMessage::build()
-                .payload(payload.into())
-                .message_id(e.event_id.to_string())
-                .expected_last_sequence(e.position - 1)
-                .header("Ledger-Position", e.position.to_string().as_str());
+                .payload(p.payload.into())
+                .message_id(p.event_id)
+                .expected_last_sequence(p.position - 1)
+                .header("Ledger-Position", p.position.to_string().as_str());
             let ack = js
-                .send_publish(subject_of(&e.as_ref()), message)
+                .send_publish(p.subject, message)
                 .await
                 .map_err(BusError::nats)?;
-            inflight.push_back((e.position, ack));
+            inflight.push_back((p.position, ack));
             while inflight.len() >= options.max_in_flight {
                 let (p, ack) = inflight.pop_front().expect("non-empty");
                 if let Some(end) = settle_or_resync(p, ack, report).await? {
                     return Ok(end);
                 }
             }
-            pos = e.position;
+            pos = p.position;
         }
         // Settle what is already acknowledged without waiting, to keep the report current.
         while let Some((p, _)) = inflight.front() {
@@ -232,6 +233,37 @@ async fn session(
         }
     }
 }
+
+/// An event ready to publish.
+struct Prepared {
+    position: u64,
+    event_id: String,
+    subject: String,
+    payload: Vec<u8>,
+}
+
+/// Reads and encodes the events after `after` on a blocking thread.
+fn prepare(
+    store: Arc<dyn EventStore>,
+    after: u64,
+    source: Arc<str>,
+) -> tokio::task::JoinHandle<Result<Vec<Prepared>, crate::store::StoreError>> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(BATCH as usize);
+        store.scan(after, after + BATCH, &mut |e| {
+            out.push(Prepared {
+                position: e.position,
+                event_id: e.event_id.to_string(),
+                subject: subject_of(&e),
+                payload: encode(&e, &source),
+            });
+            true
+        })?;
+        Ok(out)
+    })
+}
+
+const BATCH: u64 = 4096;
 
 async fn settle_or_resync(
     position: u64,
