@@ -14,6 +14,7 @@ use crate::store::{EventStore, RecordedEvent};
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,48 @@ impl RelayOptions {
     }
 }
 
+/// Outage bookkeeping shared with the connection's event callback.
+#[derive(Default)]
+struct Outage {
+    down: AtomicBool,
+    count: AtomicU64,
+    /// Bumped at every reconnection: a session started before it resyncs.
+    generation: AtomicU64,
+    /// When the last outage ended (ms since the Unix epoch).
+    ended_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Outage {
+    fn begin(&self, why: &(impl std::fmt::Display + ?Sized)) {
+        if self.down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Acknowledgements lost in an outage that just ended surface a little later: the same
+        // outage, not a new one.
+        if now_ms().saturating_sub(self.ended_ms.load(Ordering::SeqCst)) < 15_000
+            && self.count.load(Ordering::SeqCst) > 0
+        {
+            tracing::debug!(error = %why, "publishes lost in the last outage; resyncing");
+            return;
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %why, "NATS unavailable; the relay retries with backoff and resumes where the stream ends");
+    }
+    fn end(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            self.ended_ms.store(now_ms(), Ordering::SeqCst);
+            tracing::info!("NATS reachable again; the relay resumes");
+        }
+    }
+}
+
 /// What a relay run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RelayReport {
@@ -72,21 +115,25 @@ pub async fn relay(
 ) -> Result<RelayReport, BusError> {
     tokio::pin!(shutdown);
     let mut report = RelayReport::default();
-    let mut outage = false;
+    // Set while NATS is unreachable, by the connection's events or a failed session, so that
+    // each outage is logged once however it shows itself.
+    let outage = Arc::new(Outage::default());
     let mut backoff = Duration::from_millis(100);
     loop {
-        let session = session(&store, &options, &mut report, &mut outage, &mut shutdown);
+        let session = session(&store, &options, &mut report, &outage, &mut shutdown);
         match session.await {
-            Ok(SessionEnd::Done) => return Ok(report),
+            Ok(SessionEnd::Done) => {
+                report.outages = outage.count.load(Ordering::Relaxed);
+                return Ok(report);
+            }
             Ok(SessionEnd::Resync) => continue,
             Err(BusError::Nats(e)) => {
-                if !outage {
-                    tracing::warn!(error = %e, "NATS unavailable; the relay retries with backoff and resumes where the stream ends");
-                    outage = true;
-                    report.outages += 1;
-                }
+                outage.begin(&e);
                 tokio::select! {
-                    _ = &mut shutdown => return Ok(report),
+                    _ = &mut shutdown => {
+                        report.outages = outage.count.load(Ordering::Relaxed);
+                        return Ok(report);
+                    }
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -135,17 +182,38 @@ async fn session(
     store: &Arc<dyn EventStore>,
     options: &RelayOptions,
     report: &mut RelayReport,
-    outage: &mut bool,
+    outage: &Arc<Outage>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, BusError> {
+    let events = outage.clone();
+    let lost = Arc::new(AtomicBool::new(false));
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(2))
-        .max_reconnects(Some(0))
+        .event_callback(move |event| {
+            let (events, lost) = (events.clone(), lost.clone());
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        lost.store(true, Ordering::SeqCst);
+                        events.begin("connection lost");
+                    }
+                    async_nats::Event::Connected => {
+                        // A reconnection of this client (not its first connection): what it had
+                        // in flight may be lost, so its session resyncs.
+                        if lost.swap(false, Ordering::SeqCst) {
+                            events.generation.fetch_add(1, Ordering::SeqCst);
+                        }
+                        events.end();
+                    }
+                    _ => {}
+                }
+            }
+        })
         .connect(options.nats_url.as_str())
         .await
         .map_err(BusError::nats)?;
     let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(2))
         .max_ack_inflight(options.max_in_flight)
         .backpressure_on_inflight(true)
         .build(client);
@@ -169,10 +237,8 @@ async fn session(
             )));
         }
     }
-    if *outage {
-        tracing::info!(position = last, "NATS reachable again; the relay resumes");
-        *outage = false;
-    }
+    outage.end();
+    let generation = outage.generation.load(Ordering::SeqCst);
     report.position = last;
     let source: Arc<str> = format!("/campaign-ledger/{}", store.describe()).into();
     let mut pos = last;
@@ -199,6 +265,10 @@ async fn session(
             }
             next = prepare(store.clone(), pos, source.clone());
             continue;
+        }
+        if outage.generation.load(Ordering::SeqCst) != generation {
+            // The connection was re-established: what was in flight may be lost. Resync.
+            return Ok(SessionEnd::Resync);
         }
         let end = batch.last().map(|p| p.position).unwrap_or(pos);
         next = prepare(store.clone(), end, source.clone());
