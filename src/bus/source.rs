@@ -157,17 +157,7 @@ impl EventStore for JetStreamSource {
         to: u64,
         f: &mut dyn FnMut(DataRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        self.each(after, to, &mut |e| {
-            f(DataRef {
-                position: e.position,
-                stream_id: &e.stream_id,
-                event_type: &e.event_type,
-                occurred_at: &e.occurred_at,
-                recorded_at: &e.recorded_at,
-                data: &e.data,
-                hash: e.hash,
-            })
-        })
+        self.each(after, to, &mut |e| f(e.as_ref().data_ref()))
     }
 
     fn command(&self, _: Uuid) -> Result<Option<CommandRecord>, StoreError> {

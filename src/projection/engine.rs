@@ -112,6 +112,21 @@ fn decode(text: &str) -> Option<State> {
     })
 }
 
+/// Saves one projection's state with its checkpoint (inside the caller's transaction).
+fn write_state(
+    tx: &rusqlite::Transaction<'_>,
+    def: &Definition,
+    live: &Live,
+    now: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO projections (name, definition_hash, checkpoint, checkpoint_hash, state, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![def.name, def.hash, live.checkpoint as i64, &live.checkpoint_hash[..], encode(&live.state), now],
+    )?;
+    Ok(())
+}
+
 /// The projection database path that goes with a store file: `ledger.db` → `ledger.projections.db`.
 pub fn db_path_for(store_file: &Path) -> PathBuf {
     let stem = store_file
@@ -371,12 +386,7 @@ impl Engine {
                     continue; // another process saved as far or further
                 }
             }
-            tx.execute(
-                "INSERT OR REPLACE INTO projections (name, definition_hash, checkpoint, checkpoint_hash, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![c.def.name, c.def.hash, l.checkpoint as i64, &l.checkpoint_hash[..], encode(&l.state), now],
-            )
-            .map_err(|e| self.dberr(e))?;
+            write_state(&tx, &c.def, l, &now).map_err(|e| self.dberr(e))?;
         }
         tx.commit().map_err(|e| self.dberr(e))
     }
@@ -502,19 +512,8 @@ impl Engine {
         // Saved in one transaction: readers see the old state or the new one, never a mix.
         let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         let tx = db.transaction().map_err(|e| self.dberr(e))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO projections (name, definition_hash, checkpoint, checkpoint_hash, state, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                name,
-                self.compiled[i].def.hash,
-                pos as i64,
-                &hash[..],
-                encode(&lives[i].state),
-                crate::store::format_recorded_at(Utc::now())
-            ],
-        )
-        .map_err(|e| self.dberr(e))?;
+        let now = crate::store::format_recorded_at(Utc::now());
+        write_state(&tx, &self.compiled[i].def, &lives[i], &now).map_err(|e| self.dberr(e))?;
         tx.commit().map_err(|e| self.dberr(e))?;
         Ok(Rebuilt {
             name: name.to_string(),

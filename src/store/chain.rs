@@ -31,6 +31,21 @@ pub struct EventRef<'a> {
     pub hash: [u8; 32],
 }
 
+impl<'a> EventRef<'a> {
+    /// The part of the event that readers of its data need.
+    pub fn data_ref(&self) -> super::DataRef<'a> {
+        super::DataRef {
+            position: self.position,
+            stream_id: self.stream_id,
+            event_type: self.event_type,
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            data: self.data,
+            hash: self.hash,
+        }
+    }
+}
+
 fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u32).to_be_bytes());
     h.update(bytes);

@@ -288,17 +288,7 @@ pub trait EventStore: Send + Sync {
         to: u64,
         f: &mut dyn FnMut(DataRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        self.scan(after, to, &mut |e| {
-            f(DataRef {
-                position: e.position,
-                stream_id: e.stream_id,
-                event_type: e.event_type,
-                occurred_at: e.occurred_at,
-                recorded_at: e.recorded_at,
-                data: e.data,
-                hash: e.hash,
-            })
-        })
+        self.scan(after, to, &mut |e| f(e.data_ref()))
     }
 
     /// What the store remembers of a command id, if it was ever accepted.
