@@ -135,6 +135,25 @@ fn main() {
     let relay_rate = report.published as f64 / t.elapsed().as_secs_f64();
     assert_eq!(report.published, n);
 
+    // Ceiling: an ordered consumer reading the stream, nothing else.
+    let consume_rate = rt.block_on(async {
+        use futures_util::StreamExt;
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let stream = js.get_stream(campaign_ledger::bus::STREAM).await.unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let t = Instant::now();
+        let mut k = 0u64;
+        while k < n {
+            messages.next().await.unwrap().unwrap();
+            k += 1;
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    });
+    eprintln!("ordered consumer alone: {consume_rate:.0} msgs/s");
     // NATS-fed catch-up of every shipped projection, from the stream.
     let source = JetStreamSource::connect(&url).unwrap();
     let engine = Engine::open(

@@ -127,6 +127,34 @@ fn hash(field: &str, h: &str) -> Result<[u8; 32], String> {
     v.try_into().map_err(|_| format!("{field} is not 32 bytes"))
 }
 
+/// Decodes a CloudEvent and hands `f` a borrowed view of the event (no copies of its text).
+pub fn with_event<R>(payload: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Result<R, String> {
+    let w: Wire =
+        serde_json::from_slice(payload).map_err(|e| format!("not a ledger CloudEvent: {e}"))?;
+    if w.specversion != "1.0" {
+        return Err(format!(
+            "unsupported CloudEvents specversion {}",
+            w.specversion
+        ));
+    }
+    Ok(f(EventRef {
+        position: w.ledgerposition,
+        event_id: w.id,
+        stream_id: &w.subject,
+        stream_version: w.ledgerstreamversion,
+        event_type: &w.ledgereventtype,
+        schema_version: w.ledgerschemaversion,
+        occurred_at: &w.time,
+        recorded_at: &w.ledgerrecordedat,
+        command_id: w.ledgercommandid,
+        correlation_id: w.ledgercorrelationid.as_deref(),
+        actor: &w.ledgeractor,
+        data: w.data.get(),
+        prev_hash: hash("ledgerprevhash", &w.ledgerprevhash)?,
+        hash: hash("ledgerhash", &w.ledgerhash)?,
+    }))
+}
+
 /// Decodes a CloudEvent published by the relay back into the stored event, exactly.
 pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
     let w: Wire =

@@ -8,7 +8,7 @@
 //! cursor on the server could drift from it after a crash. Every read starts where the saved
 //! state ends, and the hash of that position is checked against the stream.
 
-use super::cloudevents::decode;
+use super::cloudevents::with_event;
 use super::BusError;
 use super::STREAM;
 use crate::store::{
@@ -65,12 +65,12 @@ impl JetStreamSource {
         })
     }
 
-    /// Calls `f` with every event of positions (after, to], in order.
+    /// Calls `f` with every event of positions (after, to], in order, borrowed from the message.
     fn each(
         &self,
         after: u64,
         to: u64,
-        f: &mut dyn FnMut(RecordedEvent) -> bool,
+        f: &mut dyn FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
         let last = self.last_sequence()?;
         let to = to.min(last);
@@ -101,16 +101,19 @@ impl JetStreamSource {
                         )))
                     }
                 };
-                let e = decode(&m.payload).map_err(StoreError::Corrupt)?;
-                if e.position != expected {
-                    return Err(StoreError::Corrupt(format!(
-                        "stream {STREAM} holds position {} where {expected} was expected",
-                        e.position
-                    )));
-                }
+                let go_on = with_event(&m.payload, |e| {
+                    if e.position != expected {
+                        return Err(StoreError::Corrupt(format!(
+                            "stream {STREAM} holds position {} where {expected} was expected",
+                            e.position
+                        )));
+                    }
+                    Ok(f(e))
+                })
+                .map_err(StoreError::Corrupt)??;
                 expected += 1;
                 seen += 1;
-                if !f(e) {
+                if !go_on {
                     break;
                 }
             }
@@ -136,7 +139,7 @@ impl EventStore for JetStreamSource {
     fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut out = Vec::new();
         self.each(after, after.saturating_add(limit as u64), &mut |e| {
-            out.push(e);
+            out.push(e.to_recorded());
             true
         })?;
         Ok(out)
@@ -148,7 +151,7 @@ impl EventStore for JetStreamSource {
         to: u64,
         f: &mut dyn FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        self.each(after, to, &mut |e| f(e.as_ref()))
+        self.each(after, to, f)
     }
 
     fn scan_data(
@@ -157,7 +160,7 @@ impl EventStore for JetStreamSource {
         to: u64,
         f: &mut dyn FnMut(DataRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        self.each(after, to, &mut |e| f(e.as_ref().data_ref()))
+        self.each(after, to, &mut |e| f(e.data_ref()))
     }
 
     fn command(&self, _: Uuid) -> Result<Option<CommandRecord>, StoreError> {

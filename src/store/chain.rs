@@ -32,6 +32,26 @@ pub struct EventRef<'a> {
 }
 
 impl<'a> EventRef<'a> {
+    /// An owned copy.
+    pub fn to_recorded(&self) -> super::RecordedEvent {
+        super::RecordedEvent {
+            position: self.position,
+            event_id: self.event_id,
+            stream_id: self.stream_id.to_string(),
+            stream_version: self.stream_version,
+            event_type: self.event_type.to_string(),
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at.to_string(),
+            recorded_at: self.recorded_at.to_string(),
+            command_id: self.command_id,
+            correlation_id: self.correlation_id.map(str::to_string),
+            actor: self.actor.to_string(),
+            data: self.data.to_string(),
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+
     /// The part of the event that readers of its data need.
     pub fn data_ref(&self) -> super::DataRef<'a> {
         super::DataRef {
