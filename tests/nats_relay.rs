@@ -187,3 +187,69 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
     );
     assert_stream_is_the_log(&nats.url(), store.as_ref());
 }
+
+#[test]
+fn a_three_node_cluster_with_replicas_3_survives_kill_9_of_a_node_during_the_relay() {
+    let mut cluster = support::nats::NatsCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 5_000);
+    let url = format!("sqlite:{}", path.display());
+    // Wait for the cluster to elect its JetStream leader: the first relay run creates the
+    // replicated stream (it retries while the cluster forms).
+    let o = support::bin()
+        .args([
+            "--store",
+            &url,
+            "--nats",
+            &cluster.url(),
+            "relay",
+            "--once",
+            "--replicas",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let relay = support::bin()
+        .args([
+            "--store",
+            &url,
+            "--nats",
+            &cluster.url(),
+            "relay",
+            "--replicas",
+            "3",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                support::fill(store.as_ref(), 500);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill(1); // SIGKILL one node in the middle of the load
+    writer.join().unwrap();
+    let head = store.head().unwrap().position;
+    let first = cluster.nodes[0].url();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while rt().block_on(last_sequence(&first, STREAM)) < head {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not catch up with one node down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.restart(1);
+    let mut relay = relay;
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    assert_stream_is_the_log(&first, store.as_ref());
+}

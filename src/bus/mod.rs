@@ -20,9 +20,35 @@ pub enum BusError {
     /// give this ledger its own stream.
     #[error("the JetStream stream does not match this ledger: {0}")]
     Mismatch(String),
+    /// The `--nats` value is not a server URL. Fix the flag; retrying cannot help.
+    #[error("--nats {0}")]
+    BadUrl(String),
     /// The ledger could not be read.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// Parses a `--nats` value: one URL or several separated by commas (`nats://a:4222,nats://b:4222`),
+/// as a client of a cluster gives the nodes it may reach first.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let addrs: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                BusError::BadUrl(format!(
+                    "{u:?} is not a NATS server URL ({e}): give nats://HOST:PORT, several separated by commas"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if addrs.is_empty() {
+        return Err(BusError::BadUrl(
+            "is empty: give nats://HOST:PORT, several separated by commas".into(),
+        ));
+    }
+    Ok(addrs)
 }
 
 impl BusError {

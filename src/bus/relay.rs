@@ -114,6 +114,7 @@ pub async fn relay(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RelayReport, BusError> {
     tokio::pin!(shutdown);
+    super::server_addrs(&options.nats_url)?; // a bad URL fails now, not after retries
     let mut report = RelayReport::default();
     // Set while NATS is unreachable, by the connection's events or a failed session, so that
     // each outage is logged once however it shows itself.
@@ -209,7 +210,7 @@ async fn session(
                 }
             }
         })
-        .connect(options.nats_url.as_str())
+        .connect(super::server_addrs(&options.nats_url)?)
         .await
         .map_err(BusError::nats)?;
     let js = jetstream::ContextBuilder::new()

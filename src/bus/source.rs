@@ -39,10 +39,11 @@ impl JetStreamSource {
             .enable_all()
             .build()
             .map_err(BusError::nats)?;
+        let addrs = super::server_addrs(url)?;
         let js = runtime.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(3))
-                .connect(url)
+                .connect(addrs)
                 .await
                 .map_err(BusError::nats)?;
             let js = jetstream::new(client);

@@ -119,18 +119,41 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
-/// Every message of a stream, in sequence order, read with direct gets.
+/// Every message of a stream, in sequence order, read with direct gets. A cluster that is
+/// still electing leaders answers 503 for a while: those reads are retried for up to 30 s.
 pub async fn stream_messages(
     url: &str,
     stream: &str,
 ) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let client = async_nats::connect(url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut s = js.get_stream(stream).await.unwrap();
+    let mut s = loop {
+        match js.get_stream(stream).await {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the stream: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("stream {stream}: {e}"),
+        }
+    };
     let last = s.info().await.unwrap().state.last_sequence;
     let mut out = Vec::with_capacity(last as usize);
     for seq in 1..=last {
-        out.push(s.get_raw_message(seq).await.unwrap());
+        loop {
+            match s.get_raw_message(seq).await {
+                Ok(m) => {
+                    out.push(m);
+                    break;
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("retrying sequence {seq}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("sequence {seq}: {e}"),
+            }
+        }
     }
     out
 }
@@ -143,5 +166,86 @@ pub async fn last_sequence(url: &str, stream: &str) -> u64 {
     match js.get_stream(stream).await {
         Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
         Err(_) => 0,
+    }
+}
+
+/// A 3-node JetStream cluster on loopback ports, each node with its own store directory.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    routes: Vec<u16>,
+}
+
+impl NatsCluster {
+    pub fn start() -> NatsCluster {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let tmp = tempfile::tempdir().unwrap();
+            nodes.push(NatsServer {
+                child: None,
+                port: free_port(),
+                dir: tmp.path().to_path_buf(),
+                _tmp: Some(tmp),
+            });
+        }
+        let mut c = NatsCluster { nodes, routes };
+        for i in 0..3 {
+            c.spawn_node(i);
+        }
+        c
+    }
+
+    fn spawn_node(&mut self, i: usize) {
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let node = &mut self.nodes[i];
+        let child = Command::new(binary())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &node.port.to_string(),
+                "-n",
+                &format!("node{i}"),
+            ])
+            .args([
+                "--cluster_name",
+                "ledger",
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", self.routes[i]),
+            ])
+            .args(["--routes", &routes.join(",")])
+            .arg("-sd")
+            .arg(&node.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        node.child = Some(child);
+        wait_for_port(node.port);
+    }
+
+    /// All client URLs, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL one node.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Start a killed node again (same ports and store).
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].kill();
+        self.spawn_node(i);
     }
 }
