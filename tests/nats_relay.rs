@@ -7,14 +7,7 @@ use campaign_ledger::bus::{cloudevents, STREAM};
 use campaign_ledger::store::{chain_hash, EventStore, GENESIS_HASH};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::nats::{last_sequence, stream_messages, NatsServer};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::nats::{last_sequence, rt, stream_messages, NatsServer};
 
 /// The stream is exactly the log: sequence = position, same bytes, chain verifies.
 fn assert_stream_is_the_log(url: &str, store: &dyn EventStore) {

@@ -261,6 +261,10 @@ impl Cli {
             None => Arc::new(SystemClock),
         };
         let store = store::open(&self.store, clock.clone()).map_err(|e| match e {
+            store::StoreError::Unavailable(m) if self.store.starts_with("nats://") => anyhow!(
+                "the store {} cannot be opened ({m})",
+                self.store
+            ),
             store::StoreError::Unavailable(m) => anyhow!(
                 "the store {} cannot be opened ({m}); --store must name a campaign-ledger SQLite file (created by demo or submit)",
                 self.store
@@ -270,7 +274,9 @@ impl Cli {
         let policy = Policy::default();
         let db = match self.store.strip_prefix("sqlite:") {
             Some(p) => db_path_for(Path::new(p)),
-            None => PathBuf::from("ledger-data/projections.db"),
+            // Projections of a JetStream log live in their own local file (the engine checks
+            // each checkpoint's hash against the log, so a file from another log is rebuilt).
+            None => PathBuf::from("ledger-data/nats-log-projections.db"),
         };
         let engine = load_definitions(self.projection_dir().as_deref())
             .map_err(|e| anyhow!("{e}"))

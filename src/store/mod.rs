@@ -4,11 +4,13 @@
 
 mod chain;
 mod clock;
+mod nats;
 mod sqlite;
 mod subscription;
 
 pub use chain::{chain_hash, EventRef, GENESIS_HASH};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use nats::{log_subject, NatsStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
 
@@ -309,20 +311,24 @@ pub fn subscribe(store: Arc<dyn EventStore>, after: u64) -> Subscription {
     Subscription::new(store, after)
 }
 
-/// Opens a store from its URL: `sqlite:PATH` (other schemes arrive with their backends).
+/// Opens a store from its URL: `sqlite:PATH`, or `nats://HOST:PORT[,…][?replicas=N]` (JetStream
+/// as the log).
 pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         if path.is_empty() {
-            return Err(StoreError::Invalid("The store URL \"sqlite:\" names no file; use sqlite:PATH, for example sqlite:./ledger-data/ledger.db.".into()));
+            return Err(StoreError::Invalid("The store URL \"sqlite:\" names no file; use sqlite:PATH (for example sqlite:./ledger-data/ledger.db) or nats://HOST:PORT.".into()));
         }
         return Ok(Arc::new(SqliteStore::open(path, clock)?));
     }
-    if url.starts_with("nats://") || url.starts_with("esdb://") {
+    if url.starts_with("nats://") {
+        return Ok(Arc::new(NatsStore::open(url, clock)?));
+    }
+    if url.starts_with("esdb://") {
         return Err(StoreError::Invalid(format!(
             "The store URL {url:?} names a backend this build does not include yet; use sqlite:PATH."
         )));
     }
     Err(StoreError::Invalid(format!(
-        "The store URL {url:?} is not understood; use sqlite:PATH, for example sqlite:./ledger-data/ledger.db."
+        "The store URL {url:?} is not understood; use sqlite:PATH (for example sqlite:./ledger-data/ledger.db) or nats://HOST:PORT."
     )))
 }

