@@ -240,6 +240,14 @@ fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
             }
         }
     }
+    if servers
+        .split(',')
+        .any(|u| u.trim().trim_start_matches("nats://").is_empty())
+    {
+        return Err(StoreError::Invalid(format!(
+            "The store URL {url:?} names no server; use nats://HOST:PORT, several separated by commas."
+        )));
+    }
     crate::bus::server_addrs(servers).map_err(|e| {
         StoreError::Invalid(format!("The store URL {url:?} is not understood: {e}"))
     })?;
@@ -273,16 +281,26 @@ impl NatsStore {
         let addrs = crate::bus::server_addrs(&servers).map_err(unavailable)?;
         let shown = url.to_string();
         let (client, writer_js, stream) = run_on(&runtime, async move {
-            let client = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(5))
-                .max_reconnects(None)
-                .connect(addrs)
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot reach NATS at {shown}: {e}; start nats-server -js there or fix --store"
-                    ))
-                })?;
+            // Servers that are still starting get 5 s to accept the connection.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let client = loop {
+                let attempt = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(5))
+                    .max_reconnects(None)
+                    .connect(addrs.clone())
+                    .await;
+                match attempt {
+                    Ok(c) => break c,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    Err(e) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "cannot reach NATS at {shown}: {e}; start nats-server -js there or fix --store"
+                        )))
+                    }
+                }
+            };
             check_version(&client)?;
             let js = jetstream::new(client.clone());
             let stream = ensure_log(&js, replicas).await?;
@@ -365,6 +383,18 @@ pub(crate) fn read_events(
         return Ok(0);
     }
     let name = stream.cached_info().config.name.clone();
+    let check = |expected: u64, payload: &[u8], f: &mut dyn FnMut(EventRef<'_>) -> bool| {
+        with_event(payload, |e| {
+            if e.position != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "{name} holds position {} where {expected} was expected",
+                    e.position
+                )));
+            }
+            Ok(f(e))
+        })
+        .map_err(|e| StoreError::Corrupt(format!("{name} position {expected}: {e}")))?
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, StoreError>>(1024);
     let st = stream.clone();
     runtime.spawn(async move {
@@ -415,16 +445,7 @@ pub(crate) fn read_events(
     let mut expected = after + 1;
     while expected <= to {
         let payload = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
-        let go_on = with_event(&payload, |e| {
-            if e.position != expected {
-                return Err(StoreError::Corrupt(format!(
-                    "{name} holds position {} where {expected} was expected",
-                    e.position
-                )));
-            }
-            Ok(f(e))
-        })
-        .map_err(|e| StoreError::Corrupt(format!("{name} position {expected}: {e}")))??;
+        let go_on = check(expected, &payload, f)?;
         expected += 1;
         seen += 1;
         if !go_on {
@@ -1189,6 +1210,7 @@ mod tests {
             "nats://127.0.0.1:4222?replicas=x",
             "nats://127.0.0.1:4222?stream=X",
             "nats://127.0.0.1:x",
+            "nats://",
         ] {
             let e = parse_url(bad).unwrap_err().to_string();
             assert!(e.contains(bad.split('?').next().unwrap()), "{e}");
