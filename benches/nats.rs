@@ -116,7 +116,7 @@ fn one_command(i: u64) -> AppendRequest {
 /// JetStream as the log: `commands` single-event commands from 64 writer threads, against
 /// 64 concurrent raw publishes (each awaiting its ack) of the same CloudEvent payloads.
 fn log_throughput(rt: &tokio::runtime::Runtime, url: &str, commands: u64) -> (f64, f64) {
-    let store = Arc::new(store::NatsStore::open(url, Arc::new(SystemClock)).unwrap());
+    let store = Arc::new(store::JetStreamStore::open(url, Arc::new(SystemClock)).unwrap());
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let t = Instant::now();
     let writers: Vec<_> = (0..64)

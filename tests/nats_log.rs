@@ -6,7 +6,7 @@ mod support;
 use campaign_ledger::app::{Ledger, Outcome};
 use campaign_ledger::domain::{CommandEnvelope, Policy, Reference};
 use campaign_ledger::projection::{load_definitions, Engine};
-use campaign_ledger::store::{Actor, EventStore, NatsStore, SystemClock, LOG_STREAM};
+use campaign_ledger::store::{Actor, EventStore, JetStreamStore, SystemClock, LOG_STREAM};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,7 +110,7 @@ fn a_three_node_cluster_loses_its_leader_to_kill_9_under_concurrent_commands_and
     let mut cluster = NatsCluster::start();
     let url = format!("{}?replicas=3", cluster.url());
     let store: Arc<dyn EventStore> =
-        Arc::new(NatsStore::open(&url, Arc::new(SystemClock)).unwrap());
+        Arc::new(JetStreamStore::open(&url, Arc::new(SystemClock)).unwrap());
     let ledger = Arc::new(Ledger::new(
         store.clone(),
         Policy::default(),
@@ -183,7 +183,7 @@ fn a_three_node_cluster_loses_its_leader_to_kill_9_under_concurrent_commands_and
     cluster.restart(victim);
 
     // A fresh handle rebuilds its index from the replicated log, verifying the chain as it goes.
-    let fresh = NatsStore::open(&cluster.url(), Arc::new(SystemClock)).unwrap();
+    let fresh = JetStreamStore::open(&cluster.url(), Arc::new(SystemClock)).unwrap();
     for rec in &acked {
         assert_eq!(
             fresh.command(rec.command_id).unwrap().as_ref(),

@@ -4,7 +4,7 @@
 mod support;
 
 use campaign_ledger::store::{
-    AppendResult, EventStore, ExpectedVersion, NatsStore, SystemClock, LOG_STREAM,
+    AppendResult, EventStore, ExpectedVersion, JetStreamStore, SystemClock, LOG_STREAM,
 };
 use std::sync::Arc;
 use support::contract::{event, request};
@@ -12,7 +12,8 @@ use support::nats::NatsServer;
 
 fn nats() -> (Arc<dyn EventStore>, NatsServer) {
     let server = NatsServer::start();
-    let store = NatsStore::open(&server.url(), Arc::new(SystemClock)).expect("the NATS log opens");
+    let store =
+        JetStreamStore::open(&server.url(), Arc::new(SystemClock)).expect("the NATS log opens");
     (Arc::new(store), server)
 }
 
@@ -23,13 +24,13 @@ fn nats_command_ids_and_the_chain_survive_a_reopen_and_a_server_restart() {
     let mut server = NatsServer::start();
     let id = uuid::Uuid::now_v7();
     let head = {
-        let s = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+        let s = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
         s.append(request("a", ExpectedVersion::Exact(0), id, vec![event(1)]))
             .unwrap();
         s.head().unwrap()
     };
     server.restart();
-    let s = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let s = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
     assert_eq!(s.head().unwrap(), head);
     // permanent idempotency: the dedupe window plays no part, the log itself is the record
     assert!(matches!(
@@ -55,8 +56,8 @@ fn nats_command_ids_and_the_chain_survive_a_reopen_and_a_server_restart() {
 #[test]
 fn nats_two_processes_sharing_the_log_cannot_take_the_same_version() {
     let server = NatsServer::start();
-    let a = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
-    let b = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let a = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let b = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
     let id = uuid::Uuid::now_v7();
     a.append(request("s", ExpectedVersion::Exact(0), id, vec![event(1)]))
         .unwrap();
@@ -102,7 +103,7 @@ fn nats_two_processes_sharing_the_log_cannot_take_the_same_version() {
 #[test]
 fn nats_a_multi_event_append_is_one_atomic_batch() {
     let server = NatsServer::start();
-    let s = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let s = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
     let AppendResult::Committed(rec) = s
         .append(request(
             "multi",
@@ -136,7 +137,7 @@ fn nats_a_multi_event_append_is_one_atomic_batch() {
 #[test]
 fn nats_a_log_not_written_by_the_ledger_is_refused_by_name() {
     let server = NatsServer::start();
-    drop(NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap());
+    drop(JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap());
     // someone else publishes into the log's subjects
     support::nats::rt().block_on(async {
         let c = async_nats::connect(server.url()).await.unwrap();
@@ -147,7 +148,7 @@ fn nats_a_log_not_written_by_the_ledger_is_refused_by_name() {
             .await
             .unwrap();
     });
-    let err = NatsStore::open(&server.url(), Arc::new(SystemClock))
+    let err = JetStreamStore::open(&server.url(), Arc::new(SystemClock))
         .err()
         .expect("refused");
     assert!(err.to_string().contains(LOG_STREAM), "{err}");
@@ -156,8 +157,8 @@ fn nats_a_log_not_written_by_the_ledger_is_refused_by_name() {
 #[test]
 fn nats_two_processes_appending_multi_event_commands_at_once_never_interleave_them() {
     let server = NatsServer::start();
-    let stores: Vec<Arc<NatsStore>> = (0..2)
-        .map(|_| Arc::new(NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap()))
+    let stores: Vec<Arc<JetStreamStore>> = (0..2)
+        .map(|_| Arc::new(JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap()))
         .collect();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -181,7 +182,7 @@ fn nats_two_processes_appending_multi_event_commands_at_once_never_interleave_th
         t.join().unwrap();
     }
     // A fresh handle rebuilds its index from the log, refusing a command split in two.
-    let fresh = NatsStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+    let fresh = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
     assert_eq!(fresh.head().unwrap().position, 8 * 25 * 3);
     let all = fresh.read_all(0, 1000).unwrap();
     for chunk in all.chunks(3) {

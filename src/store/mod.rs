@@ -4,14 +4,14 @@
 
 mod chain;
 mod clock;
-mod nats;
+mod jetstream;
 mod sqlite;
 mod subscription;
 
 pub use chain::{chain_hash, EventRef, GENESIS_HASH};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub(crate) use nats::read_events;
-pub use nats::{log_subject, NatsStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
+pub(crate) use jetstream::read_events;
+pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
 
@@ -327,7 +327,7 @@ pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, Sto
         return Ok(Arc::new(SqliteStore::open(path, clock)?));
     }
     if url.starts_with("nats://") {
-        return Ok(Arc::new(NatsStore::open(url, clock)?));
+        return Ok(Arc::new(JetStreamStore::open(url, clock)?));
     }
     if url.starts_with("esdb://") {
         return Err(StoreError::Invalid(format!(

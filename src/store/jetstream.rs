@@ -208,7 +208,7 @@ struct Job {
 }
 
 /// The JetStream log backend.
-pub struct NatsStore {
+pub struct JetStreamStore {
     url: String,
     runtime: tokio::runtime::Runtime,
     stream: stream::Stream,
@@ -267,10 +267,10 @@ fn run_on<T: Send + 'static>(
         .unwrap_or_else(|_| Err(StoreError::Unavailable("the NATS store is closed".into())))
 }
 
-impl NatsStore {
+impl JetStreamStore {
     /// Connects, creates `LEDGER_LOG` if needed (with `replicas` from the URL, default 1),
     /// and builds the index from the log, verifying its chain.
-    pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<NatsStore, StoreError> {
+    pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<JetStreamStore, StoreError> {
         let (servers, replicas) = parse_url(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -327,7 +327,7 @@ impl NatsStore {
             clock,
         };
         runtime.spawn(writer.run(rx));
-        Ok(NatsStore {
+        Ok(JetStreamStore {
             url: servers,
             runtime,
             stream,
@@ -1073,7 +1073,7 @@ fn check_reply(payload: &[u8], last: bool) -> Result<(), PublishError> {
     }
 }
 
-impl EventStore for NatsStore {
+impl EventStore for JetStreamStore {
     fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         if request.events.is_empty() {
             return Err(StoreError::Invalid(
