@@ -73,6 +73,9 @@ struct Job {
 /// Head position, shared by the writer with waiting subscribers.
 struct Notify {
     head: Mutex<u64>,
+    /// The last position known to be on disk (fsynced by this process, or by a read that
+    /// made sure of it): readers hand out nothing beyond it.
+    durable: std::sync::atomic::AtomicU64,
     changed: Condvar,
     /// (group commits, appends in them), for diagnostics.
     commits: Mutex<(u64, u64)>,
@@ -219,6 +222,7 @@ impl SqliteStore {
         let mut writer = Writer::new(conn, clock, PathBuf::from(wal))?;
         let notify = Arc::new(Notify {
             head: Mutex::new(writer.head.0),
+            durable: std::sync::atomic::AtomicU64::new(0),
             changed: Condvar::new(),
             commits: Mutex::new((0, 0)),
         });
@@ -235,6 +239,47 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             notify,
         })
+    }
+
+    /// Makes sure everything up to `position` is on disk before a reader hands it out: a
+    /// group is readable once committed, a moment before the fsync that acknowledges it, and
+    /// a relay or a projection must never pass on what a power cut could still take back.
+    /// Usually the fsync thread got there first; otherwise one fsync of the WAL (from any
+    /// process, it covers every frame written before it) settles it.
+    fn ensure_durable(&self, position: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if position <= self.notify.durable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let synced = match std::fs::File::open(&wal) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::File::open(&self.path).and_then(|f| f.sync_data())
+            }
+            Err(e) => Err(e),
+        };
+        synced.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "the log could not be made durable before it is read (fsync: {e}); retry"
+            ))
+        })?;
+        self.notify.durable.fetch_max(position, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// `to`, bounded by the head, which is made durable first (see `ensure_durable`).
+    fn durable_bound(&self, to: u64) -> Result<u64, StoreError> {
+        let head = self.with_reader(|c| {
+            c.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(corrupt)
+        })? as u64;
+        let to = to.min(head);
+        self.ensure_durable(to)?;
+        Ok(to)
     }
 
     /// The file path.
@@ -324,7 +369,11 @@ impl EventStore for SqliteStore {
                 "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
             ))?;
             let rows = st.query_map(params![after as i64, limit as i64], event_from_row)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+            let events = rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)?;
+            if let Some(last) = events.last() {
+                self.ensure_durable(last.position)?;
+            }
+            Ok(events)
         })
     }
 
@@ -334,6 +383,7 @@ impl EventStore for SqliteStore {
         to: u64,
         f: &mut dyn FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
+        let to = self.durable_bound(to)?;
         self.with_reader(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
@@ -383,6 +433,7 @@ impl EventStore for SqliteStore {
         to: u64,
         f: &mut dyn FnMut(DataRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
+        let to = self.durable_bound(to)?;
         self.with_reader(|c| {
             let mut st = c.prepare_cached(
                 "SELECT position, stream_id, event_type, occurred_at, recorded_at, data, hash \
@@ -526,6 +577,8 @@ fn sync_loop(rx: mpsc::Receiver<Synced>, wal: PathBuf, notify: Option<Arc<Notify
         }
         if synced.is_ok() {
             if let Some(n) = &notify {
+                n.durable
+                    .fetch_max(head, std::sync::atomic::Ordering::SeqCst);
                 *n.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
                 n.changed.notify_all();
             }
