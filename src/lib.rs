@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod domain;
+pub mod http;
 pub mod projection;
 pub mod scenario;
 pub mod store;

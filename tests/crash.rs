@@ -48,7 +48,7 @@ fn kill_9_during_a_load_loses_no_acknowledged_command_and_adds_nothing_else() {
                 .args(["submit", "--format", "json"])
                 .arg(path)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -60,7 +60,12 @@ fn kill_9_during_a_load_loses_no_acknowledged_command_and_adds_nothing_else() {
         let mut lines = reader.lines();
         let mut accepted = 0;
         while accepted < 400 + 300 * i {
-            let line = lines.next().expect("the writer is still running").unwrap();
+            let Some(line) = lines.next() else {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+                panic!("writer {i} stopped after {accepted} acknowledgements: {err}");
+            };
+            let line = line.unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["outcome"], "accepted", "{line}");
             acknowledged.insert(v["command_id"].as_str().unwrap().parse().unwrap());
@@ -145,5 +150,37 @@ fn kill_9_while_projections_are_saved_never_double_counts() {
         );
         let r: serde_json::Value = serde_json::from_str(&support::stdout(&o)).unwrap();
         assert_eq!(r["totals"]["total"], 3_000, "after a kill at {delay_ms} ms");
+    }
+}
+
+#[test]
+fn processes_creating_the_same_new_store_at_once_all_open_it() {
+    // Switching a new file to WAL can answer "busy" without waiting; opening retries it.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    for round in 0..30 {
+        let sub = dir.path().join(format!("r{round}"));
+        std::fs::create_dir(&sub).unwrap();
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                support::bin()
+                    .current_dir(&sub)
+                    .arg("submit")
+                    .arg(&empty)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 mod submit;
 
-pub use submit::{submit_lines, ErrorBody, LineOutcome, SubmitSummary};
+pub use submit::{handle_text, submit_lines, ErrorBody, LineOutcome, SubmitSummary};
 
 use crate::domain::{
     self, Command, CommandEnvelope, Context, Event, Origin, Policy, Reference, Rejection,

@@ -60,6 +60,45 @@ impl SubmitSummary {
     }
 }
 
+/// Parses one command's JSON text and handles it: the outcome object of the `submit` and HTTP
+/// contracts (`line` is the 1-based place of the command in its file or request).
+/// `before` sees the parsed command before it runs.
+pub fn handle_text(
+    ledger: &Ledger,
+    line: usize,
+    text: &str,
+    actor: &Actor,
+    mut before: impl FnMut(&CommandEnvelope),
+) -> Result<LineOutcome, super::AppError> {
+    Ok(match CommandEnvelope::parse(text) {
+        Err(invalid) => LineOutcome {
+            line,
+            command_id: invalid.command_id,
+            outcome: "invalid",
+            error: Some(ErrorBody {
+                code: invalid.code.to_string(),
+                message: invalid.message,
+            }),
+        },
+        Ok(envelope) => {
+            before(&envelope);
+            let o = ledger.handle(&envelope, actor)?;
+            LineOutcome {
+                line,
+                command_id: Some(envelope.command_id),
+                outcome: o.label(),
+                error: match o {
+                    Outcome::Rejected(r) => Some(ErrorBody {
+                        code: r.code().to_string(),
+                        message: r.to_string(),
+                    }),
+                    _ => None,
+                },
+            }
+        }
+    })
+}
+
 /// Runs `(line number, bytes)` pairs in order; a line that is not UTF-8 is `invalid`. Blank lines and lines starting with `#` are
 /// skipped. `before` sees each parsed command before it runs (the demo sets its clock there).
 /// A store failure stops the run and is returned; outcomes so far were already reported.
@@ -95,33 +134,7 @@ where
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let outcome = match CommandEnvelope::parse(trimmed) {
-            Err(invalid) => LineOutcome {
-                line,
-                command_id: invalid.command_id,
-                outcome: "invalid",
-                error: Some(ErrorBody {
-                    code: invalid.code.to_string(),
-                    message: invalid.message,
-                }),
-            },
-            Ok(envelope) => {
-                before(&envelope);
-                let o = ledger.handle(&envelope, actor)?;
-                LineOutcome {
-                    line,
-                    command_id: Some(envelope.command_id),
-                    outcome: o.label(),
-                    error: match o {
-                        Outcome::Rejected(r) => Some(ErrorBody {
-                            code: r.code().to_string(),
-                            message: r.to_string(),
-                        }),
-                        _ => None,
-                    },
-                }
-            }
-        };
+        let outcome = handle_text(ledger, line, trimmed, actor, &mut before)?;
         summary.add(&outcome);
         on_outcome(&outcome);
     }

@@ -128,6 +128,14 @@ pub enum Cmd {
         #[arg(long)]
         once: bool,
     },
+    /// Serve the HTTP API (commands, projections, streams, events, digest, health) on
+    /// loopback; with --nats also runs the relay. Stops gracefully on SIGTERM or Ctrl-C.
+    Serve {
+        /// Address and port to listen on (port 0: any free port). Loopback only until
+        /// tokens and roles exist.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// A NATS-fed projection worker: folds LEDGER_EVENTS (published by the relay) into every
     /// projection, each saved with its stream position in one transaction, in the
     /// --projections-db file; follows new events until SIGTERM or Ctrl-C. Needs --nats.
@@ -590,6 +598,68 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 "relay stopped: {} events published by this run; the stream holds positions 1..{}",
                 report.published, report.position
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Serve { listen } => {
+            let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
+            })?;
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {addr}: this build has no tokens and roles yet, so the API may only be \
+                     reachable from this machine; use 127.0.0.1:PORT (or put an authenticating proxy in front)"
+                );
+            }
+            let env = cli.open(false, true)?;
+            let engine = env.engine?;
+            let store = env.store.clone();
+            let state = crate::http::AppState {
+                ledger: Arc::new(env.ledger),
+                engine: Arc::new(engine),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let nats = cli.nats.clone();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
+                println!("listening on http://{}", listener.local_addr()?);
+                use std::io::Write as _;
+                std::io::stdout().flush()?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let relay = nats.map(|url| {
+                    tokio::spawn(crate::bus::relay(
+                        store,
+                        crate::bus::RelayOptions::new(url),
+                        stopped(stop_rx.clone()),
+                    ))
+                });
+                axum::serve(listener, crate::http::router(state))
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .await?;
+                if let Some(r) = relay {
+                    match r.await {
+                        Ok(Ok(report)) => eprintln!(
+                            "relay stopped: {} events published; the stream holds positions 1..{}",
+                            report.published, report.position
+                        ),
+                        Ok(Err(e)) => eprintln!("relay stopped: {e}"),
+                        Err(e) => eprintln!("relay stopped: {e}"),
+                    }
+                }
+                eprintln!("server stopped");
+                Ok::<_, anyhow::Error>(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Project { once } => {

@@ -117,13 +117,26 @@ fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| {
-            StoreError::Unavailable(format!(
-                "{} is not a usable SQLite database: {e}",
-                path.display()
-            ))
-        })?;
+    // Two processes creating the same file at once: switching a new file to WAL can answer
+    // "busy" without waiting (SQLite avoids a deadlock there), so it is retried for 10 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{} is not a usable SQLite database: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
@@ -204,9 +217,24 @@ impl SqliteStore {
             })?;
         }
         let conn = open_conn(&path, true)?;
-        conn.execute_batch(SCHEMA).map_err(|e| {
-            StoreError::Unavailable(format!("{} cannot hold a ledger: {e}", path.display()))
-        })?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match conn.execute_batch(SCHEMA) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} cannot hold a ledger: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
         let format: String =
             conn.query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
                 r.get(0)

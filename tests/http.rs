@@ -1,0 +1,290 @@
+//! The HTTP API: every route and error through the router (`oneshot`), on a real SQLite store
+//! holding the OFII 2021 scenario; and `serve` as a process on port 0.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use campaign_ledger::app::Ledger;
+use campaign_ledger::domain::{Policy, Reference};
+use campaign_ledger::http::{router, AppState};
+use campaign_ledger::projection::{db_path_for, load_definitions, Engine};
+use campaign_ledger::store::SystemClock;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, OnceLock};
+use tower::ServiceExt;
+
+/// One scenario store per test binary (tests that write use their own command ids).
+fn state() -> AppState {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = support::run(dir.path(), &["demo"]);
+        assert!(o.status.success(), "{}", support::stderr(&o));
+        dir
+    });
+    let path = support::store_file(dir.path());
+    let store = support::sqlite_store_at(&path);
+    let engine = Engine::open(
+        &db_path_for(&path),
+        load_definitions(None).unwrap(),
+        Policy::default().time_zone,
+    )
+    .unwrap();
+    AppState {
+        ledger: Arc::new(Ledger::new(
+            store,
+            Policy::default(),
+            Reference::builtin(),
+            Arc::new(SystemClock),
+        )),
+        engine: Arc::new(engine),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends one request through the router; returns the status and the body as JSON (or text).
+fn call(method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let app = router(state());
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    rt().block_on(async {
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    })
+}
+
+fn get(uri: &str) -> (StatusCode, Value) {
+    call("GET", uri, Body::empty())
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[test]
+fn projections_answer_as_of_and_known_at_and_name_what_is_wrong() {
+    let (s, v) = get("/v1/projections/doses_by_directorate?as_of=2021-12-17");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let totals = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0), |(t, f), r| {
+            (
+                t + r["total"].as_i64().unwrap(),
+                f + r["first"].as_i64().unwrap(),
+            )
+        });
+    assert_eq!(totals, (1428, 880));
+    let (s, v) = get(
+        "/v1/projections/doses_by_directorate?as_of=2021-12-17&known_at=2021-12-17T18:00:00%2B01:00",
+    );
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let known: i64 = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["total"].as_i64().unwrap())
+        .sum();
+    assert_eq!(known, 1420);
+    let (s, v) = get("/v1/projections/nothing_of_that_name");
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "unknown_projection")
+    );
+    let (s, v) = get("/v1/projections/doses_by_directorate?as_of=17/12/2021");
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_as_of"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("YYYY-MM-DD"));
+    let (s, v) = get("/v1/projections/doses_by_directorate?known_at=yesterday");
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_known_at")
+    );
+}
+
+fn session(id: &str, command_id: &str) -> Value {
+    json!({"type": "OpenSession", "command_id": command_id, "session_id": id,
+           "directorate": "lyon", "site": "lyon-dt", "opened_at": "2021-12-20T09:00:00+01:00"})
+}
+
+#[test]
+fn commands_take_one_object_or_an_array_and_answer_with_the_submit_contract() {
+    let id = uuid::Uuid::now_v7().to_string();
+    let one = session(&format!("S-http-{id}"), &id);
+    let (s, v) = call("POST", "/v1/commands", one.to_string());
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "accepted");
+    assert_eq!(v["command_id"], id.as_str());
+    // the same command again: a duplicate, nothing appended
+    let (s, v) = call("POST", "/v1/commands", one.to_string());
+    assert_eq!(
+        (s, v["outcome"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    // an array: outcomes in order, rejections and invalid entries are outcomes too
+    let second_dose_first = json!({"type": "AdministerDose", "command_id": uuid::Uuid::now_v7(),
+        "person_ref": format!("p-http-{id}"), "age_band": "30-39", "recipient": "user",
+        "directorate": "lyon", "site": "lyon-dt", "product": "comirnaty", "lot": "FF2832",
+        "dose": "second", "administered_at": "2021-12-20T10:00:00+01:00"});
+    let batch = json!([second_dose_first, {"type": "Nonsense"}, session(&format!("S-http2-{id}"), &uuid::Uuid::now_v7().to_string())]);
+    let (s, v) = call("POST", "/v1/commands", batch.to_string());
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let outcomes: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["rejected", "invalid", "accepted"]);
+    assert_eq!(v[0]["error"]["code"], "no_first_dose");
+    assert_eq!(v[2]["line"], 3);
+}
+
+#[test]
+fn command_bodies_that_are_not_commands_get_400_and_oversized_ones_413() {
+    let (s, v) = call("POST", "/v1/commands", "{not json");
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "malformed_json")
+    );
+    let (s, v) = call("POST", "/v1/commands", "42");
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "not_a_command")
+    );
+    let big = format!("[{}]", vec!["{}"; 600_000].join(","));
+    let (s, v) = call("POST", "/v1/commands", big);
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+    let many = format!("[{}]", vec!["{}"; 1001].join(","));
+    let (s, v) = call("POST", "/v1/commands", many);
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_commands")
+    );
+}
+
+#[test]
+fn streams_events_digest_and_health_read_the_log() {
+    let (s, v) = get("/v1/events?after=0&limit=3");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let events = v.as_array().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["position"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let stream = events[0]["stream_id"].as_str().unwrap().to_string();
+    let (s, v) = get(&format!("/v1/streams/{}", stream.replace('/', "%2F")));
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["stream_version"], 1);
+    let (s, v) = get("/v1/streams/no-such-stream");
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "unknown_stream")
+    );
+    let (s, v) = get("/v1/events?after=minus-one");
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_query"));
+    let (s, v) = get("/v1/events?after=0&limit=5000");
+    assert_eq!(
+        (s, v.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1000))
+    );
+    let (s, v) = get("/v1/audit/digest");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["position"].as_u64().unwrap() >= 2434);
+    assert_eq!(v["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(get("/healthz").0, StatusCode::OK);
+    let (s, v) = get("/readyz");
+    assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = get("/v2/anything");
+    assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[test]
+fn serve_binds_port_0_prints_its_address_answers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = support::bin()
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("server stopped"), "{err}");
+}
+
+#[test]
+fn serve_refuses_an_address_other_machines_can_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = support::run(dir.path(), &["serve", "--listen", "0.0.0.0:0"]);
+    assert!(!o.status.success());
+    assert!(
+        support::stderr(&o).contains("refusing to listen on 0.0.0.0"),
+        "{}",
+        support::stderr(&o)
+    );
+    let o = support::run(dir.path(), &["serve", "--listen", "localhost"]);
+    assert!(!o.status.success());
+    assert!(
+        support::stderr(&o).contains("is not ADDR:PORT"),
+        "{}",
+        support::stderr(&o)
+    );
+}
