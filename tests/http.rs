@@ -32,15 +32,15 @@ fn state() -> AppState {
         Policy::default().time_zone,
     )
     .unwrap();
-    AppState {
-        ledger: Arc::new(Ledger::new(
+    AppState::new(
+        Arc::new(Ledger::new(
             store,
             Policy::default(),
             Reference::builtin(),
             Arc::new(SystemClock),
         )),
-        engine: Arc::new(engine),
-    }
+        Arc::new(engine),
+    )
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -255,8 +255,22 @@ fn serve_binds_port_0_prints_its_address_answers_and_stops_on_sigterm() {
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A live stream is open when the server is asked to stop: it ends, and the server stops.
+    let mut live = std::net::TcpStream::connect(&addr).unwrap();
+    write!(live, "GET /v1/events/live HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    live.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let status = child.wait().unwrap();
     let mut err = String::new();
@@ -287,4 +301,124 @@ fn serve_refuses_an_address_other_machines_can_reach() {
         "{}",
         support::stderr(&o)
     );
+}
+
+/// Opens an SSE route and returns a reader of its `(id, event, data)` frames.
+fn sse(
+    rt: &tokio::runtime::Runtime,
+    uri: &str,
+    last_event_id: Option<&str>,
+) -> (
+    StatusCode,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>,
+) {
+    use futures_util::StreamExt;
+    let app = router(state());
+    let mut req = Request::builder().method("GET").uri(uri);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let req = req.body(Body::empty()).unwrap();
+    let res = rt.block_on(app.oneshot(req)).unwrap();
+    let status = res.status();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut body = res.into_body().into_data_stream();
+    rt.spawn(async move {
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    frame
+                        .lines()
+                        .filter_map(|l| l.strip_prefix(&format!("{name}:")))
+                        .map(str::trim_start)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                if tx
+                    .send((field("id"), field("event"), field("data")))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    (status, rx)
+}
+
+fn next_frame(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>,
+) -> (String, String, String) {
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the stream is open")
+    })
+}
+
+#[test]
+fn live_events_catch_up_then_follow_and_resume_from_last_event_id() {
+    let rt = rt();
+    let (s, mut rx) = sse(&rt, "/v1/events/live?after=2430", None);
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<u64> = (0..4)
+        .map(|_| next_frame(&rt, &mut rx))
+        .map(|(id, event, _)| {
+            assert_eq!(event, "ledger-event");
+            id.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, [2431, 2432, 2433, 2434]);
+    // a command accepted now arrives on the open stream, in order, without a gap
+    let id = uuid::Uuid::now_v7().to_string();
+    let (s, v) = call(
+        "POST",
+        "/v1/commands",
+        session(&format!("S-live-{id}"), &id).to_string(),
+    );
+    assert_eq!(
+        (s, v["outcome"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    let mut expected = 2435;
+    loop {
+        let (pos, _, data) = next_frame(&rt, &mut rx);
+        assert_eq!(pos.parse::<u64>().unwrap(), expected);
+        expected += 1;
+        let e: Value = serde_json::from_str(&data).unwrap();
+        if e["command_id"] == id.as_str() {
+            break;
+        }
+    }
+    // a reconnecting browser sends Last-Event-ID: the stream resumes right after it
+    let (_, mut again) = sse(&rt, "/v1/events/live?after=0", Some("2432"));
+    assert_eq!(next_frame(&rt, &mut again).0, "2433");
+    let (s, _) = sse(&rt, "/v1/events/live", Some("yesterday"));
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn a_live_projection_sends_a_snapshot_then_one_after_a_change() {
+    let rt = rt();
+    let (s, mut rx) = sse(&rt, "/v1/projections/doses_by_directorate/live", None);
+    assert_eq!(s, StatusCode::OK);
+    let (first, event, data) = next_frame(&rt, &mut rx);
+    assert_eq!(event, "snapshot");
+    let report: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(report["projection"], "doses_by_directorate");
+    let id = uuid::Uuid::now_v7().to_string();
+    call(
+        "POST",
+        "/v1/commands",
+        session(&format!("S-snap-{id}"), &id).to_string(),
+    );
+    let (next, _, _) = next_frame(&rt, &mut rx);
+    assert!(next.parse::<u64>().unwrap() > first.parse::<u64>().unwrap());
+    let (s, _) = sse(&rt, "/v1/projections/no_such_thing/live", None);
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

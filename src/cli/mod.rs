@@ -613,9 +613,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let env = cli.open(false, true)?;
             let engine = env.engine?;
             let store = env.store.clone();
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let state = crate::http::AppState {
                 ledger: Arc::new(env.ledger),
                 engine: Arc::new(engine),
+                stopping: stop_rx.clone(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -629,7 +631,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("listening on http://{}", listener.local_addr()?);
                 use std::io::Write as _;
                 std::io::stdout().flush()?;
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     shutdown_signal().await;
                     let _ = stop_tx.send(true);

@@ -1,9 +1,9 @@
 //! The HTTP API (axum): commands in; projections, streams, events and the digest out.
 //!
-//! This is the first slice of the HTTP work: the routes below, their errors, and
-//! `campaign-ledger serve`, which binds to loopback only. Tokens and roles, server-sent
-//! events, metrics, the OpenAPI document and the dashboard are not here yet; until tokens
-//! exist, `serve` refuses any address that is not loopback.
+//! This is the first slice of the HTTP work: the routes below (with server-sent events for
+//! the log and for projections), their errors, and `campaign-ledger serve`, which binds to
+//! loopback only. Tokens and roles, metrics, the OpenAPI document and the dashboard are not
+//! here yet; until tokens exist, `serve` refuses any address that is not loopback.
 //!
 //! Errors are one JSON shape, `{"error": {"code": "...", "message": "..."}}`, with the
 //! status saying who must act: 400 a request to fix, 404 nothing of that name, 409 a
@@ -38,9 +38,23 @@ pub struct AppState {
     pub ledger: Arc<Ledger>,
     /// The projection engine.
     pub engine: Arc<Engine>,
+    /// Set to `true` when the server stops: live streams end so that the graceful shutdown
+    /// does not wait for them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
+    /// State for a server that is never asked to stop (tests, embedding).
+    pub fn new(ledger: Arc<Ledger>, engine: Arc<Engine>) -> AppState {
+        // The sender is dropped at once: the receiver keeps reading `false`.
+        let (_never, stopping) = tokio::sync::watch::channel(false);
+        AppState {
+            ledger,
+            engine,
+            stopping,
+        }
+    }
+
     fn store(&self) -> Arc<dyn EventStore> {
         self.ledger.store().clone()
     }
@@ -153,6 +167,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projections/{name}", get(projection))
         .route("/v1/streams/{id}", get(stream))
         .route("/v1/events", get(events))
+        .route("/v1/events/live", get(events_live))
+        .route("/v1/projections/{name}/live", get(projection_live))
         .route("/v1/audit/digest", get(digest))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -367,4 +383,176 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
         })
     })
     .await
+}
+
+/// Events for an SSE stream, fed by a blocking task; the stream ends when the client goes.
+fn sse_from(
+    rx: tokio::sync::mpsc::Receiver<axum::response::sse::Event>,
+) -> axum::response::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    axum::response::Sse::new(stream).keep_alive(
+        axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
+    )
+}
+
+/// `GET /v1/events/live?after=POS`: every event after `POS` (or after the `Last-Event-ID`
+/// header, which a reconnecting browser sends), then each new one as it is committed; the SSE
+/// `id` is the position, the `event` is `ledger-event`, the data the event as JSON. No gap,
+/// no duplicate: it is the store's catch-up-then-live subscription.
+async fn events_live(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "{}; after is a whole number, for example ?after=0",
+                e.body_text()
+            ),
+        )
+    })?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_last_event_id",
+                        "Last-Event-ID must be a position (a whole number) sent by this stream",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let after = resume.or(q.after).unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let store = state.store();
+    let stopping = state.stopping.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sub = crate::store::subscribe(store, after);
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            match sub.next_timeout(std::time::Duration::from_secs(1)) {
+                Ok(Some(e)) => {
+                    let event = axum::response::sse::Event::default()
+                        .id(e.position.to_string())
+                        .event("ledger-event")
+                        .json_data(&e);
+                    let Ok(event) = event else { continue };
+                    if tx.blocking_send(event).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Ok(None) if tx.is_closed() => return,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "live events stopped");
+                    let _ = tx.blocking_send(
+                        axum::response::sse::Event::default()
+                            .event("error")
+                            .data(format!(
+                                "the log cannot be read now ({e}); reconnect to resume"
+                            )),
+                    );
+                    return;
+                }
+            }
+        }
+    });
+    Ok(sse_from(rx).into_response())
+}
+
+#[derive(Deserialize)]
+struct LiveQuery {
+    as_of: Option<String>,
+}
+
+/// `GET /v1/projections/{name}/live[?as_of=DATE]`: a snapshot (the report JSON, SSE `event`
+/// `snapshot`, `id` the log position) at once and after every change, coalesced: a burst of
+/// commits gives one snapshot of where it ended (at most ten a second).
+async fn projection_live(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LiveQuery>,
+) -> Result<Response, ApiError> {
+    if !state.engine.definitions().any(|d| d.name == name) {
+        return Err(ProjectionError::Unknown(name).into());
+    }
+    let as_of = q
+        .as_of
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_as_of",
+                    format!("as_of={s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"),
+                )
+            })
+        })
+        .transpose()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (engine, store) = (state.engine.clone(), state.store());
+    let stopping = state.stopping.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut shown = None;
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            match engine.report(store.as_ref(), &name, as_of, None) {
+                Ok(r) if shown != Some(r.position) => {
+                    shown = Some(r.position);
+                    let Ok(event) = axum::response::sse::Event::default()
+                        .id(r.position.to_string())
+                        .event("snapshot")
+                        .json_data(&r)
+                    else {
+                        return;
+                    };
+                    if tx.blocking_send(event).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "live projection stopped");
+                    let _ = tx.blocking_send(
+                        axum::response::sse::Event::default()
+                            .event("error")
+                            .data(format!(
+                                "the projection cannot be read now ({e}); reconnect"
+                            )),
+                    );
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            let at = shown.unwrap_or(0);
+            if store
+                .wait_beyond(at, std::time::Duration::from_secs(1))
+                .is_err()
+            {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100)); // coalesce a burst
+        }
+    });
+    Ok(sse_from(rx).into_response())
 }
