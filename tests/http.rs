@@ -422,3 +422,207 @@ fn a_live_projection_sends_a_snapshot_then_one_after_a_change() {
     let (s, _) = sse(&rt, "/v1/projections/no_such_thing/live", None);
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[test]
+fn the_served_openapi_document_is_the_committed_one_and_every_path_in_it_is_routed() {
+    let (s, served) = get("/v1/openapi.json");
+    assert_eq!(s, StatusCode::OK);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        served == committed,
+        "schemas/openapi.json differs from the document the server serves; regenerate it with \
+         `cargo run -- openapi > schemas/openapi.json` and review the diff"
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+    // Every documented operation reaches a handler (not the fallback's not_found).
+    for (path, ops) in served["paths"].as_object().unwrap() {
+        let uri = path
+            .replace("{name}", "doses_by_day")
+            .replace("{id}", "no-such-stream");
+        for method in ops.as_object().unwrap().keys() {
+            if uri.ends_with("/live") {
+                continue; // streams; routed (see the SSE tests)
+            }
+            let (_, v) = call(&method.to_uppercase(), &uri, Body::empty());
+            assert_ne!(
+                error_code(&v),
+                "not_found",
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+}
+
+#[test]
+fn metrics_count_commands_by_outcome_and_show_lags() {
+    let state = state();
+    let app = router(state.clone());
+    let rt = rt();
+    let send = |req: Request<Body>| {
+        let app = app.clone();
+        rt.block_on(async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        })
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = json!([session(&format!("S-metrics-{id}"), &id), {"type": "Nonsense"}]).to_string();
+    let (s, _) = send(
+        Request::post("/v1/commands")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap(),
+    );
+    assert_eq!(s, StatusCode::OK);
+    let (s, text) = send(Request::get("/metrics").body(Body::empty()).unwrap());
+    assert_eq!(s, StatusCode::OK);
+    for line in [
+        "ledger_commands_total{outcome=\"accepted\"} 1",
+        "ledger_commands_total{outcome=\"invalid\"} 1",
+        "ledger_append_duration_seconds_count 1",
+        "# TYPE ledger_append_duration_seconds histogram",
+        "ledger_projection_lag_events{projection=\"doses_by_directorate\"}",
+        "ledger_log_head_position ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn a_rebuild_swaps_in_a_state_equal_to_the_live_one() {
+    let (s, v) = get("/v1/projections/doses_by_directorate?as_of=2021-12-17");
+    assert_eq!(s, StatusCode::OK);
+    let (s, r) = call(
+        "POST",
+        "/v1/projections/doses_by_directorate/rebuild",
+        Body::empty(),
+    );
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(r["events"].as_u64().unwrap() >= 2434);
+    let (_, after) = get("/v1/projections/doses_by_directorate?as_of=2021-12-17");
+    assert_eq!(after["totals"], v["totals"]);
+    let (s, e) = call("POST", "/v1/projections/nope/rebuild", Body::empty());
+    assert_eq!(
+        (s, error_code(&e)),
+        (StatusCode::NOT_FOUND, "unknown_projection")
+    );
+}
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_a_strict_content_policy() {
+    let app = router(state());
+    let rt = rt();
+    for (uri, kind) in [
+        ("/dashboard/", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
+        let res = rt
+            .block_on(
+                app.clone()
+                    .oneshot(Request::get(uri).body(Body::empty()).unwrap()),
+            )
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        let h = res.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{uri}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+    }
+    let res = rt
+        .block_on(app.oneshot(Request::get("/").body(Body::empty()).unwrap()))
+        .unwrap();
+    assert!(res.status().is_redirection());
+    assert_eq!(res.headers()["location"], "/dashboard/");
+    // Nothing is fetched from elsewhere.
+    let page = concat!(
+        include_str!("../src/http/dashboard/index.html"),
+        include_str!("../src/http/dashboard/app.js"),
+        include_str!("../src/http/dashboard/app.css")
+    );
+    assert!(
+        !page.contains("https://") && !page.contains("//cdn"),
+        "the dashboard must not load from elsewhere"
+    );
+}
+
+#[test]
+fn auth_token_writes_only_hashes_and_serve_refuses_bad_token_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = support::run(
+        dir.path(),
+        &[
+            "auth",
+            "token",
+            "--file",
+            "tokens.json",
+            "--id",
+            "lyon-1",
+            "--role",
+            "agent",
+            "--directorate",
+            "lyon",
+        ],
+    );
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let token = support::stdout(&o).trim().to_string();
+    assert!(token.starts_with("clt_"), "{token}");
+    let file = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+    assert!(
+        !file.contains(&token) && file.contains("\"role\": \"agent\""),
+        "{file}"
+    );
+    let o = support::run(
+        dir.path(),
+        &[
+            "auth",
+            "token",
+            "--file",
+            "tokens.json",
+            "--id",
+            "x",
+            "--role",
+            "supervisor",
+            "--directorate",
+            "atlantis",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        support::stderr(&o).contains("\"atlantis\" is not a directorate id"),
+        "{}",
+        support::stderr(&o)
+    );
+    std::fs::write(dir.path().join("bad.json"), "{\"tokens\": 3}").unwrap();
+    let o = support::run(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--auth", "bad.json"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        support::stderr(&o).contains("is not a token file"),
+        "{}",
+        support::stderr(&o)
+    );
+    let o = support::run(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--auth", "missing.json"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        support::stderr(&o).contains("cannot read the token file"),
+        "{}",
+        support::stderr(&o)
+    );
+}

@@ -4,7 +4,10 @@
 
 mod submit;
 
-pub use submit::{handle_text, submit_lines, ErrorBody, LineOutcome, SubmitSummary};
+pub use submit::{
+    handle_envelope, handle_text, invalid_outcome, submit_lines, ErrorBody, LineOutcome,
+    SubmitSummary,
+};
 
 use crate::domain::{
     self, Command, CommandEnvelope, Context, Event, Origin, Policy, Reference, Rejection,
@@ -60,6 +63,15 @@ pub enum AppError {
 
 /// How many times a command is decided again after a concurrency conflict.
 const MAX_ATTEMPTS: usize = 8;
+
+/// What a command concerns, for access control (see [`Ledger::command_scope`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandScope {
+    /// The directorate it acts for.
+    pub directorate: Option<String>,
+    /// The partner centre of the ticket it concerns.
+    pub partner_centre: Option<String>,
+}
 
 /// The command side of the ledger.
 pub struct Ledger {
@@ -143,6 +155,57 @@ impl Ledger {
                 .insert(stream.to_string(), state.clone());
         }
         Ok(state)
+    }
+
+    /// What a command concerns, for access control: the directorate it acts for and, for
+    /// tickets, the partner centre. Commands that name a directorate give it; the others
+    /// (redeeming or expiring a ticket, closing a session, reversing an entry) take it from
+    /// the stream they act on. `None` when the command concerns no directorate (an external
+    /// dose) or its target is not in the log (the rules will then reject it as unknown).
+    pub fn command_scope(&self, command: &Command) -> Result<CommandScope, AppError> {
+        let named = |d: &str| CommandScope {
+            directorate: Some(d.to_string()),
+            partner_centre: None,
+        };
+        let from_stream = |stream: &str, command_id: Option<uuid::Uuid>| {
+            let events = self.store.read_stream(stream)?;
+            let event = events
+                .iter()
+                .find(|e| command_id.is_none_or(|c| e.command_id == c));
+            let field = |name: &str| {
+                event.and_then(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.data)
+                        .ok()
+                        .and_then(|v| v.get(name).and_then(|f| f.as_str()).map(str::to_string))
+                })
+            };
+            Ok::<_, AppError>(CommandScope {
+                directorate: field("directorate"),
+                partner_centre: field("partner_centre"),
+            })
+        };
+        Ok(match command {
+            Command::AuthoriseSite(c) => named(&c.directorate),
+            Command::AdministerDose(c) => named(&c.directorate),
+            Command::RecordDoseNotAdministered(c) => named(&c.directorate),
+            Command::IssueTicket(c) => CommandScope {
+                directorate: Some(c.directorate.clone()),
+                partner_centre: Some(c.partner_centre.clone()),
+            },
+            Command::OpenSession(c) => named(&c.directorate),
+            Command::AnswerCoverageSurvey(c) => named(&c.directorate),
+            Command::RecordExternalDose(_) => CommandScope::default(),
+            Command::ReverseDoseEntry(r) => match self.store.command(r.reverses)? {
+                Some(rec) => from_stream(&rec.stream_id, Some(r.reverses))?,
+                None => CommandScope::default(),
+            },
+            Command::RedeemTicket(_) | Command::ExpireTicket(_) | Command::CloseSession(_) => {
+                match command.routing().target {
+                    Some(t) => from_stream(&t, None)?,
+                    None => CommandScope::default(),
+                }
+            }
+        })
     }
 
     /// Handles one command on behalf of `actor`.

@@ -71,31 +71,46 @@ pub fn handle_text(
     mut before: impl FnMut(&CommandEnvelope),
 ) -> Result<LineOutcome, super::AppError> {
     Ok(match CommandEnvelope::parse(text) {
-        Err(invalid) => LineOutcome {
-            line,
-            command_id: invalid.command_id,
-            outcome: "invalid",
-            error: Some(ErrorBody {
-                code: invalid.code.to_string(),
-                message: invalid.message,
-            }),
-        },
+        Err(invalid) => invalid_outcome(line, invalid),
         Ok(envelope) => {
             before(&envelope);
-            let o = ledger.handle(&envelope, actor)?;
-            LineOutcome {
-                line,
-                command_id: Some(envelope.command_id),
-                outcome: o.label(),
-                error: match o {
-                    Outcome::Rejected(r) => Some(ErrorBody {
-                        code: r.code().to_string(),
-                        message: r.to_string(),
-                    }),
-                    _ => None,
-                },
-            }
+            handle_envelope(ledger, line, &envelope, actor)?
         }
+    })
+}
+
+/// The outcome of an invalid command, as in the `submit` and HTTP contracts.
+pub fn invalid_outcome(line: usize, invalid: crate::domain::InvalidCommand) -> LineOutcome {
+    LineOutcome {
+        line,
+        command_id: invalid.command_id,
+        outcome: "invalid",
+        error: Some(ErrorBody {
+            code: invalid.code.to_string(),
+            message: invalid.message,
+        }),
+    }
+}
+
+/// Handles one parsed command: its outcome object.
+pub fn handle_envelope(
+    ledger: &Ledger,
+    line: usize,
+    envelope: &CommandEnvelope,
+    actor: &Actor,
+) -> Result<LineOutcome, super::AppError> {
+    let o = ledger.handle(envelope, actor)?;
+    Ok(LineOutcome {
+        line,
+        command_id: Some(envelope.command_id),
+        outcome: o.label(),
+        error: match o {
+            Outcome::Rejected(r) => Some(ErrorBody {
+                code: r.code().to_string(),
+                message: r.to_string(),
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -5,7 +5,7 @@ pub mod cloudevents;
 mod relay;
 mod source;
 
-pub use relay::{relay, RelayOptions, RelayReport, STREAM};
+pub use relay::{relay, Progress, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;
 
 /// Errors of the bus. Each says how a caller handles it.

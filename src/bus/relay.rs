@@ -32,6 +32,8 @@ pub struct RelayOptions {
     pub follow: bool,
     /// Publishes awaiting their acknowledgement at most.
     pub max_in_flight: usize,
+    /// Updated with the last position the stream holds, as it grows.
+    pub progress: Progress,
 }
 
 impl RelayOptions {
@@ -42,6 +44,7 @@ impl RelayOptions {
             replicas: 1,
             follow: true,
             max_in_flight: 4096,
+            progress: Progress::default(),
         }
     }
 }
@@ -97,7 +100,32 @@ pub struct RelayReport {
     pub position: u64,
     /// Times the relay lost NATS and resumed.
     pub outages: u64,
+    /// `position`, shared with whoever watches the relay (metrics).
+    #[serde(skip)]
+    pub progress: Progress,
 }
+
+/// The last position the stream is known to hold, readable while the relay runs.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(pub Arc<AtomicU64>);
+
+impl Progress {
+    /// The position.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, position: u64) {
+        self.0.store(position, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for Progress {
+    /// Reports compare by their figures, not by who watches them.
+    fn eq(&self, _: &Progress) -> bool {
+        true
+    }
+}
+impl Eq for Progress {}
 
 enum SessionEnd {
     /// The whole log is in the stream (only without `follow`), or shutdown was requested.
@@ -115,7 +143,10 @@ pub async fn relay(
 ) -> Result<RelayReport, BusError> {
     tokio::pin!(shutdown);
     super::server_addrs(&options.nats_url)?; // a bad URL fails now, not after retries
-    let mut report = RelayReport::default();
+    let mut report = RelayReport {
+        progress: options.progress.clone(),
+        ..RelayReport::default()
+    };
     // Set while NATS is unreachable, by the connection's events or a failed session, so that
     // each outage is logged once however it shows itself.
     let outage = Arc::new(Outage::default());
@@ -241,6 +272,7 @@ async fn session(
     outage.end();
     let generation = outage.generation.load(Ordering::SeqCst);
     report.position = last;
+    report.progress.set(last);
     let source: Arc<str> = format!("/campaign-ledger/{}", store.describe()).into();
     let mut pos = last;
     let mut inflight: VecDeque<(u64, jetstream::context::PublishAckFuture)> = VecDeque::new();
@@ -359,6 +391,7 @@ async fn settle(
                 report.published += 1;
             }
             report.position = report.position.max(position);
+            report.progress.set(report.position);
             Ok(())
         }
         Ok(a) => Err(BusError::Mismatch(format!(

@@ -79,7 +79,15 @@ pub enum ClockChoice {
 pub enum Cmd {
     /// Load the synthetic OFII 2021 scenario into the store (once: running it again loads
     /// nothing twice) and print the report as of 17 December 2021.
-    Demo,
+    Demo {
+        /// Then serve the API and the dashboard, with one fresh token per role (written to
+        /// demo-tokens.json beside the store); stops on SIGTERM or Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+        /// Address and port for --serve (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+        listen: String,
+    },
     /// Run a file of commands (JSON lines; `-` for standard input), one outcome per line.
     Submit {
         /// The command file.
@@ -128,14 +136,26 @@ pub enum Cmd {
         #[arg(long)]
         once: bool,
     },
-    /// Serve the HTTP API (commands, projections, streams, events, digest, health) on
-    /// loopback; with --nats also runs the relay. Stops gracefully on SIGTERM or Ctrl-C.
+    /// Serve the HTTP API and the dashboard; with --nats also runs the relay. Stops
+    /// gracefully on SIGTERM or Ctrl-C (commands in flight finish first).
     Serve {
-        /// Address and port to listen on (port 0: any free port). Loopback only until
-        /// tokens and roles exist.
+        /// Address and port to listen on (port 0: any free port). Without --auth, loopback
+        /// only.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// The token file (hashes and roles; `campaign-ledger auth token` writes it). Without
+        /// it every request has full rights, so only loopback addresses are accepted.
+        #[arg(long, env = "LEDGER_AUTH")]
+        auth: Option<PathBuf>,
     },
+    /// Tokens for the HTTP API.
+    Auth {
+        /// What to do.
+        #[command(subcommand)]
+        action: AuthCmd,
+    },
+    /// Print the OpenAPI 3.1 document of the HTTP API (as committed in schemas/openapi.json).
+    Openapi,
     /// A NATS-fed projection worker: folds LEDGER_EVENTS (published by the relay) into every
     /// projection, each saved with its stream position in one transaction, in the
     /// --projections-db file; follows new events until SIGTERM or Ctrl-C. Needs --nats.
@@ -171,6 +191,32 @@ pub enum AuditCmd {
     },
     /// Print the head of the log (position, hash, time) as JSON, for an auditor to keep.
     Digest,
+}
+
+/// Token subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuthCmd {
+    /// Create a token: print it once, store only its hash (and role, scope) in the file.
+    Token {
+        /// The token file (created when missing).
+        #[arg(long)]
+        file: PathBuf,
+        /// A name for the token, recorded in every event it causes.
+        #[arg(long)]
+        id: String,
+        /// Its role.
+        #[arg(long, value_enum)]
+        role: crate::http::Role,
+        /// A directorate id it acts for or reads (agent, supervisor); repeat for several.
+        #[arg(long = "directorate")]
+        directorates: Vec<String>,
+        /// A partner-centre id it reports for (partner); repeat for several.
+        #[arg(long = "partner-centre")]
+        partner_centres: Vec<String>,
+        /// When it stops working (RFC 3339, for example 2022-06-30T00:00:00+02:00).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
 }
 
 /// Projection subcommands.
@@ -436,7 +482,54 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo => demo(&cli),
+        Cmd::Demo { serve, listen } => {
+            let code = demo(&cli)?;
+            if !*serve {
+                return Ok(code);
+            }
+            demo_serve(&cli, listen)
+        }
+        Cmd::Openapi => {
+            print!("{}", crate::http::openapi::document_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Auth {
+            action:
+                AuthCmd::Token {
+                    file,
+                    id,
+                    role,
+                    directorates,
+                    partner_centres,
+                    expires_at,
+                },
+        } => {
+            let expires_at = expires_at
+                .as_deref()
+                .map(|s| {
+                    DateTime::parse_from_rfc3339(s).map_err(|_| {
+                        anyhow!("--expires-at {s:?} is not a time with an offset; write it as 2022-06-30T00:00:00+02:00")
+                    })
+                })
+                .transpose()?;
+            let entry = crate::http::auth::TokenEntry {
+                id: id.clone(),
+                role: *role,
+                directorates: directorates.clone(),
+                partner_centres: partner_centres.clone(),
+                sha256: String::new(),
+                expires_at,
+            };
+            let token = crate::http::auth::add_token(file, entry, &directorate_ids())
+                .map_err(|e| anyhow!("{e}"))?;
+            eprintln!(
+                "token {id:?} ({}) added to {}; it is shown only now:",
+                role.as_str(),
+                file.display()
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Submit {
             file,
             format,
@@ -600,68 +693,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Serve { listen } => {
-            let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
-                anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
-            })?;
-            if !addr.ip().is_loopback() {
-                bail!(
-                    "refusing to listen on {addr}: this build has no tokens and roles yet, so the API may only be \
-                     reachable from this machine; use 127.0.0.1:PORT (or put an authenticating proxy in front)"
-                );
-            }
-            let env = cli.open(false, true)?;
-            let engine = env.engine?;
-            let store = env.store.clone();
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let state = crate::http::AppState {
-                ledger: Arc::new(env.ledger),
-                engine: Arc::new(engine),
-                stopping: stop_rx.clone(),
+        Cmd::Serve { listen, auth } => {
+            let auth = match auth {
+                Some(path) => Some(
+                    crate::http::Auth::load(path, &directorate_ids())
+                        .map_err(|e| anyhow!("{e}"))?,
+                ),
+                None => None,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            let nats = cli.nats.clone();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
-                println!("listening on http://{}", listener.local_addr()?);
-                use std::io::Write as _;
-                std::io::stdout().flush()?;
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    let _ = stop_tx.send(true);
-                });
-                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                let relay = nats.map(|url| {
-                    tokio::spawn(crate::bus::relay(
-                        store,
-                        crate::bus::RelayOptions::new(url),
-                        stopped(stop_rx.clone()),
-                    ))
-                });
-                axum::serve(listener, crate::http::router(state))
-                    .with_graceful_shutdown(stopped(stop_rx))
-                    .await?;
-                if let Some(r) = relay {
-                    match r.await {
-                        Ok(Ok(report)) => eprintln!(
-                            "relay stopped: {} events published; the stream holds positions 1..{}",
-                            report.published, report.position
-                        ),
-                        Ok(Err(e)) => eprintln!("relay stopped: {e}"),
-                        Err(e) => eprintln!("relay stopped: {e}"),
-                    }
-                }
-                eprintln!("server stopped");
-                Ok::<_, anyhow::Error>(())
-            })?;
-            Ok(ExitCode::SUCCESS)
+            serve(&cli, listen, auth, None)
         }
         Cmd::Project { once } => {
             if cli.nats.is_none() {
@@ -724,6 +764,216 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The ids of the reference directorates (token files are checked against them).
+fn directorate_ids() -> std::collections::BTreeSet<String> {
+    Reference::builtin().directorates.keys().cloned().collect()
+}
+
+/// What `demo --serve` prints once the server listens.
+struct DemoBanner {
+    tokens: Vec<(crate::http::Role, String, String)>,
+    tokens_file: PathBuf,
+    as_of: chrono::NaiveDate,
+}
+
+/// `demo --serve`: fresh tokens, one per role (agents and supervisors scoped to Lyon, the
+/// partner to Lyon's partner centres), then the server.
+fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
+    use crate::http::auth::{hash_token, new_token, write_private, TokenEntry, TokenFile};
+    use crate::http::Role;
+    let reference = Reference::builtin();
+    let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
+    let dir = match cli.store.strip_prefix("sqlite:") {
+        Some(p) => Path::new(p)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        None => PathBuf::from("ledger-data"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut centres: Vec<String> = s
+        .commands
+        .iter()
+        .filter_map(|c| match &c.command {
+            crate::domain::Command::IssueTicket(t) if t.directorate == "lyon" => {
+                Some(t.partner_centre.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    centres.sort();
+    centres.dedup();
+    let mut file = TokenFile::default();
+    let mut clear = serde_json::Map::new();
+    let mut printed = Vec::new();
+    for role in [
+        Role::Agent,
+        Role::Partner,
+        Role::Supervisor,
+        Role::Auditor,
+        Role::Admin,
+    ] {
+        let token = new_token().map_err(|e| anyhow!(e))?;
+        let (directorates, partner_centres, scope) = match role {
+            Role::Agent | Role::Supervisor => (vec!["lyon".to_string()], vec![], "lyon".into()),
+            Role::Partner => (vec![], centres.clone(), centres.join(", ")),
+            _ => (vec![], vec![], "all".into()),
+        };
+        file.tokens.push(TokenEntry {
+            id: format!("demo-{}", role.as_str()),
+            role,
+            directorates,
+            partner_centres,
+            sha256: hash_token(&token),
+            expires_at: None,
+        });
+        clear.insert(role.as_str().into(), token.clone().into());
+        printed.push((role, scope, token));
+    }
+    let auth_file = dir.join("demo-auth.json");
+    let tokens_file = dir.join("demo-tokens.json");
+    write_private(&auth_file, &(serde_json::to_string_pretty(&file)? + "\n"))
+        .map_err(|e| anyhow!(e))?;
+    write_private(
+        &tokens_file,
+        &(serde_json::to_string_pretty(&clear)? + "\n"),
+    )
+    .map_err(|e| anyhow!(e))?;
+    let auth = crate::http::Auth::from_file(file, &directorate_ids()).map_err(|e| anyhow!(e))?;
+    println!();
+    serve(
+        cli,
+        listen,
+        Some(auth),
+        Some(DemoBanner {
+            tokens: printed,
+            tokens_file,
+            as_of: s.as_of,
+        }),
+    )
+}
+
+/// Runs the HTTP server until SIGTERM or Ctrl-C: the API, the dashboard, a task that keeps the
+/// projections caught up, and with --nats the relay.
+fn serve(
+    cli: &Cli,
+    listen: &str,
+    auth: Option<crate::http::Auth>,
+    banner: Option<DemoBanner>,
+) -> Result<ExitCode> {
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
+    })?;
+    if !addr.ip().is_loopback() && auth.is_none() {
+        bail!(
+            "refusing to listen on {addr} without --auth: every request would have full rights. \
+             Give a token file (`campaign-ledger auth token --file tokens.json --id NAME --role ROLE` creates one), \
+             or listen on 127.0.0.1:PORT"
+        );
+    }
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "note: {addr} serves plain HTTP; put a TLS-terminating proxy in front so that tokens do not cross the network in clear"
+        );
+    }
+    let env = cli.open(false, true)?;
+    let engine = Arc::new(env.engine?);
+    let store = env.store.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut state = crate::http::AppState::new(Arc::new(env.ledger), engine.clone())
+        .with_stopping(stop_rx.clone());
+    if let Some(a) = auth {
+        state = state.with_auth(a);
+    }
+    let relay_options = cli.nats.clone().map(crate::bus::RelayOptions::new);
+    if let Some(o) = &relay_options {
+        state = state.with_relay(o.progress.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
+        println!("listening on http://{bound}");
+        if let Some(b) = &banner {
+            let auditor = b
+                .tokens
+                .iter()
+                .find(|(r, _, _)| *r == crate::http::Role::Auditor)
+                .map(|(_, _, t)| t.as_str())
+                .unwrap_or("");
+            println!(
+                "dashboard: http://{bound}/dashboard/?as_of={}#token={auditor}",
+                b.as_of
+            );
+            println!(
+                "tokens (one per role, new at every start; also in {}):",
+                b.tokens_file.display()
+            );
+            for (role, scope, token) in &b.tokens {
+                println!("  {:<10} {:<52} {token}", role.as_str(), scope);
+            }
+            println!("API: http://{bound}/v1/openapi.json · stop with Ctrl-C");
+        }
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        // Keep the projections caught up, so that /readyz, /metrics and the live streams
+        // reflect every commit without waiting for a reader.
+        let catch_up = {
+            let (engine, store, stopping) = (engine.clone(), store.clone(), stop_rx.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut at = 0;
+                while !*stopping.borrow() {
+                    match engine.catch_up(store.as_ref()) {
+                        Ok(p) => at = p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "projection catch-up failed; retrying");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                    if store
+                        .wait_beyond(at, std::time::Duration::from_millis(500))
+                        .is_err()
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                }
+            })
+        };
+        let relay = relay_options
+            .map(|o| tokio::spawn(crate::bus::relay(store, o, stopped(stop_rx.clone()))));
+        axum::serve(listener, crate::http::router(state))
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await?;
+        if let Some(r) = relay {
+            match r.await {
+                Ok(Ok(report)) => eprintln!(
+                    "relay stopped: {} events published; the stream holds positions 1..{}",
+                    report.published, report.position
+                ),
+                Ok(Err(e)) => eprintln!("relay stopped: {e}"),
+                Err(e) => eprintln!("relay stopped: {e}"),
+            }
+        }
+        let _ = catch_up.await;
+        eprintln!("server stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo(cli: &Cli) -> Result<ExitCode> {

@@ -1,27 +1,40 @@
-//! The HTTP API (axum): commands in; projections, streams, events and the digest out.
-//!
-//! This is the first slice of the HTTP work: the routes below (with server-sent events for
-//! the log and for projections), their errors, and `campaign-ledger serve`, which binds to
-//! loopback only. Tokens and roles, metrics, the OpenAPI document and the dashboard are not
-//! here yet; until tokens exist, `serve` refuses any address that is not loopback.
+//! The HTTP API (axum): commands in; projections, streams, events, the digest and metrics
+//! out; the dashboard; tokens and roles.
 //!
 //! Errors are one JSON shape, `{"error": {"code": "...", "message": "..."}}`, with the
-//! status saying who must act: 400 a request to fix, 404 nothing of that name, 409 a
-//! concurrency conflict that survived the retries, 413 a body over 1 MiB, 503 the store
-//! cannot be reached now (retry), 500 anything else (the details go to the log, not the body).
+//! status saying who must act: 400 a request to fix, 401 no valid token, 403 a token whose role
+//! or directorates do not allow this, 404 nothing of that name, 409 a concurrency conflict that
+//! survived the retries, 413 a body over 1 MiB, 503 the store cannot be reached now (retry),
+//! 500 anything else (the details go to the log, not the body).
+//!
+//! Without a token file (`serve` without `--auth`) every request acts with full rights as
+//! role `api`, and `serve` refuses any address that is not loopback. With one, each request
+//! needs `Authorization: Bearer TOKEN`; what each role may do is in [`Caller`] and in the
+//! README's role × endpoint table.
 
-use crate::app::{handle_text, AppError, Ledger, LineOutcome};
-use crate::projection::{Engine, ProjectionError};
+pub mod auth;
+pub mod dashboard;
+pub mod metrics;
+pub mod openapi;
+
+pub use auth::{Auth, Principal, Role};
+pub use metrics::Metrics;
+
+use crate::app::{handle_envelope, invalid_outcome, AppError, CommandScope, Ledger, LineOutcome};
+use crate::domain::{Command, CommandEnvelope};
+use crate::projection::{Engine, ProjectionError, Report};
 use crate::store::{Actor, EventStore, RecordedEvent, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The largest request body accepted.
@@ -30,6 +43,8 @@ pub const BODY_LIMIT: usize = 1 << 20;
 pub const MAX_COMMANDS: usize = 1000;
 /// The most events one `GET /v1/events` returns.
 pub const MAX_EVENTS: usize = 1000;
+/// The most events one filtered `GET /v1/events` scans for a supervisor.
+const MAX_SCAN: usize = 100_000;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -41,10 +56,16 @@ pub struct AppState {
     /// Set to `true` when the server stops: live streams end so that the graceful shutdown
     /// does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The tokens; `None`: no authentication (loopback only).
+    pub auth: Option<Arc<Auth>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The relay's progress, when `serve` runs one.
+    pub relay: Option<crate::bus::Progress>,
 }
 
 impl AppState {
-    /// State for a server that is never asked to stop (tests, embedding).
+    /// State for a server without tokens that is never asked to stop (tests, embedding).
     pub fn new(ledger: Arc<Ledger>, engine: Arc<Engine>) -> AppState {
         // The sender is dropped at once: the receiver keeps reading `false`.
         let (_never, stopping) = tokio::sync::watch::channel(false);
@@ -52,11 +73,205 @@ impl AppState {
             ledger,
             engine,
             stopping,
+            auth: None,
+            metrics: Arc::new(Metrics::default()),
+            relay: None,
         }
+    }
+
+    /// Requires a token on every API request.
+    pub fn with_auth(mut self, auth: Auth) -> AppState {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Live streams end when `stopping` turns `true`.
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> AppState {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Reports the relay's lag in `/metrics`.
+    pub fn with_relay(mut self, progress: crate::bus::Progress) -> AppState {
+        self.relay = Some(progress);
+        self
     }
 
     fn store(&self) -> Arc<dyn EventStore> {
         self.ledger.store().clone()
+    }
+}
+
+/// Who is calling: no authentication configured, or a checked token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// The server runs without tokens (loopback only): full rights.
+    Open,
+    /// A valid token.
+    Token(Principal),
+}
+
+/// What a caller may read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadScope {
+    /// Everything.
+    All,
+    /// The data of these directorates only.
+    Directorates(BTreeSet<String>),
+}
+
+impl ReadScope {
+    fn allows(&self, directorate: Option<&str>) -> bool {
+        match self {
+            ReadScope::All => true,
+            ReadScope::Directorates(d) => directorate.is_some_and(|x| d.contains(x)),
+        }
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+impl Caller {
+    fn role(&self) -> Option<Role> {
+        match self {
+            Caller::Open => None,
+            Caller::Token(p) => Some(p.role),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Caller::Open => "this caller".into(),
+            Caller::Token(p) => format!("token {:?} (role {})", p.token_id, p.role.as_str()),
+        }
+    }
+
+    /// Reads: auditors everything; supervisors their directorates; other roles nothing.
+    pub fn read_scope(&self) -> Result<ReadScope, ApiError> {
+        match self {
+            Caller::Open => Ok(ReadScope::All),
+            Caller::Token(p) => match p.role {
+                Role::Auditor => Ok(ReadScope::All),
+                Role::Supervisor => Ok(ReadScope::Directorates(p.directorates.clone())),
+                r => Err(forbidden(format!(
+                    "{} cannot read the ledger's data: reads need a supervisor or auditor token (a {} token sends {})",
+                    self.describe(),
+                    r.as_str(),
+                    match r {
+                        Role::Agent => "commands for its directorates",
+                        Role::Partner => "ticket redemptions",
+                        _ => "site authorisations and projection rebuilds",
+                    }
+                ))),
+            },
+        }
+    }
+
+    /// Whether counts under 5 for a single site are shown as `<5`: for everyone but auditors.
+    pub fn suppresses_small_counts(&self) -> bool {
+        !matches!(self.role(), None | Some(Role::Auditor))
+    }
+
+    /// Requires one of `roles` (any caller passes when there are no tokens).
+    pub fn require(&self, roles: &[Role], what: &str) -> Result<(), ApiError> {
+        match self.role() {
+            None => Ok(()),
+            Some(r) if roles.contains(&r) => Ok(()),
+            Some(_) => Err(forbidden(format!(
+                "{} may not {what}; that needs a token of role {}",
+                self.describe(),
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))),
+        }
+    }
+
+    /// May this caller send `command`, whose scope is `scope`? The reason when not.
+    pub fn may_send(&self, command: &Command, scope: &CommandScope) -> Result<(), String> {
+        let Caller::Token(p) = self else {
+            return Ok(());
+        };
+        let kind = command.type_name();
+        let in_scope = |set: &BTreeSet<String>, v: &Option<String>| match v {
+            // Unknown target (the rules reject it) or no directorate at all (an external dose).
+            None => true,
+            Some(v) => set.contains(v),
+        };
+        match (p.role, command) {
+            (Role::Admin, Command::AuthoriseSite(_)) => Ok(()),
+            (Role::Admin, _) => Err(format!(
+                "an admin token authorises sites and rebuilds projections; {kind} is sent by an agent"
+            )),
+            (Role::Agent, Command::AuthoriseSite(_)) => {
+                Err("sites are authorised by an admin token, not an agent's".into())
+            }
+            (Role::Agent, _) if in_scope(&p.directorates, &scope.directorate) => Ok(()),
+            (Role::Agent, _) => Err(format!(
+                "this {kind} concerns directorate {:?}; token {:?} acts for {}",
+                scope.directorate.as_deref().unwrap_or(""),
+                p.token_id,
+                p.directorates.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            (Role::Partner, Command::RedeemTicket(_))
+                if in_scope(&p.partner_centres, &scope.partner_centre) =>
+            {
+                Ok(())
+            }
+            (Role::Partner, Command::RedeemTicket(_)) => Err(format!(
+                "this ticket was issued for partner centre {:?}; token {:?} reports for {}",
+                scope.partner_centre.as_deref().unwrap_or(""),
+                p.token_id,
+                p.partner_centres.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            (Role::Partner, _) => Err(format!(
+                "a partner token only reports ticket redemptions (RedeemTicket), not {kind}"
+            )),
+            (Role::Supervisor | Role::Auditor, _) => Err(format!(
+                "a {} token reads; it never sends commands",
+                p.role.as_str()
+            )),
+        }
+    }
+
+    /// The actor recorded in the envelope of what this caller's command appends.
+    pub fn actor(&self, scope: &CommandScope) -> Actor {
+        match self {
+            Caller::Open => Actor {
+                role: "api".into(),
+                ..Default::default()
+            },
+            Caller::Token(p) => Actor {
+                role: p.role.as_str().into(),
+                directorate: scope
+                    .directorate
+                    .clone()
+                    .filter(|d| p.directorates.contains(d)),
+                agent_ref: Some(p.token_id.clone()),
+            },
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        state.metrics.request();
+        let Some(auth) = &state.auth else {
+            return Ok(Caller::Open);
+        };
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
+        auth.check(header, Utc::now())
+            .map(Caller::Token)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
     }
 }
 
@@ -81,7 +296,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"campaign-ledger\""),
+            );
+        }
+        r
     }
 }
 
@@ -160,23 +382,29 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// The router with every route of this slice.
+/// The router with every route.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/commands", post(commands))
+        .route("/v1/projections", get(projections_list))
         .route("/v1/projections/{name}", get(projection))
+        .route("/v1/projections/{name}/live", get(projection_live))
+        .route("/v1/projections/{name}/rebuild", post(rebuild))
         .route("/v1/streams/{id}", get(stream))
         .route("/v1/events", get(events))
         .route("/v1/events/live", get(events_live))
-        .route("/v1/projections/{name}/live", get(projection_live))
         .route("/v1/audit/digest", get(digest))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such route; the API lives under /v1 (commands, projections, streams, events, audit/digest)",
+                "no such route; the API lives under /v1 (see /v1/openapi.json), the dashboard at /dashboard/",
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -185,11 +413,22 @@ pub fn router(state: AppState) -> Router {
 
 /// `POST /v1/commands`: one command object, or an array of them, with the `submit` contract;
 /// the answer is one outcome object, or an array in the same order. Rejections are outcomes
-/// (HTTP 200); `line` is the command's 1-based place in the request.
+/// (HTTP 200); `line` is the command's 1-based place in the request. With tokens, every
+/// command of the request is checked against the token before any runs: one that the token
+/// may not send refuses the whole request (403, naming it), and nothing is recorded.
 async fn commands(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if let Caller::Token(p) = &caller {
+        if matches!(p.role, Role::Supervisor | Role::Auditor) {
+            return Err(forbidden(format!(
+                "{} reads; it never sends commands",
+                caller.describe()
+            )));
+        }
+    }
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -230,25 +469,76 @@ async fn commands(
         ));
     }
     let ledger = state.ledger.clone();
+    let metrics = state.metrics.clone();
     let outcomes: Vec<LineOutcome> = blocking(move || {
-        let actor = Actor {
-            role: "api".into(),
-            ..Default::default()
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let text = item.to_string();
-            match handle_text(&ledger, i + 1, &text, &actor, |_| {}) {
-                Ok(o) => out.push(o),
-                Err(e) if i > 0 => {
+        let parsed: Vec<_> = items
+            .into_iter()
+            .map(CommandEnvelope::from_value)
+            .collect();
+        // Authorise every command before running any.
+        let mut scopes = Vec::with_capacity(parsed.len());
+        for (i, p) in parsed.iter().enumerate() {
+            let Ok(envelope) = p else {
+                scopes.push(CommandScope::default());
+                continue;
+            };
+            let scope = ledger.command_scope(&envelope.command)?;
+            if let Err(why) = caller.may_send(&envelope.command, &scope) {
+                metrics.outcome("forbidden");
+                return Err(forbidden(format!(
+                    "command {} ({}, {}): {why}; nothing in this request was recorded",
+                    i + 1,
+                    envelope.command.type_name(),
+                    envelope.command_id
+                )));
+            }
+            scopes.push(scope);
+        }
+        let mut out = Vec::with_capacity(parsed.len());
+        for (i, (p, scope)) in parsed.into_iter().zip(scopes).enumerate() {
+            let envelope = match p {
+                Err(invalid) => {
+                    metrics.outcome("invalid");
+                    out.push(invalid_outcome(i + 1, invalid));
+                    continue;
+                }
+                Ok(e) => e,
+            };
+            // A target that was unknown at the check may exist now: check it again.
+            let scope = if scope == CommandScope::default() {
+                let now = ledger.command_scope(&envelope.command)?;
+                if let Err(why) = caller.may_send(&envelope.command, &now) {
+                    metrics.outcome("forbidden");
+                    return Err(forbidden(format!(
+                        "command {} ({}): {why}; the first {i} commands of the request were handled (send them again: they come back as duplicates)",
+                        i + 1,
+                        envelope.command.type_name()
+                    )));
+                }
+                now
+            } else {
+                scope
+            };
+            let started = std::time::Instant::now();
+            match handle_envelope(&ledger, i + 1, &envelope, &caller.actor(&scope)) {
+                Ok(o) => {
+                    if o.outcome == "accepted" {
+                        metrics.append_latency(started.elapsed());
+                    }
+                    metrics.outcome(o.outcome);
+                    out.push(o)
+                }
+                Err(e) => {
+                    metrics.outcome("error");
                     let mut api: ApiError = e.into();
-                    api.message = format!(
-                        "{} (the first {i} commands of the request were handled; send the request again: they come back as duplicates)",
-                        api.message
-                    );
+                    if i > 0 {
+                        api.message = format!(
+                            "{} (the first {i} commands of the request were handled; send the request again: they come back as duplicates)",
+                            api.message
+                        );
+                    }
                     return Err(api);
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Ok(out)
@@ -267,16 +557,8 @@ struct ReportQuery {
     known_at: Option<String>,
 }
 
-/// `GET /v1/projections/{name}?as_of=YYYY-MM-DD&known_at=RFC3339`: the report JSON.
-async fn projection(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
-    let as_of = q
-        .as_of
-        .as_deref()
-        .filter(|s| !s.is_empty())
+fn parse_as_of(s: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+    s.filter(|s| !s.is_empty())
         .map(|s| {
             NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
                 ApiError::new(
@@ -286,7 +568,93 @@ async fn projection(
                 )
             })
         })
-        .transpose()?;
+        .transpose()
+}
+
+/// The report as its reader may see it: a supervisor's rows are its directorates' (totals
+/// summed again over them), and a projection without a directorate column is national, so
+/// refused to supervisors; counts from 1 to 4 of a single site are `"<5"` for all but
+/// auditors (and servers without tokens).
+fn shape_report(report: &Report, caller: &Caller) -> Result<serde_json::Value, ApiError> {
+    let scope = caller.read_scope()?;
+    let mut v = serde_json::to_value(report).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the report could not be written as JSON ({e})"),
+        )
+    })?;
+    let has = |c: &str| report.columns.iter().any(|x| x == c);
+    if let ReadScope::Directorates(dirs) = &scope {
+        if !has("directorate") {
+            return Err(forbidden(format!(
+                "{} is national (it has no directorate column); {} reads only the rows of {}",
+                report.projection,
+                caller.describe(),
+                dirs.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let rows = v["rows"].as_array_mut().expect("rows");
+        rows.retain(|r| scope.allows(r["directorate"].as_str()));
+        let sums: Vec<(String, i64)> = v["totals"]
+            .as_object()
+            .map(|t| {
+                t.keys()
+                    .map(|k| {
+                        let sum = v["rows"]
+                            .as_array()
+                            .expect("rows")
+                            .iter()
+                            .filter_map(|r| r[k].as_i64())
+                            .sum();
+                        (k.clone(), sum)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (k, sum) in sums {
+            v["totals"][&k] = sum.into();
+        }
+    }
+    if caller.suppresses_small_counts() && has("site") {
+        let hide = |x: &mut serde_json::Value| {
+            if let Some(obj) = x.as_object_mut() {
+                for val in obj.values_mut() {
+                    if val.as_i64().is_some_and(|n| (1..5).contains(&n)) {
+                        *val = "<5".into();
+                    }
+                }
+            }
+        };
+        for r in v["rows"].as_array_mut().expect("rows") {
+            hide(r);
+        }
+        hide(&mut v["totals"]);
+        v["suppressed"] = true.into();
+    }
+    Ok(v)
+}
+
+/// `GET /v1/projections`: the projections and their state.
+async fn projections_list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.read_scope()?;
+    let (engine, store) = (state.engine.clone(), state.store());
+    let status = blocking(move || Ok(engine.status(store.as_ref())?)).await?;
+    Ok(Json(status).into_response())
+}
+
+/// `GET /v1/projections/{name}?as_of=YYYY-MM-DD&known_at=RFC3339`: the report JSON.
+async fn projection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    caller.read_scope()?;
+    let as_of = parse_as_of(q.as_of.as_deref())?;
     let known_at = q
         .known_at
         .as_deref()
@@ -303,17 +671,47 @@ async fn projection(
             })
         })
         .transpose()?;
+    if known_at.is_some() {
+        caller.require(
+            &[Role::Auditor],
+            "read the ledger as known at a past time (known_at)",
+        )?;
+    }
     let (engine, store) = (state.engine.clone(), state.store());
     let report =
         blocking(move || Ok(engine.report(store.as_ref(), &name, as_of, known_at)?)).await?;
-    Ok(Json(report).into_response())
+    Ok(Json(shape_report(&report, &caller)?).into_response())
 }
 
-/// `GET /v1/streams/{id}`: every event of one stream, in version order.
+/// `POST /v1/projections/{name}/rebuild`: replays the log into a new state beside the live
+/// one and swaps it in (readers never see partial counts); says whether it equals the live one.
+async fn rebuild(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin], "rebuild projections")?;
+    let (engine, store) = (state.engine.clone(), state.store());
+    let rebuilt = blocking(move || Ok(engine.rebuild(store.as_ref(), &name)?)).await?;
+    Ok(Json(rebuilt).into_response())
+}
+
+fn event_directorate(e: &RecordedEvent) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&e.data)
+        .ok()?
+        .get("directorate")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `GET /v1/streams/{id}`: every event of one stream, in version order (for a supervisor,
+/// those of its directorates).
 async fn stream(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<RecordedEvent>>, ApiError> {
+    let scope = caller.read_scope()?;
     let store = state.store();
     let shown = id.clone();
     let events = blocking(move || Ok(store.read_stream(&id)?)).await?;
@@ -324,7 +722,17 @@ async fn stream(
             format!("no stream {shown:?} in the log"),
         ));
     }
-    Ok(Json(events))
+    let visible: Vec<RecordedEvent> = events
+        .into_iter()
+        .filter(|e| scope.allows(event_directorate(e).as_deref()))
+        .collect();
+    if visible.is_empty() {
+        return Err(forbidden(format!(
+            "stream {shown:?} holds no event of the directorates {} may read",
+            caller.describe()
+        )));
+    }
+    Ok(Json(visible))
 }
 
 #[derive(Deserialize)]
@@ -333,12 +741,10 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/events?after=POS&limit=N`: events after a position, in order (at most 1,000).
-async fn events(
-    State(state): State<AppState>,
+fn events_query(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<RecordedEvent>>, ApiError> {
-    let Query(q) = q.map_err(|e| {
+) -> Result<EventsQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_query",
@@ -347,22 +753,112 @@ async fn events(
                 e.body_text()
             ),
         )
-    })?;
+    })
+}
+
+/// `GET /v1/events?after=POS&limit=N`: events after a position, in order (at most 1,000).
+/// For a supervisor, only the events naming one of its directorates; the header
+/// `Ledger-Next-After` always says where to continue (the last position looked at).
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let scope = caller.read_scope()?;
+    let q = events_query(q)?;
     let (after, limit) = (
         q.after.unwrap_or(0),
         q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
     );
     let store = state.store();
-    Ok(Json(
-        blocking(move || Ok(store.read_all(after, limit)?)).await?,
-    ))
+    let (events, next) = blocking(move || {
+        let mut out = Vec::new();
+        let mut at = after;
+        let mut scanned = 0;
+        loop {
+            let page = store.read_all(at, limit)?;
+            let Some(last) = page.last() else { break };
+            at = last.position;
+            scanned += page.len();
+            let full = page.len() == limit;
+            for e in page {
+                if out.len() < limit && scope.allows(event_directorate(&e).as_deref()) {
+                    out.push(e);
+                } else if out.len() == limit {
+                    break;
+                }
+            }
+            if let Some(l) = out.last() {
+                if out.len() == limit {
+                    at = l.position;
+                }
+            }
+            if out.len() == limit || !full || scanned >= MAX_SCAN {
+                break;
+            }
+        }
+        Ok((out, at))
+    })
+    .await?;
+    let mut r = Json(events).into_response();
+    r.headers_mut().insert(
+        "ledger-next-after",
+        HeaderValue::from_str(&next.to_string()).expect("digits"),
+    );
+    Ok(r)
 }
 
 /// `GET /v1/audit/digest`: the head of the log (position, hash, time).
-async fn digest(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn digest(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor], "read the audit digest")?;
     let store = state.store();
     let d = blocking(move || Ok(crate::audit::digest(store.as_ref())?)).await?;
     Ok(Json(d).into_response())
+}
+
+/// `GET /v1/whoami`: the token's role and scope (the dashboard adapts to it).
+async fn whoami(caller: Caller) -> Json<serde_json::Value> {
+    Json(match &caller {
+        Caller::Open => serde_json::json!({"role": "api", "auth": false,
+            "directorates": [], "partner_centres": [], "suppressed": false}),
+        Caller::Token(p) => serde_json::json!({
+            "token_id": p.token_id, "role": p.role.as_str(), "auth": true,
+            "directorates": p.directorates, "partner_centres": p.partner_centres,
+            "suppressed": caller.suppresses_small_counts(),
+        }),
+    })
+}
+
+/// `GET /metrics`: Prometheus text (auditors and admins, or anyone without tokens).
+async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor, Role::Admin], "read the metrics")?;
+    let (engine, store) = (state.engine.clone(), state.store());
+    let (head, projections) = blocking(move || {
+        let status = engine.status(store.as_ref())?;
+        let head = status
+            .first()
+            .map(|s| s.head)
+            .map_or_else(|| store.head_position(), Ok)?;
+        Ok((
+            head,
+            status
+                .into_iter()
+                .map(|s| (s.name, s.checkpoint))
+                .collect::<Vec<_>>(),
+        ))
+    })
+    .await?;
+    let text = state
+        .metrics
+        .render(head, &projections, state.relay.as_ref().map(|p| p.get()));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// `GET /readyz`: 200 when the store answers and every projection is caught up with it.
@@ -404,22 +900,16 @@ fn sse_from(
 /// `GET /v1/events/live?after=POS`: every event after `POS` (or after the `Last-Event-ID`
 /// header, which a reconnecting browser sends), then each new one as it is committed; the SSE
 /// `id` is the position, the `event` is `ledger-event`, the data the event as JSON. No gap,
-/// no duplicate: it is the store's catch-up-then-live subscription.
+/// no duplicate: it is the store's catch-up-then-live subscription (for a supervisor, the
+/// events of its directorates).
 async fn events_live(
     State(state): State<AppState>,
+    caller: Caller,
     headers: axum::http::HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            format!(
-                "{}; after is a whole number, for example ?after=0",
-                e.body_text()
-            ),
-        )
-    })?;
+    let scope = caller.read_scope()?;
+    let q = events_query(q)?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -447,6 +937,9 @@ async fn events_live(
             }
             match sub.next_timeout(std::time::Duration::from_secs(1)) {
                 Ok(Some(e)) => {
+                    if !scope.allows(event_directorate(&e).as_deref()) {
+                        continue;
+                    }
                     let event = axum::response::sse::Event::default()
                         .id(e.position.to_string())
                         .event("ledger-event")
@@ -482,45 +975,48 @@ struct LiveQuery {
 
 /// `GET /v1/projections/{name}/live[?as_of=DATE]`: a snapshot (the report JSON, SSE `event`
 /// `snapshot`, `id` the log position) at once and after every change, coalesced: a burst of
-/// commits gives one snapshot of where it ended (at most ten a second).
+/// commits gives one snapshot of where it ended (at most ten a second). Shaped for the
+/// caller as `GET /v1/projections/{name}` is.
 async fn projection_live(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
+    caller.read_scope()?;
     if !state.engine.definitions().any(|d| d.name == name) {
         return Err(ProjectionError::Unknown(name).into());
     }
-    let as_of = q
-        .as_of
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_as_of",
-                    format!("as_of={s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"),
-                )
-            })
-        })
-        .transpose()?;
+    let as_of = parse_as_of(q.as_of.as_deref())?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let (engine, store) = (state.engine.clone(), state.store());
+    // Refused at once (not as an SSE error) when the caller may not see this projection.
+    let first = {
+        let (engine, store, name) = (engine.clone(), store.clone(), name.clone());
+        blocking(move || Ok(engine.report(store.as_ref(), &name, as_of, None)?)).await?
+    };
+    shape_report(&first, &caller)?;
     let stopping = state.stopping.clone();
     tokio::task::spawn_blocking(move || {
         let mut shown = None;
+        let mut next = Some(Ok(first));
         loop {
             if *stopping.borrow() {
                 return;
             }
-            match engine.report(store.as_ref(), &name, as_of, None) {
+            let report = next
+                .take()
+                .unwrap_or_else(|| engine.report(store.as_ref(), &name, as_of, None));
+            match report {
                 Ok(r) if shown != Some(r.position) => {
                     shown = Some(r.position);
+                    let Ok(v) = shape_report(&r, &caller) else {
+                        return;
+                    };
                     let Ok(event) = axum::response::sse::Event::default()
                         .id(r.position.to_string())
                         .event("snapshot")
-                        .json_data(&r)
+                        .json_data(&v)
                     else {
                         return;
                     };

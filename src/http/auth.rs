@@ -1,0 +1,400 @@
+//! Bearer tokens and roles for the HTTP API.
+//!
+//! Tokens live in a JSON file (`serve --auth FILE`) that holds only their SHA-256 hashes:
+//!
+//! ```json
+//! {"tokens": [
+//!   {"id": "lyon-agent-1", "role": "agent", "directorates": ["lyon"],
+//!    "sha256": "…64 hex…", "expires_at": "2022-06-30T00:00:00+02:00"},
+//!   {"id": "cvl-partner", "role": "partner", "partner_centres": ["cv-lyon-gerland"], "sha256": "…"}
+//! ]}
+//! ```
+//!
+//! `campaign-ledger auth token --file FILE --id ID --role ROLE [--directorate D]…` creates a
+//! token, prints it once and stores its hash. A token is 256 random bits (hex), so a plain
+//! SHA-256 is the right hash: nothing to guess, no need for a slow password hash.
+//!
+//! What each role may do is decided here (see [`Principal`]) and documented in the README's
+//! role × endpoint table.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Sends commands for its directorates (not site authorisations).
+    Agent,
+    /// Reports ticket redemptions (`RedeemTicket`) for its partner centres.
+    Partner,
+    /// Reads everything of its directorates (business dates only, small counts suppressed).
+    Supervisor,
+    /// Reads everything, at any `as_of` and `known_at`, and the audit endpoints; never writes.
+    Auditor,
+    /// Authorises sites and rebuilds projections.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as written in token files, envelopes and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Partner => "partner",
+            Role::Supervisor => "supervisor",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One token as stored in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// A name for the token, recorded in every event it causes (`agent_ref`).
+    pub id: String,
+    /// Its role.
+    pub role: Role,
+    /// Directorate ids (agents, supervisors).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directorates: Vec<String>,
+    /// Partner-centre ids (partners).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partner_centres: Vec<String>,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    /// After this time the token is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<FixedOffset>>,
+}
+
+/// The token file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    /// The tokens.
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// Who is calling, once the token checked out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The token's id.
+    pub token_id: String,
+    /// Its role.
+    pub role: Role,
+    /// Its directorates (agents, supervisors).
+    pub directorates: BTreeSet<String>,
+    /// Its partner centres (partners).
+    pub partner_centres: BTreeSet<String>,
+}
+
+/// Why a request's token was refused (HTTP 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No `Authorization` header.
+    #[error("this API needs a token: send the header `Authorization: Bearer TOKEN` (tokens come from the ledger's operator)")]
+    Missing,
+    /// A header that is not `Bearer …`.
+    #[error("the Authorization header must be `Bearer TOKEN`")]
+    Malformed,
+    /// No token with that hash.
+    #[error("this token is not known to the ledger; ask its operator for a valid one")]
+    Unknown,
+    /// Past its `expires_at`.
+    #[error("token {id:?} expired at {at}; ask the ledger's operator for a new one")]
+    Expired {
+        /// Token id.
+        id: String,
+        /// Expiry.
+        at: String,
+    },
+}
+
+impl TokenError {
+    /// Stable code for the JSON error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing_token",
+            TokenError::Malformed => "malformed_token",
+            TokenError::Unknown => "unknown_token",
+            TokenError::Expired { .. } => "expired_token",
+        }
+    }
+}
+
+/// The loaded tokens, by hash.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    by_hash: HashMap<String, TokenEntry>,
+}
+
+/// SHA-256 of a token, hex.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh token: `clt_` and 256 random bits in hex.
+pub fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| format!("the system gave no random bytes ({e})"))?;
+    Ok(format!("clt_{}", hex::encode(bytes)))
+}
+
+impl Auth {
+    /// Checks a token file's content against the known directorates.
+    pub fn from_file(file: TokenFile, directorates: &BTreeSet<String>) -> Result<Auth, String> {
+        let mut by_hash = HashMap::new();
+        let mut ids = BTreeSet::new();
+        for (i, t) in file.tokens.into_iter().enumerate() {
+            let at = format!("token {} ({:?})", i + 1, t.id);
+            if t.id.trim().is_empty() {
+                return Err(format!(
+                    "token {}: the id is empty; give every token a name",
+                    i + 1
+                ));
+            }
+            if !ids.insert(t.id.clone()) {
+                return Err(format!(
+                    "{at}: the id is used twice; token ids must be unique"
+                ));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "{at}: sha256 must be 64 hex digits (the SHA-256 of the token; `campaign-ledger auth token` writes it)"
+                ));
+            }
+            match t.role {
+                Role::Agent | Role::Supervisor if t.directorates.is_empty() => {
+                    return Err(format!(
+                        "{at}: a {} token needs at least one directorate",
+                        t.role.as_str()
+                    ))
+                }
+                Role::Partner if t.partner_centres.is_empty() => {
+                    return Err(format!(
+                        "{at}: a partner token needs at least one partner centre"
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(d) = t.directorates.iter().find(|d| !directorates.contains(*d)) {
+                return Err(format!(
+                    "{at}: {d:?} is not a directorate id; known ids: {}",
+                    directorates.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if by_hash.insert(t.sha256.to_ascii_lowercase(), t).is_some() {
+                return Err(format!("{at}: the same token hash appears twice"));
+            }
+        }
+        Ok(Auth { by_hash })
+    }
+
+    /// Reads and checks a token file.
+    pub fn load(path: &Path, directorates: &BTreeSet<String>) -> Result<Auth, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        let file: TokenFile = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a token file ({e}); expected {{\"tokens\": [{{\"id\", \"role\", \"sha256\", …}}]}}",
+                path.display()
+            )
+        })?;
+        Auth::from_file(file, directorates).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// How many tokens are loaded.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether no token is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Checks an `Authorization` header's value.
+    pub fn check(&self, header: Option<&str>, now: DateTime<Utc>) -> Result<Principal, TokenError> {
+        let header = header.ok_or(TokenError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(TokenError::Malformed)?;
+        let entry = self
+            .by_hash
+            .get(&hash_token(token))
+            .ok_or(TokenError::Unknown)?;
+        if let Some(at) = entry.expires_at {
+            if at <= now {
+                return Err(TokenError::Expired {
+                    id: entry.id.clone(),
+                    at: at.to_rfc3339(),
+                });
+            }
+        }
+        Ok(Principal {
+            token_id: entry.id.clone(),
+            role: entry.role,
+            directorates: entry.directorates.iter().cloned().collect(),
+            partner_centres: entry.partner_centres.iter().cloned().collect(),
+        })
+    }
+}
+
+/// Adds a token to a token file (created when missing) and returns the token in clear, the
+/// only time it is ever shown.
+pub fn add_token(
+    path: &Path,
+    mut entry: TokenEntry,
+    directorates: &BTreeSet<String>,
+) -> Result<String, String> {
+    let mut file = if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        serde_json::from_str::<TokenFile>(&text)
+            .map_err(|e| format!("{} is not a token file ({e})", path.display()))?
+    } else {
+        TokenFile::default()
+    };
+    let token = new_token()?;
+    entry.sha256 = hash_token(&token);
+    file.tokens.push(entry);
+    Auth::from_file(file.clone(), directorates)?;
+    write_private(
+        path,
+        &(serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n"),
+    )?;
+    Ok(token)
+}
+
+/// Writes a file readable by its owner only (tokens and token hashes).
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> BTreeSet<String> {
+        ["lyon", "marseille"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn entry(id: &str, role: Role, token: &str) -> TokenEntry {
+        TokenEntry {
+            id: id.into(),
+            role,
+            directorates: if matches!(role, Role::Agent | Role::Supervisor) {
+                vec!["lyon".into()]
+            } else {
+                vec![]
+            },
+            partner_centres: if role == Role::Partner {
+                vec!["cv-lyon".into()]
+            } else {
+                vec![]
+            },
+            sha256: hash_token(token),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_known_token_gives_its_principal_and_others_are_refused_by_reason() {
+        let mut exp = entry("old", Role::Auditor, "t-old");
+        exp.expires_at = Some("2021-01-01T00:00:00+00:00".parse().unwrap());
+        let auth = Auth::from_file(
+            TokenFile {
+                tokens: vec![entry("a", Role::Agent, "t-a"), exp],
+            },
+            &dirs(),
+        )
+        .unwrap();
+        let now = Utc::now();
+        let p = auth.check(Some("Bearer t-a"), now).unwrap();
+        assert_eq!((p.token_id.as_str(), p.role), ("a", Role::Agent));
+        assert!(p.directorates.contains("lyon"));
+        assert_eq!(auth.check(None, now), Err(TokenError::Missing));
+        assert_eq!(auth.check(Some("Basic x"), now), Err(TokenError::Malformed));
+        assert_eq!(auth.check(Some("Bearer "), now), Err(TokenError::Malformed));
+        assert_eq!(
+            auth.check(Some("Bearer nope"), now),
+            Err(TokenError::Unknown)
+        );
+        assert!(matches!(
+            auth.check(Some("Bearer t-old"), now),
+            Err(TokenError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_token_files_are_refused_with_the_reason() {
+        let mut no_dir = entry("a", Role::Agent, "x");
+        no_dir.directorates.clear();
+        let mut bad_dir = entry("b", Role::Supervisor, "y");
+        bad_dir.directorates = vec!["atlantis".into()];
+        let mut bad_hash = entry("c", Role::Admin, "z");
+        bad_hash.sha256 = "abc".into();
+        for (tokens, says) in [
+            (vec![no_dir], "at least one directorate"),
+            (vec![bad_dir], "\"atlantis\" is not a directorate id"),
+            (vec![bad_hash], "64 hex digits"),
+            (
+                vec![entry("d", Role::Admin, "1"), entry("d", Role::Admin, "2")],
+                "used twice",
+            ),
+            (
+                vec![entry("e", Role::Admin, "1"), entry("f", Role::Admin, "1")],
+                "hash appears twice",
+            ),
+        ] {
+            let e = Auth::from_file(TokenFile { tokens }, &dirs()).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn fresh_tokens_differ_and_only_their_hash_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let t1 = add_token(&path, entry("a", Role::Auditor, ""), &dirs()).unwrap();
+        let t2 = add_token(&path, entry("b", Role::Admin, ""), &dirs()).unwrap();
+        assert_ne!(t1, t2);
+        assert!(t1.starts_with("clt_") && t1.len() == 68);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&t1) && text.contains(&hash_token(&t1)));
+        let auth = Auth::load(&path, &dirs()).unwrap();
+        assert_eq!(auth.len(), 2);
+        assert_eq!(
+            auth.check(Some(&format!("Bearer {t2}")), Utc::now())
+                .unwrap()
+                .role,
+            Role::Admin
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `/v1/openapi.json` and committed as
+//! `schemas/openapi.json` (`campaign-ledger openapi > schemas/openapi.json` writes it; a test
+//! fails when the two differ, and another calls every documented path on the router).
+
+use serde_json::{json, Value};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn auth_errors(mut responses: Value) -> Value {
+    responses["401"] = error_response(
+        "No token, an unknown or expired one (codes missing_token, malformed_token, unknown_token, expired_token).",
+    );
+    responses["403"] =
+        error_response("The token's role or directorates do not allow this (code forbidden).");
+    responses
+}
+
+/// The document.
+pub fn document() -> Value {
+    let name_param = json!({"name": "name", "in": "path", "required": true,
+        "description": "A projection name (GET /v1/projections lists them).",
+        "schema": {"type": "string", "examples": ["doses_by_directorate"]}});
+    let as_of = json!({"name": "as_of", "in": "query", "required": false,
+        "description": "Business date: events up to the end of this day in the campaign's time zone (Europe/Paris).",
+        "schema": {"type": "string", "format": "date"}});
+    let known_at = json!({"name": "known_at", "in": "query", "required": false,
+        "description": "Only events recorded by this time (auditors only): what the ledger said then.",
+        "schema": {"type": "string", "format": "date-time"}});
+    let after = json!({"name": "after", "in": "query", "required": false,
+        "description": "Events after this log position (default 0: from the start).",
+        "schema": {"type": "integer", "minimum": 0}});
+    let report_shaping = "Supervisors get the rows of their directorates only (totals summed over them) and are refused national projections (no directorate column). For every role but auditor, counts from 1 to 4 of a single site are the string \"<5\" and `suppressed` is true.";
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "campaign-ledger HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "An event-sourced, hash-chained ledger of a vaccination campaign. Commands are checked by the rules and append events; projections fold them into counts. Without a token file the server acts with full rights and listens on loopback only; with one (`serve --auth FILE`) every /v1 and /metrics request needs `Authorization: Bearer TOKEN`. Errors are always {\"error\": {\"code\", \"message\"}}.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "servers": [{"url": "http://127.0.0.1:8080"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/commands": {"post": {
+                "operationId": "sendCommands",
+                "summary": "Send one command or an array of up to 1,000 (the `submit` contract).",
+                "description": "Rejections by the rules are outcomes (HTTP 200), one per command in request order. Agents send commands for their directorates (not AuthoriseSite), partners RedeemTicket for their partner centres, admins AuthoriseSite; supervisors and auditors never write. A request with one command the token may not send is refused whole (403) and records nothing. The actor (role, directorate, token id) is recorded in every event's envelope.",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "oneOf": [reference("Command"), {"type": "array", "maxItems": 1000, "items": reference("Command")}]}}}},
+                "responses": auth_errors(json!({
+                    "200": json_response("One outcome, or an array of outcomes in request order.",
+                        json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
+                    "400": error_response("The body is not JSON, or not an object or array (codes malformed_json, not_a_command)."),
+                    "409": error_response("A concurrency conflict survived the retries; send the command again."),
+                    "413": error_response("Over 1 MiB or over 1,000 commands (codes body_too_large, too_many_commands)."),
+                    "503": error_response("The store cannot be reached now; retry.")
+                }))
+            }},
+            "/v1/projections": {"get": {
+                "operationId": "listProjections",
+                "summary": "The projections, with their checkpoint and state.",
+                "responses": auth_errors(json!({
+                    "200": json_response("One entry per projection.", json!({"type": "array", "items": reference("ProjectionStatus")}))
+                }))
+            }},
+            "/v1/projections/{name}": {"get": {
+                "operationId": "readProjection",
+                "summary": "A projection as of a business date (and, for auditors, as known at a time).",
+                "description": report_shaping,
+                "parameters": [name_param, as_of, known_at],
+                "responses": auth_errors(json!({
+                    "200": json_response("The report.", reference("Report")),
+                    "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at)."),
+                    "404": error_response("No projection of that name (code unknown_projection).")
+                }))
+            }},
+            "/v1/projections/{name}/live": {"get": {
+                "operationId": "followProjection",
+                "summary": "Server-sent events: a snapshot (event `snapshot`, id = log position, data = the report) at once and after every change, coalesced (at most ten a second).",
+                "description": report_shaping,
+                "parameters": [name_param, as_of],
+                "responses": auth_errors(json!({
+                    "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "400": error_response("A bad as_of."),
+                    "404": error_response("No projection of that name.")
+                }))
+            }},
+            "/v1/projections/{name}/rebuild": {"post": {
+                "operationId": "rebuildProjection",
+                "summary": "Replay the log into a new state beside the live one and swap it in (admins).",
+                "parameters": [name_param],
+                "responses": auth_errors(json!({
+                    "200": json_response("What the rebuild did.", reference("Rebuilt")),
+                    "404": error_response("No projection of that name.")
+                }))
+            }},
+            "/v1/streams/{id}": {"get": {
+                "operationId": "readStream",
+                "summary": "Every event of one stream, in version order (for a supervisor, those naming its directorates).",
+                "parameters": [{"name": "id", "in": "path", "required": true,
+                    "description": "A stream id, for example `ticket/LYO-0001` (URL-encode the slash: ticket%2FLYO-0001).",
+                    "schema": {"type": "string"}}],
+                "responses": auth_errors(json!({
+                    "200": json_response("The events.", json!({"type": "array", "items": reference("Event")})),
+                    "404": error_response("No stream of that id (code unknown_stream).")
+                }))
+            }},
+            "/v1/events": {"get": {
+                "operationId": "readEvents",
+                "summary": "Events after a position, in order (at most 1,000; supervisors: those naming their directorates).",
+                "parameters": [after, {"name": "limit", "in": "query", "required": false,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                "responses": auth_errors(json!({
+                    "200": {"description": "The events. The header Ledger-Next-After says where to continue.",
+                        "headers": {"Ledger-Next-After": {"description": "The last position looked at.", "schema": {"type": "integer"}}},
+                        "content": {"application/json": {"schema": {"type": "array", "items": reference("Event")}}}},
+                    "400": error_response("after or limit is not a whole number (code bad_query).")
+                }))
+            }},
+            "/v1/events/live": {"get": {
+                "operationId": "followEvents",
+                "summary": "Server-sent events: every event after `after` (or the Last-Event-ID header), then each new one; id = position, event = `ledger-event`. No gap, no duplicate.",
+                "parameters": [after, {"name": "Last-Event-ID", "in": "header", "required": false,
+                    "description": "Resume after this position (browsers send it when they reconnect).",
+                    "schema": {"type": "integer"}}],
+                "responses": auth_errors(json!({
+                    "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "400": error_response("A bad after or Last-Event-ID.")
+                }))
+            }},
+            "/v1/audit/digest": {"get": {
+                "operationId": "readDigest",
+                "summary": "The head of the log: position, hash and commit time (auditors).",
+                "responses": auth_errors(json!({"200": json_response("The digest.", reference("Digest"))}))
+            }},
+            "/v1/whoami": {"get": {
+                "operationId": "whoAmI",
+                "summary": "The token's id, role and scope.",
+                "responses": auth_errors(json!({"200": json_response("The caller.", json!({"type": "object",
+                    "required": ["role", "auth"],
+                    "properties": {"token_id": {"type": "string"}, "role": {"type": "string"},
+                        "auth": {"type": "boolean"}, "suppressed": {"type": "boolean"},
+                        "directorates": {"type": "array", "items": {"type": "string"}},
+                        "partner_centres": {"type": "array", "items": {"type": "string"}}}}))}))
+            }},
+            "/v1/reference": {"get": {
+                "operationId": "readReference",
+                "summary": "The directorates (id, name, region), the campaign's time zone and the booster openings (any valid token).",
+                "responses": auth_errors(json!({"200": json_response("The reference data.", json!({"type": "object",
+                    "properties": {"version": {"type": "string"}, "time_zone": {"type": "string"},
+                        "directorates": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "string"}, "name": {"type": "string"}, "region": {"type": "string"}, "overseas": {"type": "boolean"}}}},
+                        "booster_openings": {"type": "array", "items": {"type": "object", "properties": {
+                            "who": {"type": "string"}, "date": {"type": "string", "format": "date"}}}}}}))}))
+            }},
+            "/v1/openapi.json": {"get": {
+                "operationId": "openApi", "security": [],
+                "summary": "This document.",
+                "responses": {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}}
+            }},
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus text: commands by outcome, append latency histogram, projection lag, relay lag (auditors and admins).",
+                "responses": auth_errors(json!({"200": {"description": "Text format 0.0.4.", "content": {"text/plain": {"schema": {"type": "string"}}}}}))
+            }},
+            "/healthz": {"get": {
+                "operationId": "healthz", "security": [],
+                "summary": "The process answers.",
+                "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+            }},
+            "/readyz": {"get": {
+                "operationId": "readyz", "security": [],
+                "summary": "The store answers and every projection is caught up with it.",
+                "responses": {
+                    "200": json_response("Ready.", json!({"type": "object", "properties": {"ready": {"const": true}, "position": {"type": "integer"}}})),
+                    "503": json_response("Not ready (projections behind, or the store unreachable).", json!({"type": "object"}))
+                }
+            }},
+            "/dashboard/": {"get": {
+                "operationId": "dashboard", "security": [],
+                "summary": "The campaign dashboard (HTML; it asks for a token, or takes one from the URL fragment #token=…).",
+                "responses": {"200": {"description": "The page.", "content": {"text/html": {}}}}
+            }}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "A token from the server's token file (`campaign-ledger auth token`)."}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string", "description": "Stable snake_case code."},
+                                   "message": {"type": "string", "description": "What was wrong and what to do."}}}}},
+                "Command": {"type": "object", "required": ["type", "command_id"],
+                    "description": "One command, as in `submit` files; the fields of each type are in the README.",
+                    "properties": {
+                        "type": {"enum": ["AuthoriseSite", "AdministerDose", "RecordExternalDose", "RecordDoseNotAdministered",
+                            "ReverseDoseEntry", "IssueTicket", "RedeemTicket", "ExpireTicket", "OpenSession", "CloseSession",
+                            "AnswerCoverageSurvey"]},
+                        "command_id": {"type": "string", "format": "uuid", "description": "Client-chosen; resending it is idempotent, forever."},
+                        "correlation_id": {"type": "string"}},
+                    "additionalProperties": true},
+                "Outcome": {"type": "object", "required": ["line", "command_id", "outcome"], "properties": {
+                    "line": {"type": "integer", "description": "The command's 1-based place in the request."},
+                    "command_id": {"type": ["string", "null"], "format": "uuid"},
+                    "outcome": {"enum": ["accepted", "duplicate", "rejected", "invalid"]},
+                    "error": {"type": "object", "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Report": {"type": "object", "required": ["projection", "position", "columns", "rows", "totals"], "properties": {
+                    "projection": {"type": "string"},
+                    "as_of": {"type": ["string", "null"], "format": "date"},
+                    "known_at": {"type": ["string", "null"]},
+                    "position": {"type": "integer", "description": "The last log position folded in."},
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "rows": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": ["string", "integer", "null"]}}},
+                    "totals": {"type": "object", "additionalProperties": {"type": ["integer", "string"]}},
+                    "suppressed": {"type": "boolean", "description": "Counts from 1 to 4 of a single site are shown as \"<5\"."}}},
+                "ProjectionStatus": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "description": {"type": "string"}, "origin": {"type": "string"},
+                    "checkpoint": {"type": "integer"}, "head": {"type": "integer"}, "status": {"type": "string"}}},
+                "Rebuilt": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "events": {"type": "integer"}, "position": {"type": "integer"},
+                    "identical_to_live": {"type": ["boolean", "null"]}}},
+                "Event": {"type": "object", "required": ["position", "event_id", "stream_id", "stream_version", "event_type",
+                    "schema_version", "occurred_at", "recorded_at", "command_id", "actor", "data", "prev_hash", "hash"], "properties": {
+                    "position": {"type": "integer"}, "event_id": {"type": "string", "format": "uuid"},
+                    "stream_id": {"type": "string"}, "stream_version": {"type": "integer"},
+                    "event_type": {"type": "string"}, "schema_version": {"type": "integer"},
+                    "occurred_at": {"type": "string", "format": "date-time"},
+                    "recorded_at": {"type": "string", "format": "date-time"},
+                    "command_id": {"type": "string", "format": "uuid"}, "correlation_id": {"type": ["string", "null"]},
+                    "actor": {"type": "string", "description": "Canonical JSON: role, directorate, agent_ref (the token id)."},
+                    "data": {"type": "string", "description": "Canonical JSON of the event's data."},
+                    "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."}}},
+                "Digest": {"type": "object", "required": ["store", "position", "hash"], "properties": {
+                    "store": {"type": "string"}, "position": {"type": "integer"},
+                    "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]}}}
+            }
+        }
+    })
+}
+
+/// The document as committed in `schemas/openapi.json` (pretty, with a final newline).
+pub fn document_text() -> String {
+    serde_json::to_string_pretty(&document()).expect("json") + "\n"
+}
