@@ -30,6 +30,27 @@ if ! nats_ok "$NATS_SERVER"; then
 fi
 export NATS_SERVER
 echo "== nats-server: $("$NATS_SERVER" --version)"
+# The dashboard's end-to-end test drives a real headless Chromium: Debian's package, installed
+# when none is on PATH (as root, or through sudo).
+chromium_bin() {
+  local n
+  for n in chromium chromium-browser google-chrome; do
+    command -v "$n" && return 0
+  done
+  return 1
+}
+if [ -z "${CHROMIUM:-}" ]; then
+  if ! CHROMIUM=$(chromium_bin); then
+    echo "== installing chromium (apt-get install chromium)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+    CHROMIUM=$(chromium_bin) || { echo "chromium could not be installed; the dashboard test needs it" >&2; exit 1; }
+  fi
+fi
+export CHROMIUM
+echo "== chromium: $("$CHROMIUM" --version 2>/dev/null | head -1)"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 echo "== format"

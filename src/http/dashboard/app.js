@@ -166,7 +166,7 @@ function render() {
   renderSessions();
   renderSurvey();
   $('position').textContent = t('position') + ' ' + num(shown);
-  const who = me && me.auth ? t('role') + ' : ' + me.role + (me.directorates.length ? ' (' + me.directorates.join(', ') + ')' : '') : '';
+  const who = me && me.auth ? t('role') + (lang === 'fr' ? ' : ' : ': ') + me.role + (me.directorates.length ? ' (' + me.directorates.join(', ') + ')' : '') : '';
   $('who').textContent = who + (me && me.suppressed ? ' · ' + t('suppressed') : '');
 }
 
