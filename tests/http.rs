@@ -626,3 +626,99 @@ fn auth_token_writes_only_hashes_and_serve_refuses_bad_token_files() {
         support::stderr(&o)
     );
 }
+
+/// One POST over a fresh connection; `None` when the server is gone or closed the connection.
+fn post_raw(addr: &str, body: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "POST /v1/commands HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+#[test]
+fn sigterm_under_load_loses_no_acknowledged_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = support::bin()
+        .current_dir(dir.path())
+        .args([
+            "--store",
+            "sqlite:./ledger.db",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let site = json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(), "directorate": "lyon",
+        "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
+    assert!(post_raw(&addr, &site.to_string())
+        .unwrap()
+        .contains("accepted"));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acknowledged: Vec<uuid::Uuid> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut acked = Vec::new();
+                    loop {
+                        let id = uuid::Uuid::now_v7();
+                        let c = session(&format!("S-term-{id}"), &id.to_string());
+                        match post_raw(&addr, &c.to_string()) {
+                            Some(answer) => {
+                                assert!(answer.contains("\"accepted\""), "{answer}");
+                                acked.push(id);
+                            }
+                            None if stop.load(std::sync::atomic::Ordering::SeqCst) => return acked,
+                            None => {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        acknowledged.len() > 10,
+        "only {} commands went through",
+        acknowledged.len()
+    );
+    let store = support::sqlite_store_at(&dir.path().join("ledger.db"));
+    for id in &acknowledged {
+        assert!(
+            store.command(*id).unwrap().is_some(),
+            "acknowledged command {id} is missing"
+        );
+    }
+    let o = support::run(
+        dir.path(),
+        &["--store", "sqlite:./ledger.db", "audit", "verify"],
+    );
+    assert!(o.status.success(), "{}", support::stdout(&o));
+}

@@ -5,6 +5,7 @@ mod support;
 
 use campaign_ledger::bus::{cloudevents, STREAM};
 use campaign_ledger::store::{chain_hash, EventStore, GENESIS_HASH};
+use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::nats::{last_sequence, rt, stream_messages, NatsServer};
@@ -157,11 +158,17 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
     writer.join().unwrap();
     let head = store.head().unwrap().position;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut relay = relay;
     while rt().block_on(last_sequence(&nats.url(), STREAM)) < head {
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not catch up after the restart"
-        );
+        if Instant::now() >= deadline {
+            let _ = relay.kill();
+            let out = relay.wait_with_output().unwrap();
+            panic!(
+                "the relay did not catch up after the restart: the stream ends at {} of {head}; relay log:\n{}",
+                rt().block_on(last_sequence(&nats.url(), STREAM)),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     // SIGTERM: the relay stops cleanly and says so.
@@ -245,4 +252,59 @@ fn a_three_node_cluster_with_replicas_3_survives_kill_9_of_a_node_during_the_rel
     relay.kill().unwrap();
     relay.wait().unwrap();
     assert_stream_is_the_log(&first, store.as_ref());
+}
+
+#[test]
+fn two_relays_racing_on_one_stream_both_keep_running_and_publish_each_position_once() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 1_000);
+    let url = format!("sqlite:{}", path.display());
+    // Two relays (a deployment mistake, or a restart that overlaps the old process): each
+    // finds positions the other already stored, while idle as well as while publishing, and
+    // must resync from the stream's end rather than stop.
+    let mut relays: Vec<_> = (0..2)
+        .map(|_| {
+            support::bin()
+                .args(["--store", &url, "relay", "--nats", &nats.url()])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..40 {
+        support::fill(store.as_ref(), 200);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let head = store.head().unwrap().position;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt().block_on(last_sequence(&nats.url(), STREAM)) < head {
+        assert!(
+            Instant::now() < deadline,
+            "the relays did not publish the whole log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for r in &mut relays {
+        if let Some(status) = r.try_wait().unwrap() {
+            let mut log = String::new();
+            r.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+            panic!("a relay stopped ({status}) while the other ran:\n{log}");
+        }
+    }
+    for r in relays {
+        std::process::Command::new("kill")
+            .args(["-TERM", &r.id().to_string()])
+            .status()
+            .unwrap();
+        let out = r.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_stream_is_the_log(&nats.url(), store.as_ref());
 }

@@ -283,7 +283,11 @@ async fn session(
         if batch.is_empty() {
             // Everything read is published: settle the acknowledgements, then wait for more.
             while let Some((p, ack)) = inflight.pop_front() {
-                settle(p, ack, report).await?;
+                // A position already stored (an acknowledgement lost in an outage) resyncs
+                // from the stream's end, as in the publishing loop; it must not end the relay.
+                if let Some(end) = settle_or_resync(p, ack, report).await? {
+                    return Ok(end);
+                }
             }
             if !options.follow {
                 return Ok(SessionEnd::Done);
