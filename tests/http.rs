@@ -722,3 +722,30 @@ fn sigterm_under_load_loses_no_acknowledged_command() {
     );
     assert!(o.status.success(), "{}", support::stdout(&o));
 }
+
+#[test]
+fn the_served_digest_is_signed_with_the_ledgers_key_and_checks_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = campaign_ledger::audit::LedgerKey::generate(&dir.path().join("signing.key")).unwrap();
+    let public = key.public_hex();
+    let app = router(state().with_signing_key(key));
+    let res = rt()
+        .block_on(
+            app.oneshot(
+                Request::get("/v1/audit/digest")
+                    .body(Body::empty())
+                    .unwrap(),
+            ),
+        )
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = rt()
+        .block_on(axum::body::to_bytes(res.into_body(), usize::MAX))
+        .unwrap();
+    let d: campaign_ledger::audit::SignedDigest = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(d.public_key.as_deref(), Some(public.as_str()));
+    d.check_signature(Some(&public)).unwrap();
+    let mut forged = d.clone();
+    forged.position -= 1;
+    assert!(forged.check_signature(None).is_err());
+}

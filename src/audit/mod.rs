@@ -1,5 +1,10 @@
-//! Tamper evidence: recompute the hash chain (`verify`) and state the head (`digest`).
+//! Tamper evidence: recompute the hash chain (`verify`), state the head (`digest`), sign it
+//! and prove that a later log extends it (`signing`).
 //! Reads only; mutates nothing.
+
+mod signing;
+
+pub use signing::{verify_extends, LedgerKey, SignedDigest, FORMAT};
 
 use crate::store::{chain_hash, EventStore, Head, StoreError, GENESIS_HASH};
 use serde::Serialize;

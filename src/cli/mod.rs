@@ -121,6 +121,9 @@ pub enum Cmd {
     },
     /// Tamper evidence.
     Audit {
+        /// The ledger's Ed25519 signing key (default: signing.key beside the store file).
+        #[arg(long, env = "LEDGER_SIGNING_KEY", global = true)]
+        key: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         action: AuditCmd,
@@ -188,9 +191,22 @@ pub enum AuditCmd {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: SubmitFormat,
+        /// Also prove that the log extends the log this digest (from `audit digest`) was taken
+        /// from: nothing before it changed, nothing removed, nothing reordered.
+        #[arg(long)]
+        digest: Option<PathBuf>,
+        /// The public key (hex) the digest must be signed with (default: the ledger's own key,
+        /// when its key file is here).
+        #[arg(long)]
+        public_key: Option<String>,
     },
-    /// Print the head of the log (position, hash, time) as JSON, for an auditor to keep.
+    /// Print the head of the log (position, hash, time) as JSON, signed with the ledger's key,
+    /// for an auditor to keep.
     Digest,
+    /// Create the ledger's Ed25519 signing key (once) and print its public key.
+    Keygen,
+    /// Print the ledger's public key (hex), for auditors to trust.
+    PublicKey,
 }
 
 /// Token subcommands.
@@ -271,6 +287,21 @@ impl Env {
 }
 
 impl Cli {
+    /// The signing key's file: `--key`, or `signing.key` beside the store file.
+    fn key_path(&self, key: Option<&Path>) -> PathBuf {
+        if let Some(k) = key {
+            return k.to_path_buf();
+        }
+        match self.store.strip_prefix("sqlite:") {
+            Some(p) => Path::new(p)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join("signing.key"),
+            None => PathBuf::from("ledger-data/signing.key"),
+        }
+    }
+
     /// What reports read: the ledger and its projections, or with --nats the stream the relay
     /// feeds and the NATS-fed projections (--projections-db).
     fn read_side(&self) -> Result<(Arc<dyn EventStore>, Engine)> {
@@ -626,13 +657,56 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit {
-            action: AuditCmd::Verify { format },
+            key,
+            action:
+                AuditCmd::Verify {
+                    format,
+                    digest,
+                    public_key,
+                },
         } => {
+            // The digest first: a document that is not a valid signed digest is a usage error.
+            let digest = match digest {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read the digest {}; check the path", path.display())
+                    })?;
+                    let d: audit::SignedDigest = serde_json::from_str(&text).map_err(|e| {
+                        anyhow!(
+                            "{} is not a digest from `audit digest` ({e})",
+                            path.display()
+                        )
+                    })?;
+                    let trusted = match public_key {
+                        Some(k) => Some(k.clone()),
+                        None => audit::LedgerKey::load(&cli.key_path(key.as_deref()))
+                            .ok()
+                            .map(|k| k.public_hex()),
+                    };
+                    d.check_signature(trusted.as_deref())
+                        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                    Some(d)
+                }
+            };
             let env = cli.open(false, false)?;
             let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
             let pb = progress(Some(head.position), "verifying");
-            let result = audit::verify(env.store.as_ref(), &mut |n| pb.set_position(n));
+            let result = match &digest {
+                None => audit::verify(env.store.as_ref(), &mut |n| pb.set_position(n)),
+                Some(d) => audit::verify_extends(env.store.as_ref(), d),
+            };
             pb.finish_and_clear();
+            if let (Ok(_), Some(d)) = (&result, &digest) {
+                if *format == SubmitFormat::Table {
+                    println!(
+                        "ok: the log extends the digest taken at position {} ({}), signed by {}",
+                        d.position,
+                        d.signed_at,
+                        d.public_key.as_deref().unwrap_or("")
+                    );
+                }
+            }
             match result {
                 Ok(v) => {
                     match format {
@@ -661,11 +735,50 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Audit {
+            key,
             action: AuditCmd::Digest,
         } => {
+            let path = cli.key_path(key.as_deref());
+            let signer = if path.exists() {
+                Some(audit::LedgerKey::load(&path).map_err(|e| anyhow!(e))?)
+            } else {
+                None
+            };
             let env = cli.open(false, false)?;
             let d = audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            let d = match &signer {
+                Some(k) => k.sign(d),
+                None => {
+                    eprintln!(
+                        "note: not signed: there is no signing key at {} (create one with `campaign-ledger audit keygen`)",
+                        path.display()
+                    );
+                    audit::SignedDigest::unsigned(d)
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&d)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit {
+            key,
+            action: AuditCmd::Keygen,
+        } => {
+            let path = cli.key_path(key.as_deref());
+            let k = audit::LedgerKey::generate(&path).map_err(|e| anyhow!(e))?;
+            eprintln!(
+                "signing key written to {} (keep it secret and backed up); its public key:",
+                path.display()
+            );
+            println!("{}", k.public_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit {
+            key,
+            action: AuditCmd::PublicKey,
+        } => {
+            let k =
+                audit::LedgerKey::load(&cli.key_path(key.as_deref())).map_err(|e| anyhow!(e))?;
+            println!("{}", k.public_hex());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Relay { replicas, once } => {
@@ -887,6 +1000,11 @@ fn serve(
         .with_stopping(stop_rx.clone());
     if let Some(a) = auth {
         state = state.with_auth(a);
+    }
+    let key_path = cli.key_path(None);
+    if key_path.exists() {
+        state = state
+            .with_signing_key(crate::audit::LedgerKey::load(&key_path).map_err(|e| anyhow!(e))?);
     }
     let relay_options = cli.nats.clone().map(crate::bus::RelayOptions::new);
     if let Some(o) = &relay_options {

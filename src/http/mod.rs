@@ -62,6 +62,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The relay's progress, when `serve` runs one.
     pub relay: Option<crate::bus::Progress>,
+    /// The ledger's signing key: `/v1/audit/digest` is signed with it.
+    pub signing: Option<Arc<crate::audit::LedgerKey>>,
 }
 
 impl AppState {
@@ -76,7 +78,14 @@ impl AppState {
             auth: None,
             metrics: Arc::new(Metrics::default()),
             relay: None,
+            signing: None,
         }
+    }
+
+    /// Signs the digests it serves.
+    pub fn with_signing_key(mut self, key: crate::audit::LedgerKey) -> AppState {
+        self.signing = Some(Arc::new(key));
+        self
     }
 
     /// Requires a token on every API request.
@@ -808,12 +817,17 @@ async fn events(
     Ok(r)
 }
 
-/// `GET /v1/audit/digest`: the head of the log (position, hash, time).
+/// `GET /v1/audit/digest`: the head of the log (position, hash, time), signed with the
+/// ledger's key when the server has one (`audit verify --digest` checks it).
 async fn digest(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor], "read the audit digest")?;
     let store = state.store();
     let d = blocking(move || Ok(crate::audit::digest(store.as_ref())?)).await?;
-    Ok(Json(d).into_response())
+    Ok(Json(match &state.signing {
+        Some(k) => k.sign(d),
+        None => crate::audit::SignedDigest::unsigned(d),
+    })
+    .into_response())
 }
 
 /// `GET /v1/whoami`: the token's role and scope (the dashboard adapts to it).

@@ -141,7 +141,7 @@ pub fn document() -> Value {
             }},
             "/v1/audit/digest": {"get": {
                 "operationId": "readDigest",
-                "summary": "The head of the log: position, hash and commit time (auditors).",
+                "summary": "The head of the log: position, hash and commit time, signed with the ledger's key (auditors).",
                 "responses": auth_errors(json!({"200": json_response("The digest.", reference("Digest"))}))
             }},
             "/v1/whoami": {"get": {
@@ -243,9 +243,15 @@ pub fn document() -> Value {
                     "data": {"type": "string", "description": "Canonical JSON of the event's data."},
                     "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                     "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."}}},
-                "Digest": {"type": "object", "required": ["store", "position", "hash"], "properties": {
+                "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
+                    "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
+                    "properties": {
+                    "format": {"const": "campaign-ledger-digest/1"},
                     "store": {"type": "string"}, "position": {"type": "integer"},
-                    "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]}}}
+                    "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]},
+                    "signed_at": {"type": "string", "format": "date-time"},
+                    "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}}
             }
         }
     })
