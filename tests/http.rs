@@ -749,3 +749,109 @@ fn the_served_digest_is_signed_with_the_ledgers_key_and_checks_out() {
     forged.position -= 1;
     assert!(forged.check_signature(None).is_err());
 }
+
+#[test]
+fn requests_a_web_page_could_forge_and_odd_queries_get_clear_json_errors() {
+    let app = router(state());
+    let rt = rt();
+    let send = |req: Request<Body>| {
+        let app = app.clone();
+        rt.block_on(async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, error_code(&v).to_string())
+        })
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = session(&format!("S-csrf-{id}"), &id).to_string();
+    // A cross-site form post (text/plain) is refused: no command from a web page.
+    assert_eq!(
+        send(
+            Request::post("/v1/commands")
+                .header("content-type", "text/plain")
+                .body(Body::from(body.clone()))
+                .unwrap()
+        ),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json_content_type".into()
+        )
+    );
+    // Without tokens, a request addressed to another host (DNS rebinding) is refused.
+    assert_eq!(
+        send(
+            Request::get("/v1/events")
+                .header("host", "evil.example")
+                .body(Body::empty())
+                .unwrap()
+        ),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+        assert_eq!(
+            send(
+                Request::get("/v1/events?limit=1")
+                    .header("host", host)
+                    .body(Body::empty())
+                    .unwrap()
+            )
+            .0,
+            StatusCode::OK,
+            "{host}"
+        );
+    }
+    for (method, uri, status, code) in [
+        (
+            "DELETE",
+            "/v1/commands",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/v1/projections/doses_by_day?as_of=2021-12-17&as_of=2021-12-18",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/events?limit=0",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/events?after=9223372036854775808",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/events/live?after=18446744073709551615",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/projections/doses_by_day/live?known_at=2021-12-17T18:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "known_at_not_live",
+        ),
+    ] {
+        assert_eq!(
+            send(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap()
+            ),
+            (status, code.to_string()),
+            "{method} {uri}"
+        );
+    }
+}

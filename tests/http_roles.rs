@@ -227,6 +227,7 @@ fn the_role_endpoint_matrix() {
     use StatusCode as S;
     const OK: S = S::OK;
     const NO: S = S::FORBIDDEN;
+    const NF: S = S::NOT_FOUND; // another directorate's stream: the same answer as no stream
     let (_, lyon_ticket) = find_event(|e, d| {
         e["event_type"] == "TicketIssued" && d["partner_centre"] == "Centre de vaccination Gerland"
     });
@@ -253,6 +254,7 @@ fn the_role_endpoint_matrix() {
         .to_string()
     };
     let known_at = "/v1/projections/doses_by_directorate?as_of=2021-12-17&known_at=2021-12-17T18:00:00%2B01:00";
+    let no_ticket = json!({"ticket_id": "no-such-ticket"});
     // (method, uri, body, [agent, partner, supervisor, auditor, admin])
     type Row = (&'static str, String, Box<dyn Fn() -> String>, [S; 5]);
     let rows: Vec<Row> = vec![
@@ -314,7 +316,7 @@ fn the_role_endpoint_matrix() {
             "GET",
             stream_uri(&marseille_dose),
             Box::new(String::new),
-            [NO, NO, NO, OK, NO],
+            [NO, NO, NF, OK, NO],
         ),
         (
             "GET",
@@ -378,6 +380,16 @@ fn the_role_endpoint_matrix() {
             "/v1/commands".into(),
             Box::new({
                 let t = marseille_ticket.clone();
+                move || redeem(&t)
+            }),
+            [NO, NO, NO, NO, NO],
+        ),
+        // Not yours and not there get the same answer: nothing learnt about other scopes.
+        (
+            "POST",
+            "/v1/commands".into(),
+            Box::new({
+                let t = no_ticket.clone();
                 move || redeem(&t)
             }),
             [NO, NO, NO, NO, NO],
@@ -477,6 +489,9 @@ fn a_supervisor_reads_its_directorates_only_and_sees_small_counts_suppressed() {
         assert_eq!(shown["attendance"], "<5", "{shown}");
     }
     assert!(aud.get("suppressed").is_none());
+    // A total less the shown values would give the hidden one back: it is withheld too.
+    assert!(sup["totals"]["attendance"].is_null(), "{}", sup["totals"]);
+    assert!(aud["totals"]["attendance"].is_i64());
     // Events: only those naming Lyon or Rennes.
     let (s, events) = call("GET", "/v1/events?limit=200", Some(SUPERVISOR), "");
     assert_eq!(s, StatusCode::OK);

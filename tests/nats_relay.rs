@@ -136,11 +136,28 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
     let store = support::sqlite_store_at(&path);
     support::fill(store.as_ref(), 2_000);
     let url = format!("sqlite:{}", path.display());
-    let relay = support::bin()
+    let mut relay = support::bin()
         .args(["--store", &url, "relay", "--nats", &nats.url()])
+        .env("RUST_LOG", "warn,campaign_ledger=debug")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its log is read as it comes (a full pipe would stall the relay) and kept for the end.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (log, stderr) = (log.clone(), relay.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
     // Commits keep coming while the server goes away and comes back.
     let writer = {
         let store = store.clone();
@@ -158,15 +175,47 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
     writer.join().unwrap();
     let head = store.head().unwrap().position;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut relay = relay;
     while rt().block_on(last_sequence(&nats.url(), STREAM)) < head {
         if Instant::now() >= deadline {
+            if let Ok(dir) = std::env::var("RELAY_STACKS") {
+                // Diagnosis: where every thread of the stuck relay is.
+                let out = std::process::Command::new("gdb")
+                    .args([
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt 25",
+                        "-p",
+                        &relay.id().to_string(),
+                    ])
+                    .output();
+                let mut text = String::new();
+                if let Ok(o) = out {
+                    text.push_str(&String::from_utf8_lossy(&o.stdout));
+                    text.push_str(&String::from_utf8_lossy(&o.stderr));
+                }
+                let pid = relay.id();
+                if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                    for t in tasks.flatten() {
+                        let p = t.path();
+                        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+                        text.push_str(&format!(
+                            "task {:?} comm={} wchan={} stat={}\n",
+                            t.file_name(),
+                            read("comm").trim(),
+                            read("wchan").trim(),
+                            read("stat").split(' ').nth(2).unwrap_or("")
+                        ));
+                    }
+                }
+                let _ = std::fs::write(format!("{dir}/relay-stacks.txt"), text);
+            }
             let _ = relay.kill();
-            let out = relay.wait_with_output().unwrap();
+            let _ = relay.wait();
+            let _ = reader.join();
             panic!(
                 "the relay did not catch up after the restart: the stream ends at {} of {head}; relay log:\n{}",
                 rt().block_on(last_sequence(&nats.url(), STREAM)),
-                String::from_utf8_lossy(&out.stderr)
+                log.lock().unwrap()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -177,9 +226,10 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let out = relay.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let status = relay.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(status.success(), "{log}");
     assert_eq!(
         log.matches("NATS unavailable").count(),
         1,

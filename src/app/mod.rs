@@ -71,6 +71,11 @@ pub struct CommandScope {
     pub directorate: Option<String>,
     /// The partner centre of the ticket it concerns.
     pub partner_centre: Option<String>,
+    /// The scope was read from the ticket, session or entry the command acts on (it names
+    /// no directorate itself).
+    pub looked_up: bool,
+    /// That ticket, session or entry is in the log (meaningful when `looked_up`).
+    pub found: bool,
 }
 
 /// The command side of the ledger.
@@ -165,7 +170,7 @@ impl Ledger {
     pub fn command_scope(&self, command: &Command) -> Result<CommandScope, AppError> {
         let named = |d: &str| CommandScope {
             directorate: Some(d.to_string()),
-            partner_centre: None,
+            ..CommandScope::default()
         };
         let from_stream = |stream: &str, command_id: Option<uuid::Uuid>| {
             let events = self.store.read_stream(stream)?;
@@ -182,6 +187,8 @@ impl Ledger {
             Ok::<_, AppError>(CommandScope {
                 directorate: field("directorate"),
                 partner_centre: field("partner_centre"),
+                looked_up: true,
+                found: event.is_some(),
             })
         };
         Ok(match command {
@@ -191,18 +198,25 @@ impl Ledger {
             Command::IssueTicket(c) => CommandScope {
                 directorate: Some(c.directorate.clone()),
                 partner_centre: Some(c.partner_centre.clone()),
+                ..CommandScope::default()
             },
             Command::OpenSession(c) => named(&c.directorate),
             Command::AnswerCoverageSurvey(c) => named(&c.directorate),
             Command::RecordExternalDose(_) => CommandScope::default(),
             Command::ReverseDoseEntry(r) => match self.store.command(r.reverses)? {
                 Some(rec) => from_stream(&rec.stream_id, Some(r.reverses))?,
-                None => CommandScope::default(),
+                None => CommandScope {
+                    looked_up: true,
+                    ..CommandScope::default()
+                },
             },
             Command::RedeemTicket(_) | Command::ExpireTicket(_) | Command::CloseSession(_) => {
                 match command.routing().target {
                     Some(t) => from_stream(&t, None)?,
-                    None => CommandScope::default(),
+                    None => CommandScope {
+                        looked_up: true,
+                        ..CommandScope::default()
+                    },
                 }
             }
         })

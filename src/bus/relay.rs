@@ -315,9 +315,15 @@ async fn session(
                 .message_id(p.event_id)
                 .expected_last_sequence(p.position - 1)
                 .header("Ledger-Position", p.position.to_string().as_str());
-            let ack = js
-                .send_publish(p.subject, message)
+            // A publish that cannot even be handed to the client for this long means the
+            // connection is wedged: end the session (new client, resync) rather than wait.
+            let ack = tokio::time::timeout(PUBLISH_STALL, js.send_publish(p.subject, message))
                 .await
+                .map_err(|_| {
+                    BusError::nats(format!(
+                        "a publish waited {PUBLISH_STALL:?} to be sent; reconnecting"
+                    ))
+                })?
                 .map_err(BusError::nats)?;
             inflight.push_back((p.position, ack));
             while inflight.len() >= options.max_in_flight {
@@ -372,6 +378,9 @@ fn prepare(
 
 const BATCH: u64 = 4096;
 
+/// How long a publish may wait to be handed to the client before the session is abandoned.
+const PUBLISH_STALL: Duration = Duration::from_secs(10);
+
 async fn settle_or_resync(
     position: u64,
     ack: jetstream::context::PublishAckFuture,
@@ -389,7 +398,14 @@ async fn settle(
     ack: jetstream::context::PublishAckFuture,
     report: &mut RelayReport,
 ) -> Result<(), BusError> {
-    match ack.await {
+    let ack = tokio::time::timeout(PUBLISH_STALL, ack)
+        .await
+        .map_err(|_| {
+            BusError::nats(format!(
+                "no acknowledgement within {PUBLISH_STALL:?}; reconnecting"
+            ))
+        })?;
+    match ack {
         Ok(a) if a.sequence == position => {
             if !a.duplicate {
                 report.published += 1;

@@ -287,6 +287,25 @@ impl Env {
 }
 
 impl Cli {
+    /// Whether this run only prints (a report, a scenario, outcomes) and talks to no network
+    /// peer: it may then die quietly of SIGPIPE when its reader goes away (`report … | head`),
+    /// as Unix tools do. A process holding sockets (relay, serve, project, anything with
+    /// NATS) must not: a write to a peer that vanished (a NATS server killed) would kill it
+    /// without a word instead of returning an error it can retry.
+    pub fn dies_on_sigpipe(&self) -> bool {
+        self.nats.is_none()
+            && !self.store.starts_with("nats://")
+            && matches!(
+                self.command,
+                Cmd::Report { .. }
+                    | Cmd::Scenario { .. }
+                    | Cmd::Submit { .. }
+                    | Cmd::Audit { .. }
+                    | Cmd::Projections { .. }
+                    | Cmd::Openapi
+            )
+    }
+
     /// The signing key's file: `--key`, or `signing.key` beside the store file.
     fn key_path(&self, key: Option<&Path>) -> PathBuf {
         if let Some(k) = key {
@@ -793,12 +812,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            // The signal handlers are installed now, by a task of their own: a SIGTERM that
+            // comes while the relay is busy publishing still stops it cleanly.
+            let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            runtime.spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
             let report = runtime
-                .block_on(crate::bus::relay(
-                    env.store.clone(),
-                    options,
-                    shutdown_signal(),
-                ))
+                .block_on(crate::bus::relay(env.store.clone(), options, async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                }))
                 .map_err(|e| anyhow!("{e}"))?;
             eprintln!(
                 "relay stopped: {} events published by this run; the stream holds positions 1..{}",
@@ -977,9 +1001,16 @@ fn serve(
     auth: Option<crate::http::Auth>,
     banner: Option<DemoBanner>,
 ) -> Result<ExitCode> {
-    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
-        anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
-    })?;
+    let addr: std::net::SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        // A name (localhost:8080): its first address.
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(listen)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
+            })?,
+    };
     if !addr.ip().is_loopback() && auth.is_none() {
         bail!(
             "refusing to listen on {addr} without --auth: every request would have full rights. \

@@ -154,10 +154,15 @@ impl Auth {
         let mut ids = BTreeSet::new();
         for (i, t) in file.tokens.into_iter().enumerate() {
             let at = format!("token {} ({:?})", i + 1, t.id);
-            if t.id.trim().is_empty() {
+            if t.id.is_empty()
+                || t.id.len() > 64
+                || !t
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
                 return Err(format!(
-                    "token {}: the id is empty; give every token a name",
-                    i + 1
+                    "{at}: a token id is 1 to 64 letters, digits, dots, dashes or underscores (it is recorded in every event the token causes)"
                 ));
             }
             if !ids.insert(t.id.clone()) {
@@ -170,19 +175,28 @@ impl Auth {
                     "{at}: sha256 must be 64 hex digits (the SHA-256 of the token; `campaign-ledger auth token` writes it)"
                 ));
             }
-            match t.role {
-                Role::Agent | Role::Supervisor if t.directorates.is_empty() => {
-                    return Err(format!(
-                        "{at}: a {} token needs at least one directorate",
-                        t.role.as_str()
-                    ))
-                }
-                Role::Partner if t.partner_centres.is_empty() => {
-                    return Err(format!(
-                        "{at}: a partner token needs at least one partner centre"
-                    ))
-                }
-                _ => {}
+            let scoped_by_directorate = matches!(t.role, Role::Agent | Role::Supervisor);
+            if scoped_by_directorate && t.directorates.is_empty() {
+                return Err(format!(
+                    "{at}: the {} role needs at least one directorate",
+                    t.role.as_str()
+                ));
+            }
+            if t.role == Role::Partner && t.partner_centres.is_empty() {
+                return Err(format!(
+                    "{at}: the partner role needs at least one partner centre"
+                ));
+            }
+            if !scoped_by_directorate && !t.directorates.is_empty() {
+                return Err(format!(
+                    "{at}: the {} role is not scoped by directorate; remove its directorates",
+                    t.role.as_str()
+                ));
+            }
+            if t.role != Role::Partner && !t.partner_centres.is_empty() {
+                return Err(format!(
+                    "{at}: only partner tokens have partner centres; remove them"
+                ));
             }
             if let Some(d) = t.directorates.iter().find(|d| !directorates.contains(*d)) {
                 return Err(format!(
@@ -207,6 +221,26 @@ impl Auth {
                 path.display()
             )
         })?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o002 != 0 {
+                return Err(format!(
+                    "{} can be written by any user of this machine, who could add a token: chmod o-w it (or 600)",
+                    path.display()
+                ));
+            }
+        }
+        if file.tokens.is_empty() {
+            return Err(format!(
+                "{} holds no token, so nobody could use the API; add one with `campaign-ledger auth token --file {}`",
+                path.display(),
+                path.display()
+            ));
+        }
         Auth::from_file(file, directorates).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -265,6 +299,14 @@ pub fn add_token(
     } else {
         TokenFile::default()
     };
+    if let Some(at) = entry.expires_at {
+        if at <= Utc::now() {
+            return Err(format!(
+                "--expires-at {} is in the past: the token would never work",
+                at.to_rfc3339()
+            ));
+        }
+    }
     let token = new_token()?;
     entry.sha256 = hash_token(&token);
     file.tokens.push(entry);
@@ -362,6 +404,7 @@ mod tests {
         bad_hash.sha256 = "abc".into();
         for (tokens, says) in [
             (vec![no_dir], "at least one directorate"),
+            (vec![entry("bad id", Role::Admin, "9")], "letters, digits"),
             (vec![bad_dir], "\"atlantis\" is not a directorate id"),
             (vec![bad_hash], "64 hex digits"),
             (

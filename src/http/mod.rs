@@ -165,7 +165,7 @@ impl Caller {
                 Role::Auditor => Ok(ReadScope::All),
                 Role::Supervisor => Ok(ReadScope::Directorates(p.directorates.clone())),
                 r => Err(forbidden(format!(
-                    "{} cannot read the ledger's data: reads need a supervisor or auditor token (a {} token sends {})",
+                    "{} cannot read the ledger's data: reads need a supervisor or auditor token (the {} role sends {})",
                     self.describe(),
                     r.as_str(),
                     match r {
@@ -201,16 +201,58 @@ impl Caller {
     }
 
     /// May this caller send `command`, whose scope is `scope`? The reason when not.
-    pub fn may_send(&self, command: &Command, scope: &CommandScope) -> Result<(), String> {
+    ///
+    /// A command that acts on a ticket, session or entry takes its scope from it. When that
+    /// target is not (yet) in the log, `deferred` lets it through (an earlier command of the
+    /// same request may create it; the check runs again just before the command does), and
+    /// the final check refuses it: a scoped token learns nothing about what exists outside its
+    /// scope, since "not yours" and "not there" get the same answer.
+    pub fn may_send(
+        &self,
+        command: &Command,
+        scope: &CommandScope,
+        deferred: bool,
+    ) -> Result<(), String> {
         let Caller::Token(p) = self else {
             return Ok(());
         };
         let kind = command.type_name();
-        let in_scope = |set: &BTreeSet<String>, v: &Option<String>| match v {
-            // Unknown target (the rules reject it) or no directorate at all (an external dose).
-            None => true,
-            Some(v) => set.contains(v),
+        let role = p.role.as_str();
+        let target = match command {
+            Command::RedeemTicket(_) | Command::ExpireTicket(_) => "ticket",
+            Command::CloseSession(_) => "session",
+            _ => "entry",
         };
+        let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+        // Scoped roles: does the command fall within `set` (by `value`)?
+        let within =
+            |set: &BTreeSet<String>, value: &Option<String>, what: &str| -> Result<(), String> {
+                if scope.looked_up && !scope.found {
+                    return if deferred {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                        "no {target} of the {what} of token {:?} ({}) has this id; check the id",
+                        p.token_id,
+                        list(set)
+                    ))
+                    };
+                }
+                match value {
+                    None => Ok(()), // concerns no directorate: an external dose, or its reversal
+                    Some(v) if set.contains(v) => Ok(()),
+                    Some(_) if scope.looked_up => Err(format!(
+                        "no {target} of the {what} of token {:?} ({}) has this id; check the id",
+                        p.token_id,
+                        list(set)
+                    )),
+                    Some(v) => Err(format!(
+                        "this {kind} is for {what} {v:?}; token {:?} acts for {}",
+                        p.token_id,
+                        list(set)
+                    )),
+                }
+            };
         match (p.role, command) {
             (Role::Admin, Command::AuthoriseSite(_)) => Ok(()),
             (Role::Admin, _) => Err(format!(
@@ -219,31 +261,16 @@ impl Caller {
             (Role::Agent, Command::AuthoriseSite(_)) => {
                 Err("sites are authorised by an admin token, not an agent's".into())
             }
-            (Role::Agent, _) if in_scope(&p.directorates, &scope.directorate) => Ok(()),
-            (Role::Agent, _) => Err(format!(
-                "this {kind} concerns directorate {:?}; token {:?} acts for {}",
-                scope.directorate.as_deref().unwrap_or(""),
-                p.token_id,
-                p.directorates.iter().cloned().collect::<Vec<_>>().join(", ")
-            )),
-            (Role::Partner, Command::RedeemTicket(_))
-                if in_scope(&p.partner_centres, &scope.partner_centre) =>
-            {
-                Ok(())
+            (Role::Agent, _) => within(&p.directorates, &scope.directorate, "directorates"),
+            (Role::Partner, Command::RedeemTicket(_)) => {
+                within(&p.partner_centres, &scope.partner_centre, "partner centres")
             }
-            (Role::Partner, Command::RedeemTicket(_)) => Err(format!(
-                "this ticket was issued for partner centre {:?}; token {:?} reports for {}",
-                scope.partner_centre.as_deref().unwrap_or(""),
-                p.token_id,
-                p.partner_centres.iter().cloned().collect::<Vec<_>>().join(", ")
-            )),
             (Role::Partner, _) => Err(format!(
                 "a partner token only reports ticket redemptions (RedeemTicket), not {kind}"
             )),
-            (Role::Supervisor | Role::Auditor, _) => Err(format!(
-                "a {} token reads; it never sends commands",
-                p.role.as_str()
-            )),
+            (Role::Supervisor | Role::Auditor, _) => {
+                Err(format!("the {role} role reads; it never sends commands"))
+            }
         }
     }
 
@@ -266,12 +293,40 @@ impl Caller {
     }
 }
 
+/// Whether a Host header names this machine (no Host at all: a test or a raw client).
+fn host_is_loopback(host: &str) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         state.metrics.request();
         let Some(auth) = &state.auth else {
+            // Without tokens, only this machine may call: a request naming another host (a web
+            // page's DNS-rebinding trick) is refused.
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if !host_is_loopback(host) {
+                return Err(forbidden(format!(
+                    "this server runs without tokens and answers only requests addressed to this machine (Host: 127.0.0.1, localhost or [::1]), not {host:?}; give it a token file (serve --auth) to serve other hosts"
+                )));
+            }
             return Ok(Caller::Open);
         };
         let header = parts
@@ -361,9 +416,11 @@ impl From<AppError> for ApiError {
 impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> ApiError {
         match e {
-            ProjectionError::Unknown(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_projection", e.to_string())
-            }
+            ProjectionError::Unknown(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_projection",
+                format!("there is no projection named {name:?}; GET /v1/projections lists them"),
+            ),
             ProjectionError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "projection failure");
@@ -416,6 +473,13 @@ pub fn router(state: AppState) -> Router {
                 "no such route; the API lives under /v1 (see /v1/openapi.json), the dashboard at /dashboard/",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see /v1/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -428,6 +492,7 @@ pub fn router(state: AppState) -> Router {
 async fn commands(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     if let Caller::Token(p) = &caller {
@@ -437,6 +502,23 @@ async fn commands(
                 caller.describe()
             )));
         }
+    }
+    // JSON only: a browser cannot send that across origins without asking first (CORS), so a
+    // web page cannot slip a command in.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start().to_ascii_lowercase();
+            v.starts_with("application/json")
+                || (v.starts_with("application/") && v.contains("+json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json_content_type",
+            "send the commands with the header Content-Type: application/json",
+        ));
     }
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -492,7 +574,7 @@ async fn commands(
                 continue;
             };
             let scope = ledger.command_scope(&envelope.command)?;
-            if let Err(why) = caller.may_send(&envelope.command, &scope) {
+            if let Err(why) = caller.may_send(&envelope.command, &scope, true) {
                 metrics.outcome("forbidden");
                 return Err(forbidden(format!(
                     "command {} ({}, {}): {why}; nothing in this request was recorded",
@@ -514,9 +596,9 @@ async fn commands(
                 Ok(e) => e,
             };
             // A target that was unknown at the check may exist now: check it again.
-            let scope = if scope == CommandScope::default() {
+            let scope = if scope.looked_up && !scope.found {
                 let now = ledger.command_scope(&envelope.command)?;
-                if let Err(why) = caller.may_send(&envelope.command, &now) {
+                if let Err(why) = caller.may_send(&envelope.command, &now, false) {
                     metrics.outcome("forbidden");
                     return Err(forbidden(format!(
                         "command {} ({}): {why}; the first {i} commands of the request were handled (send them again: they come back as duplicates)",
@@ -635,10 +717,23 @@ fn shape_report(report: &Report, caller: &Caller) -> Result<serde_json::Value, A
                 }
             }
         };
+        let mut hidden_columns = BTreeSet::new();
         for r in v["rows"].as_array_mut().expect("rows") {
+            let before = r.clone();
             hide(r);
+            if let (Some(a), Some(b)) = (before.as_object(), r.as_object()) {
+                hidden_columns.extend(a.keys().filter(|k| a[*k] != b[*k]).cloned());
+            }
         }
         hide(&mut v["totals"]);
+        // A total less the shown values would give a hidden one back: such totals go too.
+        if let Some(t) = v["totals"].as_object_mut() {
+            for c in &hidden_columns {
+                if let Some(x) = t.get_mut(c) {
+                    *x = serde_json::Value::Null;
+                }
+            }
+        }
         v["suppressed"] = true.into();
     }
     Ok(v)
@@ -656,13 +751,27 @@ async fn projections_list(
 }
 
 /// `GET /v1/projections/{name}?as_of=YYYY-MM-DD&known_at=RFC3339`: the report JSON.
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "{}; see /v1/openapi.json for this route's parameters",
+                e.body_text()
+            ),
+        )
+    })
+}
+
 async fn projection(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<ReportQuery>,
+    q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.read_scope()?;
+    let q = query(q)?;
     let as_of = parse_as_of(q.as_of.as_deref())?;
     let known_at = q
         .known_at
@@ -674,7 +783,7 @@ async fn projection(
                     StatusCode::BAD_REQUEST,
                     "bad_known_at",
                     format!(
-                        "known_at={s:?} is not a time with an offset; write it as 2021-12-17T18:00:00+01:00"
+                        "known_at={s:?} is not a time with an offset; write it as 2021-12-17T18:00:00+01:00 (in a URL, + is written %2B)"
                     ),
                 )
             })
@@ -736,10 +845,16 @@ async fn stream(
         .filter(|e| scope.allows(event_directorate(e).as_deref()))
         .collect();
     if visible.is_empty() {
-        return Err(forbidden(format!(
-            "stream {shown:?} holds no event of the directorates {} may read",
-            caller.describe()
-        )));
+        // The same answer as for a stream that does not exist: a supervisor learns nothing
+        // about other directorates' streams.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_stream",
+            format!(
+                "no stream {shown:?} among the events {} may read",
+                caller.describe()
+            ),
+        ));
     }
     Ok(Json(visible))
 }
@@ -765,6 +880,21 @@ fn events_query(
     })
 }
 
+/// A position given by a client: at most the largest a log can hold.
+fn check_after(after: Option<u64>) -> Result<u64, ApiError> {
+    match after {
+        Some(a) if a > i64::MAX as u64 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "after={a} is beyond any log position (at most {})",
+                i64::MAX
+            ),
+        )),
+        a => Ok(a.unwrap_or(0)),
+    }
+}
+
 /// `GET /v1/events?after=POS&limit=N`: events after a position, in order (at most 1,000).
 /// For a supervisor, only the events naming one of its directorates; the header
 /// `Ledger-Next-After` always says where to continue (the last position looked at).
@@ -775,8 +905,15 @@ async fn events(
 ) -> Result<Response, ApiError> {
     let scope = caller.read_scope()?;
     let q = events_query(q)?;
+    if q.limit == Some(0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be from 1 to {MAX_EVENTS}"),
+        ));
+    }
     let (after, limit) = (
-        q.after.unwrap_or(0),
+        check_after(q.after)?,
         q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
     );
     let store = state.store();
@@ -939,7 +1076,7 @@ async fn events_live(
         ),
         None => None,
     };
-    let after = resume.or(q.after).unwrap_or(0);
+    let after = check_after(resume.or(q.after))?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let store = state.store();
     let stopping = state.stopping.clone();
@@ -985,6 +1122,7 @@ async fn events_live(
 #[derive(Deserialize)]
 struct LiveQuery {
     as_of: Option<String>,
+    known_at: Option<String>,
 }
 
 /// `GET /v1/projections/{name}/live[?as_of=DATE]`: a snapshot (the report JSON, SSE `event`
@@ -995,9 +1133,17 @@ async fn projection_live(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<LiveQuery>,
+    q: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.read_scope()?;
+    let q = query(q)?;
+    if q.known_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "known_at_not_live",
+            "a live projection follows what the ledger knows now; read a past state with GET /v1/projections/{name}?known_at=…",
+        ));
+    }
     if !state.engine.definitions().any(|d| d.name == name) {
         return Err(ProjectionError::Unknown(name).into());
     }

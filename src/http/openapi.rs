@@ -64,6 +64,7 @@ pub fn document() -> Value {
                     "400": error_response("The body is not JSON, or not an object or array (codes malformed_json, not_a_command)."),
                     "409": error_response("A concurrency conflict survived the retries; send the command again."),
                     "413": error_response("Over 1 MiB or over 1,000 commands (codes body_too_large, too_many_commands)."),
+                    "415": error_response("The body is not sent as Content-Type: application/json (code not_json_content_type): a web page cannot forge a command."),
                     "503": error_response("The store cannot be reached now; retry.")
                 }))
             }},

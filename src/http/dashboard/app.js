@@ -20,6 +20,8 @@ const TEXT = {
     position: 'Position du journal', no_data: 'Aucune donnée à cette date.',
     not_for_role: 'Non disponible pour votre rôle.', suppressed: 'Effectifs inférieurs à 5 masqués (« <5 »).',
     role: 'Rôle', attendance: 'présents', latest: 'dernières données', bad_token: 'Jeton refusé : ',
+    cannot_read: 'Ce jeton ne permet pas de lire le tableau de bord (il faut un jeton superviseur ou auditeur) : ',
+    yours: 'Total de vos directions',
   },
   en: {
     title: 'COVID-19 vaccination campaign', as_of: 'As of', known_at: 'Known at',
@@ -37,6 +39,8 @@ const TEXT = {
     position: 'Log position', no_data: 'No data at this date.',
     not_for_role: 'Not available to your role.', suppressed: 'Counts under 5 are hidden ("<5").',
     role: 'Role', attendance: 'attended', latest: 'latest data', bad_token: 'Token refused: ',
+    cannot_read: 'This token cannot read the dashboard (it needs a supervisor or auditor token): ',
+    yours: 'Total of your directorates',
   },
 };
 
@@ -172,6 +176,9 @@ function render() {
 
 function renderTotals() {
   const g = data.doses_by_directorate;
+  $('h-totals').textContent = me && me.role === 'supervisor'
+    ? t('yours') + ' (' + me.directorates.map(dirName).join(', ') + ')'
+    : t('national');
   const tot = g.ok ? g.ok.totals : {};
   for (const k of ['total', 'first', 'second', 'booster']) {
     const el = $('total-' + (k === 'total' ? 'doses' : k));
@@ -344,6 +351,7 @@ function signOut(message) {
   sessionStorage.removeItem('ledger-token');
   token = null;
   $('main').hidden = true;
+  $('status').hidden = true;
   $('login').hidden = false;
   $('login-error').textContent = message ? t('bad_token') + message : '';
 }
@@ -365,8 +373,14 @@ async function start() {
     signOut(token ? e.message : '');
     return;
   }
+  if (['agent', 'partner', 'admin'].includes(me.role)) {
+    signOut('');
+    $('login-error').textContent = t('cannot_read') + me.role;
+    return;
+  }
   $('login').hidden = true;
   $('main').hidden = false;
+  $('status').hidden = false;
   $('known-at-box').hidden = !(me.role === 'auditor' || me.role === 'api');
   try { reference = await api('/v1/reference'); } catch (_) { reference = null; }
   try {
