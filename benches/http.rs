@@ -11,69 +11,19 @@ use campaign_ledger::domain::*;
 use campaign_ledger::http::auth::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::http::{router, AppState, Auth, Role};
 use campaign_ledger::projection::{load_definitions, Engine};
-use campaign_ledger::store::{self, Actor, SystemClock};
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
+use campaign_ledger::store::Actor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use uuid::Uuid;
 
-const DTS: [&str; 19] = [
-    "limoges",
-    "paris",
-    "montrouge",
-    "creteil",
-    "rennes",
-    "lyon",
-    "marseille",
-    "bordeaux",
-    "lille",
-    "toulouse",
-    "nantes",
-    "strasbourg",
-    "montpellier",
-    "nice",
-    "grenoble",
-    "rouen",
-    "dijon",
-    "orleans",
-    "poitiers",
-];
+mod common;
+use common::{authorise_all, dose_command as dose, open_ledger, DTS};
 
 const TOKEN: &str = "clt_bench_agent_token";
 
 fn open(dir: &Path) -> (Arc<Ledger>, Arc<Engine>) {
-    let store = store::open(
-        &format!("sqlite:{}", dir.join("ledger.db").display()),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    let ledger = Ledger::new(
-        store,
-        Policy::default(),
-        Reference::builtin(),
-        Arc::new(SystemClock),
-    );
-    let actor = Actor {
-        role: "bench".into(),
-        ..Default::default()
-    };
-    for dt in DTS {
-        let c = CommandEnvelope {
-            command_id: Uuid::now_v7(),
-            correlation_id: None,
-            command: Command::AuthoriseSite(AuthoriseSite {
-                directorate: dt.into(),
-                site: format!("{dt}-dt"),
-                site_kind: SiteKind::DtPremises,
-                authorised_on: NaiveDate::from_ymd_opt(2021, 8, 1).unwrap(),
-            }),
-        };
-        assert!(matches!(
-            ledger.handle(&c, &actor).unwrap(),
-            Outcome::Accepted(_)
-        ));
-    }
+    let (_, ledger) = open_ledger(dir);
+    authorise_all(&ledger);
     let engine = Engine::open(
         &dir.join("ledger.projections.db"),
         load_definitions(None).unwrap(),
@@ -81,31 +31,6 @@ fn open(dir: &Path) -> (Arc<Ledger>, Arc<Engine>) {
     )
     .unwrap();
     (Arc::new(ledger), Arc::new(engine))
-}
-
-fn dose(n: u64) -> CommandEnvelope {
-    let dt = DTS[(n % 19) as usize];
-    let at: DateTime<FixedOffset> = DateTime::parse_from_rfc3339("2021-09-01T09:00:00+02:00")
-        .unwrap()
-        + Duration::days((n % 40) as i64)
-        + Duration::minutes((n % 400) as i64);
-    CommandEnvelope {
-        command_id: Uuid::now_v7(),
-        correlation_id: Some("bench".into()),
-        command: Command::AdministerDose(AdministerDose {
-            person_ref: format!("p-{n:012x}"),
-            age_band: AgeBand::A30to39,
-            recipient: Recipient::User,
-            directorate: dt.into(),
-            site: format!("{dt}-dt"),
-            product: Product::Comirnaty,
-            lot: "FF2832".into(),
-            dose: DoseKind::First,
-            administered_at: at,
-            session_id: None,
-            prior_infection_counted: false,
-        }),
-    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

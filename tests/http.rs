@@ -5,42 +5,13 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use campaign_ledger::app::Ledger;
-use campaign_ledger::domain::{Policy, Reference};
 use campaign_ledger::http::{router, AppState};
-use campaign_ledger::projection::{db_path_for, load_definitions, Engine};
-use campaign_ledger::store::SystemClock;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 
-/// One scenario store per test binary (tests that write use their own command ids).
 fn state() -> AppState {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let o = support::run(dir.path(), &["demo"]);
-        assert!(o.status.success(), "{}", support::stderr(&o));
-        dir
-    });
-    let path = support::store_file(dir.path());
-    let store = support::sqlite_store_at(&path);
-    let engine = Engine::open(
-        &db_path_for(&path),
-        load_definitions(None).unwrap(),
-        Policy::default().time_zone,
-    )
-    .unwrap();
-    AppState::new(
-        Arc::new(Ledger::new(
-            store,
-            Policy::default(),
-            Reference::builtin(),
-            Arc::new(SystemClock),
-        )),
-        Arc::new(engine),
-    )
+    support::scenario_state()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -227,12 +198,11 @@ fn streams_events_digest_and_health_read_the_log() {
     assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "not_found"));
 }
 
-#[test]
-fn serve_binds_port_0_prints_its_address_answers_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts the binary with `args` in `dir` (a `serve`); returns it and the address it printed.
+fn spawn_serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
     let mut child = support::bin()
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -246,6 +216,13 @@ fn serve_binds_port_0_prints_its_address_answers_and_stops_on_sigterm() {
         .strip_prefix("listening on http://")
         .unwrap_or_else(|| panic!("{line:?}"))
         .to_string();
+    (child, addr)
+}
+
+#[test]
+fn serve_binds_port_0_prints_its_address_answers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_serve(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         conn,
@@ -644,28 +621,16 @@ fn post_raw(addr: &str, body: &str) -> Option<String> {
 #[test]
 fn sigterm_under_load_loses_no_acknowledged_command() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = support::bin()
-        .current_dir(dir.path())
-        .args([
+    let (mut child, addr) = spawn_serve(
+        dir.path(),
+        &[
             "--store",
             "sqlite:./ledger.db",
             "serve",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_string();
+        ],
+    );
     let site = json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(), "directorate": "lyon",
         "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
     assert!(post_raw(&addr, &site.to_string())

@@ -7,15 +7,12 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use campaign_ledger::app::Ledger;
-use campaign_ledger::domain::{Policy, Reference};
+use campaign_ledger::domain::Reference;
 use campaign_ledger::http::auth::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::http::{router, AppState, Auth, Role};
-use campaign_ledger::projection::{db_path_for, load_definitions, Engine};
-use campaign_ledger::store::SystemClock;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use tower::ServiceExt;
 
 const AGENT: &str = "t-agent-lyon";
@@ -67,30 +64,7 @@ fn auth() -> Auth {
 }
 
 fn state() -> AppState {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let o = support::run(dir.path(), &["demo"]);
-        assert!(o.status.success(), "{}", support::stderr(&o));
-        dir
-    });
-    let path = support::store_file(dir.path());
-    let engine = Engine::open(
-        &db_path_for(&path),
-        load_definitions(None).unwrap(),
-        Policy::default().time_zone,
-    )
-    .unwrap();
-    AppState::new(
-        Arc::new(Ledger::new(
-            support::sqlite_store_at(&path),
-            Policy::default(),
-            Reference::builtin(),
-            Arc::new(SystemClock),
-        )),
-        Arc::new(engine),
-    )
-    .with_auth(auth())
+    support::scenario_state().with_auth(auth())
 }
 
 fn rt() -> &'static tokio::runtime::Runtime {

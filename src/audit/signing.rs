@@ -138,7 +138,7 @@ impl LedgerKey {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        crate::http::auth::write_private(path, &(hex::encode(seed) + "\n"))?;
+        crate::store::write_private(path, &(hex::encode(seed) + "\n"))?;
         Ok(LedgerKey(SigningKey::from_bytes(&seed)))
     }
 

@@ -306,19 +306,22 @@ impl Cli {
             )
     }
 
-    /// The signing key's file: `--key`, or `signing.key` beside the store file.
-    fn key_path(&self, key: Option<&Path>) -> PathBuf {
-        if let Some(k) = key {
-            return k.to_path_buf();
-        }
+    /// The directory of the ledger's own files (signing key, demo tokens): the store file's
+    /// directory, or `ledger-data` for a store that is not a file.
+    fn data_dir(&self) -> PathBuf {
         match self.store.strip_prefix("sqlite:") {
             Some(p) => Path::new(p)
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
-                .join("signing.key"),
-            None => PathBuf::from("ledger-data/signing.key"),
+                .to_path_buf(),
+            None => PathBuf::from("ledger-data"),
         }
+    }
+
+    /// The signing key's file: `--key`, or `signing.key` beside the store file.
+    fn key_path(&self, key: Option<&Path>) -> PathBuf {
+        key.map_or_else(|| self.data_dir().join("signing.key"), Path::to_path_buf)
     }
 
     /// What reports read: the ledger and its projections, or with --nats the stream the relay
@@ -918,18 +921,12 @@ struct DemoBanner {
 /// `demo --serve`: fresh tokens, one per role (agents and supervisors scoped to Lyon, the
 /// partner to Lyon's partner centres), then the server.
 fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
-    use crate::http::auth::{hash_token, new_token, write_private, TokenEntry, TokenFile};
+    use crate::http::auth::{hash_token, new_token, TokenEntry, TokenFile};
     use crate::http::Role;
+    use crate::store::write_private;
     let reference = Reference::builtin();
     let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
-    let dir = match cli.store.strip_prefix("sqlite:") {
-        Some(p) => Path::new(p)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-        None => PathBuf::from("ledger-data"),
-    };
+    let dir = cli.data_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut centres: Vec<String> = s
         .commands

@@ -311,29 +311,11 @@ pub fn add_token(
     entry.sha256 = hash_token(&token);
     file.tokens.push(entry);
     Auth::from_file(file.clone(), directorates)?;
-    write_private(
+    crate::store::write_private(
         path,
         &(serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n"),
     )?;
     Ok(token)
-}
-
-/// Writes a file readable by its owner only (tokens and token hashes).
-pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]

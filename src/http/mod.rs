@@ -224,28 +224,24 @@ impl Caller {
             _ => "entry",
         };
         let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
-        // Scoped roles: does the command fall within `set` (by `value`)?
+        // Scoped roles: does the command fall within `set` (by `value`)? "Not yours" and "not
+        // there" are one answer.
         let within =
             |set: &BTreeSet<String>, value: &Option<String>, what: &str| -> Result<(), String> {
-                if scope.looked_up && !scope.found {
-                    return if deferred {
-                        Ok(())
-                    } else {
-                        Err(format!(
+                let not_found = || {
+                    Err(format!(
                         "no {target} of the {what} of token {:?} ({}) has this id; check the id",
                         p.token_id,
                         list(set)
                     ))
-                    };
+                };
+                if scope.looked_up && !scope.found {
+                    return if deferred { Ok(()) } else { not_found() };
                 }
                 match value {
                     None => Ok(()), // concerns no directorate: an external dose, or its reversal
                     Some(v) if set.contains(v) => Ok(()),
-                    Some(_) if scope.looked_up => Err(format!(
-                        "no {target} of the {what} of token {:?} ({}) has this id; check the id",
-                        p.token_id,
-                        list(set)
-                    )),
+                    Some(_) if scope.looked_up => not_found(),
                     Some(v) => Err(format!(
                         "this {kind} is for {what} {v:?}; token {:?} acts for {}",
                         p.token_id,
@@ -708,24 +704,22 @@ fn shape_report(report: &Report, caller: &Caller) -> Result<serde_json::Value, A
         }
     }
     if caller.suppresses_small_counts() && has("site") {
-        let hide = |x: &mut serde_json::Value| {
+        // Replaces counts from 1 to 4 by "<5"; adds the names of the columns it hid.
+        let hide = |x: &mut serde_json::Value, hidden: &mut BTreeSet<String>| {
             if let Some(obj) = x.as_object_mut() {
-                for val in obj.values_mut() {
+                for (k, val) in obj.iter_mut() {
                     if val.as_i64().is_some_and(|n| (1..5).contains(&n)) {
                         *val = "<5".into();
+                        hidden.insert(k.clone());
                     }
                 }
             }
         };
         let mut hidden_columns = BTreeSet::new();
         for r in v["rows"].as_array_mut().expect("rows") {
-            let before = r.clone();
-            hide(r);
-            if let (Some(a), Some(b)) = (before.as_object(), r.as_object()) {
-                hidden_columns.extend(a.keys().filter(|k| a[*k] != b[*k]).cloned());
-            }
+            hide(r, &mut hidden_columns);
         }
-        hide(&mut v["totals"]);
+        hide(&mut v["totals"], &mut BTreeSet::new());
         // A total less the shown values would give a hidden one back: such totals go too.
         if let Some(t) = v["totals"].as_object_mut() {
             for c in &hidden_columns {
@@ -751,17 +745,22 @@ async fn projections_list(
 }
 
 /// `GET /v1/projections/{name}?as_of=YYYY-MM-DD&known_at=RFC3339`: the report JSON.
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+/// A query string that does not parse: 400 `bad_query`, with `hint` on what to write.
+fn query_with<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+    hint: &str,
+) -> Result<T, ApiError> {
     q.map(|Query(q)| q).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            format!(
-                "{}; see /v1/openapi.json for this route's parameters",
-                e.body_text()
-            ),
+            format!("{}; {hint}", e.body_text()),
         )
     })
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    query_with(q, "see /v1/openapi.json for this route's parameters")
 }
 
 async fn projection(
@@ -868,16 +867,10 @@ struct EventsQuery {
 fn events_query(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<EventsQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            format!(
-                "{}; after and limit are whole numbers, for example ?after=0&limit=100",
-                e.body_text()
-            ),
-        )
-    })
+    query_with(
+        q,
+        "after and limit are whole numbers, for example ?after=0&limit=100",
+    )
 }
 
 /// A position given by a client: at most the largest a log can hold.

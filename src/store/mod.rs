@@ -338,3 +338,22 @@ pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, Sto
         "The store URL {url:?} is not understood; use sqlite:PATH (for example sqlite:./ledger-data/ledger.db) or nats://HOST:PORT."
     )))
 }
+
+/// Writes a file readable by its owner only (signing keys, tokens and token hashes), through
+/// a temporary file and a rename, synced before it replaces the old one.
+pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -120,3 +120,38 @@ pub fn fill(store: &dyn EventStore, n: u64) {
             .unwrap();
     }
 }
+
+/// The directory of a store holding the OFII 2021 scenario, loaded once per test binary by
+/// `demo` (tests that write to it use command ids of their own).
+pub fn scenario_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(dir.path(), &["demo"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        dir
+    })
+    .path()
+}
+
+/// The HTTP server's state over the scenario store, without tokens.
+pub fn scenario_state() -> campaign_ledger::http::AppState {
+    use campaign_ledger::domain::{Policy, Reference};
+    use campaign_ledger::projection::{db_path_for, load_definitions, Engine};
+    let path = store_file(scenario_dir());
+    let engine = Engine::open(
+        &db_path_for(&path),
+        load_definitions(None).unwrap(),
+        Policy::default().time_zone,
+    )
+    .unwrap();
+    campaign_ledger::http::AppState::new(
+        Arc::new(campaign_ledger::app::Ledger::new(
+            sqlite_store_at(&path),
+            Policy::default(),
+            Reference::builtin(),
+            Arc::new(SystemClock),
+        )),
+        Arc::new(engine),
+    )
+}

@@ -1,0 +1,107 @@
+//! What the ledger and HTTP benchmarks share: the directorates, an authorised store, and
+//! the dose commands they send.
+#![allow(dead_code)]
+
+use campaign_ledger::app::{Ledger, Outcome};
+use campaign_ledger::domain::*;
+use campaign_ledger::store::{self, Actor, EventStore, SystemClock};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
+use std::path::Path;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const DTS: [&str; 19] = [
+    "limoges",
+    "paris",
+    "montrouge",
+    "creteil",
+    "rennes",
+    "lyon",
+    "marseille",
+    "bordeaux",
+    "lille",
+    "toulouse",
+    "nantes",
+    "strasbourg",
+    "montpellier",
+    "nice",
+    "grenoble",
+    "rouen",
+    "dijon",
+    "orleans",
+    "poitiers",
+];
+
+pub fn at(day: i64, minute: i64) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339("2021-09-01T09:00:00+02:00").unwrap()
+        + Duration::days(day)
+        + Duration::minutes(minute)
+}
+
+pub fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
+    let store = store::open(
+        &format!("sqlite:{}", dir.join("ledger.db").display()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let ledger = Ledger::new(
+        store.clone(),
+        Policy::default(),
+        Reference::builtin(),
+        Arc::new(SystemClock),
+    );
+    (store, ledger)
+}
+
+pub fn authorise_all(ledger: &Ledger) {
+    let actor = Actor {
+        role: "bench".into(),
+        ..Default::default()
+    };
+    for dt in DTS {
+        let c = CommandEnvelope {
+            command_id: Uuid::now_v7(),
+            correlation_id: None,
+            command: Command::AuthoriseSite(AuthoriseSite {
+                directorate: dt.into(),
+                site: format!("{dt}-dt"),
+                site_kind: SiteKind::DtPremises,
+                authorised_on: NaiveDate::from_ymd_opt(2021, 8, 1).unwrap(),
+            }),
+        };
+        assert!(matches!(
+            ledger.handle(&c, &actor).unwrap(),
+            Outcome::Accepted(_)
+        ));
+    }
+}
+
+pub fn dose_command(n: u64) -> CommandEnvelope {
+    dose_of(n, DoseKind::First, (n % 40) as i64)
+}
+
+/// The second dose of the person of `dose_command(n)`, 60 days later.
+pub fn second_command(n: u64) -> CommandEnvelope {
+    dose_of(n, DoseKind::Second, (n % 40) as i64 + 60)
+}
+
+pub fn dose_of(n: u64, dose: DoseKind, day: i64) -> CommandEnvelope {
+    let dt = DTS[(n % 19) as usize];
+    CommandEnvelope {
+        command_id: Uuid::now_v7(),
+        correlation_id: Some("bench".into()),
+        command: Command::AdministerDose(AdministerDose {
+            person_ref: format!("p-{n:012x}"),
+            age_band: AgeBand::A30to39,
+            recipient: Recipient::User,
+            directorate: dt.into(),
+            site: format!("{dt}-dt"),
+            product: Product::Comirnaty,
+            lot: "FF2832".into(),
+            dose,
+            administered_at: at(day, (n % 400) as i64),
+            session_id: None,
+            prior_infection_counted: false,
+        }),
+    }
+}
