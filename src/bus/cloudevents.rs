@@ -47,6 +47,10 @@ struct Wire<'a> {
     ledgerprevhash: Cow<'a, str>,
     #[serde(borrow)]
     ledgerhash: Cow<'a, str>,
+    /// In exports only: the content hash of the causing command (not covered by the chain;
+    /// an import needs it to keep command ids idempotent forever).
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    ledgercommandhash: Option<Cow<'a, str>>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -81,18 +85,32 @@ pub fn subject_of(e: &EventRef<'_>) -> String {
 
 /// Encodes an event as a structured CloudEvent.
 pub fn encode(e: &EventRef<'_>, source: &str) -> Vec<u8> {
+    encode_with(e, source, None)
+}
+
+/// The `source` of exported events: the same whichever backend they come from, so that
+/// exports of the same log are byte-identical.
+pub const EXPORT_SOURCE: &str = "/campaign-ledger/export";
+
+/// Encodes an event as one line of an export: the CloudEvent with `ledgercommandhash`.
+pub fn encode_export(e: &EventRef<'_>, command_hash: &[u8; 32]) -> Vec<u8> {
+    encode_with(e, EXPORT_SOURCE, Some(command_hash))
+}
+
+fn encode_with(e: &EventRef<'_>, source: &str, command_hash: Option<&[u8; 32]>) -> Vec<u8> {
+    let owned;
     let data: &RawValue = match serde_json::from_str(e.data) {
         Ok(d) => d,
         // Stored data is always JSON; should it not be, carry it as a JSON string.
-        Err(_) => return encode_owned_string_data(e, source),
+        Err(_) => {
+            let s = serde_json::to_string(e.data).expect("strings serialize");
+            owned = RawValue::from_string(s).expect("a JSON string is JSON");
+            &owned
+        }
     };
-    serde_json::to_vec(&wire(e, source, data)).expect("cloud events serialize")
-}
-
-fn encode_owned_string_data(e: &EventRef<'_>, source: &str) -> Vec<u8> {
-    let s = serde_json::to_string(e.data).expect("strings serialize");
-    let raw = RawValue::from_string(s).expect("a JSON string is JSON");
-    serde_json::to_vec(&wire(e, source, &raw)).expect("cloud events serialize")
+    let mut w = wire(e, source, data);
+    w.ledgercommandhash = command_hash.map(|h| hex::encode(h).into());
+    serde_json::to_vec(&w).expect("cloud events serialize")
 }
 
 fn wire<'a>(e: &'a EventRef<'a>, source: &'a str, data: &'a RawValue) -> Wire<'a> {
@@ -118,6 +136,7 @@ fn wire<'a>(e: &'a EventRef<'a>, source: &'a str, data: &'a RawValue) -> Wire<'a
         ledgeractor: e.actor.into(),
         ledgerprevhash: hex::encode(e.prev_hash).into(),
         ledgerhash: hex::encode(e.hash).into(),
+        ledgercommandhash: None,
         data,
     }
 }
@@ -157,6 +176,11 @@ pub fn with_event<R>(payload: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Resul
 
 /// Decodes a CloudEvent published by the relay back into the stored event, exactly.
 pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
+    decode_export(payload).map(|(e, _)| e)
+}
+
+/// Decodes a line of an export: the event and its command's content hash, when present.
+pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>), String> {
     let w: Wire =
         serde_json::from_slice(payload).map_err(|e| format!("not a ledger CloudEvent: {e}"))?;
     if w.specversion != "1.0" {
@@ -165,7 +189,7 @@ pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
             w.specversion
         ));
     }
-    Ok(RecordedEvent {
+    let event = RecordedEvent {
         position: w.ledgerposition,
         event_id: w.id,
         stream_id: w.subject.into_owned(),
@@ -180,7 +204,12 @@ pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
         data: w.data.get().to_string(),
         prev_hash: hash("ledgerprevhash", &w.ledgerprevhash)?,
         hash: hash("ledgerhash", &w.ledgerhash)?,
-    })
+    };
+    let command_hash = match &w.ledgercommandhash {
+        Some(h) => Some(hash("ledgercommandhash", h)?),
+        None => None,
+    };
+    Ok((event, command_hash))
 }
 
 #[cfg(test)]

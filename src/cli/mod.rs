@@ -119,6 +119,31 @@ pub enum Cmd {
         #[arg(value_enum)]
         name: ScenarioName,
     },
+    /// Write the log, or part of it, as JSON lines: one CloudEvent per event with its
+    /// position, recorded_at, prev_hash, hash and command hash. Byte-identical for the same
+    /// log from any backend; `audit verify --export` checks it without the database.
+    Export {
+        /// First position (default 1).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last position (default: the head).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events recorded at or after this instant (RFC 3339, for example
+        /// 2021-12-01T00:00:00+01:00).
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<DateTime<FixedOffset>>,
+        /// Write to this file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Rebuild the store named by --store from an export (`-` for standard input), verifying
+    /// the chain before anything is written: the hashes after import are identical. The store
+    /// must be empty or hold a prefix of the same log (an interrupted import goes on).
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
     /// Tamper evidence.
     Audit {
         /// The ledger's Ed25519 signing key (default: signing.key beside the store file).
@@ -199,6 +224,10 @@ pub enum AuditCmd {
         /// when its key file is here).
         #[arg(long)]
         public_key: Option<String>,
+        /// Verify this export (from `campaign-ledger export`) instead of the store: no
+        /// database needed. With --digest, the digest's position must be inside the export.
+        #[arg(long)]
+        export: Option<PathBuf>,
     },
     /// Print the head of the log (position, hash, time) as JSON, signed with the ledger's key,
     /// for an auditor to keep.
@@ -301,6 +330,7 @@ impl Cli {
                     | Cmd::Scenario { .. }
                     | Cmd::Submit { .. }
                     | Cmd::Audit { .. }
+                    | Cmd::Export { .. }
                     | Cmd::Projections { .. }
                     | Cmd::Openapi
             )
@@ -403,6 +433,62 @@ fn actor() -> Actor {
         role: "cli".into(),
         directorate: None,
         agent_ref: Some(std::env::var("USER").unwrap_or_else(|_| "cli".into())),
+    }
+}
+
+/// `audit verify --export FILE`: the export alone, and the digest if one is given.
+fn verify_export_file(
+    file: &Path,
+    digest: Option<&audit::SignedDigest>,
+    format: SubmitFormat,
+) -> Result<ExitCode> {
+    let f = std::fs::File::open(file)
+        .with_context(|| format!("cannot read the export {}; check the path", file.display()))?;
+    let result = audit::verify_export(&mut std::io::BufReader::with_capacity(1 << 20, f), digest);
+    match result {
+        Ok(v) => {
+            match format {
+                SubmitFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "events": v.events, "first": v.first, "last": v.last,
+                        "anchor": v.anchor, "hash": v.hash, "from_start": v.from_start,
+                        "digest_position": digest.map(|d| d.position)})
+                ),
+                SubmitFormat::Table => {
+                    if let Some(d) = digest {
+                        println!(
+                            "ok: the export holds the log the digest was taken from (position {}, {}, signed by {})",
+                            d.position,
+                            d.signed_at,
+                            d.public_key.as_deref().unwrap_or("")
+                        );
+                    }
+                    if v.from_start {
+                        println!(
+                            "ok: export of positions 1..{}, chain intact; head {} {}",
+                            v.last, v.last, v.hash
+                        );
+                    } else {
+                        println!(
+                            "ok: export of positions {}..{} ({} events), chain intact from the hash before it ({}); head {} {}",
+                            v.first, v.last, v.events, v.anchor, v.last, v.hash
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(audit::VerifyError::Broken { position, reason }) => {
+            match format {
+                SubmitFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "position": position, "reason": reason})
+                ),
+                SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(anyhow!("{}: {e}", file.display())),
     }
 }
 
@@ -685,6 +771,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     format,
                     digest,
                     public_key,
+                    export,
                 },
         } => {
             // The digest first: a document that is not a valid signed digest is a usage error.
@@ -711,6 +798,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     Some(d)
                 }
             };
+            if let Some(file) = export {
+                return verify_export_file(file, digest.as_ref(), *format);
+            }
             let env = cli.open(false, false)?;
             let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
             let pb = progress(Some(head.position), "verifying");
@@ -751,6 +841,95 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         ),
                         SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
                     }
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(anyhow!("{e}")),
+            }
+        }
+        Cmd::Export {
+            from,
+            to,
+            since,
+            output,
+        } => {
+            let env = cli.open(false, false)?;
+            let options = audit::ExportOptions {
+                from: *from,
+                to: *to,
+                since: since.map(|t| store::format_recorded_at(t.with_timezone(&Utc))),
+            };
+            let written = match output {
+                Some(path) => {
+                    let file = std::fs::File::create(path).with_context(|| {
+                        format!("cannot create {}; check the path", path.display())
+                    })?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let w = audit::export(env.store.as_ref(), &options, &mut out)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    out.into_inner()
+                        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?
+                        .sync_all()?;
+                    w
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    audit::export(env.store.as_ref(), &options, &mut out)
+                        .map_err(|e| anyhow!("{e}"))?
+                }
+            };
+            match (written.first, written.last) {
+                (Some(f), Some(l)) => {
+                    eprintln!("exported {} events, positions {f}..{l}", written.events)
+                }
+                _ => eprintln!("exported nothing: no event in that range"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import { file } => {
+            let pb = progress(None, "importing");
+            let result = if file.as_os_str() == "-" {
+                let env = cli.open(false, true)?;
+                audit::import(&mut std::io::stdin().lock(), env.store.as_ref(), &mut |n| {
+                    pb.set_position(n)
+                })
+            } else {
+                let open = || {
+                    std::fs::File::open(file)
+                        .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+                        .with_context(|| {
+                            format!("cannot read the export {}; check the path", file.display())
+                        })
+                };
+                // A file is verified whole before anything is written: a broken export
+                // imports nothing. (From standard input, batches before a break are kept.)
+                if let Err(e) = audit::verify_export(&mut open()?, None) {
+                    pb.finish_and_clear();
+                    return match e {
+                        audit::VerifyError::Broken { position, reason } => {
+                            println!("BROKEN at position {position}: {reason}");
+                            eprintln!("the export does not verify: nothing was imported");
+                            Ok(ExitCode::from(1))
+                        }
+                        e => Err(anyhow!("{}: {e}", file.display())),
+                    };
+                }
+                let env = cli.open(false, true)?;
+                audit::import(&mut open()?, env.store.as_ref(), &mut |n| {
+                    pb.set_position(n)
+                })
+            };
+            pb.finish_and_clear();
+            match result {
+                Ok(i) => {
+                    println!(
+                        "imported {} events ({} already there); head {} {}",
+                        i.imported, i.skipped, i.position, i.hash
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(audit::VerifyError::Broken { position, reason }) => {
+                    println!("BROKEN at position {position}: {reason}");
+                    eprintln!("the export does not verify: nothing from position {position} on was imported");
                     Ok(ExitCode::from(1))
                 }
                 Err(e) => Err(anyhow!("{e}")),

@@ -37,7 +37,7 @@
 use super::chain::{chain_hash, EventRef, GENESIS_HASH};
 use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
-    DataRef, EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
+    DataRef, EventStore, ExpectedVersion, Head, ImportedEvent, RecordedEvent, StoreError,
 };
 use crate::bus::cloudevents::{encode, with_event};
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -215,6 +215,8 @@ pub struct JetStreamStore {
     stream: stream::Stream,
     shared: Arc<Shared>,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// For imports (appends go through the writer task).
+    js: jetstream::Context,
 }
 
 /// Parses `nats://HOST:PORT[,nats://HOST:PORT…][?replicas=N]`.
@@ -321,7 +323,7 @@ impl JetStreamStore {
         }
         let (jobs, rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = Writer {
-            js: writer_js,
+            js: writer_js.clone(),
             client,
             stream: stream.clone(),
             shared: shared.clone(),
@@ -334,6 +336,7 @@ impl JetStreamStore {
             stream,
             shared,
             jobs,
+            js: writer_js,
         })
     }
 
@@ -1173,6 +1176,79 @@ impl EventStore for JetStreamStore {
             }
             self.refresh()?;
         }
+    }
+
+    fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {
+        self.refresh()?;
+        {
+            let index = self.shared.index();
+            let head = Head {
+                position: index.head,
+                hash: index.head_hash,
+            };
+            super::check_import(
+                head,
+                &index.head_recorded_at,
+                events,
+                &mut |s| Ok(index.positions(s).len() as u64),
+                &mut |id| Ok(index.commands.contains_key(&id)),
+            )?;
+        }
+        // Pipelined, each publish expecting its predecessor as the last sequence: if one is
+        // refused every later one is too, so the log never skips. Not atomic per command:
+        // an interrupted import leaves a prefix, and running it again goes on from there.
+        let js = self.js.clone();
+        let payloads: Vec<(String, HeaderMap, bytes::Bytes, u64)> = events
+            .iter()
+            .map(|ie| {
+                let e = &ie.event;
+                let mut h = HeaderMap::new();
+                h.insert("Ledger-Position", e.position.to_string().as_str());
+                h.insert("Ledger-Command-Hash", hex::encode(ie.content_hash).as_str());
+                h.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
+                h.insert(
+                    "Nats-Expected-Last-Sequence",
+                    (e.position - 1).to_string().as_str(),
+                );
+                let payload: bytes::Bytes = encode(&e.as_ref(), SOURCE).into();
+                (log_subject(&e.stream_id), h, payload, e.position)
+            })
+            .collect();
+        self.run(async move {
+            for chunk in payloads.chunks(MAX_BATCH) {
+                let mut acks = Vec::with_capacity(chunk.len());
+                for (subject, h, payload, position) in chunk {
+                    let message = jetstream::message::PublishMessage::build()
+                        .headers(h.clone())
+                        .payload(payload.clone());
+                    let ack = js
+                        .send_publish(subject.clone(), message)
+                        .await
+                        .map_err(unavailable)?;
+                    acks.push((ack, *position));
+                }
+                for (ack, position) in acks {
+                    let a = ack.await.map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "NATS refused the import at position {position}: {e}; run the import again to go on from where it stopped"
+                        ))
+                    })?;
+                    if a.sequence != position || a.duplicate {
+                        return Err(StoreError::Corrupt(format!(
+                            "NATS stored position {position} at sequence {} (duplicate: {})",
+                            a.sequence, a.duplicate
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        self.refresh()?;
+        let index = self.shared.index();
+        Ok(Head {
+            position: index.head,
+            hash: index.head_hash,
+        })
     }
 
     fn describe(&self) -> String {

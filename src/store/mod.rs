@@ -310,6 +310,95 @@ pub trait EventStore: Send + Sync {
 
     /// A description for messages (`sqlite:./ledger-data/ledger.db`).
     fn describe(&self) -> String;
+
+    /// Appends events exactly as another store recorded them (ids, positions, times,
+    /// hashes): `campaign-ledger import`. The first must be at the head + 1 with the head's
+    /// hash as its `prev_hash`; every hash must verify, stream versions follow the store's and
+    /// no command id may be known already. A call holds whole commands (a command's events
+    /// are never split over two calls). Checked before anything is written; durable on
+    /// return; returns the new head.
+    fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {
+        let _ = events;
+        Err(StoreError::Invalid(format!(
+            "{} cannot import events",
+            self.describe()
+        )))
+    }
+}
+
+/// One event of an import: its envelope as exported and its command's content hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedEvent {
+    /// The envelope, exactly as the exporting store recorded it.
+    pub event: RecordedEvent,
+    /// The content hash of the command that caused it (for permanent idempotency).
+    pub content_hash: [u8; 32],
+}
+
+/// Checks that `events` continue a log whose head is `head` (positions, `prev_hash`, each
+/// hash, commit times), that stream versions follow (`version_of` gives a stream's current
+/// version in the store) and that no command id is known (`known`) or split.
+pub(crate) fn check_import(
+    head: Head,
+    head_recorded_at: &str,
+    events: &[ImportedEvent],
+    version_of: &mut dyn FnMut(&str) -> Result<u64, StoreError>,
+    known: &mut dyn FnMut(Uuid) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut prev = head.hash;
+    let mut recorded = head_recorded_at.to_string();
+    let mut versions: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut commands: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    let mut last_command: Option<Uuid> = None;
+    for (i, ie) in events.iter().enumerate() {
+        let e = &ie.event;
+        let expected = head.position + 1 + i as u64;
+        let bad = |why: String| {
+            StoreError::Invalid(format!(
+                "the import's event at position {} cannot follow: {why}; nothing was imported from this batch",
+                e.position
+            ))
+        };
+        if e.position != expected {
+            return Err(bad(format!("the store's next position is {expected}")));
+        }
+        if e.prev_hash != prev {
+            return Err(bad(
+                "its prev_hash is not the hash of the event before it".into()
+            ));
+        }
+        if chain_hash(&prev, &e.as_ref()) != e.hash {
+            return Err(bad(
+                "its contents do not match its hash (it was altered)".into()
+            ));
+        }
+        if e.recorded_at.as_str() < recorded.as_str() {
+            return Err(bad(format!(
+                "it is recorded at {} before the event before it",
+                e.recorded_at
+            )));
+        }
+        let v = match versions.get(e.stream_id.as_str()) {
+            Some(v) => *v,
+            None => version_of(&e.stream_id)?,
+        };
+        if e.stream_version != v + 1 {
+            return Err(bad(format!(
+                "stream {} is at version {v}, and this event has version {}",
+                e.stream_id, e.stream_version
+            )));
+        }
+        versions.insert(&e.stream_id, v + 1);
+        if last_command != Some(e.command_id) {
+            if !commands.insert(e.command_id) || known(e.command_id)? {
+                return Err(bad(format!("command {} is recorded already", e.command_id)));
+            }
+            last_command = Some(e.command_id);
+        }
+        prev = e.hash;
+        recorded.clone_from(&e.recorded_at);
+    }
+    Ok(())
 }
 
 /// Catch-up then live subscription from a position: no gap, no duplicate.

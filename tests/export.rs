@@ -1,0 +1,412 @@
+//! Export and import: `export` writes the log as JSON lines of CloudEvents; `import` rebuilds a
+//! store from it with identical hashes (SQLite → SQLite, and SQLite → NATS → SQLite with
+//! byte-identical exports); `audit verify --export` checks an export without the database,
+//! alone or against a signed digest; a damaged export is caught, named, and imports nothing.
+
+mod support;
+
+use std::path::Path;
+use support::{run, stderr, stdout};
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
+    stdout(o)
+}
+
+/// The scenario's full export, written to `dir/all.jsonl`; returns its lines.
+fn export_scenario(dir: &Path) -> Vec<String> {
+    let out = dir.join("all.jsonl");
+    let store = format!(
+        "sqlite:{}",
+        support::store_file(support::scenario_dir()).display()
+    );
+    ok(&run(
+        dir,
+        &["export", "--store", &store, "-o", out.to_str().unwrap()],
+    ));
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn field(line: &str, name: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(line).unwrap()[name].clone()
+}
+
+fn broken_at(o: &std::process::Output, position: u64) -> String {
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(o), stderr(o));
+    let out = stdout(o);
+    assert!(
+        out.contains(&format!("BROKEN at position {position}:")),
+        "expected a break at {position}: {out}"
+    );
+    out
+}
+
+#[test]
+fn export_import_export_is_byte_identical_and_keeps_hashes_totals_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = export_scenario(dir.path());
+    assert!(lines.len() > 2000, "{}", lines.len());
+    // Every line is a CloudEvent with the envelope an auditor needs.
+    for key in [
+        "ledgerposition",
+        "ledgerrecordedat",
+        "ledgerprevhash",
+        "ledgerhash",
+        "ledgercommandhash",
+    ] {
+        assert!(
+            !field(&lines[0], key).is_null(),
+            "{key} missing: {}",
+            lines[0]
+        );
+    }
+    assert_eq!(field(&lines[0], "specversion"), "1.0");
+    assert_eq!(field(&lines[0], "ledgerposition"), 1);
+
+    let o = run(
+        dir.path(),
+        &["import", "all.jsonl", "--store", "sqlite:copy/ledger.db"],
+    );
+    let out = ok(&o);
+    let head_hash = field(lines.last().unwrap(), "ledgerhash");
+    assert!(
+        out.contains(&format!("imported {} events", lines.len()))
+            && out.contains(head_hash.as_str().unwrap()),
+        "{out}"
+    );
+    ok(&run(
+        dir.path(),
+        &[
+            "export",
+            "--store",
+            "sqlite:copy/ledger.db",
+            "-o",
+            "again.jsonl",
+        ],
+    ));
+    assert!(
+        std::fs::read(dir.path().join("all.jsonl")).unwrap()
+            == std::fs::read(dir.path().join("again.jsonl")).unwrap(),
+        "the export of the imported store differs from the original export"
+    );
+    let v = ok(&run(
+        dir.path(),
+        &["audit", "verify", "--store", "sqlite:copy/ledger.db"],
+    ));
+    assert!(v.contains(head_hash.as_str().unwrap()), "{v}");
+
+    // The projections of the copy give the scenario's totals.
+    let r = ok(&run(
+        dir.path(),
+        &[
+            "report",
+            "doses_by_directorate",
+            "--as-of",
+            "2021-12-17",
+            "--format",
+            "json",
+            "--store",
+            "sqlite:copy/ledger.db",
+        ],
+    ));
+    let r: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(r["totals"]["total"], 1428, "{r}");
+    assert_eq!(r["totals"]["first"], 880, "{r}");
+
+    // Command ids stay idempotent in the copy: a command of the scenario is a duplicate there.
+    let scenario = ok(&run(dir.path(), &["scenario", "ofii-2021"]));
+    let first_command = scenario.lines().find(|l| l.starts_with('{')).unwrap();
+    std::fs::write(dir.path().join("one.jsonl"), format!("{first_command}\n")).unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "submit",
+            "one.jsonl",
+            "--format",
+            "json",
+            "--store",
+            "sqlite:copy/ledger.db",
+        ],
+    );
+    assert!(
+        stdout(&o).contains("\"duplicate\""),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // Importing again adds nothing; importing into a store holding another log is refused.
+    let again = ok(&run(
+        dir.path(),
+        &["import", "all.jsonl", "--store", "sqlite:copy/ledger.db"],
+    ));
+    assert!(
+        again.contains(&format!(
+            "imported 0 events ({} already there)",
+            lines.len()
+        )),
+        "{again}"
+    );
+    let other = tempfile::tempdir().unwrap();
+    let store = support::sqlite_store_at(&other.path().join("ledger.db"));
+    support::fill(store.as_ref(), 10);
+    drop(store);
+    let target = format!("sqlite:{}", other.path().join("ledger.db").display());
+    let o = run(dir.path(), &["import", "all.jsonl", "--store", &target]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("already holds a different log"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_damaged_export_is_caught_and_named_alone_and_on_import_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = export_scenario(dir.path());
+    let write = |name: &str, ls: &[String]| {
+        std::fs::write(dir.path().join(name), ls.join("\n") + "\n").unwrap();
+    };
+    let out = ok(&run(
+        dir.path(),
+        &["audit", "verify", "--export", "all.jsonl"],
+    ));
+    assert!(
+        out.contains(&format!("positions 1..{}", lines.len())),
+        "{out}"
+    );
+
+    // A changed value in one event's data.
+    let mut changed = lines.clone();
+    changed[99] = changed[99].replacen("\"data\":{", "\"data\":{\"x\":1,", 1);
+    write("changed.jsonl", &changed);
+    let out = broken_at(
+        &run(
+            dir.path(),
+            &["audit", "verify", "--export", "changed.jsonl"],
+        ),
+        100,
+    );
+    assert!(out.contains("altered"), "{out}");
+    let o = run(
+        dir.path(),
+        &["import", "changed.jsonl", "--store", "sqlite:c/ledger.db"],
+    );
+    broken_at(&o, 100);
+    assert!(
+        !dir.path().join("c/ledger.db").exists(),
+        "a broken export must not even create the target store"
+    );
+
+    // A reordered pair, a deleted event, a truncated last line.
+    let mut swapped = lines.clone();
+    swapped.swap(149, 150);
+    write("swapped.jsonl", &swapped);
+    broken_at(
+        &run(
+            dir.path(),
+            &["audit", "verify", "--export", "swapped.jsonl"],
+        ),
+        150,
+    );
+    let mut deleted = lines.clone();
+    deleted.remove(199);
+    write("deleted.jsonl", &deleted);
+    let out = broken_at(
+        &run(
+            dir.path(),
+            &["audit", "verify", "--export", "deleted.jsonl"],
+        ),
+        200,
+    );
+    assert!(out.contains("missing"), "{out}");
+    let mut truncated = lines.clone();
+    let last = truncated.pop().unwrap();
+    truncated.push(last[..last.len() / 2].to_string());
+    write("truncated.jsonl", &truncated);
+    let n = lines.len() as u64;
+    let out = broken_at(
+        &run(
+            dir.path(),
+            &["audit", "verify", "--export", "truncated.jsonl"],
+        ),
+        n,
+    );
+    assert!(out.contains("truncated"), "{out}");
+
+    // Not an export at all: a usage error, not a break.
+    std::fs::write(dir.path().join("notes.txt"), "hello\n").unwrap();
+    let o = run(dir.path(), &["audit", "verify", "--export", "notes.txt"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a ledger event"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_window_export_verifies_alone_and_against_a_signed_digest_taken_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = export_scenario(dir.path());
+    // A store that holds the first 1,500 events when its digest is taken, then the rest
+    // (the second import goes on from where the first stopped).
+    std::fs::write(
+        dir.path().join("head.jsonl"),
+        lines[..1500].join("\n") + "\n",
+    )
+    .unwrap();
+    ok(&run(dir.path(), &["import", "head.jsonl"]));
+    let public = ok(&run(dir.path(), &["audit", "keygen"]))
+        .trim()
+        .to_string();
+    let digest = ok(&run(dir.path(), &["audit", "digest"]));
+    std::fs::write(dir.path().join("digest.json"), &digest).unwrap();
+    let out = ok(&run(dir.path(), &["import", "all.jsonl"]));
+    assert!(
+        out.contains(&format!(
+            "imported {} events (1500 already there)",
+            lines.len() - 1500
+        )),
+        "{out}"
+    );
+
+    ok(&run(
+        dir.path(),
+        &[
+            "export",
+            "--from",
+            "1000",
+            "--to",
+            "2000",
+            "-o",
+            "window.jsonl",
+        ],
+    ));
+    let window = std::fs::read_to_string(dir.path().join("window.jsonl")).unwrap();
+    assert_eq!(window.lines().count(), 1001);
+    let verify = |file: &str| {
+        run(
+            dir.path(),
+            &[
+                "audit",
+                "verify",
+                "--export",
+                file,
+                "--digest",
+                "digest.json",
+                "--public-key",
+                &public,
+            ],
+        )
+    };
+    let out = ok(&verify("window.jsonl"));
+    assert!(
+        out.contains("the export holds the log the digest was taken from (position 1500"),
+        "{out}"
+    );
+    assert!(out.contains("positions 1000..2000"), "{out}");
+
+    // Changed before the digest's position: the chain inside the window breaks.
+    let mut w: Vec<String> = window.lines().map(str::to_string).collect();
+    w[200] = w[200].replacen("\"data\":{", "\"data\":{\"x\":1,", 1);
+    std::fs::write(dir.path().join("w-changed.jsonl"), w.join("\n") + "\n").unwrap();
+    broken_at(&verify("w-changed.jsonl"), 1200);
+
+    // A window entirely after the digest cannot be checked against it, and says how to.
+    ok(&run(
+        dir.path(),
+        &["export", "--from", "1600", "-o", "late.jsonl"],
+    ));
+    let o = verify("late.jsonl");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("before this export's first event (1600)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // --since: the events recorded from an instant on, a window that verifies on its own.
+    let since = field(&lines[2000], "ledgerrecordedat");
+    let since = since.as_str().unwrap();
+    ok(&run(
+        dir.path(),
+        &["export", "--since", since, "-o", "since.jsonl"],
+    ));
+    let s = std::fs::read_to_string(dir.path().join("since.jsonl")).unwrap();
+    let first = s.lines().next().unwrap();
+    assert!(field(first, "ledgerrecordedat").as_str().unwrap() >= since);
+    assert!(field(first, "ledgerposition").as_u64().unwrap() <= 2001);
+    assert_eq!(s.lines().last(), lines.last().map(String::as_str));
+    ok(&run(
+        dir.path(),
+        &["audit", "verify", "--export", "since.jsonl"],
+    ));
+}
+
+#[test]
+fn sqlite_to_nats_to_sqlite_gives_byte_identical_exports() {
+    let server = support::nats::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = export_scenario(dir.path());
+    let nats = server.url();
+    let out = ok(&run(dir.path(), &["import", "all.jsonl", "--store", &nats]));
+    assert!(
+        out.contains(&format!("imported {} events", lines.len())),
+        "{out}"
+    );
+    ok(&run(dir.path(), &["audit", "verify", "--store", &nats]));
+    ok(&run(
+        dir.path(),
+        &["export", "--store", &nats, "-o", "from-nats.jsonl"],
+    ));
+    ok(&run(
+        dir.path(),
+        &[
+            "import",
+            "from-nats.jsonl",
+            "--store",
+            "sqlite:back/ledger.db",
+        ],
+    ));
+    ok(&run(
+        dir.path(),
+        &[
+            "export",
+            "--store",
+            "sqlite:back/ledger.db",
+            "-o",
+            "back.jsonl",
+        ],
+    ));
+    let original = std::fs::read(dir.path().join("all.jsonl")).unwrap();
+    assert!(
+        original == std::fs::read(dir.path().join("from-nats.jsonl")).unwrap(),
+        "the NATS log's export differs"
+    );
+    assert!(
+        original == std::fs::read(dir.path().join("back.jsonl")).unwrap(),
+        "the round trip's export differs"
+    );
+    // The NATS log keeps command ids idempotent after an import too.
+    let scenario = ok(&run(dir.path(), &["scenario", "ofii-2021"]));
+    std::fs::write(
+        dir.path().join("one.jsonl"),
+        format!(
+            "{}\n",
+            scenario.lines().find(|l| l.starts_with('{')).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        dir.path(),
+        &["submit", "one.jsonl", "--format", "json", "--store", &nats],
+    );
+    assert!(
+        stdout(&o).contains("\"duplicate\""),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
