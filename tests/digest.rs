@@ -219,3 +219,92 @@ fn an_edited_digest_or_one_signed_by_another_key_is_refused() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not a digest"), "{}", stderr(&o));
 }
+
+#[test]
+fn serve_publishes_a_signed_digest_when_the_log_moved_to_a_file_and_to_nats() {
+    use std::time::{Duration, Instant};
+    let server = support::nats::NatsServer::start();
+    let (dir, public) = setup(100);
+    let mut child = support::bin()
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--digest-every",
+            "1s",
+            "--nats",
+        ])
+        .arg(server.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("ledger-data/digests.jsonl");
+    let positions = || -> Vec<u64> {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["position"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let wait_for = |p: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !positions().contains(&p) {
+            assert!(
+                Instant::now() < deadline,
+                "no digest at {p}: {:?}",
+                positions()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(100);
+    support::fill(store(dir.path()).as_ref(), 50);
+    wait_for(150);
+    // Nothing moved: no new digest.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(positions(), vec![100, 150]);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+
+    // Each digest in the file is signed by the ledger's key, and the log extends it.
+    for (i, line) in std::fs::read_to_string(&file).unwrap().lines().enumerate() {
+        let name = format!("d{i}.json");
+        std::fs::write(dir.path().join(&name), line).unwrap();
+        let o = run(
+            dir.path(),
+            &[
+                "audit",
+                "verify",
+                "--digest",
+                &name,
+                "--public-key",
+                &public,
+            ],
+        );
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    }
+    // The same digests are on NATS, on ledger.v1.digests, signed.
+    let messages = support::nats::rt().block_on(support::nats::stream_messages(
+        &server.url(),
+        "LEDGER_DIGESTS",
+    ));
+    let on_nats: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            assert_eq!(m.subject.as_str(), "ledger.v1.digests");
+            let d: campaign_ledger::audit::SignedDigest =
+                serde_json::from_slice(&m.payload).unwrap();
+            d.check_signature(Some(&public)).unwrap();
+            d.position
+        })
+        .collect();
+    assert_eq!(on_nats, vec![100, 150]);
+}

@@ -2,9 +2,11 @@
 //! It decides nothing: it carries committed events, in order, exactly once.
 
 pub mod cloudevents;
+mod digests;
 mod relay;
 mod source;
 
+pub use digests::{publish_digests, DigestOptions, DIGEST_STREAM, DIGEST_SUBJECT};
 pub use relay::{relay, Progress, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;
 

@@ -175,6 +175,11 @@ pub enum Cmd {
         /// it every request has full rights, so only loopback addresses are accepted.
         #[arg(long, env = "LEDGER_AUTH")]
         auth: Option<PathBuf>,
+        /// How often to publish a signed digest of the head when the log moved (to
+        /// digests.jsonl beside the store and, with --nats, on ledger.v1.digests): 90s, 15m,
+        /// 1h…; 0 turns it off. Needs the signing key (`audit keygen`).
+        #[arg(long, default_value = "1h", value_parser = parse_every)]
+        digest_every: std::time::Duration,
     },
     /// Tokens for the HTTP API.
     Auth {
@@ -278,6 +283,23 @@ pub enum ProjectionsCmd {
         /// Projection name.
         name: String,
     },
+}
+
+fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let bad =
+        || format!("{s:?} is not a duration; write for example 90s, 15m or 1h (0 turns it off)");
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -1012,7 +1034,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Serve { listen, auth } => {
+        Cmd::Serve {
+            listen,
+            auth,
+            digest_every,
+        } => {
             let auth = match auth {
                 Some(path) => Some(
                     crate::http::Auth::load(path, &directorate_ids())
@@ -1020,7 +1046,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            serve(&cli, listen, auth, None)
+            serve(&cli, listen, auth, None, *digest_every)
         }
         Cmd::Project { once } => {
             if cli.nats.is_none() {
@@ -1156,6 +1182,16 @@ fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
     )
     .map_err(|e| anyhow!(e))?;
     let auth = crate::http::Auth::from_file(file, &directorate_ids()).map_err(|e| anyhow!(e))?;
+    // The demo signs its digests: a key of its own, made once.
+    let key_path = cli.key_path(None);
+    if !key_path.exists() {
+        let key = crate::audit::LedgerKey::generate(&key_path).map_err(|e| anyhow!(e))?;
+        println!(
+            "signing key created at {} (public key {})",
+            key_path.display(),
+            key.public_hex()
+        );
+    }
     println!();
     serve(
         cli,
@@ -1166,6 +1202,7 @@ fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
             tokens_file,
             as_of: s.as_of,
         }),
+        std::time::Duration::from_secs(3600),
     )
 }
 
@@ -1176,6 +1213,7 @@ fn serve(
     listen: &str,
     auth: Option<crate::http::Auth>,
     banner: Option<DemoBanner>,
+    digest_every: std::time::Duration,
 ) -> Result<ExitCode> {
     let addr: std::net::SocketAddr = match listen.parse() {
         Ok(a) => a,
@@ -1209,9 +1247,23 @@ fn serve(
         state = state.with_auth(a);
     }
     let key_path = cli.key_path(None);
+    let mut digests = None;
     if key_path.exists() {
-        state = state
-            .with_signing_key(crate::audit::LedgerKey::load(&key_path).map_err(|e| anyhow!(e))?);
+        let key = crate::audit::LedgerKey::load(&key_path).map_err(|e| anyhow!(e))?;
+        state = state.with_signing_key(key);
+        if !digest_every.is_zero() {
+            digests = Some(crate::bus::DigestOptions {
+                every: digest_every,
+                file: cli.data_dir().join("digests.jsonl"),
+                nats_url: cli.nats.clone(),
+                replicas: 1,
+            });
+        }
+    } else if !digest_every.is_zero() {
+        eprintln!(
+            "note: no signing key at {}: digests are not published (create one with `campaign-ledger audit keygen`)",
+            key_path.display()
+        );
     }
     let relay_options = cli.nats.clone().map(crate::bus::RelayOptions::new);
     if let Some(o) = &relay_options {
@@ -1279,6 +1331,15 @@ fn serve(
                 }
             })
         };
+        let digests = match (digests, state.signing.clone()) {
+            (Some(o), Some(key)) => Some(tokio::spawn(crate::bus::publish_digests(
+                store.clone(),
+                key,
+                o,
+                stopped(stop_rx.clone()),
+            ))),
+            _ => None,
+        };
         let relay = relay_options
             .map(|o| tokio::spawn(crate::bus::relay(store, o, stopped(stop_rx.clone()))));
         // Answers go out at once (no Nagle delay behind a small response).
@@ -1298,6 +1359,9 @@ fn serve(
                 Ok(Err(e)) => eprintln!("relay stopped: {e}"),
                 Err(e) => eprintln!("relay stopped: {e}"),
             }
+        }
+        if let Some(d) = digests {
+            let _ = d.await;
         }
         let _ = catch_up.await;
         eprintln!("server stopped");
