@@ -241,6 +241,7 @@ fn build_big_store(dir: &Path, n: u64) -> Arc<dyn EventStore> {
                     lot: "FF2832".into(),
                     dose: [DoseKind::First, DoseKind::Second, DoseKind::Booster][(i % 3) as usize],
                     dose_number: 1 + (i % 3) as u32,
+                    series_doses: 2,
                     administered_at: at(day, (i % 480) as i64),
                     prior_infection_counted: false,
                 }),
@@ -290,7 +291,7 @@ fn build_big_store(dir: &Path, n: u64) -> Arc<dyn EventStore> {
             };
             events.push(NewEvent {
                 event_type: ev.event_type().into(),
-                schema_version: 1,
+                schema_version: ev.schema_version(),
                 occurred_at: ev.occurred_at(),
                 data: ev.data_json(),
             });

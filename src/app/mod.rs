@@ -327,7 +327,7 @@ impl Ledger {
                     .iter()
                     .map(|e| NewEvent {
                         event_type: e.event_type().to_string(),
-                        schema_version: Event::SCHEMA_VERSION,
+                        schema_version: e.schema_version(),
                         occurred_at: e.occurred_at(),
                         data: e.data_json(),
                     })

@@ -189,6 +189,14 @@ pub enum Cmd {
     },
     /// Print the OpenAPI 3.1 document of the HTTP API (as committed in schemas/openapi.json).
     Openapi,
+    /// The JSON Schemas of every command and every event version, generated from the code:
+    /// lists them, or with --write DIR writes DIR/commands/*.schema.json and
+    /// DIR/events/*.schema.json (removing files of those folders the code no longer makes).
+    Schemas {
+        /// The directory to write them to (the repository keeps them in schemas/).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// A NATS-fed projection worker: folds LEDGER_EVENTS (published by the relay) into every
     /// projection, each saved with its stream position in one transaction, in the
     /// --projections-db file; follows new events until SIGTERM or Ctrl-C. Needs --nats.
@@ -355,6 +363,7 @@ impl Cli {
                     | Cmd::Export { .. }
                     | Cmd::Projections { .. }
                     | Cmd::Openapi
+                    | Cmd::Schemas { .. }
             )
     }
 
@@ -652,6 +661,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Openapi => {
             print!("{}", crate::http::openapi::document_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Schemas { write } => {
+            use crate::domain::schema::{document_text, documents};
+            let docs = documents();
+            let Some(dir) = write else {
+                for (path, _) in &docs {
+                    println!("{path}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            for sub in ["commands", "events"] {
+                let d = dir.join(sub);
+                std::fs::create_dir_all(&d)
+                    .with_context(|| format!("cannot create {}", d.display()))?;
+                for entry in std::fs::read_dir(&d)? {
+                    let entry = entry?;
+                    let name = format!("{sub}/{}", entry.file_name().to_string_lossy());
+                    if !docs.iter().any(|(p, _)| *p == name) {
+                        std::fs::remove_file(entry.path())?;
+                        eprintln!("removed {}", entry.path().display());
+                    }
+                }
+            }
+            for (path, doc) in &docs {
+                let file = dir.join(path);
+                std::fs::write(&file, document_text(doc))
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            eprintln!("{} schemas written under {}", docs.len(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Auth {

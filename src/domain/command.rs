@@ -135,7 +135,7 @@ pub enum Command {
 }
 
 /// Authorise a vaccination site of a directorate from a date.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AuthoriseSite {
@@ -146,7 +146,7 @@ pub struct AuthoriseSite {
 }
 
 /// Record a dose given by the OFII.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AdministerDose {
@@ -166,7 +166,7 @@ pub struct AdministerDose {
 }
 
 /// Record a dose given elsewhere (certificate shown): it counts for the series, never in OFII totals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RecordExternalDose {
@@ -178,7 +178,7 @@ pub struct RecordExternalDose {
 }
 
 /// Record that a planned dose was not given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RecordDoseNotAdministered {
@@ -190,7 +190,7 @@ pub struct RecordDoseNotAdministered {
 }
 
 /// Reverse a dose entry made in error, named by the command id that recorded it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ReverseDoseEntry {
@@ -199,7 +199,7 @@ pub struct ReverseDoseEntry {
 }
 
 /// Hand a person a ticket for walk-in vaccination at a partner centre.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct IssueTicket {
@@ -212,7 +212,7 @@ pub struct IssueTicket {
 }
 
 /// The partner centre reports the ticket used.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RedeemTicket {
@@ -222,7 +222,7 @@ pub struct RedeemTicket {
 }
 
 /// Mark an unused ticket as expired.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ExpireTicket {
@@ -231,7 +231,7 @@ pub struct ExpireTicket {
 }
 
 /// Open a vaccination session at a site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct OpenSession {
@@ -242,7 +242,7 @@ pub struct OpenSession {
 }
 
 /// Close a session with its attendance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct CloseSession {
@@ -252,7 +252,7 @@ pub struct CloseSession {
 }
 
 /// One accommodation structure's answer to the coverage survey.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AnswerCoverageSurvey {

@@ -659,6 +659,7 @@ pub fn decide(
                 lot: c.lot.clone(),
                 dose: c.dose,
                 dose_number,
+                series_doses: c.product.primary_series_doses(),
                 administered_at: c.administered_at,
                 prior_infection_counted: c.prior_infection_counted,
             })])

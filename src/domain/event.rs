@@ -25,7 +25,7 @@ pub enum Event {
 }
 
 /// A site was authorised as a vaccination site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct SiteAuthorised {
     pub directorate: String,
@@ -34,10 +34,35 @@ pub struct SiteAuthorised {
     pub authorised_on: NaiveDate,
 }
 
-/// The OFII gave a dose.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The OFII gave a dose. Schema version 2: `series_doses` added (FHIR
+/// `protocolApplied.seriesDoses`); version 1 data is read through `DoseAdministeredV1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct DoseAdministered {
+    pub person_ref: String,
+    pub age_band: AgeBand,
+    pub recipient: Recipient,
+    pub directorate: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub product: Product,
+    pub lot: String,
+    pub dose: DoseKind,
+    /// Rank of this dose among the person's valid doses, external ones included (1-based;
+    /// FHIR `protocolApplied.doseNumber`).
+    pub dose_number: u32,
+    /// Doses in the product's primary series (FHIR `protocolApplied.seriesDoses`): 1 for
+    /// Jcovden, 2 for the others. A `dose_number` above it is a booster.
+    pub series_doses: u32,
+    pub administered_at: DateTime<FixedOffset>,
+    pub prior_infection_counted: bool,
+}
+
+/// `DoseAdministered` as schema version 1 stored it (before `series_doses`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[allow(missing_docs)]
+pub struct DoseAdministeredV1 {
     pub person_ref: String,
     pub age_band: AgeBand,
     pub recipient: Recipient,
@@ -54,8 +79,29 @@ pub struct DoseAdministered {
     pub prior_infection_counted: bool,
 }
 
+impl From<DoseAdministeredV1> for DoseAdministered {
+    /// The upcaster from version 1: the product says how many doses its primary series has.
+    fn from(v: DoseAdministeredV1) -> DoseAdministered {
+        DoseAdministered {
+            series_doses: v.product.primary_series_doses(),
+            person_ref: v.person_ref,
+            age_band: v.age_band,
+            recipient: v.recipient,
+            directorate: v.directorate,
+            site: v.site,
+            session_id: v.session_id,
+            product: v.product,
+            lot: v.lot,
+            dose: v.dose,
+            dose_number: v.dose_number,
+            administered_at: v.administered_at,
+            prior_infection_counted: v.prior_infection_counted,
+        }
+    }
+}
+
 /// A dose given elsewhere was recorded from a certificate or declaration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct ExternalDoseRecorded {
     pub person_ref: String,
@@ -66,7 +112,7 @@ pub struct ExternalDoseRecorded {
 }
 
 /// A planned dose was not given (FHIR `not-done`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct DoseNotAdministered {
     pub person_ref: String,
@@ -78,7 +124,7 @@ pub struct DoseNotAdministered {
 
 /// A dose entry was reversed. Carries the attributes of what it reverses, under the same names,
 /// so every projection can subtract it without a lookup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct DoseEntryReversed {
     pub reversed_event_id: Uuid,
@@ -98,7 +144,7 @@ pub struct DoseEntryReversed {
 
 /// A dose given elsewhere was recorded in error and is reversed (it never counted in OFII
 /// totals; it stops counting for the person's series).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct ExternalDoseReversed {
     pub reversed_event_id: Uuid,
@@ -111,7 +157,7 @@ pub struct ExternalDoseReversed {
 }
 
 /// A ticket for walk-in vaccination at a partner centre was handed out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct TicketIssued {
     pub ticket_id: String,
@@ -123,7 +169,7 @@ pub struct TicketIssued {
 }
 
 /// The partner centre used the ticket (its dose is theirs, not the OFII's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct TicketRedeemed {
     pub ticket_id: String,
@@ -134,7 +180,7 @@ pub struct TicketRedeemed {
 }
 
 /// An unused ticket expired.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct TicketExpired {
     pub ticket_id: String,
@@ -144,7 +190,7 @@ pub struct TicketExpired {
 }
 
 /// A vaccination session opened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct SessionOpened {
     pub session_id: String,
@@ -154,7 +200,7 @@ pub struct SessionOpened {
 }
 
 /// A vaccination session closed with its attendance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct SessionClosed {
     pub session_id: String,
@@ -166,7 +212,7 @@ pub struct SessionClosed {
 }
 
 /// A structure answered the coverage survey (a later answer supersedes an earlier one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[allow(missing_docs)]
 pub struct CoverageSurveyAnswered {
     pub survey_id: String,
@@ -243,10 +289,15 @@ macro_rules! event_names {
                     _ => None,
                 }
             }
-            /// Reads stored data back.
+            /// Reads stored data back, upcasting an older schema version to the current one.
             pub fn decode(event_type: &str, schema_version: u32, data: &str) -> Result<Event, DecodeError> {
-                if schema_version != Self::SCHEMA_VERSION {
-                    return Err(DecodeError::UnknownType(event_type.to_string(), schema_version));
+                let current = Self::current_version(event_type)
+                    .ok_or_else(|| DecodeError::UnknownType(event_type.to_string(), schema_version))?;
+                if schema_version != current {
+                    return match Self::upcast(event_type, schema_version, data)? {
+                        Some(up) => Self::decode(event_type, current, &up),
+                        None => Err(DecodeError::UnknownType(event_type.to_string(), schema_version)),
+                    };
                 }
                 match event_type {
                     $(stringify!($v) => serde_json::from_str(data)
@@ -275,8 +326,46 @@ event_names!(
 );
 
 impl Event {
-    /// Schema version of every event type this build writes.
-    pub const SCHEMA_VERSION: u32 = 1;
+    /// The schema versions of an event type this build reads (oldest first; the last is the
+    /// one it writes), or `None` for an unknown type.
+    pub fn versions(event_type: &str) -> Option<&'static [u32]> {
+        match event_type {
+            "DoseAdministered" => Some(&[1, 2]),
+            t if Self::TYPES.contains(&t) => Some(&[1]),
+            _ => None,
+        }
+    }
+
+    /// The schema version this build writes for an event type.
+    pub fn current_version(event_type: &str) -> Option<u32> {
+        Self::versions(event_type).and_then(|v| v.last().copied())
+    }
+
+    /// The schema version of this event's data.
+    pub fn schema_version(&self) -> u32 {
+        Self::current_version(self.event_type()).expect("every event type has a version")
+    }
+
+    /// The upcasters: stored data of an older schema version rewritten as the current
+    /// version's JSON (`None` when no upcaster applies: the version is current or unknown).
+    /// Projections and the domain read old events through them; the log keeps the bytes it
+    /// stored (the hash chain covers them).
+    pub fn upcast(
+        event_type: &str,
+        schema_version: u32,
+        data: &str,
+    ) -> Result<Option<String>, DecodeError> {
+        let bad = |e| DecodeError::BadData(event_type.to_string(), schema_version, e);
+        match (event_type, schema_version) {
+            ("DoseAdministered", 1) => {
+                let v1: DoseAdministeredV1 = serde_json::from_str(data).map_err(bad)?;
+                Ok(Some(
+                    serde_json::to_string(&DoseAdministered::from(v1)).expect("events serialize"),
+                ))
+            }
+            _ => Ok(None),
+        }
+    }
 
     /// Business time of the fact (the envelope's `occurred_at`). A reversal has no business
     /// time of its own: it takes effect when the reversed entry did.

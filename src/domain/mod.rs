@@ -5,6 +5,7 @@ mod command;
 mod decide;
 mod event;
 mod policy;
+pub mod schema;
 mod types;
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::fmt;
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
         pub enum $name {
             $($(#[$vm])* #[serde(rename = $wire)] $variant),+
         }
@@ -87,6 +87,14 @@ wire_enum!(
 );
 
 impl Product {
+    /// Doses in the product's primary series (FHIR `seriesDoses`).
+    pub fn primary_series_doses(self) -> u32 {
+        match self {
+            Product::Jcovden => 1,
+            Product::Comirnaty | Product::Spikevax | Product::Vaxzevria => 2,
+        }
+    }
+
     /// The name a nurse reads.
     pub fn label(self) -> &'static str {
         match self {

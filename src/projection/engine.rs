@@ -304,10 +304,19 @@ impl Engine {
                     {
                         return true;
                     }
+                    // Older schema versions are read as the current one (the upcasters).
+                    let data = match crate::domain::Event::upcast(
+                        e.event_type,
+                        e.schema_version,
+                        e.data,
+                    ) {
+                        Ok(Some(up)) => up,
+                        _ => e.data.to_string(),
+                    };
                     batch.push(Owned {
                         position: e.position,
                         type_id,
-                        data: e.data.to_string(),
+                        data,
                         occurred_at: e.occurred_at.to_string(),
                         envelope: envelope.then(|| {
                             Box::new([

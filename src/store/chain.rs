@@ -58,6 +58,7 @@ impl<'a> EventRef<'a> {
             position: self.position,
             stream_id: self.stream_id,
             event_type: self.event_type,
+            schema_version: self.schema_version,
             occurred_at: self.occurred_at,
             recorded_at: self.recorded_at,
             data: self.data,

@@ -185,6 +185,7 @@ pub struct DataRef<'a> {
     pub position: u64,
     pub stream_id: &'a str,
     pub event_type: &'a str,
+    pub schema_version: u32,
     pub occurred_at: &'a str,
     pub recorded_at: &'a str,
     pub data: &'a str,

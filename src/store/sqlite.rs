@@ -464,7 +464,7 @@ impl EventStore for SqliteStore {
         let to = self.durable_bound(to)?;
         self.with_reader(|c| {
             let mut st = c.prepare_cached(
-                "SELECT position, stream_id, event_type, occurred_at, recorded_at, data, hash \
+                "SELECT position, stream_id, event_type, occurred_at, recorded_at, data, hash, schema_version \
                  FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
             )?;
             let mut rows = st.query(params![after as i64, to.min(i64::MAX as u64) as i64])?;
@@ -480,6 +480,7 @@ impl EventStore for SqliteStore {
                     position: row.get::<_, i64>(0)? as u64,
                     stream_id: text(row, 1)?,
                     event_type: text(row, 2)?,
+                    schema_version: row.get::<_, i64>(7)? as u32,
                     occurred_at: text(row, 3)?,
                     recorded_at: text(row, 4)?,
                     data: text(row, 5)?,
