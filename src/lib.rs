@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! campaign-ledger: an event-sourced, hash-chained ledger for a vaccination campaign.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -2,8 +2,11 @@
 //! version; retry on conflict with a fresh read; idempotency by command id, forever.
 //! No business rules here: they live in `domain::decide`.
 
+mod privacy;
 mod submit;
 
+use privacy::Person;
+pub use privacy::{open_sealed, seal, sealed_person_id, Erasure, PersonView, SEALED};
 pub use submit::{
     handle_envelope, handle_text, invalid_outcome, submit_lines, ErrorBody, LineOutcome,
     SubmitSummary,
@@ -85,6 +88,10 @@ pub struct Ledger {
     reference: Reference,
     clock: Arc<dyn Clock>,
     sites: RwLock<HashMap<String, StreamState>>,
+    /// Per-person keys (crypto-shredding); `None`: person refs are stored in clear.
+    keys: Option<Arc<crate::store::KeyStore>>,
+    /// The log held events before the key store existed (some people are in clear).
+    legacy_log: bool,
 }
 
 impl Ledger {
@@ -101,7 +108,21 @@ impl Ledger {
             reference,
             clock,
             sites: RwLock::new(HashMap::new()),
+            keys: None,
+            legacy_log: false,
         }
+    }
+
+    /// Stores person refs sealed with per-person keys from `keys` (see `app::privacy`).
+    pub fn with_keys(mut self, keys: Arc<crate::store::KeyStore>) -> Ledger {
+        self.legacy_log = keys.legacy();
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The key store, when person refs are sealed.
+    pub fn keys(&self) -> Option<&Arc<crate::store::KeyStore>> {
+        self.keys.as_ref()
     }
 
     /// The store.
@@ -259,8 +280,16 @@ impl Ledger {
             }
         };
         let routing = envelope.command.routing();
+        // The person the command names: their pseudonymous stream and key.
+        let person = match envelope.command.person_ref() {
+            Some(r) => self.person(r)?.map(|p| (r, p)),
+            None => None,
+        };
         let target = match (&routing.target, &envelope.command) {
-            (Some(t), _) => t.clone(),
+            (Some(t), _) => match &person {
+                Some((r, p)) if *t == domain::streams::person(r) => p.stream.clone(),
+                _ => t.clone(),
+            },
             (None, Command::ReverseDoseEntry(r)) => match self.store.command(r.reverses)? {
                 Some(rec) if rec.stream_id.starts_with("person/") => rec.stream_id,
                 _ => return Ok(Outcome::Rejected(Rejection::UnknownEntry(r.reverses))),
@@ -301,7 +330,7 @@ impl Ledger {
                 site: site.as_ref(),
                 session: session.as_ref(),
             };
-            let events = match domain::decide(&envelope.command, &state, &ctx) {
+            let mut events = match domain::decide(&envelope.command, &state, &ctx) {
                 Ok(events) => events,
                 // A resubmitted command is usually refused by the rules (its effect is there
                 // already): the command table tells a duplicate from a real rejection. Accepted
@@ -319,6 +348,9 @@ impl Ledger {
                     })
                 }
             };
+            if let Some((r, Person { key: Some(k), .. })) = &person {
+                self.seal_events(&mut events, r, k)?;
+            }
             let request = AppendRequest {
                 stream_id: target.clone(),
                 expected: ExpectedVersion::Exact(state.version),

@@ -39,9 +39,110 @@ pub struct Cli {
     /// ./ledger-data/nats-projections.db).
     #[arg(long, global = true, env = "LEDGER_PROJECTIONS_DB")]
     pub projections_db: Option<PathBuf>,
+    /// The key store: one data key per person, each wrapped by the master key (default: the
+    /// store file with .keys.db, or ledger-data/nats-log.keys.db for a NATS log). Keep it
+    /// apart from copies of the log: destroying a key erases a person everywhere.
+    #[arg(long, global = true, env = "LEDGER_KEY_STORE")]
+    pub key_store: Option<PathBuf>,
+    /// The master key file (64 hex digits; default master.key beside the store, created
+    /// once with mode 0600). The environment variable LEDGER_MASTER_KEY, when set, gives the
+    /// key itself instead.
+    #[arg(long, global = true, env = "LEDGER_MASTER_KEY_FILE")]
+    pub master_key: Option<PathBuf>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+impl Cli {
+    /// The key store's file.
+    fn key_store_path(&self) -> PathBuf {
+        if let Some(p) = &self.key_store {
+            return p.clone();
+        }
+        match self.store.strip_prefix("sqlite:") {
+            Some(p) => Path::new(p).with_extension("keys.db"),
+            None => PathBuf::from("ledger-data/nats-log.keys.db"),
+        }
+    }
+
+    /// The master key: LEDGER_MASTER_KEY, or the key file (created when missing).
+    fn master_key(&self) -> Result<store::MasterKey> {
+        if let Ok(hex) = std::env::var("LEDGER_MASTER_KEY") {
+            return store::MasterKey::from_hex(&hex)
+                .map_err(|e| anyhow!("LEDGER_MASTER_KEY is not usable: {e}"));
+        }
+        let path = self
+            .master_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("master.key"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => store::MasterKey::from_hex(&text)
+                .map_err(|e| anyhow!("{} is not a master key: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = store::MasterKey::generate().map_err(|e| anyhow!(e))?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                // Written whole under a name of its own, then linked into place: the link fails
+                // if another process made the key first, and that key is used instead.
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                {
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .with_context(|| format!("cannot write {}", tmp.display()))?;
+                    f.write_all((key.to_hex() + "\n").as_bytes())?;
+                    f.sync_all()?;
+                }
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        eprintln!(
+                            "note: master key created at {} (mode 0600): it opens the key store of person keys; back it up apart from the log",
+                            path.display()
+                        );
+                        Ok(key)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.master_key(),
+                    Err(e) => Err(anyhow!(
+                        "cannot write the master key {}: {e}",
+                        path.display()
+                    )),
+                }
+            }
+            Err(e) => Err(anyhow!(
+                "cannot read the master key {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// The access log of person-level reads (beside the key store).
+    fn access_log_path(&self) -> PathBuf {
+        let keys = self.key_store_path();
+        let name = keys
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(".keys.db", ".access.db"));
+        match name {
+            Some(n) if n.ends_with(".access.db") => keys.with_file_name(n),
+            _ => keys.with_extension("access.db"),
+        }
+    }
+
+    /// Whether this command records or reveals person-level data (and so needs the key
+    /// store and the master key). Reports, audits and exports do not.
+    fn needs_keys(&self) -> bool {
+        matches!(
+            self.command,
+            Cmd::Demo { .. } | Cmd::Submit { .. } | Cmd::Serve { .. } | Cmd::ErasePerson { .. }
+        )
+    }
 }
 
 /// Output format of a report.
@@ -187,6 +288,13 @@ pub enum Cmd {
         #[command(subcommand)]
         action: AuthCmd,
     },
+    /// Erase a person (crypto-shredding): record PersonErased (who, when, by pseudonym) and
+    /// destroy their key. The log, its hash chain and every count stay as they are; their
+    /// ref no longer leads to their history and reads of their events say "erased".
+    ErasePerson {
+        /// The person's ref, as commands gave it.
+        person_ref: String,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API (as committed in schemas/openapi.json).
     Openapi,
     /// The JSON Schemas of every command and every event version, generated from the code:
@@ -249,6 +357,15 @@ pub enum AuditCmd {
     Keygen,
     /// Print the ledger's public key (hex), for auditors to trust.
     PublicKey,
+    /// Print the log of person-level reads made over HTTP (who read whose events, when).
+    AccessLog {
+        /// Only the reads of this person (their person_id, as events show it).
+        #[arg(long)]
+        person: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
 }
 
 /// Token subcommands.
@@ -449,7 +566,14 @@ impl Cli {
         let engine = load_definitions(self.projection_dir().as_deref())
             .map_err(|e| anyhow!("{e}"))
             .and_then(|defs| Engine::open(&db, defs, policy.time_zone).map_err(|e| anyhow!("{e}")));
-        let ledger = Ledger::new(store.clone(), policy, Reference::builtin(), clock);
+        let mut ledger = Ledger::new(store.clone(), policy, Reference::builtin(), clock);
+        if self.needs_keys() {
+            let path = self.key_store_path();
+            let empty = store.head_position().map_err(|e| anyhow!("{e}"))? == 0;
+            let keys = store::KeyStore::open(&path, &self.master_key()?, empty)
+                .map_err(|e| anyhow!("{e}"))?;
+            ledger = ledger.with_keys(Arc::new(keys));
+        }
         Ok(Env {
             store,
             engine,
@@ -907,6 +1031,34 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => Err(anyhow!("{e}")),
             }
         }
+        Cmd::ErasePerson { person_ref } => {
+            let env = cli.open(false, false)?;
+            let actor = Actor {
+                role: "admin".into(),
+                directorate: None,
+                agent_ref: Some(format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                )),
+            };
+            match env
+                .ledger
+                .erase_person(person_ref, &actor)
+                .map_err(|e| anyhow!("{e}"))?
+            {
+                Some(e) => {
+                    println!(
+                        "erased: person {} (PersonErased at position {}); their key is destroyed",
+                        e.person_id, e.position
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!(
+                    "the key store {} holds no key for {person_ref:?}: never recorded, or erased already",
+                    cli.key_store_path().display()
+                ),
+            }
+        }
         Cmd::Export {
             from,
             to,
@@ -1019,6 +1171,44 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             println!("{}", serde_json::to_string_pretty(&d)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit {
+            action: AuditCmd::AccessLog { person, format },
+            ..
+        } => {
+            let path = cli.access_log_path();
+            if !path.exists() {
+                bail!(
+                    "there is no access log at {} (the server writes it on the first person-level read)",
+                    path.display()
+                );
+            }
+            let log = crate::http::AccessLog::open(&path).map_err(|e| anyhow!("{e}"))?;
+            let mut after = 0;
+            loop {
+                let page = log
+                    .entries(after, 1000, person.as_deref())
+                    .map_err(|e| anyhow!("{e}"))?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for e in &page {
+                    match format {
+                        SubmitFormat::Json => println!("{}", serde_json::to_string(e)?),
+                        SubmitFormat::Table => println!(
+                            "{:>6}  {}  {} ({})  {}  {} events of {} ({} shown in clear)",
+                            e.id,
+                            e.at,
+                            e.caller,
+                            e.role,
+                            e.route,
+                            e.events,
+                            e.persons.join(","),
+                            e.revealed
+                        ),
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit {
@@ -1304,6 +1494,9 @@ fn serve(
             key_path.display()
         );
     }
+    state = state.with_access_log(
+        crate::http::AccessLog::open(&cli.access_log_path()).map_err(|e| anyhow!("{e}"))?,
+    );
     let relay_options = cli.nats.clone().map(crate::bus::RelayOptions::new);
     if let Some(o) = &relay_options {
         state = state.with_relay(o.progress.clone());

@@ -344,6 +344,23 @@ command_types!(
 );
 
 impl Command {
+    /// The person the command names, if any (its `person_ref`).
+    pub fn person_ref(&self) -> Option<&str> {
+        match self {
+            Command::AdministerDose(c) => Some(&c.person_ref),
+            Command::RecordExternalDose(c) => Some(&c.person_ref),
+            Command::RecordDoseNotAdministered(c) => Some(&c.person_ref),
+            Command::IssueTicket(c) => Some(&c.person_ref),
+            Command::AuthoriseSite(_)
+            | Command::ReverseDoseEntry(_)
+            | Command::RedeemTicket(_)
+            | Command::ExpireTicket(_)
+            | Command::OpenSession(_)
+            | Command::CloseSession(_)
+            | Command::AnswerCoverageSurvey(_) => None,
+        }
+    }
+
     /// The command's type name as in JSON.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -308,7 +308,9 @@ impl StreamState {
                     d.reversed = true;
                 }
             }
-            Event::DoseNotAdministered(_) | Event::CoverageSurveyAnswered(_) => {}
+            Event::DoseNotAdministered(_)
+            | Event::CoverageSurveyAnswered(_)
+            | Event::PersonErased(_) => {}
             Event::TicketIssued(e) => {
                 self.ticket = Some(TicketState {
                     issued: e.clone(),

@@ -22,6 +22,7 @@ pub enum Event {
     SessionOpened(SessionOpened),
     SessionClosed(SessionClosed),
     CoverageSurveyAnswered(CoverageSurveyAnswered),
+    PersonErased(PersonErased),
 }
 
 /// A site was authorised as a vaccination site.
@@ -225,6 +226,17 @@ pub struct CoverageSurveyAnswered {
     pub residents_fully_vaccinated: u32,
 }
 
+/// A person's data key was destroyed (crypto-shredding): the person's encrypted fields in
+/// every earlier event can no longer be read, and their ref no longer leads to their history.
+/// Names the person only by the pseudonym of their stream; who erased is the envelope's actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[allow(missing_docs)]
+pub struct PersonErased {
+    /// The pseudonym (`person/<person_id>` is the person's stream).
+    pub person_id: String,
+    pub erased_at: DateTime<FixedOffset>,
+}
+
 /// An event's stored data could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -322,7 +334,8 @@ event_names!(
     TicketExpired,
     SessionOpened,
     SessionClosed,
-    CoverageSurveyAnswered
+    CoverageSurveyAnswered,
+    PersonErased
 );
 
 impl Event {
@@ -386,6 +399,27 @@ impl Event {
             Event::SessionOpened(e) => e.opened_at,
             Event::SessionClosed(e) => e.closed_at,
             Event::CoverageSurveyAnswered(e) => day(e.as_of),
+            Event::PersonErased(e) => e.erased_at,
+        }
+    }
+
+    /// The person-level field of the event (`person_ref`), which the ledger stores encrypted
+    /// with the person's key; `None` for events that name no person.
+    pub fn person_ref_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Event::DoseAdministered(e) => Some(&mut e.person_ref),
+            Event::ExternalDoseRecorded(e) => Some(&mut e.person_ref),
+            Event::DoseNotAdministered(e) => Some(&mut e.person_ref),
+            Event::DoseEntryReversed(e) => Some(&mut e.person_ref),
+            Event::ExternalDoseReversed(e) => Some(&mut e.person_ref),
+            Event::TicketIssued(e) => Some(&mut e.person_ref),
+            Event::SiteAuthorised(_)
+            | Event::TicketRedeemed(_)
+            | Event::TicketExpired(_)
+            | Event::SessionOpened(_)
+            | Event::SessionClosed(_)
+            | Event::CoverageSurveyAnswered(_)
+            | Event::PersonErased(_) => None,
         }
     }
 
@@ -404,6 +438,7 @@ impl Event {
             Event::SessionOpened(e) => Some(&e.directorate),
             Event::SessionClosed(e) => Some(&e.directorate),
             Event::CoverageSurveyAnswered(e) => Some(&e.directorate),
+            Event::PersonErased(_) => None,
         }
     }
 }

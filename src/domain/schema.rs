@@ -52,6 +52,7 @@ pub fn documents() -> Vec<(String, Value)> {
         SessionOpened,
         SessionClosed,
         CoverageSurveyAnswered,
+        PersonErased,
     );
     debug_assert_eq!(current.len(), Event::TYPES.len());
     let older: Vec<(&str, u32, Schema)> =

@@ -12,11 +12,13 @@
 //! needs `Authorization: Bearer TOKEN`; what each role may do is in [`Caller`] and in the
 //! README's role × endpoint table.
 
+pub mod access_log;
 pub mod auth;
 pub mod dashboard;
 pub mod metrics;
 pub mod openapi;
 
+pub use access_log::{AccessEntry, AccessLog};
 pub use auth::{Auth, Principal, Role};
 pub use metrics::Metrics;
 
@@ -64,6 +66,9 @@ pub struct AppState {
     pub relay: Option<crate::bus::Progress>,
     /// The ledger's signing key: `/v1/audit/digest` is signed with it.
     pub signing: Option<Arc<crate::audit::LedgerKey>>,
+    /// The log of person-level reads. Without it (and without the ledger's key store) reads
+    /// show person refs only as stored (sealed).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl AppState {
@@ -79,10 +84,17 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             relay: None,
             signing: None,
+            access_log: None,
         }
     }
 
-    /// Signs the digests it serves.
+    /// Reveals person refs to the roles that read events, recording each such read here.
+    pub fn with_access_log(mut self, log: AccessLog) -> AppState {
+        self.access_log = Some(Arc::new(log));
+        self
+    }
+
+    /// Signs `/v1/audit/digest` with the ledger's key.
     pub fn with_signing_key(mut self, key: crate::audit::LedgerKey) -> AppState {
         self.signing = Some(Arc::new(key));
         self
@@ -456,6 +468,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/events/live", get(events_live))
         .route("/v1/audit/digest", get(digest))
+        .route("/v1/audit/access-log", get(access_log))
+        .route("/v1/persons/erase", post(erase_person))
         .route("/v1/whoami", get(whoami))
         .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/metrics", get(metrics))
@@ -813,6 +827,64 @@ async fn rebuild(
     Ok(Json(rebuilt).into_response())
 }
 
+/// An event as the API shows it: the envelope exactly as stored (`data` holds person refs
+/// sealed; the hash covers these bytes) and, for an event naming a person, what the reader
+/// may see of them.
+#[derive(serde::Serialize)]
+struct ShownEvent {
+    #[serde(flatten)]
+    event: RecordedEvent,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    person: Option<crate::app::PersonView>,
+}
+
+/// Adds what may be seen of each event's person, and records the read in the access log
+/// (durably, before the answer leaves). Without an access log or a key store, events are
+/// shown as stored.
+fn reveal_all(
+    state: &AppState,
+    caller: &Caller,
+    route: &str,
+    events: Vec<RecordedEvent>,
+) -> Result<Vec<ShownEvent>, ApiError> {
+    let (Some(log), Some(_)) = (&state.access_log, state.ledger.keys()) else {
+        return Ok(events
+            .into_iter()
+            .map(|event| ShownEvent {
+                event,
+                person: None,
+            })
+            .collect());
+    };
+    let mut shown = Vec::with_capacity(events.len());
+    let mut persons: Vec<String> = Vec::new();
+    let (mut named, mut revealed) = (0u64, 0u64);
+    for event in events {
+        let person = state.ledger.reveal(&event)?;
+        if let Some(p) = &person {
+            named += 1;
+            revealed += u64::from(p.person_ref.is_some());
+            let id = p
+                .person_id
+                .clone()
+                .or_else(|| p.person_ref.clone())
+                .unwrap_or_default();
+            if !persons.contains(&id) {
+                persons.push(id);
+            }
+        }
+        shown.push(ShownEvent { event, person });
+    }
+    if named > 0 {
+        let (id, role) = match caller {
+            Caller::Open => ("-".to_string(), "open".to_string()),
+            Caller::Token(p) => (p.token_id.clone(), p.role.as_str().to_string()),
+        };
+        log.record(&id, &role, route, &persons, named, revealed)?;
+    }
+    Ok(shown)
+}
+
 fn event_directorate(e: &RecordedEvent) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(&e.data)
         .ok()?
@@ -826,8 +898,9 @@ fn event_directorate(e: &RecordedEvent) -> Option<String> {
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
-) -> Result<Json<Vec<RecordedEvent>>, ApiError> {
+) -> Result<Response, ApiError> {
     let scope = caller.read_scope()?;
     let store = state.store();
     let shown = id.clone();
@@ -855,7 +928,9 @@ async fn stream(
             ),
         ));
     }
-    Ok(Json(visible))
+    let route = format!("GET {uri}");
+    let shown = blocking(move || reveal_all(&state, &caller, &route, visible)).await?;
+    Ok(Json(shown).into_response())
 }
 
 #[derive(Deserialize)]
@@ -894,6 +969,7 @@ fn check_after(after: Option<u64>) -> Result<u64, ApiError> {
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let scope = caller.read_scope()?;
@@ -939,12 +1015,93 @@ async fn events(
         Ok((out, at))
     })
     .await?;
-    let mut r = Json(events).into_response();
+    let route = format!("GET {uri}");
+    let shown = blocking(move || reveal_all(&state, &caller, &route, events)).await?;
+    let mut r = Json(shown).into_response();
     r.headers_mut().insert(
         "ledger-next-after",
         HeaderValue::from_str(&next.to_string()).expect("digits"),
     );
     Ok(r)
+}
+
+#[derive(Deserialize)]
+struct AccessQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    person: Option<String>,
+}
+
+/// `GET /v1/audit/access-log?after=ID&limit=N&person=PERSON_ID`: the person-level reads, oldest
+/// first (at most 1,000 per page), optionally those of one person (by pseudonym).
+async fn access_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<AccessQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor], "read the access log")?;
+    let q = query_with(
+        q,
+        "after and limit are whole numbers and person a person_id, for example ?after=0&limit=100",
+    )?;
+    let Some(log) = state.access_log.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_access_log",
+            "this server keeps no access log (it reveals no person-level data)",
+        ));
+    };
+    let (after, limit) = (
+        check_after(q.after)?,
+        q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
+    );
+    let entries = blocking(move || Ok(log.entries(after, limit, q.person.as_deref())?)).await?;
+    Ok(Json(entries).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    person_ref: String,
+}
+
+/// `POST /v1/persons/erase` `{"person_ref": "…"}`: crypto-shredding (admins only): records
+/// `PersonErased` and destroys the person's key.
+async fn erase_person(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<EraseBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin], "erase a person")?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("send {{\"person_ref\": \"…\"}} as application/json ({e})"),
+        )
+    })?;
+    let actor = match &caller {
+        Caller::Open => Actor {
+            role: "admin".into(),
+            directorate: None,
+            agent_ref: Some("http".into()),
+        },
+        Caller::Token(p) => Actor {
+            role: p.role.as_str().into(),
+            directorate: None,
+            agent_ref: Some(p.token_id.clone()),
+        },
+    };
+    let ledger = state.ledger.clone();
+    let done = blocking(move || Ok(ledger.erase_person(&body.person_ref, &actor)?)).await?;
+    match done {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_person",
+            "the key store holds no key for this person_ref: never recorded, or erased already",
+        )),
+    }
 }
 
 /// `GET /v1/audit/digest`: the head of the log (position, hash, time), signed with the

@@ -145,6 +145,32 @@ pub fn document() -> Value {
                 "summary": "The head of the log: position, hash and commit time, signed with the ledger's key (auditors).",
                 "responses": auth_errors(json!({"200": json_response("The digest.", reference("Digest"))}))
             }},
+            "/v1/audit/access-log": {"get": {
+                "operationId": "readAccessLog",
+                "summary": "The person-level reads (who read whose events, when), oldest first (auditors).",
+                "parameters": [after, {"name": "limit", "in": "query", "required": false,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "person", "in": "query", "required": false,
+                    "description": "Only the reads of this person_id.", "schema": {"type": "string"}}],
+                "responses": auth_errors(json!({
+                    "200": json_response("The entries.", json!({"type": "array", "items": reference("AccessEntry")})),
+                    "400": error_response("A bad query (code bad_query).")
+                }))
+            }},
+            "/v1/persons/erase": {"post": {
+                "operationId": "erasePerson",
+                "summary": "Erase a person (admins): records PersonErased and destroys their key. The log, its chain and every count stay; reads of their events say erased.",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["person_ref"], "additionalProperties": false,
+                    "properties": {"person_ref": {"type": "string"}}}}}},
+                "responses": auth_errors(json!({
+                    "200": json_response("Erased.", json!({"type": "object", "required": ["person_id", "position"],
+                        "properties": {"person_id": {"type": "string"}, "position": {"type": "integer",
+                        "description": "The position of the PersonErased event."}}})),
+                    "400": error_response("Not a JSON body with person_ref (code bad_body), or a person recorded before encryption."),
+                    "404": error_response("No key for this person_ref: never recorded, or erased already (code unknown_person).")
+                }))
+            }},
             "/v1/whoami": {"get": {
                 "operationId": "whoAmI",
                 "summary": "The token's id, role and scope.",
@@ -243,7 +269,18 @@ pub fn document() -> Value {
                     "actor": {"type": "string", "description": "Canonical JSON: role, directorate, agent_ref (the token id)."},
                     "data": {"type": "string", "description": "Canonical JSON of the event's data."},
                     "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                    "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."}}},
+                    "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."},
+                    "person": {"type": "object", "description": "For an event naming a person (its data holds person_ref sealed: enc1:<person_id>:…): what the reader may see. Every answer carrying it is recorded in the access log.",
+                        "required": ["status"], "properties": {
+                        "status": {"enum": ["revealed", "erased", "clear", "no_key"]},
+                        "person_id": {"type": "string"}, "person_ref": {"type": "string"},
+                        "erased_at": {"type": "string", "format": "date-time"}}}}},
+                "AccessEntry": {"type": "object", "required": ["id", "at", "caller", "role", "route", "persons", "events", "revealed"],
+                    "properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                    "caller": {"type": "string", "description": "The token id (- without tokens)."},
+                    "role": {"type": "string"}, "route": {"type": "string"},
+                    "persons": {"type": "array", "items": {"type": "string"}, "description": "person_ids (pseudonyms)."},
+                    "events": {"type": "integer"}, "revealed": {"type": "integer"}}},
                 "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
                     "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
                     "properties": {

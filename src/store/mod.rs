@@ -5,6 +5,7 @@
 mod chain;
 mod clock;
 mod jetstream;
+mod keys;
 mod sqlite;
 mod subscription;
 
@@ -12,6 +13,7 @@ pub use chain::{chain_hash, EventRef, GENESIS_HASH};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use jetstream::read_events;
 pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
+pub use keys::{KeyState, KeyStore, MasterKey, PersonKey};
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
 

@@ -1,0 +1,310 @@
+//! Crypto-shredding in the command path and on reads.
+//!
+//! With a key store (`Ledger::with_keys`, which the CLI and the server always give), a
+//! command naming a person works on the stream `person/<person_id>` (a random pseudonym from
+//! the key store, never the ref), and the person-level field of every event it appends
+//! (`person_ref`) is stored sealed: `enc1:<person_id>:<base64url(nonce ‖ AES-256-GCM
+//! ciphertext)>`, the associated data binding it to the person and the field. The hash chain
+//! covers these bytes, so destroying the key (`erase-person`) changes nothing in the log:
+//! `audit verify` still passes, every projection (none reads `person_ref`) keeps its counts,
+//! and the ref no longer leads to the person's stream, so their history no longer takes part
+//! in any rule. Free-text fields: the events have none (lot numbers, sites and partner
+//! centres are not personal).
+//!
+//! A log written before the key store existed keeps its clear refs (`person/<person_ref>`
+//! streams): the ledger goes on using them for those people, and says that they cannot be
+//! erased by destroying a key.
+
+use super::{AppError, Ledger};
+use crate::domain::{streams, Event};
+use crate::store::{
+    Actor, AppendRequest, CommandMeta, ExpectedVersion, KeyState, NewEvent, PersonKey,
+    RecordedEvent, StoreError,
+};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The prefix of a sealed field.
+pub const SEALED: &str = "enc1:";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+fn aad(person_id: &str) -> Vec<u8> {
+    format!("campaign-ledger person_ref {person_id}").into_bytes()
+}
+
+/// Seals a person-level value with the person's key.
+pub fn seal(key: &PersonKey, clear: &str) -> Result<String, StoreError> {
+    let mut nonce = [0u8; 12];
+    getrandom::getrandom(&mut nonce)
+        .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}")))?;
+    let cipher = Aes256Gcm::new_from_slice(&key.key).expect("32-byte key");
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: clear.as_bytes(),
+                aad: &aad(&key.person_id),
+            },
+        )
+        .expect("AES-GCM encrypts");
+    let mut body = nonce.to_vec();
+    body.extend(ct);
+    Ok(format!("{SEALED}{}:{}", key.person_id, B64.encode(body)))
+}
+
+/// The person_id a sealed value names, or `None` for a clear value.
+pub fn sealed_person_id(value: &str) -> Option<&str> {
+    value
+        .strip_prefix(SEALED)?
+        .split_once(':')
+        .map(|(id, _)| id)
+}
+
+/// Opens a sealed value with its key (`None` if it is not sealed for this key).
+pub fn open_sealed(key: &[u8; 32], value: &str) -> Option<String> {
+    let (person_id, body) = value.strip_prefix(SEALED)?.split_once(':')?;
+    let body = B64.decode(body).ok()?;
+    if body.len() < 12 {
+        return None;
+    }
+    let (nonce, ct) = body.split_at(12);
+    let clear = Aes256Gcm::new_from_slice(key)
+        .ok()?
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: &aad(person_id),
+            },
+        )
+        .ok()?;
+    String::from_utf8(clear).ok()
+}
+
+/// What a read shows of an event's person.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersonView {
+    /// `revealed` (the key opened it), `erased` (the key was destroyed), `clear` (written
+    /// before encryption), or `no_key` (this key store never held the key).
+    pub status: &'static str,
+    /// The person's pseudonym (sealed values only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+    /// The ref, when it can be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_ref: Option<String>,
+    /// When the key was destroyed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<String>,
+}
+
+/// What `erase-person` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Erasure {
+    /// The person's pseudonym.
+    pub person_id: String,
+    /// The position of the `PersonErased` event (an earlier one, if the erasure was
+    /// interrupted after it was recorded).
+    pub position: u64,
+}
+
+/// The person a command works on.
+pub(super) struct Person {
+    /// The stream the person's events go to.
+    pub stream: String,
+    /// The key their fields are sealed with (`None`: a person recorded in clear before the
+    /// key store existed).
+    pub key: Option<PersonKey>,
+}
+
+impl Ledger {
+    /// The person a command names: their key (created on first sight) and stream.
+    pub(super) fn person(&self, person_ref: &str) -> Result<Option<Person>, AppError> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        if let Some(key) = keys.find(person_ref)? {
+            return Ok(Some(Person {
+                stream: streams::person(&key.person_id),
+                key: Some(key),
+            }));
+        }
+        if self.legacy_log {
+            let clear = streams::person(person_ref);
+            if !self.store.read_stream(&clear)?.is_empty() {
+                return Ok(Some(Person {
+                    stream: clear,
+                    key: None,
+                }));
+            }
+        }
+        let key = keys.find_or_create(person_ref)?;
+        Ok(Some(Person {
+            stream: streams::person(&key.person_id),
+            key: Some(key),
+        }))
+    }
+
+    /// Seals the person-level field of events that carry `person_ref` in clear.
+    pub(super) fn seal_events(
+        &self,
+        events: &mut [Event],
+        person_ref: &str,
+        key: &PersonKey,
+    ) -> Result<(), AppError> {
+        for e in events {
+            if let Some(r) = e.person_ref_mut() {
+                if r == person_ref {
+                    *r = seal(key, person_ref)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a reader may see of an event's person (`None` for events naming no person).
+    pub fn reveal(&self, e: &RecordedEvent) -> Result<Option<PersonView>, AppError> {
+        #[derive(serde::Deserialize)]
+        struct P {
+            person_ref: Option<String>,
+        }
+        let Ok(P {
+            person_ref: Some(value),
+        }) = serde_json::from_str::<P>(&e.data)
+        else {
+            return Ok(None);
+        };
+        let Some(person_id) = sealed_person_id(&value) else {
+            return Ok(Some(PersonView {
+                status: "clear",
+                person_id: None,
+                person_ref: Some(value),
+                erased_at: None,
+            }));
+        };
+        let view = |status, person_ref, erased_at| PersonView {
+            status,
+            person_id: Some(person_id.to_string()),
+            person_ref,
+            erased_at,
+        };
+        let Some(keys) = &self.keys else {
+            return Ok(Some(view("no_key", None, None)));
+        };
+        Ok(Some(match keys.state(person_id)? {
+            KeyState::Present(k) => match open_sealed(&k, &value) {
+                Some(clear) => view("revealed", Some(clear), None),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the person_ref of the event at position {} does not open with its person's key",
+                        e.position
+                    ))
+                    .into())
+                }
+            },
+            KeyState::Erased(at) => view("erased", None, Some(at)),
+            KeyState::Unknown => view("no_key", None, None),
+        }))
+    }
+
+    /// Erases a person: records `PersonErased` (who and when, by the person's pseudonym) in
+    /// their stream, then destroys their key. Running it again after an interruption
+    /// finishes the job. `Ok(None)`: the key store has no key for this ref (never recorded,
+    /// or erased already).
+    pub fn erase_person(
+        &self,
+        person_ref: &str,
+        actor: &Actor,
+    ) -> Result<Option<Erasure>, AppError> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Invalid(
+                "this ledger runs without a key store: nothing can be erased".into(),
+            )
+            .into());
+        };
+        let Some(key) = keys.find(person_ref)? else {
+            if self.legacy_log
+                && !self
+                    .store
+                    .read_stream(&streams::person(person_ref))?
+                    .is_empty()
+            {
+                return Err(StoreError::Invalid(format!(
+                    "{person_ref} was recorded before the ledger encrypted person refs: those events hold the ref in clear and cannot be erased by destroying a key"
+                ))
+                .into());
+            }
+            return Ok(None);
+        };
+        let stream = streams::person(&key.person_id);
+        let existing = self
+            .store
+            .read_stream(&stream)?
+            .into_iter()
+            .find(|e| e.event_type == "PersonErased");
+        let position = match existing {
+            Some(e) => e.position,
+            None => {
+                let event = Event::PersonErased(crate::domain::PersonErased {
+                    person_id: key.person_id.clone(),
+                    erased_at: self.clock.now().fixed_offset(),
+                });
+                let request = AppendRequest {
+                    stream_id: stream,
+                    expected: ExpectedVersion::Any,
+                    command: CommandMeta {
+                        command_id: uuid::Uuid::now_v7(),
+                        content_hash: Sha256::digest(
+                            format!("erase-person {}", key.person_id).as_bytes(),
+                        )
+                        .into(),
+                        correlation_id: None,
+                        actor: actor.clone(),
+                    },
+                    events: vec![NewEvent {
+                        event_type: event.event_type().to_string(),
+                        schema_version: event.schema_version(),
+                        occurred_at: event.occurred_at(),
+                        data: event.data_json(),
+                    }],
+                };
+                match self.store.append(request)? {
+                    crate::store::AppendResult::Committed(r)
+                    | crate::store::AppendResult::Duplicate(r) => r.first_position,
+                }
+            }
+        };
+        keys.erase(person_ref)?;
+        Ok(Some(Erasure {
+            person_id: key.person_id,
+            position,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_ref_opens_only_with_its_key_and_names_its_person() {
+        let k = PersonKey {
+            person_id: "00ff".into(),
+            key: [7; 32],
+        };
+        let s = seal(&k, "p-1a2b").unwrap();
+        assert!(s.starts_with("enc1:00ff:"), "{s}");
+        assert!(!s.contains("p-1a2b"));
+        assert_ne!(seal(&k, "p-1a2b").unwrap(), s, "a fresh nonce each time");
+        assert_eq!(sealed_person_id(&s), Some("00ff"));
+        assert_eq!(open_sealed(&[7; 32], &s).as_deref(), Some("p-1a2b"));
+        assert_eq!(open_sealed(&[8; 32], &s), None);
+        // Bound to its person: the same ciphertext under another person_id does not open.
+        let moved = s.replacen("00ff", "00fe", 1);
+        assert_eq!(open_sealed(&[7; 32], &moved), None);
+        assert_eq!(sealed_person_id("p-1a2b"), None);
+    }
+}

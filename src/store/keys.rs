@@ -1,0 +1,460 @@
+//! The key store: one data key per person, kept apart from the log (its own SQLite file,
+//! `<store>.keys.db` by default) so that destroying a key erases the person's data from
+//! every copy of the log at once (crypto-shredding) while the log itself, and its hash
+//! chain, stay as they were.
+//!
+//! - A person is found by `lookup = HMAC-SHA256(lookup key, person_ref)` (the ref itself is
+//!   never stored) and has a random `person_id` (32 hex digits: the pseudonym the log uses,
+//!   `person/<person_id>`) and a random 256-bit data key.
+//! - Each data key is stored wrapped (AES-256-GCM under a key derived from the master key,
+//!   bound to its person_id). The master key is given at start-up (`LEDGER_MASTER_KEY`, or
+//!   a key file) and never stored here; a check value tells a wrong master key at once.
+//! - Erasure deletes the person's row with `secure_delete` on and a rollback journal, so the
+//!   wrapped key's bytes are overwritten in the file, not merely unlinked; the person_id is
+//!   kept in `erased` (when, not who), so reads can say "erased" rather than "unknown".
+//! - New keys are committed at once and made durable by one shared fsync of the file's
+//!   journal-less commits (`synchronous=FULL` per commit would cost one fsync per new
+//!   person): callers that committed before a sync started share it.
+//!
+//! The store knows no event type: it keeps keys by person.
+
+use super::StoreError;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A person's data key, unwrapped.
+#[derive(Clone)]
+pub struct PersonKey {
+    /// The pseudonym the log knows the person by.
+    pub person_id: String,
+    /// The data key (AES-256-GCM).
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for PersonKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonKey")
+            .field("person_id", &self.person_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the key store says about a person_id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// The key is here.
+    Present([u8; 32]),
+    /// The key was destroyed at this time.
+    Erased(String),
+    /// This key store never held it (another key store, or data written without one).
+    Unknown,
+}
+
+/// The master key (32 bytes), from which the wrapping and lookup keys are derived.
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    /// From 64 hex digits (`LEDGER_MASTER_KEY`, or the content of a key file).
+    pub fn from_hex(text: &str) -> Result<MasterKey, String> {
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or("a master key is 64 hex digits (32 random bytes)")?;
+        Ok(MasterKey(bytes))
+    }
+
+    /// A new random master key.
+    pub fn generate() -> Result<MasterKey, String> {
+        let mut k = [0u8; 32];
+        getrandom::getrandom(&mut k).map_err(|e| format!("no random bytes: {e}"))?;
+        Ok(MasterKey(k))
+    }
+
+    /// As 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn derive(&self, label: &str) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        m.update(label.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+}
+
+struct Inner {
+    conn: Connection,
+    /// person lookup → key, for persons read recently (cleared when another connection
+    /// changes the file, and on erasure).
+    cache: HashMap<[u8; 32], PersonKey>,
+    data_version: i64,
+}
+
+/// The key store.
+pub struct KeyStore {
+    path: PathBuf,
+    wrap: Aes256Gcm,
+    lookup_key: [u8; 32],
+    inner: Mutex<Inner>,
+    /// Commits not yet known durable: (committed count, durable count), and the fsync lock.
+    sync: Mutex<(u64, u64)>,
+    sync_file: Mutex<Option<std::fs::File>>,
+}
+
+const CHECK_LABEL: &str = "campaign-ledger key store check v1";
+const MAX_CACHED: usize = 100_000;
+
+fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("key store {}: {e}", path.display()))
+}
+
+impl KeyStore {
+    /// Opens (creating if needed) the key store at `path` with the master key. A key store
+    /// created for a log that already holds events (`log_was_empty` false) remembers that
+    /// older events may name people in clear.
+    pub fn open(
+        path: &Path,
+        master: &MasterKey,
+        log_was_empty: bool,
+    ) -> Result<KeyStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(path, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A rollback journal (deleted after each commit) and secure_delete: an erased key's
+        // bytes are overwritten in the file itself.
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
+        conn.pragma_update(None, "secure_delete", true)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS persons (
+                 lookup      BLOB PRIMARY KEY,
+                 person_id   TEXT NOT NULL UNIQUE,
+                 wrapped_key BLOB NOT NULL,
+                 created_at  TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS erased (
+                 person_id  TEXT PRIMARY KEY,
+                 erased_at  TEXT NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+        )
+        .map_err(|e| unavailable(path, e))?;
+        let wrap = Aes256Gcm::new_from_slice(&master.derive("campaign-ledger wrap v1"))
+            .expect("32-byte key");
+        let check = hex::encode(master.derive(CHECK_LABEL));
+        // The first opener writes the check value; every opener compares with what is there.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('check', ?1), ('legacy', ?2)",
+            params![check, if log_was_empty { "0" } else { "1" }],
+        )?;
+        let stored: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
+                r.get(0)
+            })?;
+        if stored != check {
+            return Err(StoreError::Invalid(format!(
+                "the master key does not open the key store {}: give the key it was created with (LEDGER_MASTER_KEY or --master-key)",
+                path.display()
+            )));
+        }
+        let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(KeyStore {
+            path: path.to_path_buf(),
+            wrap,
+            lookup_key: master.derive("campaign-ledger lookup v1"),
+            inner: Mutex::new(Inner {
+                conn,
+                cache: HashMap::new(),
+                data_version,
+            }),
+            sync: Mutex::new((0, 0)),
+            sync_file: Mutex::new(None),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the log held events before this key store existed (they may name people in
+    /// clear, in streams `person/<person_ref>`).
+    pub fn legacy(&self) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'legacy'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .map(|v| v == "1")
+            .unwrap_or(false)
+    }
+
+    fn lookup(&self, person_ref: &str) -> [u8; 32] {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.lookup_key).expect("any key length");
+        m.update(person_ref.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
+    fn unwrap_key(&self, person_id: &str, wrapped: &[u8]) -> Result<[u8; 32], StoreError> {
+        if wrapped.len() < 12 {
+            return Err(StoreError::Corrupt(format!(
+                "key store {}: the key of {person_id} is damaged",
+                self.path.display()
+            )));
+        }
+        let (nonce, ct) = wrapped.split_at(12);
+        let key = self
+            .wrap
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: person_id.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "key store {}: the key of {person_id} does not unwrap (damaged, or moved to another person)",
+                    self.path.display()
+                ))
+            })?;
+        key.try_into()
+            .map_err(|_| StoreError::Corrupt("a data key is not 32 bytes".into()))
+    }
+
+    /// Clears the cache when another connection changed the file.
+    fn fresh(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        let v: i64 = inner
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if v != inner.data_version {
+            inner.cache.clear();
+            inner.data_version = v;
+        }
+        Ok(())
+    }
+
+    /// The key of a person, if the key store holds one.
+    pub fn find(&self, person_ref: &str) -> Result<Option<PersonKey>, StoreError> {
+        let lookup = self.lookup(person_ref);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        self.fresh(&mut inner)?;
+        if let Some(k) = inner.cache.get(&lookup) {
+            return Ok(Some(k.clone()));
+        }
+        let row: Option<(String, Vec<u8>)> = inner
+            .conn
+            .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE lookup = ?1")?
+            .query_row([&lookup[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((person_id, wrapped)) = row else {
+            return Ok(None);
+        };
+        let key = PersonKey {
+            key: self.unwrap_key(&person_id, &wrapped)?,
+            person_id,
+        };
+        if inner.cache.len() >= MAX_CACHED {
+            inner.cache.clear();
+        }
+        inner.cache.insert(lookup, key.clone());
+        Ok(Some(key))
+    }
+
+    /// The key of a person, created (and durable) if the key store holds none.
+    pub fn find_or_create(&self, person_ref: &str) -> Result<PersonKey, StoreError> {
+        if let Some(k) = self.find(person_ref)? {
+            return Ok(k);
+        }
+        let mut id = [0u8; 16];
+        let mut key = [0u8; 32];
+        let mut nonce = [0u8; 12];
+        for b in [&mut id[..], &mut key[..], &mut nonce[..]] {
+            getrandom::getrandom(b)
+                .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}")))?;
+        }
+        let person_id = hex::encode(id);
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend(
+            self.wrap
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &key,
+                        aad: person_id.as_bytes(),
+                    },
+                )
+                .expect("AES-GCM encrypts"),
+        );
+        let lookup = self.lookup(person_ref);
+        {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // Another process or thread may have created it meanwhile: the first one wins.
+            inner
+                .conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO persons (lookup, person_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    &lookup[..],
+                    person_id,
+                    wrapped,
+                    super::format_recorded_at(chrono::Utc::now())
+                ])
+                .map_err(|e| unavailable(&self.path, e))?;
+        }
+        self.make_durable()?;
+        self.find(person_ref)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "key store {}: a key just written cannot be read back",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// One fsync of the file covers every commit before it: a caller whose commit an fsync
+    /// started after has already covered returns at once.
+    fn make_durable(&self) -> Result<(), StoreError> {
+        let mine = {
+            let mut s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+            s.0 += 1;
+            s.0
+        };
+        let mut file = self.sync_file.lock().unwrap_or_else(|e| e.into_inner());
+        let committed = {
+            let s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+            if s.1 >= mine {
+                return Ok(());
+            }
+            s.0
+        };
+        if file.is_none() {
+            *file = Some(std::fs::File::open(&self.path).map_err(|e| unavailable(&self.path, e))?);
+        }
+        file.as_ref()
+            .expect("opened")
+            .sync_all()
+            .map_err(|e| unavailable(&self.path, format!("fsync: {e}")))?;
+        let mut s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = s.1.max(committed);
+        Ok(())
+    }
+
+    /// What the key store holds for a person_id (reads of old events).
+    pub fn state(&self, person_id: &str) -> Result<KeyState, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let row: Option<Vec<u8>> = inner
+            .conn
+            .prepare_cached("SELECT wrapped_key FROM persons WHERE person_id = ?1")?
+            .query_row([person_id], |r| r.get(0))
+            .optional()?;
+        if let Some(w) = row {
+            drop(inner);
+            return Ok(KeyState::Present(self.unwrap_key(person_id, &w)?));
+        }
+        let erased: Option<String> = inner
+            .conn
+            .prepare_cached("SELECT erased_at FROM erased WHERE person_id = ?1")?
+            .query_row([person_id], |r| r.get(0))
+            .optional()?;
+        Ok(erased.map_or(KeyState::Unknown, KeyState::Erased))
+    }
+
+    /// Destroys a person's key: the row is deleted and its bytes overwritten in the file
+    /// (secure_delete), durably. Returns the person_id, or `None` if there was no key.
+    pub fn erase(&self, person_ref: &str) -> Result<Option<String>, StoreError> {
+        let lookup = self.lookup(person_ref);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.cache.clear();
+        let tx = inner.conn.transaction()?;
+        let person_id: Option<String> = tx
+            .query_row(
+                "SELECT person_id FROM persons WHERE lookup = ?1",
+                [&lookup[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(person_id) = person_id else {
+            return Ok(None);
+        };
+        tx.execute("DELETE FROM persons WHERE lookup = ?1", [&lookup[..]])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO erased (person_id, erased_at) VALUES (?1, ?2)",
+            params![person_id, super::format_recorded_at(chrono::Utc::now())],
+        )?;
+        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        drop(inner);
+        // Durable now (also every key created before), not at the next shared sync.
+        std::fs::File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| unavailable(&self.path, format!("fsync: {e}")))?;
+        Ok(Some(person_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_by_ref_unwrapped_and_destroyed_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let master = MasterKey::generate().unwrap();
+        let ks = KeyStore::open(&path, &master, true).unwrap();
+        assert!(!ks.legacy(), "created for an empty log");
+        assert!(ks.find("p-1").unwrap().is_none());
+        let k = ks.find_or_create("p-1").unwrap();
+        assert_eq!(ks.find_or_create("p-1").unwrap().key, k.key);
+        assert_eq!(ks.state(&k.person_id).unwrap(), KeyState::Present(k.key));
+        let other = ks.find_or_create("p-2").unwrap();
+        assert_ne!(other.person_id, k.person_id);
+        // The wrapped key is in the file; the raw key and the ref are not.
+        let wrapped: Vec<u8> = {
+            let inner = ks.inner.lock().unwrap();
+            inner
+                .conn
+                .query_row(
+                    "SELECT wrapped_key FROM persons WHERE person_id = ?1",
+                    [&k.person_id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let has = |needle: &[u8]| {
+            std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        };
+        assert!(has(&wrapped));
+        assert!(!has(&k.key) && !has(b"p-1"));
+        assert_eq!(ks.erase("p-1").unwrap(), Some(k.person_id.clone()));
+        assert!(
+            !has(&wrapped),
+            "the wrapped key's bytes are still in the file"
+        );
+        assert!(matches!(
+            ks.state(&k.person_id).unwrap(),
+            KeyState::Erased(_)
+        ));
+        assert!(ks.find("p-1").unwrap().is_none());
+        assert_eq!(ks.erase("p-1").unwrap(), None);
+        // Another master key does not open it; the same one does.
+        drop(ks);
+        let wrong = KeyStore::open(&path, &MasterKey::generate().unwrap(), true);
+        assert!(matches!(wrong, Err(StoreError::Invalid(_))));
+        let again = KeyStore::open(&path, &master, true).unwrap();
+        assert_eq!(again.find("p-2").unwrap().unwrap().key, other.key);
+    }
+}
