@@ -93,7 +93,16 @@ fn bench_appends(out: &mut Vec<String>) {
         Policy::default(),
         Reference::builtin(),
         Arc::new(SystemClock),
-    );
+    )
+    // As the CLI and the server run it: person refs sealed with per-person keys.
+    .with_keys(Arc::new(
+        store::KeyStore::open(
+            &dir.path().join("ledger.keys.db"),
+            &store::MasterKey::generate().unwrap(),
+            true,
+        )
+        .unwrap(),
+    ));
     authorise_all(&ledger);
     let ledger = Arc::new(ledger);
     // People who will come back for their second dose (recorded before the timed run).

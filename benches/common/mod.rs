@@ -49,7 +49,16 @@ pub fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
         Policy::default(),
         Reference::builtin(),
         Arc::new(SystemClock),
-    );
+    )
+    // As the CLI and the server run it: person refs sealed with per-person keys.
+    .with_keys(Arc::new(
+        store::KeyStore::open(
+            &dir.join("ledger.keys.db"),
+            &store::MasterKey::generate().unwrap(),
+            true,
+        )
+        .unwrap(),
+    ));
     (store, ledger)
 }
 

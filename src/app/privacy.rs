@@ -141,7 +141,7 @@ impl Ledger {
                 }));
             }
         }
-        let key = keys.find_or_create(person_ref)?;
+        let key = keys.create(person_ref)?;
         Ok(Some(Person {
             stream: streams::person(&key.person_id),
             key: Some(key),

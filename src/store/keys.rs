@@ -12,9 +12,9 @@
 //! - Erasure deletes the person's row with `secure_delete` on and a rollback journal, so the
 //!   wrapped key's bytes are overwritten in the file, not merely unlinked; the person_id is
 //!   kept in `erased` (when, not who), so reads can say "erased" rather than "unknown".
-//! - New keys are committed at once and made durable by one shared fsync of the file's
-//!   journal-less commits (`synchronous=FULL` per commit would cost one fsync per new
-//!   person): callers that committed before a sync started share it.
+//! - New keys are durable before they are used: a writer thread commits the keys asked for
+//!   together in one transaction and one fsync of the WAL (group commit), as the log does
+//!   with appends; the WAL is checkpointed into the file and truncated on erasure.
 //!
 //! The store knows no event type: it keeps keys by person.
 
@@ -90,6 +90,8 @@ impl MasterKey {
 
 struct Inner {
     conn: Connection,
+    /// Erasures seen (the `erasures` counter in `meta`): the cache is dropped when it moves.
+    erasures: i64,
     /// person lookup → key, for persons read recently (cleared when another connection
     /// changes the file, and on erasure).
     cache: HashMap<[u8; 32], PersonKey>,
@@ -102,9 +104,19 @@ pub struct KeyStore {
     wrap: Aes256Gcm,
     lookup_key: [u8; 32],
     inner: Mutex<Inner>,
-    /// Commits not yet known durable: (committed count, durable count), and the fsync lock.
-    sync: Mutex<(u64, u64)>,
-    sync_file: Mutex<Option<std::fs::File>>,
+    /// New keys go to the writer thread, which commits those that arrive together in one
+    /// transaction and one fsync (group commit), and answers each with the key stored for
+    /// its person (another thread's or process's, if it came first).
+    writer: std::sync::mpsc::Sender<NewKey>,
+}
+
+type NewKeyReply = std::sync::mpsc::SyncSender<Result<(String, Vec<u8>), StoreError>>;
+
+struct NewKey {
+    lookup: [u8; 32],
+    person_id: String,
+    wrapped: Vec<u8>,
+    reply: NewKeyReply,
 }
 
 const CHECK_LABEL: &str = "campaign-ledger key store check v1";
@@ -128,9 +140,10 @@ impl KeyStore {
         }
         let conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // A rollback journal (deleted after each commit) and secure_delete: an erased key's
-        // bytes are overwritten in the file itself.
-        conn.pragma_update(None, "journal_mode", "DELETE")?;
+        // WAL without a sync per commit (new keys are made durable by the writer's fsync of
+        // the WAL, see `write_keys`), and secure_delete: an erased key's bytes are overwritten
+        // with zeros; the erasure then checkpoints the WAL into the file and truncates it.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "secure_delete", true)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
@@ -166,17 +179,32 @@ impl KeyStore {
             )));
         }
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let erasures = erasure_count(&conn)?;
+        let writer_conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
+        writer_conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        writer_conn.pragma_update(None, "secure_delete", true)?;
+        writer_conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let wal = {
+            let mut w = path.as_os_str().to_owned();
+            w.push("-wal");
+            PathBuf::from(w)
+        };
+        std::thread::Builder::new()
+            .name("key-writer".into())
+            .spawn(move || write_keys(writer_conn, wal, jobs))
+            .map_err(|e| unavailable(path, e))?;
         Ok(KeyStore {
             path: path.to_path_buf(),
             wrap,
             lookup_key: master.derive("campaign-ledger lookup v1"),
             inner: Mutex::new(Inner {
                 conn,
+                erasures,
                 cache: HashMap::new(),
                 data_version,
             }),
-            sync: Mutex::new((0, 0)),
-            sync_file: Mutex::new(None),
+            writer,
         })
     }
 
@@ -232,14 +260,19 @@ impl KeyStore {
             .map_err(|_| StoreError::Corrupt("a data key is not 32 bytes".into()))
     }
 
-    /// Clears the cache when another connection changed the file.
+    /// Drops the cache when a key was erased since (by another connection or process).
     fn fresh(&self, inner: &mut Inner) -> Result<(), StoreError> {
         let v: i64 = inner
             .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         if v != inner.data_version {
-            inner.cache.clear();
             inner.data_version = v;
+            let e = erasure_count(&inner.conn)?;
+            if e != inner.erasures {
+                inner.cache.clear();
+                inner.erasures = e;
+            }
         }
         Ok(())
     }
@@ -276,6 +309,12 @@ impl KeyStore {
         if let Some(k) = self.find(person_ref)? {
             return Ok(k);
         }
+        self.create(person_ref)
+    }
+
+    /// A new key for a person the caller just looked up in vain (the writer keeps the first
+    /// one committed, should another thread or process create one meanwhile).
+    pub fn create(&self, person_ref: &str) -> Result<PersonKey, StoreError> {
         let mut id = [0u8; 16];
         let mut key = [0u8; 32];
         let mut nonce = [0u8; 12];
@@ -297,57 +336,27 @@ impl KeyStore {
                 .expect("AES-GCM encrypts"),
         );
         let lookup = self.lookup(person_ref);
-        {
-            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            // Another process or thread may have created it meanwhile: the first one wins.
-            inner
-                .conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO persons (lookup, person_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![
-                    &lookup[..],
-                    person_id,
-                    wrapped,
-                    super::format_recorded_at(chrono::Utc::now())
-                ])
-                .map_err(|e| unavailable(&self.path, e))?;
-        }
-        self.make_durable()?;
-        self.find(person_ref)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "key store {}: a key just written cannot be read back",
-                self.path.display()
-            ))
-        })
-    }
-
-    /// One fsync of the file covers every commit before it: a caller whose commit an fsync
-    /// started after has already covered returns at once.
-    fn make_durable(&self) -> Result<(), StoreError> {
-        let mine = {
-            let mut s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
-            s.0 += 1;
-            s.0
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let closed = || StoreError::Unavailable("the key store's writer stopped".into());
+        self.writer
+            .send(NewKey {
+                lookup,
+                person_id,
+                wrapped,
+                reply,
+            })
+            .map_err(|_| closed())?;
+        let (person_id, wrapped) = answer.recv().map_err(|_| closed())??;
+        let key = PersonKey {
+            key: self.unwrap_key(&person_id, &wrapped)?,
+            person_id,
         };
-        let mut file = self.sync_file.lock().unwrap_or_else(|e| e.into_inner());
-        let committed = {
-            let s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
-            if s.1 >= mine {
-                return Ok(());
-            }
-            s.0
-        };
-        if file.is_none() {
-            *file = Some(std::fs::File::open(&self.path).map_err(|e| unavailable(&self.path, e))?);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.cache.len() >= MAX_CACHED {
+            inner.cache.clear();
         }
-        file.as_ref()
-            .expect("opened")
-            .sync_all()
-            .map_err(|e| unavailable(&self.path, format!("fsync: {e}")))?;
-        let mut s = self.sync.lock().unwrap_or_else(|e| e.into_inner());
-        s.1 = s.1.max(committed);
-        Ok(())
+        inner.cache.insert(lookup, key.clone());
+        Ok(key)
     }
 
     /// What the key store holds for a person_id (reads of old events).
@@ -392,13 +401,105 @@ impl KeyStore {
             "INSERT OR REPLACE INTO erased (person_id, erased_at) VALUES (?1, ?2)",
             params![person_id, super::format_recorded_at(chrono::Utc::now())],
         )?;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('erasures', '1') \
+             ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            [],
+        )?;
         tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        // Copy the zeroed pages into the file and empty the WAL, whose older frames still
+        // hold the key; then make the file durable.
+        // A reader in another process blocks it for a moment: retry for up to 10 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let busy = loop {
+            let busy: i64 = inner
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(|e| unavailable(&self.path, e))?;
+            if busy == 0 || std::time::Instant::now() >= deadline {
+                break busy;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         drop(inner);
-        // Durable now (also every key created before), not at the next shared sync.
+        if busy != 0 {
+            return Err(StoreError::Unavailable(format!(
+                "key store {}: the key is destroyed (nothing can use it any more), but another process kept the file busy, so its bytes may stay in {}-wal until the next checkpoint; stop that process (serve, submit) and open the key store once",
+                self.path.display(),
+                self.path.display()
+            )));
+        }
         std::fs::File::open(&self.path)
             .and_then(|f| f.sync_all())
             .map_err(|e| unavailable(&self.path, format!("fsync: {e}")))?;
         Ok(Some(person_id))
+    }
+}
+
+fn erasure_count(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'erasures'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The key writer: each batch of new keys in one transaction, then one fsync of the WAL,
+/// then every caller is answered with the key its person has (its own, or one committed
+/// first by another thread or process).
+fn write_keys(mut conn: Connection, wal: PathBuf, jobs: std::sync::mpsc::Receiver<NewKey>) {
+    let mut file: Option<std::fs::File> = None;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let now = super::format_recorded_at(chrono::Utc::now());
+        let committed = (|| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(batch.len());
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO persons (lookup, person_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let mut get = tx.prepare_cached(
+                    "SELECT person_id, wrapped_key FROM persons WHERE lookup = ?1",
+                )?;
+                for k in &batch {
+                    ins.execute(params![&k.lookup[..], k.person_id, k.wrapped, now])?;
+                    out.push(get.query_row([&k.lookup[..]], |r| Ok((r.get(0)?, r.get(1)?)))?);
+                }
+            }
+            tx.commit()?;
+            if file.is_none() {
+                file = Some(
+                    std::fs::File::open(&wal)
+                        .map_err(|e| StoreError::Unavailable(format!("key store WAL: {e}")))?,
+                );
+            }
+            file.as_ref()
+                .expect("opened")
+                .sync_data()
+                .map_err(|e| StoreError::Unavailable(format!("key store fsync: {e}")))?;
+            Ok(out)
+        })();
+        match committed {
+            Ok(out) => {
+                for (k, r) in batch.into_iter().zip(out) {
+                    let _ = k.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                file = None;
+                let msg = e.to_string();
+                for k in batch {
+                    let _ = k.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+        }
     }
 }
 
@@ -431,11 +532,11 @@ mod tests {
                 )
                 .unwrap()
         };
+        // The file and its WAL.
         let has = |needle: &[u8]| {
-            std::fs::read(&path)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.extend(std::fs::read(dir.path().join("k.db-wal")).unwrap_or_default());
+            bytes.windows(needle.len()).any(|w| w == needle)
         };
         assert!(has(&wrapped));
         assert!(!has(&k.key) && !has(b"p-1"));
