@@ -108,6 +108,34 @@ fn kill_9_during_a_load_loses_no_acknowledged_command_and_adds_nothing_else() {
         assert!(store.command(e.command_id).unwrap().is_some());
     }
     campaign_ledger::audit::verify(store.as_ref(), &mut |_| {}).expect("the chain verifies");
+    // No event outlived the key its person ref was sealed with (keys are made durable before
+    // the group that uses them commits), and each ref opens to what was submitted.
+    let master = std::fs::read_to_string(dir.path().join("ledger-data/master.key")).unwrap();
+    let keys = campaign_ledger::store::KeyStore::open(
+        &dir.path().join("ledger-data/ledger.keys.db"),
+        &campaign_ledger::store::MasterKey::from_hex(&master).unwrap(),
+        false,
+    )
+    .unwrap();
+    let mut opened = 0;
+    for e in &events {
+        let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+        let Some(sealed) = data["person_ref"].as_str() else {
+            continue;
+        };
+        let person_id = campaign_ledger::app::sealed_person_id(sealed)
+            .unwrap_or_else(|| panic!("position {}: person_ref in clear", e.position));
+        let campaign_ledger::store::KeyState::Present(k) = keys.state(person_id).unwrap() else {
+            panic!("position {}: the key of {person_id} is missing", e.position)
+        };
+        let clear = campaign_ledger::app::open_sealed(&k, sealed).unwrap();
+        assert!(
+            clear.starts_with(data["directorate"].as_str().unwrap()),
+            "{clear}"
+        );
+        opened += 1;
+    }
+    assert_eq!(opened, events.len() - 2);
     for name in ["doses_by_directorate", "doses_by_day", "session_attendance"] {
         let (live, _) = engine.live_state(store.as_ref(), name).unwrap();
         let (rebuilt, _) = engine.replay_fresh(store.as_ref(), name).unwrap();

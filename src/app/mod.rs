@@ -116,6 +116,15 @@ impl Ledger {
     /// Stores person refs sealed with per-person keys from `keys` (see `app::privacy`).
     pub fn with_keys(mut self, keys: Arc<crate::store::KeyStore>) -> Ledger {
         self.legacy_log = keys.legacy();
+        // Where the log can make new keys durable just before each group commit, one fsync
+        // serves a whole group; otherwise the key store syncs its own writes.
+        let k = keys.clone();
+        if self
+            .store
+            .set_pre_commit(Arc::new(move || k.sync_pending()))
+        {
+            keys.defer_durability();
+        }
         self.keys = Some(keys);
         self
     }

@@ -90,6 +90,9 @@ impl MasterKey {
 
 struct Inner {
     conn: Connection,
+    /// New keys not written yet (deferred mode): written, and made durable, by
+    /// `sync_pending`, which the log calls before it commits anything sealed with them.
+    pending: Vec<([u8; 32], String, Vec<u8>)>,
     /// Erasures seen (the `erasures` counter in `meta`): the cache is dropped when it moves.
     erasures: i64,
     /// person lookup → key, for persons read recently (cleared when another connection
@@ -108,6 +111,11 @@ pub struct KeyStore {
     /// transaction and one fsync (group commit), and answers each with the key stored for
     /// its person (another thread's or process's, if it came first).
     writer: std::sync::mpsc::Sender<NewKey>,
+    /// Set when the log makes new keys durable before it commits (`sync_pending` as its
+    /// pre-commit hook): new keys are then written by the caller without an fsync of their own.
+    deferred: std::sync::atomic::AtomicBool,
+    /// The WAL, for `sync_pending` (one fsync at a time).
+    wal: Mutex<Option<std::fs::File>>,
 }
 
 type NewKeyReply = std::sync::mpsc::SyncSender<Result<(String, Vec<u8>), StoreError>>;
@@ -200,12 +208,93 @@ impl KeyStore {
             lookup_key: master.derive("campaign-ledger lookup v1"),
             inner: Mutex::new(Inner {
                 conn,
+                pending: Vec::new(),
                 erasures,
                 cache: HashMap::new(),
                 data_version,
             }),
             writer,
+            deferred: std::sync::atomic::AtomicBool::new(false),
+            wal: Mutex::new(None),
         })
+    }
+
+    /// From now on, new keys are written without an fsync of their own: the caller promises
+    /// to call `sync_pending` before anything that uses them becomes durable (the SQLite log
+    /// calls it before each group commit).
+    pub fn defer_durability(&self) {
+        self.deferred
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes the new keys made since the last call in one transaction and makes them
+    /// durable (one fsync of the WAL): the log calls it before each group commit, so a group
+    /// of new people costs one write and one fsync. A key another process recorded first for
+    /// the same person (both saw them new at the same moment) fails the call: the commands
+    /// using ours are refused with "retry", and a retry finds theirs.
+    pub fn sync_pending(&self) -> Result<(), StoreError> {
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if inner.pending.is_empty() {
+                return Ok(());
+            }
+            let pending = std::mem::take(&mut inner.pending);
+            let now = super::format_recorded_at(chrono::Utc::now());
+            let written = (|| -> Result<Vec<[u8; 32]>, StoreError> {
+                let tx = inner
+                    .conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut lost = Vec::new();
+                {
+                    let mut ins = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO persons (lookup, person_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    let mut get =
+                        tx.prepare_cached("SELECT person_id FROM persons WHERE lookup = ?1")?;
+                    for (lookup, person_id, wrapped) in &pending {
+                        ins.execute(params![&lookup[..], person_id, wrapped, now])?;
+                        let stored: String = get.query_row([&lookup[..]], |r| r.get(0))?;
+                        if stored != *person_id {
+                            lost.push(*lookup);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(lost)
+            })();
+            match written {
+                Ok(lost) => {
+                    for l in &lost {
+                        inner.cache.remove(l);
+                    }
+                    lost
+                }
+                Err(e) => {
+                    // Nothing of it was written: keep them for the next call.
+                    let mut again = pending;
+                    again.append(&mut inner.pending);
+                    inner.pending = again;
+                    return Err(unavailable(&self.path, e));
+                }
+            }
+        };
+        if wal.is_none() {
+            let mut w = self.path.clone().into_os_string();
+            w.push("-wal");
+            *wal = Some(std::fs::File::open(&w).map_err(|e| unavailable(&self.path, e))?);
+        }
+        if let Err(e) = wal.as_ref().expect("opened").sync_data() {
+            *wal = None;
+            return Err(unavailable(&self.path, format!("fsync: {e}")));
+        }
+        if !lost.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "{} new person(s) were recorded at the same moment by another process; retry",
+                lost.len()
+            )));
+        }
+        Ok(())
     }
 
     /// The file.
@@ -285,11 +374,19 @@ impl KeyStore {
         if let Some(k) = inner.cache.get(&lookup) {
             return Ok(Some(k.clone()));
         }
-        let row: Option<(String, Vec<u8>)> = inner
-            .conn
-            .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE lookup = ?1")?
-            .query_row([&lookup[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let pending = inner
+            .pending
+            .iter()
+            .find(|(l, _, _)| *l == lookup)
+            .map(|(_, id, w)| (id.clone(), w.clone()));
+        let row: Option<(String, Vec<u8>)> = match pending {
+            Some(p) => Some(p),
+            None => inner
+                .conn
+                .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE lookup = ?1")?
+                .query_row([&lookup[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+        };
         let Some((person_id, wrapped)) = row else {
             return Ok(None);
         };
@@ -336,6 +433,23 @@ impl KeyStore {
                 .expect("AES-GCM encrypts"),
         );
         let lookup = self.lookup(person_ref);
+        if self.deferred.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // Another thread of this process may have made it meanwhile.
+            if let Some(k) = inner.cache.get(&lookup) {
+                return Ok(k.clone());
+            }
+            let key = PersonKey {
+                key,
+                person_id: person_id.clone(),
+            };
+            inner.pending.push((lookup, person_id, wrapped));
+            if inner.cache.len() >= MAX_CACHED {
+                inner.cache.clear();
+            }
+            inner.cache.insert(lookup, key.clone());
+            return Ok(key);
+        }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let closed = || StoreError::Unavailable("the key store's writer stopped".into());
         self.writer
@@ -382,6 +496,7 @@ impl KeyStore {
     /// Destroys a person's key: the row is deleted and its bytes overwritten in the file
     /// (secure_delete), durably. Returns the person_id, or `None` if there was no key.
     pub fn erase(&self, person_ref: &str) -> Result<Option<String>, StoreError> {
+        self.sync_pending()?;
         let lookup = self.lookup(person_ref);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.cache.clear();

@@ -314,6 +314,16 @@ pub trait EventStore: Send + Sync {
     /// A description for messages (`sqlite:./ledger-data/ledger.db`).
     fn describe(&self) -> String;
 
+    /// Registers work that must be durable before any group of appends commits (the key
+    /// store's new keys, so that no event can outlive the key it was sealed with): called by
+    /// the writer with each group, after the group's appends were queued and before anything
+    /// of it is written. Returns `false` when the backend has no such hook (the caller then
+    /// makes its work durable itself).
+    fn set_pre_commit(&self, hook: PreCommit) -> bool {
+        let _ = hook;
+        false
+    }
+
     /// Appends events exactly as another store recorded them (ids, positions, times,
     /// hashes): `campaign-ledger import`. The first must be at the head + 1 with the head's
     /// hash as its `prev_hash`; every hash must verify, stream versions follow the store's and
@@ -328,6 +338,9 @@ pub trait EventStore: Send + Sync {
         )))
     }
 }
+
+/// Work a backend runs before each group of appends commits (see `set_pre_commit`).
+pub type PreCommit = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
 /// One event of an import: its envelope as exported and its command's content hash.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,7 +12,7 @@ use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
-use super::{DataRef, ImportedEvent};
+use super::{DataRef, ImportedEvent, PreCommit};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -89,6 +89,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     notify: Arc<Notify>,
+    pre_commit: Arc<RwLock<Vec<PreCommit>>>,
 }
 
 fn sqlite_time(e: rusqlite::Error) -> StoreError {
@@ -255,6 +256,8 @@ impl SqliteStore {
             commits: Mutex::new((0, 0)),
         });
         writer.notify = Some(notify.clone());
+        let pre_commit: Arc<RwLock<Vec<PreCommit>>> = Arc::new(RwLock::new(Vec::new()));
+        writer.pre_commit = pre_commit.clone();
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -266,6 +269,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
             notify,
+            pre_commit,
         })
     }
 
@@ -550,6 +554,14 @@ impl EventStore for SqliteStore {
         format!("sqlite:{}", self.path.display())
     }
 
+    fn set_pre_commit(&self, hook: PreCommit) -> bool {
+        self.pre_commit
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+        true
+    }
+
     fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {
         // A connection of its own, in one immediate transaction: the writer thread waits
         // for it and, at its next commit, sees the head moved and reloads it.
@@ -727,6 +739,7 @@ struct Writer {
     head: (u64, [u8; 32], String),
     versions: HashMap<String, u64>,
     notify: Option<Arc<Notify>>,
+    pre_commit: Arc<RwLock<Vec<PreCommit>>>,
 }
 
 const MAX_BATCH: usize = 512;
@@ -751,6 +764,7 @@ impl Writer {
             head: (0, GENESIS_HASH, String::new()),
             versions: HashMap::new(),
             notify: None,
+            pre_commit: Arc::new(RwLock::new(Vec::new())),
         };
         w.head = w.read_head()?;
         Ok(w)
@@ -811,7 +825,22 @@ impl Writer {
             }
             last_group = jobs.len();
             let _span = tracing::debug_span!("group_commit", appends = jobs.len()).entered();
-            let results = self.commit_batch(&jobs);
+            // What must be durable before these appends (new person keys), now: every job
+            // here was queued after its own work was done.
+            let hooks = self
+                .pre_commit
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let results = match hooks.iter().try_for_each(|h| h()) {
+                Ok(()) => self.commit_batch(&jobs),
+                Err(e) => {
+                    let msg = format!("nothing was recorded: {e}");
+                    jobs.iter()
+                        .map(|_| Err(StoreError::Unavailable(msg.clone())))
+                        .collect()
+                }
+            };
             let replies: Vec<(Reply, Result<AppendResult, StoreError>)> =
                 jobs.into_iter().map(|j| j.reply).zip(results).collect();
             let group = Synced {
