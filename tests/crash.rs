@@ -212,3 +212,46 @@ fn processes_creating_the_same_new_store_at_once_all_open_it() {
         }
     }
 }
+
+/// An assignment of a person's key that a power cut took back (keys are on disk before use;
+/// their assignment to a ref is made durable lazily) is found again in the log: the next run
+/// assigns the key to the ref its events' sealed field opens to, so the person's history is
+/// still theirs.
+#[test]
+fn a_key_assignment_lost_in_a_crash_is_recovered_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = command_file(dir.path(), "a.jsonl", "lyon", 20);
+    assert!(
+        support::run(dir.path(), &["submit", path.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // What a power cut before the key store's periodic fsync could leave: keys without their
+    // assignment, and no record of how far assignments were durable.
+    let keys = rusqlite::Connection::open(dir.path().join("ledger-data/ledger.keys.db")).unwrap();
+    let lost = keys
+        .execute(
+            "UPDATE persons SET lookup = NULL WHERE lookup IS NOT NULL",
+            [],
+        )
+        .unwrap();
+    assert_eq!(lost, 20);
+    keys.execute("DELETE FROM meta WHERE key = 'assigned_upto'", [])
+        .unwrap();
+    drop(keys);
+    // A second dose for person lyon-3: accepted only if their first dose is found.
+    let second = r#"{"type":"AdministerDose","command_id":"0193ffff-0000-7000-8000-000000000001","person_ref":"lyon-3","age_band":"30-39","recipient":"user","directorate":"lyon","site":"lyon-dt","product":"comirnaty","lot":"L","dose":"second","administered_at":"2021-11-20T10:00:00+01:00"}"#;
+    std::fs::write(dir.path().join("second.jsonl"), format!("{second}\n")).unwrap();
+    let o = support::run(dir.path(), &["submit", "second.jsonl", "--format", "json"]);
+    let out = support::stdout(&o);
+    assert!(out.contains("\"accepted\""), "{out}{}", support::stderr(&o));
+    let keys = rusqlite::Connection::open(dir.path().join("ledger-data/ledger.keys.db")).unwrap();
+    let assigned: i64 = keys
+        .query_row(
+            "SELECT COUNT(*) FROM persons WHERE lookup IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(assigned, 20, "every used key is assigned again");
+}

@@ -121,7 +121,7 @@ impl Ledger {
         let k = keys.clone();
         if self
             .store
-            .set_pre_commit(Arc::new(move || k.sync_pending()))
+            .set_pre_commit(Arc::new(move |head| k.sync_pending(head)))
         {
             keys.defer_durability();
         }

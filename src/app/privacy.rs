@@ -148,6 +148,63 @@ impl Ledger {
         }))
     }
 
+    /// After a crash: finds the events appended since the key store last recorded its
+    /// assignments as durable whose key is assigned to nobody (the assignment was lost), and
+    /// assigns it again to the ref the event's sealed field opens to. Returns how many were
+    /// repaired. The CLI and the server run it when they open the ledger.
+    pub fn recover_keys(&self) -> Result<usize, AppError> {
+        let Some(keys) = &self.keys else {
+            return Ok(0);
+        };
+        let from = keys.assignments_durable_upto()?;
+        let head = self.store.head_position()?;
+        if head <= from {
+            return Ok(0);
+        }
+        let mut repairs: Vec<(String, String)> = Vec::new();
+        let mut failed: Option<AppError> = None;
+        self.store.scan_data(from, head, &mut |e| {
+            let Some(at) = e.data.find(&format!("\"person_ref\":\"{SEALED}")) else {
+                return true;
+            };
+            let value = &e.data[at + 14..];
+            let Some(end) = value.find('"') else {
+                return true;
+            };
+            let value = &value[..end];
+            let Some(person_id) = sealed_person_id(value) else {
+                return true;
+            };
+            if repairs.iter().any(|(_, id)| id == person_id) {
+                return true;
+            }
+            match keys.unassigned(person_id) {
+                Ok(Some(k)) => {
+                    if let Some(r) = open_sealed(&k, value) {
+                        repairs.push((r, person_id.to_string()));
+                    }
+                    true
+                }
+                Ok(None) => true,
+                Err(err) => {
+                    failed = Some(err.into());
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        keys.assign(&repairs, head)?;
+        if !repairs.is_empty() {
+            tracing::warn!(
+                repaired = repairs.len(),
+                "person keys used by the log but not assigned (an interrupted run) were assigned again"
+            );
+        }
+        Ok(repairs.len())
+    }
+
     /// Seals the person-level field of events that carry `person_ref` in clear.
     pub(super) fn seal_events(
         &self,

@@ -573,6 +573,7 @@ impl Cli {
             let keys = store::KeyStore::open(&path, &self.master_key()?, empty)
                 .map_err(|e| anyhow!("{e}"))?;
             ledger = ledger.with_keys(Arc::new(keys));
+            ledger.recover_keys().map_err(|e| anyhow!("{e}"))?;
         }
         Ok(Env {
             store,

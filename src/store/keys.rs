@@ -92,7 +92,13 @@ struct Inner {
     conn: Connection,
     /// New keys not written yet (deferred mode): written, and made durable, by
     /// `sync_pending`, which the log calls before it commits anything sealed with them.
-    pending: Vec<([u8; 32], String, Vec<u8>)>,
+    pending: Vec<([u8; 32], String)>,
+    /// Keys made in advance (written and fsynced, assigned to nobody yet) that this process
+    /// hands to new people in deferred mode.
+    pool: Vec<PersonKey>,
+    /// Groups since the assignments were last made durable, and when.
+    unsynced_groups: u32,
+    last_sync: std::time::Instant,
     /// Erasures seen (the `erasures` counter in `meta`): the cache is dropped when it moves.
     erasures: i64,
     /// person lookup → key, for persons read recently (cleared when another connection
@@ -129,6 +135,8 @@ struct NewKey {
 
 const CHECK_LABEL: &str = "campaign-ledger key store check v1";
 const MAX_CACHED: usize = 100_000;
+/// Keys made in advance at a time (deferred mode).
+const POOL: usize = 1024;
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("key store {}: {e}", path.display()))
@@ -151,10 +159,27 @@ impl KeyStore {
         // WAL without a sync per commit (new keys are made durable by the writer's fsync of
         // the WAL, see `write_keys`), and secure_delete: an erased key's bytes are overwritten
         // with zeros; the erasure then checkpoints the WAL into the file and truncates it.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Several processes creating the file at once: switching a new file to WAL, or
+        // creating its tables, can answer "locked" without waiting; retried for 10 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let retry = |f: &dyn Fn() -> rusqlite::Result<()>| loop {
+            match f() {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other.map_err(|e| unavailable(path, e)),
+            }
+        };
+        retry(&|| conn.pragma_update(None, "journal_mode", "WAL"))?;
         conn.pragma_update(None, "secure_delete", true)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(
+        retry(&|| {
+            conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS persons (
                  lookup      BLOB PRIMARY KEY,
                  person_id   TEXT NOT NULL UNIQUE,
@@ -167,15 +192,18 @@ impl KeyStore {
              ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
         )
-        .map_err(|e| unavailable(path, e))?;
+        })?;
         let wrap = Aes256Gcm::new_from_slice(&master.derive("campaign-ledger wrap v1"))
             .expect("32-byte key");
         let check = hex::encode(master.derive(CHECK_LABEL));
         // The first opener writes the check value; every opener compares with what is there.
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('check', ?1), ('legacy', ?2)",
-            params![check, if log_was_empty { "0" } else { "1" }],
-        )?;
+        retry(&|| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('check', ?1), ('legacy', ?2)",
+                params![check, if log_was_empty { "0" } else { "1" }],
+            )
+            .map(|_| ())
+        })?;
         let stored: String =
             conn.query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
                 r.get(0)
@@ -209,6 +237,9 @@ impl KeyStore {
             inner: Mutex::new(Inner {
                 conn,
                 pending: Vec::new(),
+                pool: Vec::new(),
+                unsynced_groups: 0,
+                last_sync: std::time::Instant::now(),
                 erasures,
                 cache: HashMap::new(),
                 data_version,
@@ -227,58 +258,105 @@ impl KeyStore {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Writes the new keys made since the last call in one transaction and makes them
-    /// durable (one fsync of the WAL): the log calls it before each group commit, so a group
-    /// of new people costs one write and one fsync. A key another process recorded first for
-    /// the same person (both saw them new at the same moment) fails the call: the commands
-    /// using ours are refused with "retry", and a retry finds theirs.
-    pub fn sync_pending(&self) -> Result<(), StoreError> {
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        let lost = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if inner.pending.is_empty() {
-                return Ok(());
-            }
-            let pending = std::mem::take(&mut inner.pending);
-            let now = super::format_recorded_at(chrono::Utc::now());
-            let written = (|| -> Result<Vec<[u8; 32]>, StoreError> {
-                let tx = inner
-                    .conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let mut lost = Vec::new();
-                {
-                    let mut ins = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO persons (lookup, person_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    )?;
-                    let mut get =
-                        tx.prepare_cached("SELECT person_id FROM persons WHERE lookup = ?1")?;
-                    for (lookup, person_id, wrapped) in &pending {
-                        ins.execute(params![&lookup[..], person_id, wrapped, now])?;
-                        let stored: String = get.query_row([&lookup[..]], |r| r.get(0))?;
-                        if stored != *person_id {
-                            lost.push(*lookup);
+    /// Records the assignments (ref → key) made since the last call, in one transaction
+    /// without an fsync: the log calls it before each group commit, with its head before the
+    /// group. Assignments need no fsync of their own: the keys they name were made durable in
+    /// advance (`refill`), and the events sealed with them carry the ref, so an assignment a
+    /// crash loses is found again in the log (`assignments_durable_upto`, `assign`). Every
+    /// 256 groups or 2 s it fsyncs and records that every event up to `head` has its
+    /// assignment on disk. An assignment another process made first for the same person (both
+    /// saw them new at the same moment) fails the call: the commands using ours are refused
+    /// with "retry", and a retry finds theirs.
+    pub fn sync_pending(&self, head: u64) -> Result<(), StoreError> {
+        // Lock order: `inner`, then `wal` (as `refill`, which runs under `inner`).
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.unsynced_groups += 1;
+        let mark = inner.unsynced_groups >= 256
+            || inner.last_sync.elapsed() >= std::time::Duration::from_secs(2);
+        if inner.pending.is_empty() && !mark {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut inner.pending);
+        let written = (|| -> Result<Vec<[u8; 32]>, StoreError> {
+            let tx = inner
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut lost = Vec::new();
+            {
+                let mut assign = tx.prepare_cached(
+                    "UPDATE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL",
+                )?;
+                for (lookup, person_id) in &pending {
+                    match assign.execute(params![&lookup[..], person_id]) {
+                        Ok(1) => {}
+                        Ok(_) => lost.push(*lookup),
+                        Err(rusqlite::Error::SqliteFailure(f, _))
+                            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        {
+                            lost.push(*lookup)
                         }
+                        Err(e) => return Err(e.into()),
                     }
                 }
-                tx.commit()?;
-                Ok(lost)
-            })();
-            match written {
-                Ok(lost) => {
-                    for l in &lost {
-                        inner.cache.remove(l);
-                    }
-                    lost
+                if mark {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('assigned_upto', ?1)",
+                        [head.to_string()],
+                    )?;
                 }
-                Err(e) => {
-                    // Nothing of it was written: keep them for the next call.
-                    let mut again = pending;
-                    again.append(&mut inner.pending);
-                    inner.pending = again;
-                    return Err(unavailable(&self.path, e));
-                }
+            }
+            tx.commit()?;
+            Ok(lost)
+        })();
+        let lost = match written {
+            Ok(lost) => lost,
+            Err(e) => {
+                // Nothing of it was written: keep them for the next call.
+                let mut again = pending;
+                again.append(&mut inner.pending);
+                inner.pending = again;
+                return Err(unavailable(&self.path, e));
             }
         };
+        for l in &lost {
+            inner.cache.remove(l);
+        }
+        if mark {
+            inner.unsynced_groups = 0;
+            inner.last_sync = std::time::Instant::now();
+            drop(inner);
+            let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+            self.sync_wal(&mut wal)?;
+        }
+        if !lost.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "{} new person(s) were recorded at the same moment by another process; retry",
+                lost.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes pending assignments now (before an erasure looks a person up).
+    fn flush_assignments(&self) -> Result<(), StoreError> {
+        let pending = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut inner.pending)
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut up = inner.conn.prepare_cached(
+            "UPDATE OR IGNORE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL",
+        )?;
+        for (lookup, person_id) in &pending {
+            up.execute(params![&lookup[..], person_id])?;
+        }
+        Ok(())
+    }
+
+    fn sync_wal(&self, wal: &mut Option<std::fs::File>) -> Result<(), StoreError> {
         if wal.is_none() {
             let mut w = self.path.clone().into_os_string();
             w.push("-wal");
@@ -288,13 +366,112 @@ impl KeyStore {
             *wal = None;
             return Err(unavailable(&self.path, format!("fsync: {e}")));
         }
-        if !lost.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "{} new person(s) were recorded at the same moment by another process; retry",
-                lost.len()
-            )));
-        }
         Ok(())
+    }
+
+    /// Makes `n` keys in advance for this process: written in one transaction, assigned to
+    /// nobody, and fsynced, so that a key is on disk before any event can be sealed with it.
+    fn refill(&self, inner: &mut Inner, n: usize) -> Result<(), StoreError> {
+        let now = super::format_recorded_at(chrono::Utc::now());
+        let mut made = Vec::with_capacity(n);
+        let tx = inner
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO persons (lookup, person_id, wrapped_key, created_at) VALUES (NULL, ?1, ?2, ?3)",
+            )?;
+            for _ in 0..n {
+                let (person_id, key, wrapped) = self.new_key()?;
+                ins.execute(params![person_id, wrapped, now])?;
+                made.push(PersonKey { person_id, key });
+            }
+        }
+        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_wal(&mut wal)?;
+        inner.pool.extend(made);
+        Ok(())
+    }
+
+    /// A random person_id and data key, and the key wrapped for the key store.
+    fn new_key(&self) -> Result<(String, [u8; 32], Vec<u8>), StoreError> {
+        let mut id = [0u8; 16];
+        let mut key = [0u8; 32];
+        let mut nonce = [0u8; 12];
+        for b in [&mut id[..], &mut key[..], &mut nonce[..]] {
+            getrandom::getrandom(b)
+                .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}")))?;
+        }
+        let person_id = hex::encode(id);
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend(
+            self.wrap
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &key,
+                        aad: person_id.as_bytes(),
+                    },
+                )
+                .expect("AES-GCM encrypts"),
+        );
+        Ok((person_id, key, wrapped))
+    }
+
+    /// The log position up to which every event's assignment is known to be on disk (0 when
+    /// never recorded): after a crash, the log after it is searched for keys used but not
+    /// assigned (see `assign`).
+    pub fn assignments_durable_upto(&self) -> Result<u64, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let v: Option<String> = inner
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'assigned_upto'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// The key of a person_id made in advance and assigned to nobody (a crash lost its
+    /// assignment, or it is still in some process's pool).
+    pub fn unassigned(&self, person_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let row: Option<Vec<u8>> = inner
+            .conn
+            .prepare_cached(
+                "SELECT wrapped_key FROM persons WHERE person_id = ?1 AND lookup IS NULL",
+            )?
+            .query_row([person_id], |r| r.get(0))
+            .optional()?;
+        drop(inner);
+        row.map(|w| self.unwrap_key(person_id, &w)).transpose()
+    }
+
+    /// Assigns a key found used in the log (its event's sealed ref opened with it) to that
+    /// ref, and, with `upto`, records that the log up to there was searched. Durable on return.
+    pub fn assign(&self, repairs: &[(String, String)], upto: u64) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.cache.clear();
+        let tx = inner.conn.transaction()?;
+        {
+            let mut up = tx.prepare_cached(
+                "UPDATE OR IGNORE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL",
+            )?;
+            for (person_ref, person_id) in repairs {
+                up.execute(params![&self.lookup(person_ref)[..], person_id])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('assigned_upto', ?1)",
+                [upto.to_string()],
+            )?;
+        }
+        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        drop(inner);
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_wal(&mut wal)
     }
 
     /// The file.
@@ -377,10 +554,14 @@ impl KeyStore {
         let pending = inner
             .pending
             .iter()
-            .find(|(l, _, _)| *l == lookup)
-            .map(|(_, id, w)| (id.clone(), w.clone()));
+            .find(|(l, _)| *l == lookup)
+            .map(|(_, id)| id.clone());
         let row: Option<(String, Vec<u8>)> = match pending {
-            Some(p) => Some(p),
+            Some(id) => inner
+                .conn
+                .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE person_id = ?1")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
             None => inner
                 .conn
                 .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE lookup = ?1")?
@@ -412,26 +593,6 @@ impl KeyStore {
     /// A new key for a person the caller just looked up in vain (the writer keeps the first
     /// one committed, should another thread or process create one meanwhile).
     pub fn create(&self, person_ref: &str) -> Result<PersonKey, StoreError> {
-        let mut id = [0u8; 16];
-        let mut key = [0u8; 32];
-        let mut nonce = [0u8; 12];
-        for b in [&mut id[..], &mut key[..], &mut nonce[..]] {
-            getrandom::getrandom(b)
-                .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}")))?;
-        }
-        let person_id = hex::encode(id);
-        let mut wrapped = nonce.to_vec();
-        wrapped.extend(
-            self.wrap
-                .encrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &key,
-                        aad: person_id.as_bytes(),
-                    },
-                )
-                .expect("AES-GCM encrypts"),
-        );
         let lookup = self.lookup(person_ref);
         if self.deferred.load(std::sync::atomic::Ordering::SeqCst) {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -439,17 +600,18 @@ impl KeyStore {
             if let Some(k) = inner.cache.get(&lookup) {
                 return Ok(k.clone());
             }
-            let key = PersonKey {
-                key,
-                person_id: person_id.clone(),
-            };
-            inner.pending.push((lookup, person_id, wrapped));
+            if inner.pool.is_empty() {
+                self.refill(&mut inner, POOL)?;
+            }
+            let key = inner.pool.pop().expect("refilled");
+            inner.pending.push((lookup, key.person_id.clone()));
             if inner.cache.len() >= MAX_CACHED {
                 inner.cache.clear();
             }
             inner.cache.insert(lookup, key.clone());
             return Ok(key);
         }
+        let (person_id, _, wrapped) = self.new_key()?;
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let closed = || StoreError::Unavailable("the key store's writer stopped".into());
         self.writer
@@ -496,7 +658,7 @@ impl KeyStore {
     /// Destroys a person's key: the row is deleted and its bytes overwritten in the file
     /// (secure_delete), durably. Returns the person_id, or `None` if there was no key.
     pub fn erase(&self, person_ref: &str) -> Result<Option<String>, StoreError> {
-        self.sync_pending()?;
+        self.flush_assignments()?;
         let lookup = self.lookup(person_ref);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.cache.clear();

@@ -340,7 +340,9 @@ pub trait EventStore: Send + Sync {
 }
 
 /// Work a backend runs before each group of appends commits (see `set_pre_commit`).
-pub type PreCommit = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+/// Work a backend runs before each group of appends commits (see `set_pre_commit`); it is
+/// given the log's head before the group.
+pub type PreCommit = Arc<dyn Fn(u64) -> Result<(), StoreError> + Send + Sync>;
 
 /// One event of an import: its envelope as exported and its command's content hash.
 #[derive(Debug, Clone, PartialEq)]

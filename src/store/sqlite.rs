@@ -832,7 +832,8 @@ impl Writer {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            let results = match hooks.iter().try_for_each(|h| h()) {
+            let head = self.head.0;
+            let results = match hooks.iter().try_for_each(|h| h(head)) {
                 Ok(()) => self.commit_batch(&jobs),
                 Err(e) => {
                     let msg = format!("nothing was recorded: {e}");
