@@ -308,3 +308,17 @@ fn serve_publishes_a_signed_digest_when_the_log_moved_to_a_file_and_to_nats() {
         .collect();
     assert_eq!(on_nats, vec![100, 150]);
 }
+
+#[test]
+fn a_digest_is_trusted_only_against_a_key_the_auditor_gives_or_holds() {
+    let (dir, public) = setup(20);
+    std::fs::remove_file(dir.path().join("ledger-data/signing.key")).unwrap();
+    // The key named inside the digest proves nothing by itself.
+    let o = verify_digest(dir.path(), &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("give --public-key"), "{}", stderr(&o));
+    let o = verify_digest(dir.path(), &["--public-key", "00ff"]);
+    assert!(stderr(&o).contains("is not a public key"), "{}", stderr(&o));
+    let o = verify_digest(dir.path(), &["--public-key", &public]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

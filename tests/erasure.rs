@@ -328,4 +328,10 @@ fn erase_person_on_the_command_line_and_a_wrong_master_key_is_refused() {
         stderr(&o)
     );
     assert_eq!(ok(&run(d, &["audit", "verify"])), head);
+    // The master key file lost: said, and no new key is made in its place.
+    std::fs::rename(d.join("ledger-data/master.key"), d.join("master.key.saved")).unwrap();
+    let o = run(d, &["submit", "one.jsonl"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("master key file"), "{}", stderr(&o));
+    assert!(!d.join("ledger-data/master.key").exists());
 }

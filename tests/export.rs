@@ -31,6 +31,25 @@ fn export_scenario(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Runs the binary with the scenario store's key store and master key (a copy of a log is
+/// written to with the keys its people's refs were sealed with).
+fn with_original_keys(dir: &Path, args: &[&str]) -> std::process::Output {
+    let data = support::scenario_dir().join("ledger-data");
+    support::bin()
+        .current_dir(dir)
+        .args(args)
+        .arg("--key-store")
+        .arg(data.join("ledger.keys.db"))
+        .env(
+            "LEDGER_MASTER_KEY",
+            std::fs::read_to_string(data.join("master.key"))
+                .unwrap()
+                .trim(),
+        )
+        .output()
+        .unwrap()
+}
+
 fn field(line: &str, name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(line).unwrap()[name].clone()
 }
@@ -121,7 +140,19 @@ fn export_import_export_is_byte_identical_and_keeps_hashes_totals_and_idempotenc
     let scenario = ok(&run(dir.path(), &["scenario", "ofii-2021"]));
     let first_command = scenario.lines().find(|l| l.starts_with('{')).unwrap();
     std::fs::write(dir.path().join("one.jsonl"), format!("{first_command}\n")).unwrap();
+    // Writing to the copy needs the key store its people's refs were sealed with: without it
+    // the ledger would record them again as new people, so it refuses and says so.
     let o = run(
+        dir.path(),
+        &["submit", "one.jsonl", "--store", "sqlite:copy/ledger.db"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("give its path with --key-store"),
+        "{}",
+        stderr(&o)
+    );
+    let o = with_original_keys(
         dir.path(),
         &[
             "submit",
@@ -399,7 +430,7 @@ fn sqlite_to_nats_to_sqlite_gives_byte_identical_exports() {
         ),
     )
     .unwrap();
-    let o = run(
+    let o = with_original_keys(
         dir.path(),
         &["submit", "one.jsonl", "--format", "json", "--store", &nats],
     );

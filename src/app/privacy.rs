@@ -296,6 +296,9 @@ impl Ledger {
             }
             return Ok(None);
         };
+        // One instant, to the microsecond, for the event and the key store.
+        let now = self.clock.now();
+        let erased_at = crate::store::format_recorded_at(now);
         let stream = streams::person(&key.person_id);
         let existing = self
             .store
@@ -307,7 +310,8 @@ impl Ledger {
             None => {
                 let event = Event::PersonErased(crate::domain::PersonErased {
                     person_id: key.person_id.clone(),
-                    erased_at: self.clock.now().fixed_offset(),
+                    erased_at: chrono::DateTime::parse_from_rfc3339(&erased_at)
+                        .unwrap_or_else(|_| now.fixed_offset()),
                 });
                 let request = AppendRequest {
                     stream_id: stream,
@@ -334,7 +338,7 @@ impl Ledger {
                 }
             }
         };
-        keys.erase(person_ref)?;
+        keys.erase(person_ref, &erased_at)?;
         Ok(Some(Erasure {
             person_id: key.person_id,
             position,

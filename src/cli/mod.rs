@@ -66,8 +66,9 @@ impl Cli {
         }
     }
 
-    /// The master key: LEDGER_MASTER_KEY, or the key file (created when missing).
-    fn master_key(&self) -> Result<store::MasterKey> {
+    /// The master key: LEDGER_MASTER_KEY, or the key file (created when missing, if the key
+    /// store is new too: `create`).
+    fn master_key(&self, create: bool) -> Result<store::MasterKey> {
         if let Ok(hex) = std::env::var("LEDGER_MASTER_KEY") {
             return store::MasterKey::from_hex(&hex)
                 .map_err(|e| anyhow!("LEDGER_MASTER_KEY is not usable: {e}"));
@@ -79,6 +80,12 @@ impl Cli {
         match std::fs::read_to_string(&path) {
             Ok(text) => store::MasterKey::from_hex(&text)
                 .map_err(|e| anyhow!("{} is not a master key: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => bail!(
+                "the master key file {} is missing, and the key store {} was made with it: restore the file, \
+                 or give the key with LEDGER_MASTER_KEY or --master-key",
+                path.display(),
+                self.key_store_path().display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = store::MasterKey::generate().map_err(|e| anyhow!(e))?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -86,30 +93,16 @@ impl Cli {
                 }
                 // Written whole under a name of its own, then linked into place: the link fails
                 // if another process made the key first, and that key is used instead.
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                {
-                    use std::os::unix::fs::OpenOptionsExt as _;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .with_context(|| format!("cannot write {}", tmp.display()))?;
-                    f.write_all((key.to_hex() + "\n").as_bytes())?;
-                    f.sync_all()?;
-                }
-                let linked = std::fs::hard_link(&tmp, &path);
-                let _ = std::fs::remove_file(&tmp);
+                let linked = store::create_private(&path, &(key.to_hex() + "\n"));
                 match linked {
-                    Ok(()) => {
+                    Ok(true) => {
                         eprintln!(
                             "note: master key created at {} (mode 0600): it opens the key store of person keys; back it up apart from the log",
                             path.display()
                         );
                         Ok(key)
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.master_key(),
+                    Ok(false) => self.master_key(false),
                     Err(e) => Err(anyhow!(
                         "cannot write the master key {}: {e}",
                         path.display()
@@ -362,7 +355,7 @@ pub enum AuditCmd {
         /// Only the reads of this person (their person_id, as events show it).
         #[arg(long)]
         person: Option<String>,
-        /// Output format.
+        /// Output format: one line per read (table) or one JSON object per read (json).
         #[arg(long, value_enum, default_value = "table")]
         format: SubmitFormat,
     },
@@ -570,8 +563,17 @@ impl Cli {
         if self.needs_keys() {
             let path = self.key_store_path();
             let empty = store.head_position().map_err(|e| anyhow!("{e}"))? == 0;
-            let keys = store::KeyStore::open(&path, &self.master_key()?, empty)
-                .map_err(|e| anyhow!("{e}"))?;
+            if !path.exists() && !empty && holds_sealed_refs(store.as_ref())? {
+                bail!(
+                    "there is no key store at {}, but the log {} holds person refs sealed with the keys of one: \
+                     give its path with --key-store (or LEDGER_KEY_STORE) and its master key. \
+                     A new key store would not know these people and would record them again as new",
+                    path.display(),
+                    store.describe()
+                );
+            }
+            let master = self.master_key(!path.exists())?;
+            let keys = store::KeyStore::open(&path, &master, empty).map_err(|e| anyhow!("{e}"))?;
             ledger = ledger.with_keys(Arc::new(keys));
             ledger.recover_keys().map_err(|e| anyhow!("{e}"))?;
         }
@@ -590,6 +592,31 @@ fn actor() -> Actor {
         directorate: None,
         agent_ref: Some(std::env::var("USER").unwrap_or_else(|_| "cli".into())),
     }
+}
+
+/// Whether the log holds a person ref sealed with a key store's key (it stops at the first).
+fn holds_sealed_refs(store: &dyn EventStore) -> Result<bool> {
+    let needle = format!("\"person_ref\":\"{}", crate::app::SEALED);
+    let mut found = false;
+    store
+        .scan_data(0, u64::MAX, &mut |e| {
+            found = e.data.contains(&needle);
+            !found
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(found)
+}
+
+/// Says where the chain breaks (exit code 1).
+fn print_broken(format: SubmitFormat, position: u64, reason: &str) -> ExitCode {
+    match format {
+        SubmitFormat::Json => println!(
+            "{}",
+            serde_json::json!({"ok": false, "position": position, "reason": reason})
+        ),
+        SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
+    }
+    ExitCode::from(1)
 }
 
 /// `audit verify --export FILE`: the export alone, and the digest if one is given.
@@ -635,14 +662,7 @@ fn verify_export_file(
             Ok(ExitCode::SUCCESS)
         }
         Err(audit::VerifyError::Broken { position, reason }) => {
-            match format {
-                SubmitFormat::Json => println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "position": position, "reason": reason})
-                ),
-                SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
-            }
-            Ok(ExitCode::from(1))
+            Ok(print_broken(format, position, &reason))
         }
         Err(e) => Err(anyhow!("{}: {e}", file.display())),
     }
@@ -968,18 +988,37 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         format!("cannot read the digest {}; check the path", path.display())
                     })?;
                     let d: audit::SignedDigest = serde_json::from_str(&text).map_err(|e| {
+                        let several = text.trim().lines().count() > 1 && text.trim_start().starts_with('{')
+                            && text.trim().lines().all(|l| l.trim_start().starts_with('{'));
                         anyhow!(
-                            "{} is not a digest from `audit digest` ({e})",
-                            path.display()
+                            "{} is not a digest from `audit digest` ({e}){}",
+                            path.display(),
+                            if several {
+                                "; it looks like several digests, one per line (digests.jsonl): put the one to check in a file of its own"
+                            } else {
+                                ""
+                            }
                         )
                     })?;
+                    // Only a key the auditor trusts proves anything: a digest's own key does not.
+                    let key_file = cli.key_path(key.as_deref());
                     let trusted = match public_key {
-                        Some(k) => Some(k.clone()),
-                        None => audit::LedgerKey::load(&cli.key_path(key.as_deref()))
-                            .ok()
-                            .map(|k| k.public_hex()),
+                        Some(k) if k.trim().len() == 64 && hex::decode(k.trim()).is_ok() => {
+                            k.trim().to_string()
+                        }
+                        Some(k) => bail!(
+                            "--public-key {k:?} is not a public key: give the 64 hex digits `campaign-ledger audit public-key` prints"
+                        ),
+                        None if key_file.exists() => audit::LedgerKey::load(&key_file)
+                            .map_err(|e| anyhow!(e))?
+                            .public_hex(),
+                        None => bail!(
+                            "no trusted public key to check the digest's signature against: give --public-key HEX \
+                             (the ledger's public key, from `campaign-ledger audit public-key`); the key named inside \
+                             the digest proves nothing by itself"
+                        ),
                     };
-                    d.check_signature(trusted.as_deref())
+                    d.check_signature(Some(&trusted))
                         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
                     Some(d)
                 }
@@ -1020,14 +1059,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(audit::VerifyError::Broken { position, reason }) => {
-                    match format {
-                        SubmitFormat::Json => println!(
-                            "{}",
-                            serde_json::json!({"ok": false, "position": position, "reason": reason})
-                        ),
-                        SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
-                    }
-                    Ok(ExitCode::from(1))
+                    Ok(print_broken(*format, position, &reason))
                 }
                 Err(e) => Err(anyhow!("{e}")),
             }
@@ -1066,6 +1098,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             since,
             output,
         } => {
+            if let (Some(f), Some(t)) = (from, to) {
+                if t < f {
+                    bail!("--to {t} is before --from {f}: give a range whose end is at or after its start");
+                }
+            }
             let env = cli.open(false, false)?;
             let options = audit::ExportOptions {
                 from: *from,
@@ -1116,7 +1153,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 };
                 // A file is verified whole before anything is written: a broken export
                 // imports nothing. (From standard input, batches before a break are kept.)
-                if let Err(e) = audit::verify_export(&mut open()?, None) {
+                let checked = audit::verify_export(&mut open()?, None);
+                if let Ok(v) = &checked {
+                    let new_file = cli
+                        .store
+                        .strip_prefix("sqlite:")
+                        .is_some_and(|p| !Path::new(p).exists());
+                    if v.first > 1 && new_file {
+                        bail!(
+                            "the export starts at position {}, and the store {} does not exist yet: import a whole export (from position 1) first",
+                            v.first,
+                            cli.store
+                        );
+                    }
+                }
+                if let Err(e) = checked {
                     pb.finish_and_clear();
                     return match e {
                         audit::VerifyError::Broken { position, reason } => {

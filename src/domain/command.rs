@@ -316,6 +316,11 @@ macro_rules! command_types {
             /// Every command type name.
             pub const TYPES: &'static [&'static str] = &[$(stringify!($v)),+];
 
+            /// The JSON Schema of each command type's fields (see `domain::schema`).
+            pub fn field_schemas() -> Vec<(&'static str, schemars::Schema)> {
+                vec![$((stringify!($v), schemars::schema_for!($v))),+]
+            }
+
             fn from_fields(ty: &str, fields: serde_json::Value) -> Result<Command, String> {
                 match ty {
                     $(stringify!($v) => fields_of(fields).map(Command::$v),)+

@@ -285,6 +285,11 @@ macro_rules! event_names {
             }
             /// Every stored type name this build writes.
             pub const TYPES: &'static [&'static str] = &[$(stringify!($v)),+];
+            /// The JSON Schema of the data of each event type, at the version this build
+            /// writes (see `domain::schema`).
+            pub fn data_schemas() -> Vec<(&'static str, schemars::Schema)> {
+                vec![$((stringify!($v), schemars::schema_for!($v))),+]
+            }
             /// The data as a JSON value.
             pub fn to_data(&self) -> serde_json::Value {
                 match self { $(Event::$v(e) => serde_json::to_value(e).expect("events serialize")),+ }

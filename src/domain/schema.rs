@@ -10,51 +10,17 @@ use super::event::*;
 use schemars::{schema_for, Schema};
 use serde_json::{json, Value};
 
-macro_rules! named {
-    ($($t:ident),+ $(,)?) => {
-        vec![$((stringify!($t), schema_for!($t))),+]
-    };
-}
-
 /// Every schema document: (path under `schemas/`, document).
 pub fn documents() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let commands = named!(
-        AuthoriseSite,
-        AdministerDose,
-        RecordExternalDose,
-        RecordDoseNotAdministered,
-        ReverseDoseEntry,
-        IssueTicket,
-        RedeemTicket,
-        ExpireTicket,
-        OpenSession,
-        CloseSession,
-        AnswerCoverageSurvey,
-    );
-    debug_assert_eq!(commands.len(), Command::TYPES.len());
+    let commands = Command::field_schemas();
     for (name, schema) in commands {
         out.push((
             format!("commands/{name}.v1.schema.json"),
             command_document(name, schema),
         ));
     }
-    let current = named!(
-        SiteAuthorised,
-        DoseAdministered,
-        ExternalDoseRecorded,
-        DoseNotAdministered,
-        DoseEntryReversed,
-        ExternalDoseReversed,
-        TicketIssued,
-        TicketRedeemed,
-        TicketExpired,
-        SessionOpened,
-        SessionClosed,
-        CoverageSurveyAnswered,
-        PersonErased,
-    );
-    debug_assert_eq!(current.len(), Event::TYPES.len());
+    let current = Event::data_schemas();
     let older: Vec<(&str, u32, Schema)> =
         vec![("DoseAdministered", 1, schema_for!(DoseAdministeredV1))];
     for (name, schema) in current {

@@ -1074,10 +1074,16 @@ async fn erase_person(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin], "erase a person")?;
     let Json(body) = body.map_err(|e| {
+        let (status, code) = match e {
+            axum::extract::rejection::JsonRejection::MissingJsonContentType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json_content_type")
+            }
+            _ => (StatusCode::BAD_REQUEST, "bad_body"),
+        };
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("send {{\"person_ref\": \"…\"}} as application/json ({e})"),
+            status,
+            code,
+            format!("send {{\"person_ref\": \"…\"}} with Content-Type: application/json ({e})"),
         )
     })?;
     let actor = match &caller {

@@ -148,7 +148,10 @@ pub fn document() -> Value {
             "/v1/audit/access-log": {"get": {
                 "operationId": "readAccessLog",
                 "summary": "The person-level reads (who read whose events, when), oldest first (auditors).",
-                "parameters": [after, {"name": "limit", "in": "query", "required": false,
+                "parameters": [{"name": "after", "in": "query", "required": false,
+                    "description": "Entries after this entry id (0 for the first).",
+                    "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "limit", "in": "query", "required": false,
                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
                     {"name": "person", "in": "query", "required": false,
                     "description": "Only the reads of this person_id.", "schema": {"type": "string"}}],
@@ -168,6 +171,7 @@ pub fn document() -> Value {
                         "properties": {"person_id": {"type": "string"}, "position": {"type": "integer",
                         "description": "The position of the PersonErased event."}}})),
                     "400": error_response("Not a JSON body with person_ref (code bad_body), or a person recorded before encryption."),
+                    "415": error_response("No Content-Type: application/json (code not_json_content_type)."),
                     "404": error_response("No key for this person_ref: never recorded, or erased already (code unknown_person).")
                 }))
             }},

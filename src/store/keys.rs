@@ -657,7 +657,7 @@ impl KeyStore {
 
     /// Destroys a person's key: the row is deleted and its bytes overwritten in the file
     /// (secure_delete), durably. Returns the person_id, or `None` if there was no key.
-    pub fn erase(&self, person_ref: &str) -> Result<Option<String>, StoreError> {
+    pub fn erase(&self, person_ref: &str, erased_at: &str) -> Result<Option<String>, StoreError> {
         self.flush_assignments()?;
         let lookup = self.lookup(person_ref);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -676,7 +676,7 @@ impl KeyStore {
         tx.execute("DELETE FROM persons WHERE lookup = ?1", [&lookup[..]])?;
         tx.execute(
             "INSERT OR REPLACE INTO erased (person_id, erased_at) VALUES (?1, ?2)",
-            params![person_id, super::format_recorded_at(chrono::Utc::now())],
+            params![person_id, erased_at],
         )?;
         tx.execute(
             "INSERT INTO meta(key, value) VALUES ('erasures', '1') \
@@ -817,7 +817,10 @@ mod tests {
         };
         assert!(has(&wrapped));
         assert!(!has(&k.key) && !has(b"p-1"));
-        assert_eq!(ks.erase("p-1").unwrap(), Some(k.person_id.clone()));
+        assert_eq!(
+            ks.erase("p-1", "2021-12-01T00:00:00.000000Z").unwrap(),
+            Some(k.person_id.clone())
+        );
         assert!(
             !has(&wrapped),
             "the wrapped key's bytes are still in the file"
@@ -827,7 +830,10 @@ mod tests {
             KeyState::Erased(_)
         ));
         assert!(ks.find("p-1").unwrap().is_none());
-        assert_eq!(ks.erase("p-1").unwrap(), None);
+        assert_eq!(
+            ks.erase("p-1", "2021-12-01T00:00:00.000000Z").unwrap(),
+            None
+        );
         // Another master key does not open it; the same one does.
         drop(ks);
         let wrong = KeyStore::open(&path, &MasterKey::generate().unwrap(), true);

@@ -449,9 +449,29 @@ pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, Sto
 /// Writes a file readable by its owner only (signing keys, tokens and token hashes), through
 /// a temporary file and a rename, synced before it replaces the old one.
 pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    let tmp = write_private_tmp(path, text)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Creates a file readable by its owner only, unless it exists: written whole under a name
+/// of its own, then linked into place, so that of several processes creating it at once one
+/// wins and the others read a complete file. `Ok(false)`: it existed.
+pub fn create_private(path: &std::path::Path, text: &str) -> Result<bool, String> {
+    let tmp = write_private_tmp(path, text)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+/// `text` in a synced temporary file beside `path`, named for this process.
+fn write_private_tmp(path: &std::path::Path, text: &str) -> Result<std::path::PathBuf, String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -462,5 +482,5 @@ pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    Ok(tmp)
 }
