@@ -2,7 +2,7 @@
 //! Run: `cargo bench --bench ledger` (BENCH_EVENTS=N to change the replay store size, default 1,000,000).
 //! Prints a Markdown table; BENCHMARKS.md records the results.
 
-use campaign_ledger::app::{Ledger, Outcome};
+use campaign_ledger::app::Outcome;
 use campaign_ledger::domain::*;
 use campaign_ledger::projection::{load_definitions, Engine};
 use campaign_ledger::store::{
@@ -88,21 +88,7 @@ fn bench_appends(out: &mut Vec<String>) {
         store::SqliteStore::open(dir.path().join("ledger.db"), Arc::new(SystemClock)).unwrap(),
     );
     let store: Arc<dyn EventStore> = sqlite.clone();
-    let ledger = Ledger::new(
-        store.clone(),
-        Policy::default(),
-        Reference::builtin(),
-        Arc::new(SystemClock),
-    )
-    // As the CLI and the server run it: person refs sealed with per-person keys.
-    .with_keys(Arc::new(
-        store::KeyStore::open(
-            &dir.path().join("ledger.keys.db"),
-            &store::MasterKey::generate().unwrap(),
-            true,
-        )
-        .unwrap(),
-    ));
+    let ledger = keyed_ledger(store.clone(), dir.path());
     authorise_all(&ledger);
     let ledger = Arc::new(ledger);
     // People who will come back for their second dose (recorded before the timed run).

@@ -44,13 +44,19 @@ pub fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
         Arc::new(SystemClock),
     )
     .unwrap();
-    let ledger = Ledger::new(
-        store.clone(),
+    let ledger = keyed_ledger(store.clone(), dir);
+    (store, ledger)
+}
+
+/// A ledger over `store` as the CLI and the server run it: person refs sealed with
+/// per-person keys from a key store in `dir`.
+pub fn keyed_ledger(store: Arc<dyn EventStore>, dir: &Path) -> Ledger {
+    Ledger::new(
+        store,
         Policy::default(),
         Reference::builtin(),
         Arc::new(SystemClock),
     )
-    // As the CLI and the server run it: person refs sealed with per-person keys.
     .with_keys(Arc::new(
         store::KeyStore::open(
             &dir.join("ledger.keys.db"),
@@ -58,8 +64,7 @@ pub fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
             true,
         )
         .unwrap(),
-    ));
-    (store, ledger)
+    ))
 }
 
 pub fn authorise_all(ledger: &Ledger) {
