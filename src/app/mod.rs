@@ -6,7 +6,9 @@ mod privacy;
 mod submit;
 
 use privacy::Person;
-pub use privacy::{open_sealed, seal, sealed_person_id, Erasure, PersonView, SEALED};
+pub use privacy::{
+    open_sealed, seal, sealed_person_id, sealed_ref_in, Erasure, PersonView, SEALED,
+};
 pub use submit::{
     handle_envelope, handle_text, invalid_outcome, submit_lines, ErrorBody, LineOutcome,
     SubmitSummary,

@@ -63,6 +63,15 @@ pub fn sealed_person_id(value: &str) -> Option<&str> {
         .map(|(id, _)| id)
 }
 
+/// The sealed `person_ref` in an event's stored data, found without parsing it (the ledger
+/// writes it as `"person_ref":"enc1:…"`; a sealed value holds no quote or backslash).
+pub fn sealed_ref_in(data: &str) -> Option<&str> {
+    const FIELD: &str = "\"person_ref\":\"";
+    let start = data.find(&format!("{FIELD}{SEALED}"))? + FIELD.len();
+    let value = &data[start..];
+    value.find('"').map(|end| &value[..end])
+}
+
 /// Opens a sealed value with its key (`None` if it is not sealed for this key).
 pub fn open_sealed(key: &[u8; 32], value: &str) -> Option<String> {
     let (person_id, body) = value.strip_prefix(SEALED)?.split_once(':')?;
@@ -164,14 +173,9 @@ impl Ledger {
         let mut repairs: Vec<(String, String)> = Vec::new();
         let mut failed: Option<AppError> = None;
         self.store.scan_data(from, head, &mut |e| {
-            let Some(at) = e.data.find(&format!("\"person_ref\":\"{SEALED}")) else {
+            let Some(value) = sealed_ref_in(e.data) else {
                 return true;
             };
-            let value = &e.data[at + 14..];
-            let Some(end) = value.find('"') else {
-                return true;
-            };
-            let value = &value[..end];
             let Some(person_id) = sealed_person_id(value) else {
                 return true;
             };

@@ -596,11 +596,10 @@ fn actor() -> Actor {
 
 /// Whether the log holds a person ref sealed with a key store's key (it stops at the first).
 fn holds_sealed_refs(store: &dyn EventStore) -> Result<bool> {
-    let needle = format!("\"person_ref\":\"{}", crate::app::SEALED);
     let mut found = false;
     store
         .scan_data(0, u64::MAX, &mut |e| {
-            found = e.data.contains(&needle);
+            found = crate::app::sealed_ref_in(e.data).is_some();
             !found
         })
         .map_err(|e| anyhow!("{e}"))?;

@@ -281,29 +281,12 @@ impl KeyStore {
             let tx = inner
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut lost = Vec::new();
-            {
-                let mut assign = tx.prepare_cached(
-                    "UPDATE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL",
+            let lost = write_assignments(&tx, &pending)?;
+            if mark {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('assigned_upto', ?1)",
+                    [head.to_string()],
                 )?;
-                for (lookup, person_id) in &pending {
-                    match assign.execute(params![&lookup[..], person_id]) {
-                        Ok(1) => {}
-                        Ok(_) => lost.push(*lookup),
-                        Err(rusqlite::Error::SqliteFailure(f, _))
-                            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                        {
-                            lost.push(*lookup)
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                if mark {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('assigned_upto', ?1)",
-                        [head.to_string()],
-                    )?;
-                }
             }
             tx.commit()?;
             Ok(lost)
@@ -339,19 +322,16 @@ impl KeyStore {
 
     /// Writes pending assignments now (before an erasure looks a person up).
     fn flush_assignments(&self) -> Result<(), StoreError> {
-        let pending = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut inner.pending)
-        };
-        if pending.is_empty() {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.pending.is_empty() {
             return Ok(());
         }
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut up = inner.conn.prepare_cached(
-            "UPDATE OR IGNORE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL",
-        )?;
-        for (lookup, person_id) in &pending {
-            up.execute(params![&lookup[..], person_id])?;
+        let pending = std::mem::take(&mut inner.pending);
+        let tx = inner.conn.transaction()?;
+        let lost = write_assignments(&tx, &pending)?;
+        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        for l in &lost {
+            inner.cache.remove(l);
         }
         Ok(())
     }
@@ -711,6 +691,30 @@ impl KeyStore {
             .map_err(|e| unavailable(&self.path, format!("fsync: {e}")))?;
         Ok(Some(person_id))
     }
+}
+
+/// Writes assignments (ref lookup → a key made in advance); returns the lookups another
+/// process assigned first (to a key of its own), whose assignment here did not take.
+fn write_assignments(
+    tx: &rusqlite::Transaction<'_>,
+    pending: &[([u8; 32], String)],
+) -> Result<Vec<[u8; 32]>, StoreError> {
+    let mut assign = tx
+        .prepare_cached("UPDATE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL")?;
+    let mut lost = Vec::new();
+    for (lookup, person_id) in pending {
+        match assign.execute(params![&lookup[..], person_id]) {
+            Ok(1) => {}
+            Ok(_) => lost.push(*lookup),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                lost.push(*lookup)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(lost)
 }
 
 fn erasure_count(conn: &Connection) -> Result<i64, StoreError> {
