@@ -441,3 +441,50 @@ fn sqlite_to_nats_to_sqlite_gives_byte_identical_exports() {
         stderr(&o)
     );
 }
+
+/// A store's own import checks what it is given, whatever the caller verified: the next
+/// position, the chain from its head, and command ids it already holds.
+#[test]
+fn a_store_refuses_events_that_do_not_continue_its_head() {
+    use campaign_ledger::bus::cloudevents::decode_export;
+    use campaign_ledger::store::{ImportedEvent, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let lines = export_scenario(dir.path());
+    let events: Vec<ImportedEvent> = lines[..40]
+        .iter()
+        .map(|l| {
+            let (event, hash) = decode_export(l.as_bytes()).unwrap();
+            ImportedEvent {
+                event,
+                content_hash: hash.unwrap(),
+            }
+        })
+        .collect();
+    let store = support::sqlite_store(dir.path());
+    // Whole commands per call: cut where the next event starts another command.
+    let cut = (10..40)
+        .find(|&i| events[i].event.command_id != events[i - 1].event.command_id)
+        .unwrap();
+    assert_eq!(store.import(&events[..cut]).unwrap().position, cut as u64);
+    let refused = |r: Result<_, StoreError>| match r {
+        Err(StoreError::Invalid(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let m = refused(store.import(&events[cut + 1..]));
+    assert!(
+        m.contains(&format!("position {} is missing", cut + 1)),
+        "{m}"
+    );
+    let m = refused(store.import(&events[..cut]));
+    assert!(m.contains("position 1 appears after"), "{m}");
+    let mut changed = events[cut..].to_vec();
+    changed[0].event.data.push(' ');
+    let m = refused(store.import(&changed));
+    assert!(m.contains("do not match its hash"), "{m}");
+    assert_eq!(
+        store.head().unwrap().position,
+        cut as u64,
+        "nothing was written"
+    );
+    assert_eq!(store.import(&events[cut..]).unwrap().position, 40);
+}

@@ -8,8 +8,9 @@
 //! whose position falls inside it, that it is the log the digest was taken from. `import`
 //! rebuilds a store from an export, verifying the chain before anything is written.
 
-use super::{ChainCheck, SignedDigest, VerifyError};
+use super::{SignedDigest, VerifyError};
 use crate::bus::cloudevents::{decode_export, encode_export};
+use crate::store::ChainCheck;
 use crate::store::{EventStore, Head, ImportedEvent, StoreError};
 use serde::Serialize;
 use std::io::{BufRead, Write};

@@ -9,7 +9,8 @@ mod keys;
 mod sqlite;
 mod subscription;
 
-pub use chain::{chain_hash, EventRef, GENESIS_HASH};
+pub(crate) use chain::ChainCheck;
+pub use chain::{chain_hash, ChainBreak, EventRef, GENESIS_HASH};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use jetstream::read_events;
 pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
@@ -353,9 +354,9 @@ pub struct ImportedEvent {
     pub content_hash: [u8; 32],
 }
 
-/// Checks that `events` continue a log whose head is `head` (positions, `prev_hash`, each
-/// hash, commit times), that stream versions follow (`version_of` gives a stream's current
-/// version in the store) and that no command id is known (`known`) or split.
+/// Checks that `events` continue a log whose head is `head` (the chain's checks, see
+/// `ChainCheck`), that each stream continues from its version in the store (`version_of`)
+/// and that no command id is known (`known`) or split.
 pub(crate) fn check_import(
     head: Head,
     head_recorded_at: &str,
@@ -363,58 +364,39 @@ pub(crate) fn check_import(
     version_of: &mut dyn FnMut(&str) -> Result<u64, StoreError>,
     known: &mut dyn FnMut(Uuid) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let mut prev = head.hash;
-    let mut recorded = head_recorded_at.to_string();
-    let mut versions: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut chain = ChainCheck::after(head.position, head.hash, head_recorded_at);
     let mut commands: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
     let mut last_command: Option<Uuid> = None;
-    for (i, ie) in events.iter().enumerate() {
-        let e = &ie.event;
-        let expected = head.position + 1 + i as u64;
-        let bad = |why: String| {
+    for ie in events {
+        let e = ie.event.as_ref();
+        let bad = |position: u64, why: String| {
             StoreError::Invalid(format!(
-                "the import's event at position {} cannot follow: {why}; nothing was imported from this batch",
-                e.position
+                "the import's event at position {position} cannot follow: {why}; nothing was imported from this batch",
             ))
         };
-        if e.position != expected {
-            return Err(bad(format!("the store's next position is {expected}")));
+        chain.check(&e).map_err(|b| bad(b.position, b.reason))?;
+        // A stream's first event here continues the stream as the store holds it.
+        if chain.first_seen(&e) {
+            let v = version_of(e.stream_id)?;
+            if e.stream_version != v + 1 {
+                return Err(bad(
+                    e.position,
+                    format!(
+                        "stream {} is at version {v}, and this event has version {}",
+                        e.stream_id, e.stream_version
+                    ),
+                ));
+            }
         }
-        if e.prev_hash != prev {
-            return Err(bad(
-                "its prev_hash is not the hash of the event before it".into()
-            ));
-        }
-        if chain_hash(&prev, &e.as_ref()) != e.hash {
-            return Err(bad(
-                "its contents do not match its hash (it was altered)".into()
-            ));
-        }
-        if e.recorded_at.as_str() < recorded.as_str() {
-            return Err(bad(format!(
-                "it is recorded at {} before the event before it",
-                e.recorded_at
-            )));
-        }
-        let v = match versions.get(e.stream_id.as_str()) {
-            Some(v) => *v,
-            None => version_of(&e.stream_id)?,
-        };
-        if e.stream_version != v + 1 {
-            return Err(bad(format!(
-                "stream {} is at version {v}, and this event has version {}",
-                e.stream_id, e.stream_version
-            )));
-        }
-        versions.insert(&e.stream_id, v + 1);
         if last_command != Some(e.command_id) {
             if !commands.insert(e.command_id) || known(e.command_id)? {
-                return Err(bad(format!("command {} is recorded already", e.command_id)));
+                return Err(bad(
+                    e.position,
+                    format!("command {} is recorded already", e.command_id),
+                ));
             }
             last_command = Some(e.command_id);
         }
-        prev = e.hash;
-        recorded.clone_from(&e.recorded_at);
     }
     Ok(())
 }
