@@ -6,12 +6,14 @@
 //! and position), then publishes from the next position. Every publish carries
 //! `Nats-Expected-Last-Sequence: position − 1`, so the server itself refuses a gap or a
 //! duplicate, also beyond the dedupe window; `Nats-Msg-Id` (the event id) is kept for
-//! consumers and tools that rely on it.
+//! consumers and tools that rely on it. Because of that header the stream is always a prefix
+//! of the log, so the relay asks for an acknowledgement only every 256 events and at the end
+//! of each batch (see `ACK_EVERY`).
 
 use super::cloudevents::{encode, subject_of};
 use super::BusError;
 use crate::store::{EventStore, RecordedEvent};
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, stream};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +32,8 @@ pub struct RelayOptions {
     pub replicas: usize,
     /// Keep following new commits (`false`: stop once the stream holds the whole log).
     pub follow: bool,
-    /// Publishes awaiting their acknowledgement at most.
+    /// Events published and not yet covered by an acknowledgement, at most (the relay asks
+    /// for one acknowledgement every 256 events: see `ACK_EVERY`).
     pub max_in_flight: usize,
     /// Updated with the last position the stream holds, as it grows.
     pub progress: Progress,
@@ -246,9 +249,7 @@ async fn session(
         .map_err(BusError::nats)?;
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))
-        .max_ack_inflight(options.max_in_flight)
-        .backpressure_on_inflight(true)
-        .build(client);
+        .build(client.clone());
     let mut s = ensure_stream(&js, options.replicas).await?;
     let last = s.info().await.map_err(BusError::nats)?.state.last_sequence;
     if last > 0 {
@@ -273,21 +274,28 @@ async fn session(
     let generation = outage.generation.load(Ordering::SeqCst);
     report.position = last;
     report.progress.set(last);
+    // Acknowledgements of the checkpoints come to `<inbox>.<position>`.
+    let inbox = client.new_inbox();
+    let mut acks = Acks {
+        subscription: client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(BusError::nats)?,
+        pending: VecDeque::new(),
+        settled: last,
+    };
+    let every = (options.max_in_flight as u64).clamp(1, ACK_EVERY);
+    let max_pending = (options.max_in_flight as u64 / every).max(1) as usize;
     let source: Arc<str> = format!("/campaign-ledger/{}", store.describe()).into();
     let mut pos = last;
-    let mut inflight: VecDeque<(u64, jetstream::context::PublishAckFuture)> = VecDeque::new();
     // Reading and encoding the next batch overlaps with publishing this one.
     let mut next = prepare(store.clone(), pos, source.clone());
     loop {
         let batch = next.await.map_err(BusError::nats)??;
         if batch.is_empty() {
-            // Everything read is published: settle the acknowledgements, then wait for more.
-            while let Some((p, ack)) = inflight.pop_front() {
-                // A position already stored (an acknowledgement lost in an outage) resyncs
-                // from the stream's end, as in the publishing loop; it must not end the relay.
-                if let Some(end) = settle_or_resync(p, ack, report).await? {
-                    return Ok(end);
-                }
+            // Everything read is published: settle the checkpoints, then wait for more.
+            if let Some(end) = acks.settle_all(report, outage, generation).await? {
+                return Ok(end);
             }
             if !options.follow {
                 return Ok(SessionEnd::Done);
@@ -310,14 +318,29 @@ async fn session(
         let end = batch.last().map(|p| p.position).unwrap_or(pos);
         next = prepare(store.clone(), end, source.clone());
         for p in batch {
-            let message = jetstream::message::PublishMessage::build()
-                .payload(p.payload.into())
-                .message_id(p.event_id)
-                .expected_last_sequence(p.position - 1)
-                .header("Ledger-Position", p.position.to_string().as_str());
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", p.event_id.as_str());
+            headers.insert(
+                "Nats-Expected-Last-Sequence",
+                (p.position - 1).to_string().as_str(),
+            );
+            headers.insert("Ledger-Position", p.position.to_string().as_str());
+            let checkpoint = p.position % every == 0 || p.position == end;
             // A publish that cannot even be handed to the client for this long means the
             // connection is wedged: end the session (new client, resync) rather than wait.
-            let ack = tokio::time::timeout(PUBLISH_STALL, js.send_publish(p.subject, message))
+            let send = async {
+                if checkpoint {
+                    let reply = format!("{inbox}.{}", p.position);
+                    client
+                        .publish_with_reply_and_headers(p.subject, reply, headers, p.payload.into())
+                        .await
+                } else {
+                    client
+                        .publish_with_headers(p.subject, headers, p.payload.into())
+                        .await
+                }
+            };
+            tokio::time::timeout(PUBLISH_STALL, send)
                 .await
                 .map_err(|_| {
                     BusError::nats(format!(
@@ -325,26 +348,150 @@ async fn session(
                     ))
                 })?
                 .map_err(BusError::nats)?;
-            inflight.push_back((p.position, ack));
-            while inflight.len() >= options.max_in_flight {
-                let (p, ack) = inflight.pop_front().expect("non-empty");
-                if let Some(end) = settle_or_resync(p, ack, report).await? {
-                    return Ok(end);
-                }
-            }
             pos = p.position;
-        }
-        // Settle what is already acknowledged without waiting, to keep the report current.
-        while let Some((p, _)) = inflight.front() {
-            if *p + (options.max_in_flight as u64) / 2 > pos {
-                break;
-            }
-            let (p, ack) = inflight.pop_front().expect("non-empty");
-            if let Some(end) = settle_or_resync(p, ack, report).await? {
-                return Ok(end);
+            if checkpoint {
+                acks.pending.push_back(p.position);
+                while acks.pending.len() > max_pending {
+                    if let Some(end) = acks.settle_one(report, outage, generation).await? {
+                        return Ok(end);
+                    }
+                }
             }
         }
     }
+}
+
+/// How often the relay asks for an acknowledgement: one event in `ACK_EVERY`, and the last
+/// of every batch. The others are published without a reply subject. Safe because every
+/// message carries `Nats-Expected-Last-Sequence`: the server stores position N only right
+/// after N − 1, so the stream is always a prefix of the log, and an acknowledgement of
+/// position N proves that every position up to N is stored. A message the server refused or
+/// that was lost makes every later one fail the same check, up to the next checkpoint, whose
+/// error makes the relay resync from the stream's end. One acknowledgement per event would
+/// cost the server and the client about a third of their work per event.
+const ACK_EVERY: u64 = 256;
+
+/// The checkpoints published and not yet acknowledged, and where the stream is known to be.
+struct Acks {
+    subscription: async_nats::Subscriber,
+    pending: VecDeque<u64>,
+    /// The stream is known to hold every position up to this one.
+    settled: u64,
+}
+
+impl Acks {
+    async fn settle_all(
+        &mut self,
+        report: &mut RelayReport,
+        outage: &Outage,
+        generation: u64,
+    ) -> Result<Option<SessionEnd>, BusError> {
+        while !self.pending.is_empty() {
+            if let Some(end) = self.settle_one(report, outage, generation).await? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for the next acknowledgement (giving up after `PUBLISH_STALL`, or at once when
+    /// the connection was re-established meanwhile: what was in flight may be lost).
+    async fn settle_one(
+        &mut self,
+        report: &mut RelayReport,
+        outage: &Outage,
+        generation: u64,
+    ) -> Result<Option<SessionEnd>, BusError> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + PUBLISH_STALL;
+        let message = loop {
+            if outage.generation.load(Ordering::SeqCst) != generation {
+                return Ok(Some(SessionEnd::Resync));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BusError::nats(format!(
+                    "no acknowledgement within {PUBLISH_STALL:?}; reconnecting"
+                )));
+            }
+            match tokio::time::timeout(Duration::from_millis(250), self.subscription.next()).await {
+                Ok(Some(m)) => break m,
+                Ok(None) => return Err(BusError::nats("the acknowledgement subscription ended")),
+                Err(_) => continue,
+            }
+        };
+        let position: u64 = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if let Some(status) = message.status {
+            // 503: nothing stores the subject (the stream was deleted under the relay).
+            return Err(BusError::nats(format!(
+                "publish of position {position} answered {status}: is stream {STREAM} there?"
+            )));
+        }
+        let ack: PubAck = serde_json::from_slice(&message.payload).map_err(|_| {
+            BusError::nats(format!(
+                "unreadable acknowledgement of position {position}: {}",
+                String::from_utf8_lossy(&message.payload)
+            ))
+        })?;
+        if let Some(error) = ack.error {
+            if error.err_code == WRONG_LAST_SEQUENCE {
+                // The stream is not where this session thinks (someone else stored these
+                // positions, or a message before this one was lost): resync from its end
+                // rather than publish anything twice.
+                tracing::debug!(position, "stream not at the expected sequence; resyncing");
+                return Ok(Some(SessionEnd::Resync));
+            }
+            return Err(BusError::nats(format!(
+                "publish of position {position} refused: {} (code {})",
+                error.description, error.err_code
+            )));
+        }
+        if ack.seq != position {
+            tracing::debug!(
+                position,
+                sequence = ack.seq,
+                "acknowledged at another sequence; resyncing"
+            );
+            return Ok(Some(SessionEnd::Resync));
+        }
+        // Positions up to this one are stored (the stream is a prefix of the log).
+        if position > self.settled {
+            if !ack.duplicate {
+                report.published += position - self.settled;
+            }
+            self.settled = position;
+        }
+        while self.pending.front().is_some_and(|p| *p <= position) {
+            self.pending.pop_front();
+        }
+        report.position = report.position.max(self.settled);
+        report.progress.set(report.position);
+        Ok(None)
+    }
+}
+
+/// JetStream's error code for `Nats-Expected-Last-Sequence` not matching.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+
+#[derive(serde::Deserialize)]
+struct PubAck {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+    error: Option<PubAckError>,
+}
+
+#[derive(serde::Deserialize)]
+struct PubAckError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
 }
 
 /// An event ready to publish.
@@ -380,50 +527,3 @@ const BATCH: u64 = 4096;
 
 /// How long a publish may wait to be handed to the client before the session is abandoned.
 const PUBLISH_STALL: Duration = Duration::from_secs(10);
-
-async fn settle_or_resync(
-    position: u64,
-    ack: jetstream::context::PublishAckFuture,
-    report: &mut RelayReport,
-) -> Result<Option<SessionEnd>, BusError> {
-    match settle(position, ack, report).await {
-        Ok(()) => Ok(None),
-        Err(BusError::Mismatch(_)) => Ok(Some(SessionEnd::Resync)),
-        Err(e) => Err(e),
-    }
-}
-
-async fn settle(
-    position: u64,
-    ack: jetstream::context::PublishAckFuture,
-    report: &mut RelayReport,
-) -> Result<(), BusError> {
-    let ack = tokio::time::timeout(PUBLISH_STALL, ack)
-        .await
-        .map_err(|_| {
-            BusError::nats(format!(
-                "no acknowledgement within {PUBLISH_STALL:?}; reconnecting"
-            ))
-        })?;
-    match ack {
-        Ok(a) if a.sequence == position => {
-            if !a.duplicate {
-                report.published += 1;
-            }
-            report.position = report.position.max(position);
-            report.progress.set(report.position);
-            Ok(())
-        }
-        Ok(a) => Err(BusError::Mismatch(format!(
-            "position {position} was stored at sequence {}",
-            a.sequence
-        ))),
-        // Someone (an earlier run whose acknowledgement was lost) already stored this position:
-        // resync from the stream's end rather than publish anything twice.
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-            tracing::debug!(position, "stream already past this position; resyncing");
-            Err(BusError::Mismatch("resync".into()))
-        }
-        Err(e) => Err(BusError::nats(e)),
-    }
-}
