@@ -1,6 +1,7 @@
 //! NATS benchmarks, each against a raw async-nats baseline measured in the same run, against a
 //! nats-server started by the benchmark (`$NATS_SERVER` or `nats-server` on PATH, 2.11+).
-//! Run: `cargo bench --bench nats` (BENCH_EVENTS=N, default 200,000).
+//! Run: `cargo bench --bench nats` (BENCH_EVENTS=N, default 200,000; BENCH_ONLY=relay stops
+//! after the relay rows).
 
 use campaign_ledger::bus::{cloudevents, relay, JetStreamSource, RelayOptions};
 use campaign_ledger::projection::{load_definitions, Engine};
@@ -507,14 +508,30 @@ fn main() {
         .unwrap();
     let relay_rate = report.published as f64 / t.elapsed().as_secs_f64();
     assert_eq!(report.published, n);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("relay") {
+        println!(
+            "| relay: {n} events | {relay_rate:.0} events/s | raw publish: {raw_rate:.0} msgs/s | **{:.2}×** |\n\
+             | relay (same run) | {relay_rate:.0} events/s | raw publish with the relay's headers: {raw_headers_rate:.0} msgs/s | **{:.2}×** |",
+            relay_rate / raw_rate,
+            relay_rate / raw_headers_rate
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+        return;
+    }
 
-    // Ceiling: an ordered consumer reading the stream, nothing else.
+    // Ceiling: an ordered consumer (push, as the projection worker's) reading the stream,
+    // nothing else.
     let consume_rate = rt.block_on(async {
         use futures_util::StreamExt;
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let client = async_nats::connect(&url).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
         let stream = js.get_stream(campaign_ledger::bus::STREAM).await.unwrap();
         let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                ..Default::default()
+            })
             .await
             .unwrap();
         let mut messages = consumer.messages().await.unwrap();

@@ -399,7 +399,9 @@ pub(crate) fn read_events(
         })
         .map_err(|e| StoreError::Corrupt(format!("{name} position {expected}: {e}")))?
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, StoreError>>(1024);
+    // Messages go to the calling thread in chunks: one hand-off per message cost as much
+    // as the fold.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<bytes::Bytes>, StoreError>>(16);
     let st = stream.clone();
     runtime.spawn(async move {
         if to - after <= 64 {
@@ -411,18 +413,7 @@ pub(crate) fn read_events(
                 .buffered(64)
                 .try_collect()
                 .await;
-            match got {
-                Ok(ms) => {
-                    for m in ms {
-                        if tx.send(Ok(m.payload)).is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            let _ = tx.send(got.map(|ms| ms.into_iter().map(|m| m.payload).collect()));
             return;
         }
         let mut messages = match ordered_messages(&st, after + 1).await {
@@ -432,28 +423,56 @@ pub(crate) fn read_events(
                 return;
             }
         };
-        for _ in after..to {
-            let m = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                Ok(Some(Ok(m))) => Ok(m.payload.clone()),
-                Ok(Some(Err(e))) => Err(unavailable(e)),
-                Ok(None) => Err(unavailable("the consumer ended early")),
-                Err(_) => Err(unavailable("no message within 10 s")),
-            };
-            let stop = m.is_err();
-            if tx.send(m).is_err() || stop {
+        let mut left = to - after;
+        while left > 0 {
+            let mut chunk = Vec::with_capacity(CHUNK.min(left as usize));
+            let mut failed = None;
+            // Wait for one message, then take what is already there, up to a chunk.
+            while (chunk.len() as u64) < left && chunk.len() < CHUNK {
+                let next = if chunk.is_empty() {
+                    match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                        Ok(m) => m,
+                        Err(_) => {
+                            failed = Some(unavailable("no message within 10 s"));
+                            break;
+                        }
+                    }
+                } else {
+                    match futures_util::FutureExt::now_or_never(messages.next()) {
+                        Some(m) => m,
+                        None => break,
+                    }
+                };
+                match next {
+                    Some(Ok(m)) => chunk.push(m.message.payload),
+                    Some(Err(e)) => failed = Some(unavailable(e)),
+                    None => failed = Some(unavailable("the consumer ended early")),
+                }
+                if failed.is_some() {
+                    break;
+                }
+            }
+            left -= chunk.len() as u64;
+            if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+                return;
+            }
+            if let Some(e) = failed {
+                let _ = tx.send(Err(e));
                 return;
             }
         }
     });
     let mut seen = 0u64;
     let mut expected = after + 1;
-    while expected <= to {
-        let payload = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
-        let go_on = check(expected, &payload, f)?;
-        expected += 1;
-        seen += 1;
-        if !go_on {
-            break;
+    'read: while expected <= to {
+        let chunk = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
+        for payload in &chunk {
+            let go_on = check(expected, payload, f)?;
+            expected += 1;
+            seen += 1;
+            if !go_on || expected > to {
+                break 'read;
+            }
         }
     }
     Ok(seen)
@@ -529,15 +548,21 @@ async fn ensure_log(
     }
 }
 
-/// Every message of `stream` from sequence `from` on, with an ordered consumer (it recreates
-/// itself on a gap; callers also check that positions follow one another). A plain pull
-/// consumer pulling 4,096 at a time measured no faster here.
+/// Messages handed from the reading task to the calling thread at a time, at most.
+const CHUNK: usize = 256;
+
+/// Every message of `stream` from sequence `from` on, with an ordered push consumer (it
+/// recreates itself on a gap; callers also check that positions follow one another). The
+/// server pushes under flow control instead of answering pull requests: 1.2-1.3x the rate
+/// of a pull-based ordered consumer on this machine, and a plain pull consumer pulling 4,096
+/// at a time was no faster than the pull-based one.
 async fn ordered_messages(
     stream: &stream::Stream,
     from: u64,
-) -> Result<jetstream::consumer::pull::Ordered, StoreError> {
+) -> Result<jetstream::consumer::push::Ordered, StoreError> {
     let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: format!("_INBOX.{}", Uuid::now_v7().simple()),
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from,
             },
@@ -602,7 +627,7 @@ async fn catch_up(stream: &stream::Stream, shared: &Shared) -> Result<(), StoreE
                 Ok(None) => return Err(unavailable("the consumer ended early")),
                 Err(_) => return Err(unavailable(format!("no message {seq} within 10 s"))),
             };
-            apply(&m.payload, m.headers.as_ref(), seq)?;
+            apply(&m.message.payload, m.message.headers.as_ref(), seq)?;
         }
     }
     shared.moved.notify_all();
