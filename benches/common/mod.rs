@@ -49,15 +49,19 @@ pub fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
 }
 
 /// A ledger over `store` as the CLI and the server run it: person refs sealed with
-/// per-person keys from a key store in `dir`.
+/// per-person keys from a key store in `dir`. `BENCH_NO_KEYS=1` leaves the key store out
+/// (refs in clear, as before crypto-shredding), to compare.
 pub fn keyed_ledger(store: Arc<dyn EventStore>, dir: &Path) -> Ledger {
-    Ledger::new(
+    let ledger = Ledger::new(
         store,
         Policy::default(),
         Reference::builtin(),
         Arc::new(SystemClock),
-    )
-    .with_keys(Arc::new(
+    );
+    if std::env::var_os("BENCH_NO_KEYS").is_some() {
+        return ledger;
+    }
+    ledger.with_keys(Arc::new(
         store::KeyStore::open(
             &dir.join("ledger.keys.db"),
             &store::MasterKey::generate().unwrap(),
