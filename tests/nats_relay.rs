@@ -358,3 +358,52 @@ fn two_relays_racing_on_one_stream_both_keep_running_and_publish_each_position_o
     }
     assert_stream_is_the_log(&nats.url(), store.as_ref());
 }
+
+#[test]
+fn a_message_the_server_keeps_refusing_is_reported_and_retried_with_backoff_not_in_a_loop() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 600);
+    // An operator limited the stream to one message, discarding new ones (the relay keeps the
+    // stream's configuration): position 1 is stored, position 2 is refused, and so is every
+    // later one, for a wrong last sequence. A relay that asked for acknowledgements only at
+    // checkpoints would hear only the latter and resync for ever without saying why.
+    rt().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec!["ledger.v1.events.>".into()],
+            max_messages: 1,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let url = format!("sqlite:{}", path.display());
+    let relay = support::bin()
+        .args(["--store", &url, "relay", "--nats", &nats.url()])
+        .env("RUST_LOG", "campaign_ledger=debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    std::process::Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status()
+        .unwrap();
+    let out = relay.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(rt().block_on(last_sequence(&nats.url(), STREAM)), 1);
+    // The server's own reason is in the log (not only a wrong sequence at the next
+    // checkpoint, which would resync for ever)...
+    assert!(
+        log.to_lowercase().contains("maximum"),
+        "the refusal's reason is not reported:\n{log}"
+    );
+    // ...and the relay backs off: a handful of attempts in 4 s, not thousands.
+    let attempts = log.matches("resyncing").count() + log.matches("refused").count();
+    assert!(attempts < 60, "{attempts} attempts in 4 s:\n{log}");
+}

@@ -97,7 +97,9 @@ impl Outage {
 /// What a relay run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RelayReport {
-    /// Events published by this run.
+    /// Events this run stored in the stream, counted at each acknowledged checkpoint (exact
+    /// when one relay runs alone; with several relays racing on one stream, a window whose
+    /// checkpoint was stored by another relay counts for that one).
     pub published: u64,
     /// The last position the stream holds.
     pub position: u64,
@@ -154,6 +156,7 @@ pub async fn relay(
     // each outage is logged once however it shows itself.
     let outage = Arc::new(Outage::default());
     let mut backoff = Duration::from_millis(100);
+    let mut stalled_at: Option<u64> = None;
     loop {
         let session = session(&store, &options, &mut report, &outage, &mut shutdown);
         match session.await {
@@ -161,7 +164,24 @@ pub async fn relay(
                 report.outages = outage.count.load(Ordering::Relaxed);
                 return Ok(report);
             }
-            Ok(SessionEnd::Resync) => continue,
+            Ok(SessionEnd::Resync) => {
+                // A resync that found the stream where the last one did made no progress (a
+                // message the server keeps refusing): the next session's first message is a
+                // checkpoint, which reports why; meanwhile, back off instead of spinning.
+                if stalled_at == Some(report.position) {
+                    tokio::select! {
+                        _ = &mut shutdown => {
+                            report.outages = outage.count.load(Ordering::Relaxed);
+                            return Ok(report);
+                        }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                } else {
+                    backoff = Duration::from_millis(100);
+                }
+                stalled_at = Some(report.position);
+            }
             Err(BusError::Nats(e)) => {
                 outage.begin(&e);
                 tokio::select! {
@@ -325,7 +345,10 @@ async fn session(
                 (p.position - 1).to_string().as_str(),
             );
             headers.insert("Ledger-Position", p.position.to_string().as_str());
-            let checkpoint = p.position % every == 0 || p.position == end;
+            // The first message of a session is a checkpoint too: should the server refuse it
+            // (a size or storage limit), its own error comes back instead of a wrong-sequence
+            // error at the next checkpoint and an endless resync.
+            let checkpoint = p.position % every == 0 || p.position == end || p.position == last + 1;
             // A publish that cannot even be handed to the client for this long means the
             // connection is wedged: end the session (new client, resync) rather than wait.
             let send = async {
@@ -431,14 +454,18 @@ impl Acks {
                 "publish of position {position} answered {status}: is stream {STREAM} there?"
             )));
         }
-        let ack: PubAck = serde_json::from_slice(&message.payload).map_err(|_| {
+        let unreadable = || {
             BusError::nats(format!(
                 "unreadable acknowledgement of position {position}: {}",
                 String::from_utf8_lossy(&message.payload)
             ))
-        })?;
+        };
+        let ack: PubAck = serde_json::from_slice(&message.payload).map_err(|_| unreadable())?;
+        if ack.error.is_none() && ack.stream.is_none() {
+            return Err(unreadable());
+        }
         if let Some(error) = ack.error {
-            if error.err_code == WRONG_LAST_SEQUENCE {
+            if error.err_code == WRONG_LAST_SEQUENCE || error.err_code == DUPLICATE_IN_PROCESS {
                 // The stream is not where this session thinks (someone else stored these
                 // positions, or a message before this one was lost): resync from its end
                 // rather than publish anything twice.
@@ -476,9 +503,14 @@ impl Acks {
 
 /// JetStream's error code for `Nats-Expected-Last-Sequence` not matching.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream's error code for a message id another publish with the same id is storing
+/// (racing relays on a replicated stream).
+const DUPLICATE_IN_PROCESS: u64 = 10158;
 
 #[derive(serde::Deserialize)]
 struct PubAck {
+    /// Present in every acknowledgement (and in JetStream's error replies).
+    stream: Option<String>,
     #[serde(default)]
     seq: u64,
     #[serde(default)]
