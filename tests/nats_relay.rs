@@ -403,6 +403,9 @@ fn a_message_the_server_keeps_refusing_is_reported_and_retried_with_backoff_not_
         log.to_lowercase().contains("maximum"),
         "the refusal's reason is not reported:\n{log}"
     );
+    // ...as a refusal, once, not as an outage.
+    assert_eq!(log.matches("refused position 2").count(), 1, "{log}");
+    assert!(!log.contains("NATS unavailable"), "{log}");
     // ...and the relay backs off: a handful of attempts in 4 s, not thousands.
     let attempts = log.matches("resyncing").count() + log.matches("refused").count();
     assert!(attempts < 60, "{attempts} attempts in 4 s:\n{log}");

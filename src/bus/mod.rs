@@ -22,6 +22,12 @@ pub enum BusError {
     /// give this ledger its own stream.
     #[error("the JetStream stream does not match this ledger: {0}")]
     Mismatch(String),
+    /// The server refused one of the relay's messages for a reason of its own (a limit of the
+    /// stream: messages, bytes, message size; storage full). The relay retries with backoff
+    /// and says so once per reason; fix the stream (`nats stream edit LEDGER_EVENTS`) or the
+    /// server's storage.
+    #[error("NATS refused a message: {0}")]
+    Refused(String),
     /// The `--nats` value is not a server URL. Fix the flag; retrying cannot help.
     #[error("--nats {0}")]
     BadUrl(String),

@@ -157,6 +157,7 @@ pub async fn relay(
     let outage = Arc::new(Outage::default());
     let mut backoff = Duration::from_millis(100);
     let mut stalled_at: Option<u64> = None;
+    let mut refused: Option<String> = None;
     loop {
         let session = session(&store, &options, &mut report, &outage, &mut shutdown);
         match session.await {
@@ -184,6 +185,23 @@ pub async fn relay(
             }
             Err(BusError::Nats(e)) => {
                 outage.begin(&e);
+                tokio::select! {
+                    _ = &mut shutdown => {
+                        report.outages = outage.count.load(Ordering::Relaxed);
+                        return Ok(report);
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(BusError::Refused(why)) => {
+                // Not an outage: NATS answers, and refuses. Said once per reason.
+                if refused.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(
+                        "{why}; the relay retries with backoff: fix the stream's limits or the server's storage"
+                    );
+                    refused = Some(why);
+                }
                 tokio::select! {
                     _ = &mut shutdown => {
                         report.outages = outage.count.load(Ordering::Relaxed);
@@ -472,8 +490,8 @@ impl Acks {
                 tracing::debug!(position, "stream not at the expected sequence; resyncing");
                 return Ok(Some(SessionEnd::Resync));
             }
-            return Err(BusError::nats(format!(
-                "publish of position {position} refused: {} (code {})",
+            return Err(BusError::Refused(format!(
+                "stream {STREAM} refused position {position}: {} (code {})",
                 error.description, error.err_code
             )));
         }
