@@ -160,7 +160,7 @@ pub async fn relay(
     let mut refused: Option<String> = None;
     loop {
         let session = session(&store, &options, &mut report, &outage, &mut shutdown);
-        match session.await {
+        let pause = match session.await {
             Ok(SessionEnd::Done) => {
                 report.outages = outage.count.load(Ordering::Relaxed);
                 return Ok(report);
@@ -169,30 +169,16 @@ pub async fn relay(
                 // A resync that found the stream where the last one did made no progress (a
                 // message the server keeps refusing): the next session's first message is a
                 // checkpoint, which reports why; meanwhile, back off instead of spinning.
-                if stalled_at == Some(report.position) {
-                    tokio::select! {
-                        _ = &mut shutdown => {
-                            report.outages = outage.count.load(Ordering::Relaxed);
-                            return Ok(report);
-                        }
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                } else {
+                let stalled = stalled_at == Some(report.position);
+                stalled_at = Some(report.position);
+                if !stalled {
                     backoff = Duration::from_millis(100);
                 }
-                stalled_at = Some(report.position);
+                stalled
             }
             Err(BusError::Nats(e)) => {
                 outage.begin(&e);
-                tokio::select! {
-                    _ = &mut shutdown => {
-                        report.outages = outage.count.load(Ordering::Relaxed);
-                        return Ok(report);
-                    }
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                true
             }
             Err(BusError::Refused(why)) => {
                 // Not an outage: NATS answers, and refuses. Said once per reason.
@@ -202,16 +188,19 @@ pub async fn relay(
                     );
                     refused = Some(why);
                 }
-                tokio::select! {
-                    _ = &mut shutdown => {
-                        report.outages = outage.count.load(Ordering::Relaxed);
-                        return Ok(report);
-                    }
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                true
             }
             Err(other) => return Err(other),
+        };
+        if pause {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    report.outages = outage.count.load(Ordering::Relaxed);
+                    return Ok(report);
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }
