@@ -7,8 +7,8 @@
 //! `Nats-Expected-Last-Sequence: position − 1`, so the server itself refuses a gap or a
 //! duplicate, also beyond the dedupe window; `Nats-Msg-Id` (the event id) is kept for
 //! consumers and tools that rely on it. Because of that header the stream is always a prefix
-//! of the log, so the relay asks for an acknowledgement only every 256 events and at the end
-//! of each batch (see `ACK_EVERY`).
+//! of the log, so the relay asks for an acknowledgement only every 256 events, at the end of
+//! each batch and on the first message of each session (see `ACK_EVERY`).
 
 use super::cloudevents::{encode, subject_of};
 use super::BusError;
@@ -309,7 +309,6 @@ async fn session(
             .await
             .map_err(BusError::nats)?,
         pending: VecDeque::new(),
-        settled: last,
     };
     let every = (options.max_in_flight as u64).clamp(1, ACK_EVERY);
     let max_pending = (options.max_in_flight as u64 / every).max(1) as usize;
@@ -391,8 +390,9 @@ async fn session(
     }
 }
 
-/// How often the relay asks for an acknowledgement: one event in `ACK_EVERY`, and the last
-/// of every batch. The others are published without a reply subject. Safe because every
+/// How often the relay asks for an acknowledgement: one event in `ACK_EVERY`, the last of
+/// every batch and the first of every session. The others are published without a reply
+/// subject. Safe because every
 /// message carries `Nats-Expected-Last-Sequence`: the server stores position N only right
 /// after N − 1, so the stream is always a prefix of the log, and an acknowledgement of
 /// position N proves that every position up to N is stored. A message the server refused or
@@ -401,12 +401,11 @@ async fn session(
 /// cost the server and the client about a third of their work per event.
 const ACK_EVERY: u64 = 256;
 
-/// The checkpoints published and not yet acknowledged, and where the stream is known to be.
+/// The checkpoints published and not yet acknowledged. Where the stream is known to be is
+/// `RelayReport::position` (set to the stream's end when the session starts).
 struct Acks {
     subscription: async_nats::Subscriber,
     pending: VecDeque<u64>,
-    /// The stream is known to hold every position up to this one.
-    settled: u64,
 }
 
 impl Acks {
@@ -493,17 +492,16 @@ impl Acks {
             return Ok(Some(SessionEnd::Resync));
         }
         // Positions up to this one are stored (the stream is a prefix of the log).
-        if position > self.settled {
+        if position > report.position {
             if !ack.duplicate {
-                report.published += position - self.settled;
+                report.published += position - report.position;
             }
-            self.settled = position;
+            report.position = position;
+            report.progress.set(position);
         }
         while self.pending.front().is_some_and(|p| *p <= position) {
             self.pending.pop_front();
         }
-        report.position = report.position.max(self.settled);
-        report.progress.set(report.position);
         Ok(None)
     }
 }
