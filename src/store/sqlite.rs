@@ -301,17 +301,23 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `to`, bounded by the head, which is made durable first (see `ensure_durable`).
-    fn durable_bound(&self, to: u64) -> Result<u64, StoreError> {
-        let head = self.with_reader(|c| {
-            c.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(corrupt)
-        })? as u64;
-        let to = to.min(head);
-        self.ensure_durable(to)?;
-        Ok(to)
+    /// Called with each position a read is about to hand on, in order: the first one beyond
+    /// what is known durable makes the log durable (`ensure_durable`), which covers the rest
+    /// of the read (its snapshot holds only what was committed before that fsync). `synced`
+    /// starts false for each read. One read transaction instead of a second one asking for
+    /// the head first.
+    fn durable_before(&self, position: u64, synced: &mut bool) -> Result<(), StoreError> {
+        if !*synced
+            && position
+                > self
+                    .notify
+                    .durable
+                    .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.ensure_durable(position)?;
+            *synced = true;
+        }
+        Ok(())
     }
 
     /// The file path.
@@ -415,8 +421,8 @@ impl EventStore for SqliteStore {
         to: u64,
         f: &mut dyn FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        let to = self.durable_bound(to)?;
         self.with_reader(|c| {
+            let mut synced = false;
             let mut st = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
             ))?;
@@ -431,8 +437,10 @@ impl EventStore for SqliteStore {
             };
             while let Some(row) = rows.next()? {
                 let correlation = row.get_ref(9)?;
+                let position = row.get::<_, i64>(0)? as u64;
+                self.durable_before(position, &mut synced)?;
                 let e = EventRef {
-                    position: row.get::<_, i64>(0)? as u64,
+                    position,
                     event_id: uuid(row, 1)?,
                     stream_id: text(row, 2)?,
                     stream_version: row.get::<_, i64>(3)? as u64,
@@ -465,8 +473,8 @@ impl EventStore for SqliteStore {
         to: u64,
         f: &mut dyn FnMut(DataRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
-        let to = self.durable_bound(to)?;
         self.with_reader(|c| {
+            let mut synced = false;
             let mut st = c.prepare_cached(
                 "SELECT position, stream_id, event_type, occurred_at, recorded_at, data, hash, schema_version \
                  FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
@@ -480,8 +488,10 @@ impl EventStore for SqliteStore {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+                let position = row.get::<_, i64>(0)? as u64;
+                self.durable_before(position, &mut synced)?;
                 let e = DataRef {
-                    position: row.get::<_, i64>(0)? as u64,
+                    position,
                     stream_id: text(row, 1)?,
                     event_type: text(row, 2)?,
                     schema_version: row.get::<_, i64>(7)? as u32,
