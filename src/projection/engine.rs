@@ -268,8 +268,10 @@ impl Engine {
 
     /// Replays events `(from, to]` into `targets` (projection index, start position, state),
     /// skipping, per projection, events at or before its own start. Reading runs on one
-    /// thread, scanning and folding on another. With `known_at`, stops at the first event
-    /// recorded after it. Returns the last position read and its hash.
+    /// thread, scanning and folding on another, except for a short range (up to `BATCH`
+    /// positions: a follower's usual step), read and folded on the calling thread (a thread
+    /// and two wake-ups cost more than the work there). With `known_at`, stops at the first
+    /// event recorded after it. Returns the last position read and its hash.
     fn replay(
         &self,
         store: &dyn EventStore,
@@ -279,54 +281,24 @@ impl Engine {
         known_at: Option<&str>,
     ) -> Result<(u64, [u8; 32]), ProjectionError> {
         let wanted: Vec<usize> = targets.iter().map(|t| t.0).collect();
-        let router = &self.router;
-        let envelope = router.needs_envelope;
-        let (tx, rx) = mpsc::sync_channel::<Vec<Owned>>(16);
         let mut last = (from, [0u8; 32]);
+        if to.saturating_sub(from) <= BATCH as u64 {
+            let mut batch = Vec::new();
+            store.scan_data(from, to, &mut |e: DataRef<'_>| {
+                self.take(e, known_at, &wanted, &mut last, &mut batch)
+            })?;
+            self.fold(targets, &batch, &mut Scratch::new(self.tz));
+            return Ok(last);
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<Owned>>(16);
         let result: Result<(), ProjectionError> = std::thread::scope(|s| {
-            let reader = s.spawn(move || -> Result<(u64, [u8; 32]), StoreError> {
+            let reader = s.spawn(|| -> Result<(u64, [u8; 32]), StoreError> {
                 let mut batch = Vec::with_capacity(BATCH);
                 let mut last = (from, [0u8; 32]);
                 store.scan_data(from, to, &mut |e: DataRef<'_>| {
-                    if let Some(k) = known_at {
-                        if e.recorded_at > k {
-                            return false;
-                        }
+                    if !self.take(e, known_at, &wanted, &mut last, &mut batch) {
+                        return false;
                     }
-                    last = (e.position, e.hash);
-                    let Some(type_id) = router.type_id(e.event_type) else {
-                        return true;
-                    };
-                    if !router
-                        .routes(type_id)
-                        .iter()
-                        .any(|(p, _)| wanted.contains(p))
-                    {
-                        return true;
-                    }
-                    // Older schema versions are read as the current one (the upcasters).
-                    let data = match crate::domain::Event::upcast(
-                        e.event_type,
-                        e.schema_version,
-                        e.data,
-                    ) {
-                        Ok(Some(up)) => up,
-                        _ => e.data.to_string(),
-                    };
-                    batch.push(Owned {
-                        position: e.position,
-                        type_id,
-                        data,
-                        occurred_at: e.occurred_at.to_string(),
-                        envelope: envelope.then(|| {
-                            Box::new([
-                                e.stream_id.to_string(),
-                                e.event_type.to_string(),
-                                e.occurred_at.to_string(),
-                                e.recorded_at.to_string(),
-                            ])
-                        }),
-                    });
                     if batch.len() == BATCH
                         && tx
                             .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
@@ -339,35 +311,12 @@ impl Engine {
                 if !batch.is_empty() {
                     let _ = tx.send(batch);
                 }
+                drop(tx);
                 Ok(last)
             });
             let mut scratch = Scratch::new(self.tz);
             for batch in rx {
-                for o in &batch {
-                    let fields = match Fields::parse(&o.data) {
-                        Ok(f) => f,
-                        Err(err) => {
-                            tracing::error!(position = o.position, error = %err, "event data is not a JSON object; skipped");
-                            continue;
-                        }
-                    };
-                    let env = o.envelope.as_deref();
-                    let input = Input {
-                        position: o.position,
-                        event_type: env.map(|e| e[1].as_str()).unwrap_or(""),
-                        stream_id: env.map(|e| e[0].as_str()).unwrap_or(""),
-                        occurred_at: &o.occurred_at,
-                        recorded_at: env.map(|e| e[3].as_str()).unwrap_or(""),
-                        fields: &fields,
-                    };
-                    for &(pi, si) in router.routes(o.type_id) {
-                        if let Some(t) = targets.iter_mut().find(|t| t.0 == pi) {
-                            if o.position > t.1 {
-                                self.compiled[pi].apply(t.2, si, &input, &mut scratch);
-                            }
-                        }
-                    }
-                }
+                self.fold(targets, &batch, &mut scratch);
             }
             last = reader
                 .join()
@@ -376,6 +325,89 @@ impl Engine {
         });
         result?;
         Ok(last)
+    }
+
+    /// Adds `e` to `batch` if a wanted projection folds its type; notes its position and hash
+    /// in `last`. False (stop) at the first event recorded after `known_at`.
+    fn take(
+        &self,
+        e: DataRef<'_>,
+        known_at: Option<&str>,
+        wanted: &[usize],
+        last: &mut (u64, [u8; 32]),
+        batch: &mut Vec<Owned>,
+    ) -> bool {
+        if let Some(k) = known_at {
+            if e.recorded_at > k {
+                return false;
+            }
+        }
+        *last = (e.position, e.hash);
+        let router = &self.router;
+        let Some(type_id) = router.type_id(e.event_type) else {
+            return true;
+        };
+        if !router
+            .routes(type_id)
+            .iter()
+            .any(|(p, _)| wanted.contains(p))
+        {
+            return true;
+        }
+        // Older schema versions are read as the current one (the upcasters).
+        let data = match crate::domain::Event::upcast(e.event_type, e.schema_version, e.data) {
+            Ok(Some(up)) => up,
+            _ => e.data.to_string(),
+        };
+        batch.push(Owned {
+            position: e.position,
+            type_id,
+            data,
+            occurred_at: e.occurred_at.to_string(),
+            envelope: router.needs_envelope.then(|| {
+                Box::new([
+                    e.stream_id.to_string(),
+                    e.event_type.to_string(),
+                    e.occurred_at.to_string(),
+                    e.recorded_at.to_string(),
+                ])
+            }),
+        });
+        true
+    }
+
+    /// Folds `batch` into the `targets` it concerns.
+    fn fold(
+        &self,
+        targets: &mut [(usize, u64, &mut State)],
+        batch: &[Owned],
+        scratch: &mut Scratch,
+    ) {
+        for o in batch {
+            let fields = match Fields::parse(&o.data) {
+                Ok(f) => f,
+                Err(err) => {
+                    tracing::error!(position = o.position, error = %err, "event data is not a JSON object; skipped");
+                    continue;
+                }
+            };
+            let env = o.envelope.as_deref();
+            let input = Input {
+                position: o.position,
+                event_type: env.map(|e| e[1].as_str()).unwrap_or(""),
+                stream_id: env.map(|e| e[0].as_str()).unwrap_or(""),
+                occurred_at: &o.occurred_at,
+                recorded_at: env.map(|e| e[3].as_str()).unwrap_or(""),
+                fields: &fields,
+            };
+            for &(pi, si) in self.router.routes(o.type_id) {
+                if let Some(t) = targets.iter_mut().find(|t| t.0 == pi) {
+                    if o.position > t.1 {
+                        self.compiled[pi].apply(t.2, si, &input, scratch);
+                    }
+                }
+            }
+        }
     }
 
     fn save(&self, lives: &[Live], changed: &[usize]) -> Result<(), ProjectionError> {
