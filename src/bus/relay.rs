@@ -315,9 +315,15 @@ async fn session(
     let source: Arc<str> = format!("/campaign-ledger/{}", store.describe()).into();
     let mut pos = last;
     // Reading and encoding the next batch overlaps with publishing this one.
-    let mut next = prepare(store.clone(), pos, source.clone());
+    let mut next = prepare(store.clone(), pos, source.clone(), false);
+    // Whether `next` waits for new commits (then a shutdown ends the session at once).
+    let mut waiting = false;
     loop {
-        let batch = next.await.map_err(BusError::nats)??;
+        let batch = tokio::select! {
+            biased;
+            r = &mut next => r.map_err(BusError::nats)??,
+            _ = shutdown.as_mut(), if waiting => return Ok(SessionEnd::Done),
+        };
         if batch.is_empty() {
             // Everything read is published: settle the checkpoints, then wait for more.
             if let Some(end) = acks.settle_all(report, outage, generation).await? {
@@ -326,23 +332,17 @@ async fn session(
             if !options.follow {
                 return Ok(SessionEnd::Done);
             }
-            let st = store.clone();
-            let wait = tokio::task::spawn_blocking(move || {
-                st.wait_beyond(pos, Duration::from_millis(500))
-            });
-            tokio::select! {
-                _ = shutdown.as_mut() => return Ok(SessionEnd::Done),
-                r = wait => { r.map_err(BusError::nats)??; }
-            }
-            next = prepare(store.clone(), pos, source.clone());
+            next = prepare(store.clone(), pos, source.clone(), true);
+            waiting = true;
             continue;
         }
+        waiting = false;
         if outage.generation.load(Ordering::SeqCst) != generation {
             // The connection was re-established: what was in flight may be lost. Resync.
             return Ok(SessionEnd::Resync);
         }
         let end = batch.last().map(|p| p.position).unwrap_or(pos);
-        next = prepare(store.clone(), end, source.clone());
+        next = prepare(store.clone(), end, source.clone(), false);
         for p in batch {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", p.event_id.as_str());
@@ -539,13 +539,20 @@ struct Prepared {
     payload: Vec<u8>,
 }
 
-/// Reads and encodes the events after `after` on a blocking thread.
+/// Reads and encodes the events after `after` on a blocking thread; with `wait`, first waits
+/// up to 500 ms for a commit beyond `after` (none: an empty batch).
 fn prepare(
     store: Arc<dyn EventStore>,
     after: u64,
     source: Arc<str>,
+    wait: bool,
 ) -> tokio::task::JoinHandle<Result<Vec<Prepared>, crate::store::StoreError>> {
     tokio::task::spawn_blocking(move || {
+        // Waiting on the same thread that reads: a new commit is read as soon as it wakes
+        // the thread, without a hop through the runtime in between.
+        if wait && store.wait_beyond(after, Duration::from_millis(500))? <= after {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(BATCH as usize);
         store.scan(after, after + BATCH, &mut |e| {
             out.push(Prepared {
