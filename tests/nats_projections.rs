@@ -129,3 +129,125 @@ fn a_worker_killed_mid_fold_resumes_and_equals_a_rebuild() {
     let fed = report(dir.path(), Some(&nats.url()), "doses_by_directorate", &[]);
     assert_eq!(fed["totals"]["total"], 120_000);
 }
+
+/// A worker following the stream (as `project` does: catch up, wait for more, again) folds
+/// every event: a burst far beyond what its tail keeps while it is paused, a NATS server
+/// killed and restarted while commands go on, then single commands; its state equals the
+/// embedded engine's on the SQLite log.
+#[test]
+fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
+    use campaign_ledger::bus::{JetStreamSource, STREAM};
+    use campaign_ledger::domain::Policy;
+    use campaign_ledger::projection::{load_definitions, Engine};
+    use campaign_ledger::store::EventStore;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = support::store_file(dir.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 1_000);
+    let relay = support::Running(
+        support::bin()
+            .current_dir(dir.path())
+            .args(["--nats", &nats.url(), "relay"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rt = support::nats::rt();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.block_on(support::nats::last_sequence(&nats.url(), STREAM)) < 1_000 {
+        assert!(Instant::now() < deadline, "the relay did not publish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let defs = load_definitions(None).unwrap();
+    let tz = Policy::default().time_zone;
+    let source = JetStreamSource::connect(&nats.url()).unwrap();
+    let fed = Engine::open(&dir.path().join("fed.db"), defs.clone(), tz).unwrap();
+    let (reached, paused, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let worker = {
+        let (reached, paused, stop) = (reached.clone(), paused.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if paused.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                // Errors are expected while the server is down: try again, as `project` does.
+                match fed.catch_up(&source) {
+                    Ok(p) => reached.store(p, Ordering::SeqCst),
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+                if source
+                    .wait_beyond(reached.load(Ordering::SeqCst), Duration::from_millis(200))
+                    .is_err()
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            (fed, source)
+        })
+    };
+    let wait_for = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reached.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the follower stopped at {} of {n}",
+                reached.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(1_000);
+
+    // A burst while the worker is paused: its tail keeps receiving and drops the oldest.
+    paused.store(true, Ordering::SeqCst);
+    support::fill(store.as_ref(), 30_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.block_on(support::nats::last_sequence(&nats.url(), STREAM)) < 31_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not publish the burst"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    paused.store(false, Ordering::SeqCst);
+    wait_for(31_000);
+
+    // The server killed and restarted while commands go on.
+    nats.kill();
+    support::fill(store.as_ref(), 500);
+    std::thread::sleep(Duration::from_millis(300));
+    nats.restart();
+    support::fill(store.as_ref(), 500);
+    wait_for(32_000);
+
+    // Then one command at a time.
+    for i in 1..=10 {
+        support::fill(store.as_ref(), 1);
+        wait_for(32_000 + i);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (fed, source) = worker.join().unwrap();
+    drop(relay);
+
+    let local = Engine::open(&dir.path().join("local.db"), defs, tz).unwrap();
+    for name in PROJECTIONS {
+        let (a, pa) = fed.live_state(&source, name).unwrap();
+        let (b, pb) = local.live_state(store.as_ref(), name).unwrap();
+        assert_eq!((pa, pb), (32_010, 32_010), "{name}");
+        assert_eq!(a, b, "{name}");
+    }
+}

@@ -16,6 +16,7 @@ use crate::store::{
 };
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -26,19 +27,37 @@ pub struct JetStreamSource {
     url: String,
     runtime: tokio::runtime::Runtime,
     stream: stream::Stream,
-    /// The highest `Ledger-Position` seen go by on the event subjects (a wake-up signal: the
-    /// stream itself is read for the events).
-    announced: Arc<Announced>,
+    /// What a follower (`wait_beyond`) has seen the stream store, kept for the next read.
+    tail: Arc<Tail>,
     /// The last sequence the stream was last seen to hold (it never shrinks).
     known_last: AtomicU64,
 }
 
+/// The live end of the stream, for a worker that follows it: an ordered consumer, started by
+/// the first `wait_beyond`, receives every message the stream stores from then on and keeps
+/// it here until a read has passed it. A JetStream consumer delivers only what the stream has
+/// stored, so what is here is what the stream holds; the worker folds it without asking the
+/// server again (one round trip for the stream's end and one per event otherwise), and what
+/// is not here (a read that starts elsewhere, a follower that fell behind by more than
+/// `TAIL_KEEP` events, an outage) is read from the stream as before.
 #[derive(Default)]
-struct Announced {
-    position: AtomicU64,
-    lock: Mutex<()>,
+struct Tail {
+    state: Mutex<TailState>,
     changed: Condvar,
 }
+
+#[derive(Default)]
+struct TailState {
+    started: bool,
+    /// Messages received, by position, consecutive.
+    kept: VecDeque<(u64, bytes::Bytes)>,
+    /// The highest position received (the stream holds at least this much).
+    last: u64,
+}
+
+/// Messages the tail keeps at most (about 650 bytes each): beyond, the oldest are dropped and
+/// read from the stream again if wanted.
+const TAIL_KEEP: usize = 16_384;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("NATS: {e}"))
@@ -53,46 +72,109 @@ impl JetStreamSource {
             .build()
             .map_err(BusError::nats)?;
         let addrs = super::server_addrs(url)?;
-        let announced = Arc::new(Announced::default());
-        let a = announced.clone();
         let stream = runtime.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(3))
                 .connect(addrs)
                 .await
                 .map_err(BusError::nats)?;
-            let js = jetstream::new(client.clone());
-            let stream = js.get_stream(STREAM).await.map_err(|e| {
+            let js = jetstream::new(client);
+            js.get_stream(STREAM).await.map_err(|e| {
                 BusError::Nats(format!("stream {STREAM} is not there ({e}); run `campaign-ledger relay --nats {url}` first"))
-            })?;
-            // Live events wake readers at once instead of at the next poll.
-            let mut sub = client
-                .subscribe(format!("{}.>", super::cloudevents::SUBJECT_PREFIX))
-                .await
-                .map_err(BusError::nats)?;
-            tokio::spawn(async move {
-                while let Some(m) = sub.next().await {
-                    let p = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Ledger-Position"))
-                        .and_then(|v| v.as_str().parse::<u64>().ok());
-                    if let Some(p) = p {
-                        a.position.fetch_max(p, Ordering::SeqCst);
-                        drop(a.lock.lock());
-                        a.changed.notify_all();
-                    }
-                }
-            });
-            Ok::<_, BusError>(stream)
+            })
         })?;
         Ok(JetStreamSource {
             url: url.to_string(),
             runtime,
             stream,
-            announced,
+            tail: Arc::default(),
             known_last: AtomicU64::new(0),
         })
+    }
+
+    /// Starts following the stream from `from` (once; it then goes on by itself, resuming
+    /// after an outage where it stopped).
+    fn follow(&self, from: u64) {
+        {
+            let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
+            if t.started {
+                return;
+            }
+            t.started = true;
+            t.last = from - 1;
+        }
+        let (tail, stream) = (self.tail.clone(), self.stream.clone());
+        self.runtime.spawn(async move {
+            loop {
+                let from = tail.state.lock().unwrap_or_else(|p| p.into_inner()).last + 1;
+                match crate::store::ordered_messages(&stream, from).await {
+                    Ok(mut messages) => {
+                        while let Some(Ok(m)) = messages.next().await {
+                            let Ok(info) = m.info() else { continue };
+                            let seq = info.stream_sequence;
+                            let mut t = tail.state.lock().unwrap_or_else(|p| p.into_inner());
+                            if seq != t.last + 1 {
+                                break; // not the next one: start again where we are
+                            }
+                            t.last = seq;
+                            if t.kept.back().is_some_and(|(p, _)| *p + 1 != seq) {
+                                t.kept.clear();
+                            }
+                            t.kept.push_back((seq, m.message.payload.clone()));
+                            if t.kept.len() > TAIL_KEEP {
+                                t.kept.pop_front();
+                            }
+                            drop(t);
+                            tail.changed.notify_all();
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "following {STREAM}: retrying"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+
+    fn following(&self) -> bool {
+        self.tail
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .started
+    }
+
+    /// The highest position the stream has been seen to hold, by the tail or by asking.
+    fn seen_last(&self) -> u64 {
+        let tail = self
+            .tail
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last;
+        tail.max(self.known_last.load(Ordering::SeqCst))
+    }
+
+    /// The payloads of positions (after, to] if the tail has them all (and forgets those up
+    /// to `after`: a follower does not read back).
+    fn kept_in_tail(&self, after: u64, to: u64) -> Option<Vec<bytes::Bytes>> {
+        let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !t.started {
+            return None;
+        }
+        while t.kept.front().is_some_and(|(p, _)| *p <= after) {
+            t.kept.pop_front();
+        }
+        let first = t.kept.front()?.0;
+        if first != after + 1 || t.last < to {
+            return None;
+        }
+        Some(
+            t.kept
+                .iter()
+                .take((to - after) as usize)
+                .map(|(_, b)| b.clone())
+                .collect(),
+        )
     }
 
     fn last_sequence(&self) -> Result<u64, StoreError> {
@@ -113,12 +195,22 @@ impl JetStreamSource {
     ) -> Result<u64, StoreError> {
         // The stream never shrinks: asking it for its end is needed only beyond what it
         // was last seen to hold.
-        let known = self.known_last.load(Ordering::SeqCst);
+        let known = self.seen_last();
         let to = if to <= known {
             to
         } else {
             to.min(self.last_sequence()?)
         };
+        if let Some(payloads) = self.kept_in_tail(after, to) {
+            let mut seen = 0;
+            for (p, payload) in (after + 1..).zip(&payloads) {
+                seen += 1;
+                if !crate::store::check_event(STREAM, p, payload, f)? {
+                    break;
+                }
+            }
+            return Ok(seen);
+        }
         crate::store::read_events(&self.runtime, &self.stream, after, to, f)
     }
 }
@@ -187,34 +279,43 @@ impl EventStore for JetStreamSource {
         })
     }
 
+    /// The stream's end, asked of the server; for a follower, what it has seen the stream
+    /// store (its `wait_beyond` polls the server too, so this never stays behind for long).
     fn head_position(&self) -> Result<u64, StoreError> {
+        if self.following() {
+            return Ok(self.seen_last());
+        }
         self.last_sequence()
     }
 
-    /// Returns as soon as an event beyond `position` is seen go by live (it is readable a
-    /// moment later: a reader that finds nothing yet simply asks again), or when the stream
-    /// is found beyond it by polling every 50 ms, or at the timeout.
+    /// Returns as soon as the stream is seen to store an event beyond `position` (the tail
+    /// receives it; the first call starts the tail), or when the stream is found beyond it by
+    /// asking the server every 50 ms, or at the timeout.
     fn wait_beyond(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        self.follow(position + 1);
         let deadline = Instant::now() + timeout;
-        let a = &self.announced;
+        let tail = &self.tail;
         loop {
-            let announced = a.position.load(Ordering::SeqCst);
-            if announced > position {
-                return Ok(announced);
+            let t = tail.state.lock().unwrap_or_else(|p| p.into_inner());
+            if t.last > position {
+                return Ok(t.last);
             }
-            let last = self.last_sequence()?;
             let now = Instant::now();
-            if last > position || now >= deadline {
+            let wait = deadline
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(50));
+            let (t, _) = tail
+                .changed
+                .wait_timeout_while(t, wait, |t| t.last <= position)
+                .unwrap_or_else(|p| p.into_inner());
+            if t.last > position {
+                return Ok(t.last);
+            }
+            drop(t);
+            let last = self.last_sequence()?;
+            if last > position || Instant::now() >= deadline {
                 return Ok(last);
             }
-            let guard = a.lock.lock().unwrap_or_else(|p| p.into_inner());
-            let wait = (deadline - now).min(Duration::from_millis(50));
-            let _ = a
-                .changed
-                .wait_timeout_while(guard, wait, |_| {
-                    a.position.load(Ordering::SeqCst) <= position
-                })
-                .unwrap_or_else(|p| p.into_inner());
         }
     }
 

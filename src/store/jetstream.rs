@@ -388,16 +388,7 @@ pub(crate) fn read_events(
     }
     let name = stream.cached_info().config.name.clone();
     let check = |expected: u64, payload: &[u8], f: &mut dyn FnMut(EventRef<'_>) -> bool| {
-        with_event(payload, |e| {
-            if e.position != expected {
-                return Err(StoreError::Corrupt(format!(
-                    "{name} holds position {} where {expected} was expected",
-                    e.position
-                )));
-            }
-            Ok(f(e))
-        })
-        .map_err(|e| StoreError::Corrupt(format!("{name} position {expected}: {e}")))?
+        check_event(&name, expected, payload, f)
     };
     // Messages go to the calling thread in chunks: one hand-off per message cost as much
     // as the fold.
@@ -478,6 +469,26 @@ pub(crate) fn read_events(
     Ok(seen)
 }
 
+/// Calls `f` with the event a message of `stream` carries, checking that it is the one at
+/// position `expected`; returns what `f` returns.
+pub(crate) fn check_event(
+    stream: &str,
+    expected: u64,
+    payload: &[u8],
+    f: &mut dyn FnMut(EventRef<'_>) -> bool,
+) -> Result<bool, StoreError> {
+    with_event(payload, |e| {
+        if e.position != expected {
+            return Err(StoreError::Corrupt(format!(
+                "{stream} holds position {} where {expected} was expected",
+                e.position
+            )));
+        }
+        Ok(f(e))
+    })
+    .map_err(|e| StoreError::Corrupt(format!("{stream} position {expected}: {e}")))?
+}
+
 fn check_version(client: &Client) -> Result<(), StoreError> {
     let v = client.server_info().version;
     let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -556,7 +567,7 @@ const CHUNK: usize = 256;
 /// server pushes under flow control instead of answering pull requests: 1.2-1.3x the rate
 /// of a pull-based ordered consumer on this machine, and a plain pull consumer pulling 4,096
 /// at a time was no faster than the pull-based one.
-async fn ordered_messages(
+pub(crate) async fn ordered_messages(
     stream: &stream::Stream,
     from: u64,
 ) -> Result<jetstream::consumer::push::Ordered, StoreError> {
