@@ -1,7 +1,7 @@
 //! NATS benchmarks, each against a raw async-nats baseline measured in the same run, against a
 //! nats-server started by the benchmark (`$NATS_SERVER` or `nats-server` on PATH, 2.11+).
 //! Run: `cargo bench --bench nats` (BENCH_EVENTS=N, default 200,000; BENCH_ONLY=relay stops
-//! after the relay rows).
+//! after the relay rows, BENCH_ONLY=latency runs only the latency row).
 
 use campaign_ledger::bus::{cloudevents, relay, JetStreamSource, RelayOptions};
 use campaign_ledger::projection::{load_definitions, Engine};
@@ -394,6 +394,23 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let (mut server, url) = start_server(&bin, d.path(), false);
+        let l = visible_latency(&rt, &url, d.path(), 1000);
+        let _ = server.kill();
+        let _ = server.wait();
+        println!(
+            "| command → NATS-fed projection visible, 100 commands/s; parts: durable append p50 {:.2} / p99 {:.2} ms, on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw publish → ordered consumer: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |",
+            l[4], l[5], l[6], l[7], l[0], l[1], l[2], l[3], l[1] / l[3]
+        );
+        return;
+    }
     let nats_dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
