@@ -255,3 +255,101 @@ fn a_key_assignment_lost_in_a_crash_is_recovered_from_the_log() {
         .unwrap();
     assert_eq!(assigned, 20, "every used key is assigned again");
 }
+
+/// A log read that fails part-way through a catch-up (a NATS outage, a failed fsync) must not
+/// cost the projections what they had already folded: the retry on the same engine equals a
+/// rebuild.
+#[test]
+fn a_read_failing_part_way_through_a_catch_up_loses_nothing_on_the_retry() {
+    use campaign_ledger::domain::Policy;
+    use campaign_ledger::projection::{load_definitions, Engine};
+    use campaign_ledger::store::{
+        AppendRequest, AppendResult, CommandRecord, DataRef, EventRef, EventStore, Head,
+        RecordedEvent, StoreError,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// The SQLite log, whose `scan_data` fails after `fail_after` events (0: never).
+    struct Flaky {
+        inner: Arc<dyn EventStore>,
+        fail_after: AtomicU64,
+    }
+    impl EventStore for Flaky {
+        fn append(&self, r: AppendRequest) -> Result<AppendResult, StoreError> {
+            self.inner.append(r)
+        }
+        fn read_stream(&self, s: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_stream(s)
+        }
+        fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_all(after, limit)
+        }
+        fn scan(
+            &self,
+            after: u64,
+            to: u64,
+            f: &mut dyn FnMut(EventRef<'_>) -> bool,
+        ) -> Result<u64, StoreError> {
+            self.inner.scan(after, to, f)
+        }
+        fn scan_data(
+            &self,
+            after: u64,
+            to: u64,
+            f: &mut dyn FnMut(DataRef<'_>) -> bool,
+        ) -> Result<u64, StoreError> {
+            let limit = self.fail_after.load(Ordering::SeqCst);
+            let mut seen = 0;
+            let mut cut = false;
+            let n = self.inner.scan_data(after, to, &mut |e| {
+                seen += 1;
+                if limit > 0 && seen > limit {
+                    cut = true;
+                    return false;
+                }
+                f(e)
+            })?;
+            if cut {
+                return Err(StoreError::Unavailable("the read broke off (test)".into()));
+            }
+            Ok(n)
+        }
+        fn command(&self, id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+            self.inner.command(id)
+        }
+        fn head(&self) -> Result<Head, StoreError> {
+            self.inner.head()
+        }
+        fn wait_beyond(&self, p: u64, t: std::time::Duration) -> Result<u64, StoreError> {
+            self.inner.wait_beyond(p, t)
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky {
+        inner: support::sqlite_store(dir.path()),
+        fail_after: AtomicU64::new(0),
+    };
+    let defs = load_definitions(None).unwrap();
+    let tz = Policy::default().time_zone;
+    let live = Engine::open(&dir.path().join("live.db"), defs.clone(), tz).unwrap();
+    support::fill(&store, 3_000);
+    assert_eq!(live.catch_up(&store).unwrap(), 3_000);
+    support::fill(&store, 6_000);
+    // Far enough into the second read that a part of it has been folded already.
+    store.fail_after.store(5_000, Ordering::SeqCst);
+    assert!(live.catch_up(&store).is_err());
+    store.fail_after.store(0, Ordering::SeqCst);
+    assert_eq!(live.catch_up(&store).unwrap(), 9_000);
+    let rebuilt = Engine::open(&dir.path().join("rebuilt.db"), defs, tz).unwrap();
+    for name in ["doses_by_directorate", "doses_by_day"] {
+        let (a, pa) = live.live_state(&store, name).unwrap();
+        let (b, pb) = rebuilt.live_state(&store, name).unwrap();
+        assert_eq!((pa, pb), (9_000, 9_000));
+        assert_eq!(a, b, "{name}");
+    }
+}

@@ -442,7 +442,17 @@ impl Engine {
         if guard.is_none() {
             *guard = Some(self.load(store)?);
         }
-        let lives = guard.as_mut().expect("loaded");
+        let result = self.advance(store, guard.as_mut().expect("loaded"));
+        if result.is_err() {
+            // A read or a save failed part-way: the states in memory may hold part of a chunk
+            // their checkpoints do not cover. The next call starts again from what is saved.
+            *guard = None;
+        }
+        result
+    }
+
+    /// Folds what `lives` lack up to the head, saving after each chunk.
+    fn advance(&self, store: &dyn EventStore, lives: &mut [Live]) -> Result<u64, ProjectionError> {
         let head = store.head_position()?;
         let behind: Vec<usize> = (0..lives.len())
             .filter(|&i| lives[i].checkpoint < head)
