@@ -5,8 +5,10 @@
 //!
 //! Why an ordered consumer from the saved checkpoint rather than a durable consumer's
 //! server-side cursor: the state and its position must be saved in one atomic write; a second
-//! cursor on the server could drift from it after a crash. Every read starts where the saved
-//! state ends, and the hash of that position is checked against the stream.
+//! cursor on the server could drift from it after a crash. Every catch-up starts where the
+//! saved state ends, and the hash of that position is checked against the stream. A worker
+//! that follows the stream (`wait_beyond`) also keeps one ordered consumer on its tail and
+//! folds from what it delivered (see `Tail`).
 
 use super::BusError;
 use super::STREAM;
@@ -51,12 +53,16 @@ struct TailState {
     started: bool,
     /// Messages received, by position, consecutive.
     kept: VecDeque<(u64, bytes::Bytes)>,
-    /// The highest position received (the stream holds at least this much).
+    /// Where the tail's consumer is: the next message it wants is `last + 1`.
     last: u64,
+    /// The highest position received (the stream holds at least this much; 0: none yet).
+    received: u64,
+    /// A gap in the stream was reported (once).
+    gap_reported: bool,
 }
 
-/// Messages the tail keeps at most (about 650 bytes each): beyond, the oldest are dropped and
-/// read from the stream again if wanted.
+/// Messages the tail keeps at most (each payload copied out of the client's read buffer, about
+/// 700 bytes): beyond, the oldest are dropped and read from the stream again if wanted.
 const TAIL_KEEP: usize = 16_384;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -109,24 +115,41 @@ impl JetStreamSource {
                 let from = tail.state.lock().unwrap_or_else(|p| p.into_inner()).last + 1;
                 match crate::store::ordered_messages(&stream, from).await {
                     Ok(mut messages) => {
+                        let mut pause = Duration::from_millis(250);
                         while let Some(Ok(m)) = messages.next().await {
                             let Ok(info) = m.info() else { continue };
                             let seq = info.stream_sequence;
                             let mut t = tail.state.lock().unwrap_or_else(|p| p.into_inner());
                             if seq != t.last + 1 {
-                                break; // not the next one: start again where we are
+                                // Not the next one: start again where we are. A gap (the
+                                // stream lacks a position) cannot be filled, and readers fail
+                                // on it saying what is missing: the tail says so once and
+                                // tries again only every 5 s.
+                                if seq > t.last + 1 {
+                                    pause = Duration::from_secs(5);
+                                    if !std::mem::replace(&mut t.gap_reported, true) {
+                                        tracing::warn!(
+                                            missing = t.last + 1,
+                                            next = seq,
+                                            "{STREAM} lacks a position (the relay never leaves one): was a message deleted?"
+                                        );
+                                    }
+                                }
+                                break;
                             }
                             t.last = seq;
-                            if t.kept.back().is_some_and(|(p, _)| *p + 1 != seq) {
-                                t.kept.clear();
-                            }
-                            t.kept.push_back((seq, m.message.payload.clone()));
+                            t.received = seq;
+                            // Copied: a slice would keep the client's whole read buffer alive.
+                            t.kept
+                                .push_back((seq, bytes::Bytes::copy_from_slice(&m.message.payload)));
                             if t.kept.len() > TAIL_KEEP {
                                 t.kept.pop_front();
                             }
                             drop(t);
                             tail.changed.notify_all();
                         }
+                        tokio::time::sleep(pause).await;
+                        continue;
                     }
                     Err(e) => tracing::debug!(error = %e, "following {STREAM}: retrying"),
                 }
@@ -150,12 +173,13 @@ impl JetStreamSource {
             .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .last;
+            .received;
         tail.max(self.known_last.load(Ordering::SeqCst))
     }
 
     /// The payloads of positions (after, to] if the tail has them all (and forgets those up
-    /// to `after`: a follower does not read back).
+    /// to `after`: a follower does not read back; a read from further back, `head()` for one,
+    /// is served by the stream).
     fn kept_in_tail(&self, after: u64, to: u64) -> Option<Vec<bytes::Bytes>> {
         let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
         if !t.started {
@@ -165,7 +189,7 @@ impl JetStreamSource {
             t.kept.pop_front();
         }
         let first = t.kept.front()?.0;
-        if first != after + 1 || t.last < to {
+        if first != after + 1 || t.received < to {
             return None;
         }
         Some(
@@ -193,6 +217,9 @@ impl JetStreamSource {
         to: u64,
         f: &mut dyn FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
+        if to <= after {
+            return Ok(0);
+        }
         // The stream never shrinks: asking it for its end is needed only beyond what it
         // was last seen to hold.
         let known = self.seen_last();
@@ -279,8 +306,9 @@ impl EventStore for JetStreamSource {
         })
     }
 
-    /// The stream's end, asked of the server; for a follower, what it has seen the stream
-    /// store (its `wait_beyond` polls the server too, so this never stays behind for long).
+    /// The stream's end, asked of the server; for a follower, the most the stream has been
+    /// seen to hold, by its tail or by the server when `wait_beyond` asked it (after 50 ms
+    /// without news from the tail).
     fn head_position(&self) -> Result<u64, StoreError> {
         if self.following() {
             return Ok(self.seen_last());
@@ -297,8 +325,8 @@ impl EventStore for JetStreamSource {
         let tail = &self.tail;
         loop {
             let t = tail.state.lock().unwrap_or_else(|p| p.into_inner());
-            if t.last > position {
-                return Ok(t.last);
+            if t.received > position {
+                return Ok(t.received);
             }
             let now = Instant::now();
             let wait = deadline
@@ -306,10 +334,10 @@ impl EventStore for JetStreamSource {
                 .min(Duration::from_millis(50));
             let (t, _) = tail
                 .changed
-                .wait_timeout_while(t, wait, |t| t.last <= position)
+                .wait_timeout_while(t, wait, |t| t.received <= position)
                 .unwrap_or_else(|p| p.into_inner());
-            if t.last > position {
-                return Ok(t.last);
+            if t.received > position {
+                return Ok(t.received);
             }
             drop(t);
             let last = self.last_sequence()?;
