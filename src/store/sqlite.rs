@@ -303,17 +303,14 @@ impl SqliteStore {
 
     /// Called with each position a read is about to hand on, in order: the first one beyond
     /// what is known durable makes the log durable (`ensure_durable`), which covers the rest
-    /// of the read (its snapshot holds only what was committed before that fsync). `synced`
-    /// starts false for each read. One read transaction instead of a second one asking for
-    /// the head first.
+    /// of the read (its snapshot holds only what was committed before that fsync), and each
+    /// later one is recorded as durable too. `synced` starts false for each read. One read
+    /// transaction instead of a second one asking for the head first.
     fn durable_before(&self, position: u64, synced: &mut bool) -> Result<(), StoreError> {
-        if !*synced
-            && position
-                > self
-                    .notify
-                    .durable
-                    .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        use std::sync::atomic::Ordering;
+        if *synced {
+            self.notify.durable.fetch_max(position, Ordering::SeqCst);
+        } else if position > self.notify.durable.load(Ordering::SeqCst) {
             self.ensure_durable(position)?;
             *synced = true;
         }
