@@ -251,3 +251,75 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
         assert_eq!(a, b, "{name}");
     }
 }
+
+/// `project` (following) keeps running through a NATS server killed and restarted, and folds
+/// what was committed meanwhile.
+#[test]
+fn the_project_worker_rides_out_a_server_restart() {
+    use std::time::Instant;
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = support::store_file(dir.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 1_000);
+    let spawn = |args: &[&str]| {
+        support::Running(
+            support::bin()
+                .current_dir(dir.path())
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _relay = spawn(&["--nats", &nats.url(), "relay"]);
+    // The worker needs the stream the relay creates.
+    let rt = support::nats::rt();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.block_on(support::nats::last_sequence(
+        &nats.url(),
+        campaign_ledger::bus::STREAM,
+    )) < 1
+    {
+        assert!(Instant::now() < deadline, "the relay did not publish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut worker = spawn(&["--nats", &nats.url(), "project"]);
+    let db = dir.path().join("ledger-data").join("nats-projections.db");
+    let checkpoint = || -> u64 {
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT checkpoint FROM projections WHERE name = 'doses_by_directorate'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .map_or(0, |c| c as u64)
+    };
+    let mut wait_for = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while checkpoint() < n {
+            assert!(
+                worker.0.try_wait().unwrap().is_none(),
+                "the worker exited at {}",
+                checkpoint()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the worker stopped at {}",
+                checkpoint()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(1_000);
+    nats.kill();
+    support::fill(store.as_ref(), 500);
+    // Longer than a request's timeout (5 s): the worker's reads fail meanwhile.
+    std::thread::sleep(Duration::from_secs(8));
+    nats.restart();
+    wait_for(1_500);
+}

@@ -1341,18 +1341,41 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 runtime.block_on(shutdown_signal());
                 let _ = stop_tx.send(());
             });
+            // Following, a failure (NATS down, the stream unreadable for a while) is logged
+            // once and retried every second until it passes, as the relay does; with --once
+            // it ends the run.
+            let mut failing = false;
             loop {
-                let pos = engine
-                    .catch_up(source.as_ref())
-                    .map_err(|e| anyhow!("{e}"))?;
+                let pos = match engine.catch_up(source.as_ref()) {
+                    Ok(pos) => pos,
+                    Err(e) if *once => bail!("{e}"),
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
+                        }
+                        if stop_rx
+                            .recv_timeout(std::time::Duration::from_secs(1))
+                            .is_ok()
+                        {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        continue;
+                    }
+                };
+                if std::mem::replace(&mut failing, false) {
+                    tracing::warn!(position = pos, "projection catch-up works again");
+                }
                 tracing::info!(position = pos, "projections caught up");
                 if *once || stop_rx.try_recv().is_ok() {
                     eprintln!("projections folded up to position {pos}");
                     return Ok(ExitCode::SUCCESS);
                 }
-                source
+                if source
                     .wait_beyond(pos, std::time::Duration::from_millis(500))
-                    .map_err(|e| anyhow!("{e}"))?;
+                    .is_err()
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
             }
         }
         Cmd::Projections {
