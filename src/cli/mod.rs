@@ -1333,6 +1333,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("project needs --nats URL (or LEDGER_NATS): it folds the events the relay published there");
             }
             let (source, engine) = cli.read_side()?;
+            if *once {
+                let pos = engine
+                    .catch_up(source.as_ref())
+                    .map_err(|e| anyhow!("{e}"))?;
+                eprintln!("projections folded up to position {pos}");
+                return Ok(ExitCode::SUCCESS);
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -1341,42 +1348,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 runtime.block_on(shutdown_signal());
                 let _ = stop_tx.send(());
             });
-            // Following, a failure (NATS down, the stream unreadable for a while) is logged
-            // once and retried every second until it passes, as the relay does; with --once
-            // it ends the run.
-            let mut failing = false;
-            loop {
-                let pos = match engine.catch_up(source.as_ref()) {
-                    Ok(pos) => pos,
-                    Err(e) if *once => bail!("{e}"),
-                    Err(e) => {
-                        if !std::mem::replace(&mut failing, true) {
-                            tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
-                        }
-                        if stop_rx
-                            .recv_timeout(std::time::Duration::from_secs(1))
-                            .is_ok()
-                        {
-                            return Ok(ExitCode::SUCCESS);
-                        }
-                        continue;
-                    }
-                };
-                if std::mem::replace(&mut failing, false) {
-                    tracing::warn!(position = pos, "projection catch-up works again");
-                }
-                tracing::info!(position = pos, "projections caught up");
-                if *once || stop_rx.try_recv().is_ok() {
-                    eprintln!("projections folded up to position {pos}");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                if source
-                    .wait_beyond(pos, std::time::Duration::from_millis(500))
-                    .is_err()
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
-            }
+            let pos = follow_projections(&engine, source.as_ref(), &mut |wait| {
+                stop_rx.recv_timeout(wait).is_ok()
+            });
+            eprintln!("projections folded up to position {pos}");
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Projections {
             action: ProjectionsCmd::List { format },
@@ -1415,6 +1391,49 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The ids of the reference directorates (token files are checked against them).
+/// Keeps `engine` caught up with `store` until `stop` says so, waiting for new events after
+/// each catch-up (`project` following, and `serve`). A failure (the log or NATS unreachable
+/// for a while) is logged once and retried every second until it passes, as the relay does.
+/// `stop(d)` waits up to `d` for a stop request and says whether one came. Returns the last
+/// position folded.
+fn follow_projections(
+    engine: &Engine,
+    store: &dyn EventStore,
+    stop: &mut dyn FnMut(std::time::Duration) -> bool,
+) -> u64 {
+    let (mut at, mut failing) = (0, false);
+    loop {
+        match engine.catch_up(store) {
+            Ok(p) => {
+                at = p;
+                if std::mem::replace(&mut failing, false) {
+                    tracing::warn!(position = p, "projection catch-up works again");
+                }
+                tracing::debug!(position = p, "projections caught up");
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
+                }
+                if stop(std::time::Duration::from_secs(1)) {
+                    return at;
+                }
+                continue;
+            }
+        }
+        if stop(std::time::Duration::ZERO) {
+            return at;
+        }
+        if store
+            .wait_beyond(at, std::time::Duration::from_millis(500))
+            .is_err()
+            && stop(std::time::Duration::from_millis(500))
+        {
+            return at;
+        }
+    }
+}
+
 fn directorate_ids() -> std::collections::BTreeSet<String> {
     Reference::builtin().directorates.keys().cloned().collect()
 }
@@ -1619,22 +1638,12 @@ fn serve(
         let catch_up = {
             let (engine, store, stopping) = (engine.clone(), store.clone(), stop_rx.clone());
             tokio::task::spawn_blocking(move || {
-                let mut at = 0;
-                while !*stopping.borrow() {
-                    match engine.catch_up(store.as_ref()) {
-                        Ok(p) => at = p,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "projection catch-up failed; retrying");
-                            std::thread::sleep(std::time::Duration::from_secs(1));
-                        }
+                follow_projections(&engine, store.as_ref(), &mut |wait| {
+                    if !*stopping.borrow() {
+                        std::thread::sleep(wait);
                     }
-                    if store
-                        .wait_beyond(at, std::time::Duration::from_millis(500))
-                        .is_err()
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(500));
-                    }
-                }
+                    *stopping.borrow()
+                });
             })
         };
         let digests = match (digests, state.signing.clone()) {
