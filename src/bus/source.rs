@@ -229,14 +229,7 @@ impl JetStreamSource {
             to.min(self.last_sequence()?)
         };
         if let Some(payloads) = self.kept_in_tail(after, to) {
-            let mut seen = 0;
-            for (p, payload) in (after + 1..).zip(&payloads) {
-                seen += 1;
-                if !crate::store::check_event(STREAM, p, payload, f)? {
-                    break;
-                }
-            }
-            return Ok(seen);
+            return Ok(crate::store::check_events(STREAM, after + 1, &payloads, f)?.0);
         }
         crate::store::read_events(&self.runtime, &self.stream, after, to, f)
     }

@@ -387,9 +387,6 @@ pub(crate) fn read_events(
         return Ok(0);
     }
     let name = stream.cached_info().config.name.clone();
-    let check = |expected: u64, payload: &[u8], f: &mut dyn FnMut(EventRef<'_>) -> bool| {
-        check_event(&name, expected, payload, f)
-    };
     // Messages go to the calling thread in chunks: one hand-off per message cost as much
     // as the fold.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<bytes::Bytes>, StoreError>>(16);
@@ -453,25 +450,39 @@ pub(crate) fn read_events(
             }
         }
     });
-    let mut seen = 0u64;
     let mut expected = after + 1;
-    'read: while expected <= to {
+    while expected <= to {
         let chunk = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
-        for payload in &chunk {
-            let go_on = check(expected, payload, f)?;
-            expected += 1;
-            seen += 1;
-            if !go_on || expected > to {
-                break 'read;
-            }
+        let chunk = &chunk[..chunk.len().min((to + 1 - expected) as usize)];
+        let (seen, go_on) = check_events(&name, expected, chunk, f)?;
+        expected += seen;
+        if !go_on {
+            break;
         }
     }
-    Ok(seen)
+    Ok(expected - after - 1)
+}
+
+/// Calls `f` with the events of `payloads`, the messages of `stream` at positions `first`,
+/// `first + 1`, …, checking each position; stops early when `f` returns false. Returns how
+/// many `f` saw and whether it wants more.
+pub(crate) fn check_events(
+    stream: &str,
+    first: u64,
+    payloads: &[bytes::Bytes],
+    f: &mut dyn FnMut(EventRef<'_>) -> bool,
+) -> Result<(u64, bool), StoreError> {
+    for (seen, (position, payload)) in (first..).zip(payloads).enumerate() {
+        if !check_event(stream, position, payload, f)? {
+            return Ok((seen as u64 + 1, false));
+        }
+    }
+    Ok((payloads.len() as u64, true))
 }
 
 /// Calls `f` with the event a message of `stream` carries, checking that it is the one at
 /// position `expected`; returns what `f` returns.
-pub(crate) fn check_event(
+fn check_event(
     stream: &str,
     expected: u64,
     payload: &[u8],

@@ -12,7 +12,7 @@ mod subscription;
 pub(crate) use chain::ChainCheck;
 pub use chain::{chain_hash, ChainBreak, EventRef, GENESIS_HASH};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub(crate) use jetstream::{check_event, ordered_messages, read_events};
+pub(crate) use jetstream::{check_events, ordered_messages, read_events};
 pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub use keys::{KeyState, KeyStore, MasterKey, PersonKey};
 pub use sqlite::SqliteStore;
