@@ -50,15 +50,21 @@ struct Tail {
 
 #[derive(Default)]
 struct TailState {
-    started: bool,
+    /// The first position followed (None: not following).
+    from: Option<u64>,
     /// Messages received, by position, consecutive.
     kept: VecDeque<(u64, bytes::Bytes)>,
-    /// Where the tail's consumer is: the next message it wants is `last + 1`.
-    last: u64,
     /// The highest position received (the stream holds at least this much; 0: none yet).
     received: u64,
     /// A gap in the stream was reported (once).
     gap_reported: bool,
+}
+
+impl TailState {
+    /// The position the tail's consumer wants next.
+    fn next(&self) -> u64 {
+        (self.received + 1).max(self.from.unwrap_or(1))
+    }
 }
 
 /// Messages the tail keeps at most (each payload copied out of the client's read buffer, about
@@ -103,16 +109,15 @@ impl JetStreamSource {
     fn follow(&self, from: u64) {
         {
             let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
-            if t.started {
+            if t.from.is_some() {
                 return;
             }
-            t.started = true;
-            t.last = from - 1;
+            t.from = Some(from);
         }
         let (tail, stream) = (self.tail.clone(), self.stream.clone());
         self.runtime.spawn(async move {
             loop {
-                let from = tail.state.lock().unwrap_or_else(|p| p.into_inner()).last + 1;
+                let from = tail.state.lock().unwrap_or_else(|p| p.into_inner()).next();
                 match crate::store::ordered_messages(&stream, from).await {
                     Ok(mut messages) => {
                         let mut pause = Duration::from_millis(250);
@@ -120,16 +125,17 @@ impl JetStreamSource {
                             let Ok(info) = m.info() else { continue };
                             let seq = info.stream_sequence;
                             let mut t = tail.state.lock().unwrap_or_else(|p| p.into_inner());
-                            if seq != t.last + 1 {
+                            let next = t.next();
+                            if seq != next {
                                 // Not the next one: start again where we are. A gap (the
                                 // stream lacks a position) cannot be filled, and readers fail
                                 // on it saying what is missing: the tail says so once and
                                 // tries again only every 5 s.
-                                if seq > t.last + 1 {
+                                if seq > next {
                                     pause = Duration::from_secs(5);
                                     if !std::mem::replace(&mut t.gap_reported, true) {
                                         tracing::warn!(
-                                            missing = t.last + 1,
+                                            missing = next,
                                             next = seq,
                                             "{STREAM} lacks a position (the relay never leaves one): was a message deleted?"
                                         );
@@ -137,7 +143,6 @@ impl JetStreamSource {
                                 }
                                 break;
                             }
-                            t.last = seq;
                             t.received = seq;
                             // Copied: a slice would keep the client's whole read buffer alive.
                             t.kept
@@ -163,7 +168,8 @@ impl JetStreamSource {
             .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .started
+            .from
+            .is_some()
     }
 
     /// The highest position the stream has been seen to hold, by the tail or by asking.
@@ -182,9 +188,6 @@ impl JetStreamSource {
     /// is served by the stream).
     fn kept_in_tail(&self, after: u64, to: u64) -> Option<Vec<bytes::Bytes>> {
         let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !t.started {
-            return None;
-        }
         while t.kept.front().is_some_and(|(p, _)| *p <= after) {
             t.kept.pop_front();
         }
