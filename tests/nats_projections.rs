@@ -130,6 +130,33 @@ fn a_worker_killed_mid_fold_resumes_and_equals_a_rebuild() {
     assert_eq!(fed["totals"]["total"], 120_000);
 }
 
+/// A NATS server, a SQLite ledger of `n` events in a temporary directory and `relay`
+/// following it (killed when dropped), once the stream holds those events.
+fn relayed_ledger(
+    n: u64,
+) -> (
+    NatsServer,
+    tempfile::TempDir,
+    std::sync::Arc<dyn campaign_ledger::store::EventStore>,
+    support::Running,
+) {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = support::store_file(dir.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), n);
+    let relay = support::spawn(dir.path(), &["--nats", &nats.url(), "relay"]);
+    support::nats::wait_for_stream(
+        &nats.url(),
+        campaign_ledger::bus::STREAM,
+        n,
+        Duration::from_secs(30),
+        "the relay did not publish",
+    );
+    (nats, dir, store, relay)
+}
+
 /// A worker following the stream (as `project` does: catch up, wait for more, again) folds
 /// every event: a burst far beyond what its tail keeps while it is paused, a NATS server
 /// killed and restarted while commands go on, then single commands; its state equals the
@@ -144,27 +171,7 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
     use std::sync::Arc;
     use std::time::Instant;
 
-    let mut nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = support::store_file(dir.path());
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = support::sqlite_store_at(&path);
-    support::fill(store.as_ref(), 1_000);
-    let relay = support::Running(
-        support::bin()
-            .current_dir(dir.path())
-            .args(["--nats", &nats.url(), "relay"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let rt = support::nats::rt();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rt.block_on(support::nats::last_sequence(&nats.url(), STREAM)) < 1_000 {
-        assert!(Instant::now() < deadline, "the relay did not publish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut nats, dir, store, relay) = relayed_ledger(1_000);
 
     let defs = load_definitions(None).unwrap();
     let tz = Policy::default().time_zone;
@@ -214,14 +221,13 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
     // A burst while the worker is paused: its tail keeps receiving and drops the oldest.
     paused.store(true, Ordering::SeqCst);
     support::fill(store.as_ref(), 30_000);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rt.block_on(support::nats::last_sequence(&nats.url(), STREAM)) < 31_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not publish the burst"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::nats::wait_for_stream(
+        &nats.url(),
+        STREAM,
+        31_000,
+        Duration::from_secs(30),
+        "the relay did not publish the burst",
+    );
     std::thread::sleep(Duration::from_millis(300));
     paused.store(false, Ordering::SeqCst);
     wait_for(31_000);
@@ -257,36 +263,8 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
 #[test]
 fn the_project_worker_rides_out_a_server_restart() {
     use std::time::Instant;
-    let mut nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = support::store_file(dir.path());
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = support::sqlite_store_at(&path);
-    support::fill(store.as_ref(), 1_000);
-    let spawn = |args: &[&str]| {
-        support::Running(
-            support::bin()
-                .current_dir(dir.path())
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let _relay = spawn(&["--nats", &nats.url(), "relay"]);
-    // The worker needs the stream the relay creates.
-    let rt = support::nats::rt();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rt.block_on(support::nats::last_sequence(
-        &nats.url(),
-        campaign_ledger::bus::STREAM,
-    )) < 1
-    {
-        assert!(Instant::now() < deadline, "the relay did not publish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut worker = spawn(&["--nats", &nats.url(), "project"]);
+    let (mut nats, dir, store, _relay) = relayed_ledger(1_000);
+    let mut worker = support::spawn(dir.path(), &["--nats", &nats.url(), "project"]);
     let db = dir.path().join("ledger-data").join("nats-projections.db");
     let checkpoint = || -> u64 {
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -37,6 +37,19 @@ impl Drop for Running {
     }
 }
 
+/// The binary started in `dir` with `args`, its output discarded, killed when dropped.
+pub fn spawn(dir: &Path, args: &[&str]) -> Running {
+    Running(
+        bin()
+            .current_dir(dir)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    )
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -158,6 +158,17 @@ pub async fn stream_messages(
     out
 }
 
+/// Waits until `stream` at `url` holds at least `n` messages, asking every 20 ms; fails with
+/// `what` after `within`.
+pub fn wait_for_stream(url: &str, stream: &str, n: u64, within: Duration, what: &str) {
+    let rt = rt();
+    let deadline = Instant::now() + within;
+    while rt.block_on(last_sequence(url, stream)) < n {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub async fn last_sequence(url: &str, stream: &str) -> u64 {
     let Ok(client) = async_nats::connect(url).await else {
         return 0;
