@@ -39,6 +39,26 @@ async fn publish_windowed(
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user + system) process `pid` has used so far, from /proc (0 where there is none).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name: state is the first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// `n` events as the ledger writes them today (`DoseAdministered` at its current schema
 /// version, 2, as in the ledger benchmark; version 1 events are read through an upcaster,
 /// which costs a parse and a serialisation more per event).
@@ -560,6 +580,10 @@ fn main() {
         return;
     }
 
+    // CPU seconds of the server and of this process over a phase: on two shared cores, what
+    // the server spends delivering bounds what is left for the reader.
+    let cpu = || (cpu_seconds(server.id()), cpu_seconds(std::process::id()));
+    let cpu_before = cpu();
     // Ceiling: an ordered consumer (push, as the projection worker's) reading the stream,
     // nothing else.
     let consume_rate = rt.block_on(async {
@@ -583,7 +607,11 @@ fn main() {
         }
         n as f64 / t.elapsed().as_secs_f64()
     });
-    eprintln!("ordered consumer alone: {consume_rate:.0} msgs/s");
+    let consume_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
+    eprintln!(
+        "ordered consumer alone: {consume_rate:.0} msgs/s; CPU s: server {:.2}, client {:.2}",
+        consume_cpu.0, consume_cpu.1
+    );
     // NATS-fed catch-up of every shipped projection, from the stream.
     let source = JetStreamSource::connect(&url).unwrap();
     let engine = Engine::open(
@@ -592,9 +620,16 @@ fn main() {
         chrono_tz::Europe::Paris,
     )
     .unwrap();
-    let t = Instant::now();
+    let (t, cpu_before) = (Instant::now(), cpu());
     let pos = engine.catch_up(&source).unwrap();
     let fed_rate = pos as f64 / t.elapsed().as_secs_f64();
+    let fed_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
+    eprintln!(
+        "NATS-fed catch-up: {fed_rate:.0} events/s in {:.2} s; CPU s: server {:.2}, client {:.2}",
+        t.elapsed().as_secs_f64(),
+        fed_cpu.0,
+        fed_cpu.1
+    );
     let local = Engine::open(
         &dir.path().join("local-p.db"),
         load_definitions(None).unwrap(),
@@ -607,9 +642,14 @@ fn main() {
     if catchup_only {
         println!(
             "| NATS-fed catch-up | {fed_rate:.0} events/s | embedded catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |\n\
-             | (same run) | | the ordered consumer alone: {consume_rate:.0} msgs/s | **{:.2}×** |",
+             | (same run) | | the ordered consumer alone: {consume_rate:.0} msgs/s | **{:.2}×** |\n\
+             | CPU seconds (server, client) for {n} events | catch-up: {:.2}, {:.2} | consumer alone: {:.2}, {:.2} | |",
             fed_rate / local_rate,
-            fed_rate / consume_rate
+            fed_rate / consume_rate,
+            fed_cpu.0,
+            fed_cpu.1,
+            consume_cpu.0,
+            consume_cpu.1
         );
         let _ = server.kill();
         let _ = server.wait();
@@ -649,14 +689,20 @@ fn main() {
         "| what | result | baseline (same run) | ratio |\n|---|---|---|---|\n\
          | relay: {n} events from SQLite to JetStream (file storage, 1 replica), exactly once | {relay_rate:.0} events/s | raw async-nats JetStream publish of the same payloads, 4096 acks in flight: {raw_rate:.0} msgs/s | **{:.2}×** |\n\
          | relay (same run) | {relay_rate:.0} events/s | the same raw publish with the headers the relay must send (`Nats-Msg-Id`, `Nats-Expected-Last-Sequence`, `Ledger-Position`): {raw_headers_rate:.0} msgs/s | **{:.2}×** |\n\
-         | NATS-fed catch-up of all shipped projections from LEDGER_EVENTS | {fed_rate:.0} events/s | the embedded engine's catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |\n\
+         | NATS-fed catch-up of all shipped projections from LEDGER_EVENTS (CPU s, server and client: {:.2} and {:.2}) | {fed_rate:.0} events/s | the embedded engine's catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |\n\
+         | NATS-fed catch-up (same run) | {fed_rate:.0} events/s | the ordered consumer alone (CPU s, server and client: {:.2} and {:.2}): {consume_rate:.0} msgs/s | **{:.2}×** |\n\
          | command → NATS-fed projection visible, 100 commands/s, 1,000 commands (SQLite append → relay → LEDGER_EVENTS → engine); parts: durable append p50 {:.2} / p99 {:.2} ms, relayed event on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw JetStream publish → ordered consumer delivery at the same rate: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |\n\
          | JetStream as the log, default server settings (flush every 2 min): {log_commands} single-event commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes awaiting acks, same payloads: {log_raw:.0} msgs/s | **{:.2}×** |\n\
          | opening the JetStream log: index of {log_commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone (above): {consume_rate:.0} msgs/s | **{:.2}×** |\n\
          | JetStream as the log, `sync_interval: always` (fsync before every ack): {log_commands} commands, 64 writers | {sync_rate:.0} commands/s | the same raw publishes on that server: {sync_raw:.0} msgs/s | **{:.2}×** |",
         relay_rate / raw_rate,
         relay_rate / raw_headers_rate,
+        fed_cpu.0,
+        fed_cpu.1,
         fed_rate / local_rate,
+        consume_cpu.0,
+        consume_cpu.1,
+        fed_rate / consume_rate,
         latency[4],
         latency[5],
         latency[6],
