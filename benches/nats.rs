@@ -2,7 +2,9 @@
 //! nats-server started by the benchmark (`$NATS_SERVER` or `nats-server` on PATH, 2.11+).
 //! Run: `cargo bench --bench nats` (BENCH_EVENTS=N, default 200,000; BENCH_ONLY=relay stops
 //! after the relay rows, BENCH_ONLY=catchup skips the raw publish baselines and stops after
-//! the catch-up rows, BENCH_ONLY=latency runs only the latency row).
+//! the catch-up rows, BENCH_ONLY=latency runs only the latency row, BENCH_ONLY=log only the
+//! rows of JetStream as the log with default server settings, against a consumer reading
+//! that log).
 
 use campaign_ledger::bus::{cloudevents, relay, JetStreamSource, RelayOptions};
 use campaign_ledger::projection::{load_definitions, Engine};
@@ -37,6 +39,32 @@ async fn publish_windowed(
         a.await.unwrap();
     }
     n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Messages per second of an ordered push consumer (as the projection worker's and the log's)
+/// reading the first `n` messages of `stream`, nothing else.
+fn consume_alone(rt: &tokio::runtime::Runtime, url: &str, stream: &str, n: u64) -> f64 {
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = js.get_stream(stream).await.unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let t = Instant::now();
+        let mut k = 0u64;
+        while k < n {
+            messages.next().await.unwrap().unwrap();
+            k += 1;
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    })
 }
 
 /// CPU seconds (user + system) process `pid` has used so far, from /proc (0 where there is none).
@@ -443,6 +471,30 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("log") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let commands: u64 = std::env::var("BENCH_COMMANDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20_000);
+        let d = tempfile::tempdir().unwrap();
+        let (mut server, url) = start_server(&bin, d.path(), false);
+        let (log_rate, log_raw, open_rate) = log_throughput(&rt, &url, commands);
+        let consume_rate = consume_alone(&rt, &url, store::LOG_STREAM, commands);
+        let _ = server.kill();
+        let _ = server.wait();
+        println!(
+            "| JetStream as the log, default settings: {commands} commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes: {log_raw:.0} msgs/s | **{:.2}×** |\n\
+             | opening the JetStream log: index of {commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone reading that log: {consume_rate:.0} msgs/s | **{:.2}×** |",
+            log_rate / log_raw,
+            open_rate / consume_rate
+        );
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -586,27 +638,7 @@ fn main() {
     let cpu_before = cpu();
     // Ceiling: an ordered consumer (push, as the projection worker's) reading the stream,
     // nothing else.
-    let consume_rate = rt.block_on(async {
-        use futures_util::StreamExt;
-        let client = async_nats::connect(&url).await.unwrap();
-        let js = async_nats::jetstream::new(client.clone());
-        let stream = js.get_stream(campaign_ledger::bus::STREAM).await.unwrap();
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let t = Instant::now();
-        let mut k = 0u64;
-        while k < n {
-            messages.next().await.unwrap().unwrap();
-            k += 1;
-        }
-        n as f64 / t.elapsed().as_secs_f64()
-    });
+    let consume_rate = consume_alone(&rt, &url, campaign_ledger::bus::STREAM, n);
     let consume_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
     eprintln!(
         "ordered consumer alone: {consume_rate:.0} msgs/s; CPU s: server {:.2}, client {:.2}",

@@ -194,3 +194,43 @@ fn nats_two_processes_appending_multi_event_commands_at_once_never_interleave_th
     }
     assert!(campaign_ledger::audit::verify(&fresh, &mut |_| {}).is_ok());
 }
+
+#[test]
+fn nats_a_long_log_is_refused_at_the_first_message_it_cannot_index() {
+    // Opening reads a long log (more than 64 messages) through a consumer, indexing on a
+    // thread of its own: a bad message there is refused by sequence, whichever side finds it.
+    for (headers, says) in [
+        (false, "position 101 has no Ledger-Command-Hash header"),
+        (true, "sequence 101: not a ledger CloudEvent"),
+    ] {
+        let server = NatsServer::start();
+        {
+            let s = JetStreamStore::open(&server.url(), Arc::new(SystemClock)).unwrap();
+            s.append(request(
+                "a",
+                ExpectedVersion::Exact(0),
+                uuid::Uuid::now_v7(),
+                (1..=100).map(event).collect(),
+            ))
+            .unwrap();
+        }
+        support::nats::rt().block_on(async {
+            let c = async_nats::connect(server.url()).await.unwrap();
+            let js = async_nats::jetstream::new(c);
+            let ack = if headers {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Ledger-Command-Hash", "00".repeat(32).as_str());
+                js.publish_with_headers("ledger.v1.log.a", h, "not an event".into())
+                    .await
+            } else {
+                js.publish("ledger.v1.log.a", "not an event".into()).await
+            };
+            ack.unwrap().await.unwrap();
+        });
+        let err = JetStreamStore::open(&server.url(), Arc::new(SystemClock))
+            .err()
+            .expect("refused");
+        let err = err.to_string();
+        assert!(err.contains(LOG_STREAM) && err.contains(says), "{err}");
+    }
+}
