@@ -40,8 +40,8 @@ pub struct JetStreamSource {
 /// it here until a read has passed it. A JetStream consumer delivers only what the stream has
 /// stored, so what is here is what the stream holds; the worker folds it without asking the
 /// server again (one round trip for the stream's end and one per event otherwise), and what
-/// is not here (a read that starts elsewhere, a follower that fell behind by more than
-/// `TAIL_KEEP` events, an outage) is read from the stream as before.
+/// is not here (a read that starts elsewhere, the part of a range that a follower more than
+/// `TAIL_KEEP` events behind lacks, an outage) is read from the stream as before.
 #[derive(Default)]
 struct Tail {
     state: Mutex<TailState>,
@@ -183,25 +183,27 @@ impl JetStreamSource {
         tail.max(self.known_last.load(Ordering::SeqCst))
     }
 
-    /// The payloads of positions (after, to] if the tail has them all (and forgets those up
-    /// to `after`: a follower does not read back; a read from further back, `head()` for one,
-    /// is served by the stream).
-    fn kept_in_tail(&self, after: u64, to: u64) -> Option<Vec<bytes::Bytes>> {
+    /// What the tail holds of positions (after, to], if it holds `to`: the first position it
+    /// keeps there and the payloads from it to `to` (it forgets those up to `after`: a
+    /// follower does not read back; a read from further back, `head()` for one, is served by
+    /// the stream).
+    fn kept_in_tail(&self, after: u64, to: u64) -> Option<(u64, Vec<bytes::Bytes>)> {
         let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
         while t.kept.front().is_some_and(|(p, _)| *p <= after) {
             t.kept.pop_front();
         }
         let first = t.kept.front()?.0;
-        if first != after + 1 || t.received < to {
+        if first > to || t.received < to {
             return None;
         }
-        Some(
+        Some((
+            first,
             t.kept
                 .iter()
-                .take((to - after) as usize)
+                .take((to + 1 - first) as usize)
                 .map(|(_, b)| b.clone())
                 .collect(),
-        )
+        ))
     }
 
     fn last_sequence(&self) -> Result<u64, StoreError> {
@@ -231,10 +233,29 @@ impl JetStreamSource {
         } else {
             to.min(self.last_sequence()?)
         };
-        if let Some(payloads) = self.kept_in_tail(after, to) {
-            return Ok(crate::store::check_events(STREAM, after + 1, &payloads, f)?.0);
+        let Some((first, kept)) = self.kept_in_tail(after, to) else {
+            return crate::store::read_events(&self.runtime, &self.stream, after, to, f);
+        };
+        // The tail holds (first - 1, to]. What comes before (a follower that fell further
+        // behind than the tail keeps, during a burst) is read from the stream, and only that.
+        let mut read = 0;
+        if first > after + 1 {
+            let mut stopped = false;
+            read = crate::store::read_events(
+                &self.runtime,
+                &self.stream,
+                after,
+                first - 1,
+                &mut |e| {
+                    stopped = !f(e);
+                    !stopped
+                },
+            )?;
+            if stopped {
+                return Ok(read);
+            }
         }
-        crate::store::read_events(&self.runtime, &self.stream, after, to, f)
+        Ok(read + crate::store::check_events(STREAM, first, &kept, f)?.0)
     }
 }
 
