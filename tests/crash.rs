@@ -353,3 +353,47 @@ fn a_read_failing_part_way_through_a_catch_up_loses_nothing_on_the_retry() {
         assert_eq!(a, b, "{name}");
     }
 }
+
+#[test]
+fn a_projections_file_from_another_log_is_reported_rebuilt_and_replaced() {
+    use campaign_ledger::domain::Policy;
+    use campaign_ledger::projection::{load_definitions, Engine};
+    let dir = tempfile::tempdir().unwrap();
+    let (other, this) = (
+        support::sqlite_store_at(&dir.path().join("other.db")),
+        support::sqlite_store_at(&dir.path().join("this.db")),
+    );
+    // The file was built from a longer log; this one is shorter and different.
+    support::fill(other.as_ref(), 3_000);
+    support::fill(this.as_ref(), 2_000);
+    let (defs, tz) = (load_definitions(None).unwrap(), Policy::default().time_zone);
+    let file = dir.path().join("projections.db");
+    Engine::open(&file, defs.clone(), tz)
+        .unwrap()
+        .catch_up(other.as_ref())
+        .unwrap();
+
+    let engine = Engine::open(&file, defs.clone(), tz).unwrap();
+    for s in engine.status(this.as_ref()).unwrap() {
+        assert!(s.status.contains("built from another log"), "{s:?}");
+    }
+    assert_eq!(engine.catch_up(this.as_ref()).unwrap(), 2_000);
+    // Saved: a new engine on the same file finds this log's state, at this log's head.
+    let reopened = Engine::open(&file, defs.clone(), tz).unwrap();
+    for s in reopened.status(this.as_ref()).unwrap() {
+        assert_eq!(
+            (s.checkpoint, s.status.as_str()),
+            (2_000, "up to date"),
+            "{s:?}"
+        );
+    }
+    let rebuilt = Engine::open(&dir.path().join("rebuilt.db"), defs.clone(), tz).unwrap();
+    for d in &defs {
+        assert_eq!(
+            reopened.live_state(this.as_ref(), &d.name).unwrap(),
+            rebuilt.live_state(this.as_ref(), &d.name).unwrap(),
+            "{}",
+            d.name
+        );
+    }
+}

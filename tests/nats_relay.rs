@@ -410,3 +410,61 @@ fn a_message_the_server_keeps_refusing_is_reported_and_retried_with_backoff_not_
     let attempts = log.matches("resyncing").count() + log.matches("refused").count();
     assert!(attempts < 60, "{attempts} attempts in 4 s:\n{log}");
 }
+
+#[test]
+fn relay_once_waits_for_a_server_that_comes_back_and_ends_with_an_error_when_none_does() {
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 2_000);
+    let head = store.head().unwrap();
+    let url = format!("sqlite:{}", path.display());
+    let nats_url = nats.url();
+    let once = |retry_for: &str| {
+        support::bin()
+            .args(["--store", &url, "relay", "--nats", &nats_url, "--once"])
+            .args(["--retry-for", retry_for])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The server is down when the run starts and back within the run's retry window.
+    nats.kill();
+    let relay = once("30s");
+    std::thread::sleep(Duration::from_millis(1_500));
+    nats.restart();
+    let o = ended_within(relay, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_stream_is_the_log(&nats.url(), store.as_ref());
+
+    // Down for longer than the window: the run ends, exit code 2, saying what to do.
+    nats.kill();
+    let o = ended_within(once("2s"), Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unreachable for 2s") && err.contains("run the relay again"),
+        "{err}"
+    );
+    assert_eq!(store.head().unwrap(), head, "the ledger is untouched");
+}
+
+/// The output of `child` once it has exited; it is killed, and the test fails, if it is still
+/// running after `within`.
+fn ended_within(mut child: std::process::Child, within: Duration) -> std::process::Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {within:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The JetStream stream the relay publishes to.
 pub const STREAM: &str = "LEDGER_EVENTS";
@@ -37,6 +37,10 @@ pub struct RelayOptions {
     pub max_in_flight: usize,
     /// Updated with the last position the stream holds, as it grows.
     pub progress: Progress,
+    /// How long NATS may stay unreachable without progress before the run ends with an
+    /// error (None: retry for ever, as a following relay does). `relay --once` sets 30 s
+    /// (`--retry-for`): a run from cron or a script must end, and the next one resumes.
+    pub give_up_after: Option<Duration>,
 }
 
 impl RelayOptions {
@@ -48,6 +52,7 @@ impl RelayOptions {
             follow: true,
             max_in_flight: 4096,
             progress: Progress::default(),
+            give_up_after: None,
         }
     }
 }
@@ -158,6 +163,8 @@ pub async fn relay(
     let mut backoff = Duration::from_millis(100);
     let mut stalled_at: Option<u64> = None;
     let mut refused: Option<String> = None;
+    // Since when (and at which position) NATS has been unreachable, for `give_up_after`.
+    let mut unreachable: Option<(Instant, u64)> = None;
     loop {
         let session = session(&store, &options, &mut report, &outage, &mut shutdown);
         let pause = match session.await {
@@ -166,6 +173,7 @@ pub async fn relay(
                 return Ok(report);
             }
             Ok(SessionEnd::Resync) => {
+                unreachable = None;
                 // A resync that found the stream where the last one did made no progress (a
                 // message the server keeps refusing): the next session's first message is a
                 // checkpoint, which reports why; meanwhile, back off instead of spinning.
@@ -178,6 +186,18 @@ pub async fn relay(
             }
             Err(BusError::Nats(e)) => {
                 outage.begin(&e);
+                let (since, at) = *unreachable.get_or_insert((Instant::now(), report.position));
+                if at != report.position {
+                    unreachable = Some((Instant::now(), report.position));
+                } else if let Some(limit) = options.give_up_after.filter(|l| since.elapsed() >= *l)
+                {
+                    return Err(BusError::Nats(format!(
+                        "{} unreachable for {}s, the last time: {e}. Start nats-server -js there or fix --nats, then run the relay again: it resumes where the stream ends (position {})",
+                        options.nats_url,
+                        limit.as_secs(),
+                        report.position
+                    )));
+                }
                 true
             }
             Err(BusError::Refused(why)) => {

@@ -89,7 +89,11 @@ impl JetStreamSource {
                 .connection_timeout(Duration::from_secs(3))
                 .connect(addrs)
                 .await
-                .map_err(BusError::nats)?;
+                .map_err(|e| {
+                    BusError::Nats(format!(
+                        "cannot reach {url} ({e}); start nats-server -js there (and the relay) or fix --nats"
+                    ))
+                })?;
             let js = jetstream::new(client);
             js.get_stream(STREAM).await.map_err(|e| {
                 BusError::Nats(format!("stream {STREAM} is not there ({e}); run `campaign-ledger relay --nats {url}` first"))

@@ -257,6 +257,10 @@ pub enum Cmd {
         /// Stop once the stream holds the whole log instead of following new commits.
         #[arg(long)]
         once: bool,
+        /// With --once: how long NATS may stay unreachable (without progress) before the run
+        /// ends with an error, exit code 2 (90s, 5m…). A following relay retries for ever.
+        #[arg(long, default_value = "30s", value_parser = parse_every)]
+        retry_for: std::time::Duration,
     },
     /// Serve the HTTP API and the dashboard; with --nats also runs the relay. Stops
     /// gracefully on SIGTERM or Ctrl-C (commands in flight finish first).
@@ -1284,7 +1288,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", k.public_hex());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Relay { replicas, once } => {
+        Cmd::Relay {
+            replicas,
+            once,
+            retry_for,
+        } => {
             let Some(nats) = &cli.nats else {
                 bail!("relay needs --nats URL (or LEDGER_NATS), for example --nats nats://127.0.0.1:4222");
             };
@@ -1292,6 +1300,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut options = crate::bus::RelayOptions::new(nats.clone());
             options.replicas = *replicas;
             options.follow = !*once;
+            options.give_up_after = once.then_some(*retry_for);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -38,6 +38,10 @@ struct Live {
     state: State,
     checkpoint: u64,
     checkpoint_hash: [u8; 32],
+    /// The saved checkpoint (position, hash) found not to belong to the log this state was
+    /// rebuilt from (another log's projections file): that row is replaced even though its
+    /// position may be further on (a save otherwise never goes backwards).
+    replaces: Option<(u64, Vec<u8>)>,
 }
 
 /// Status of one projection, for `projections list`.
@@ -239,6 +243,7 @@ impl Engine {
                 state: State::default(),
                 checkpoint: 0,
                 checkpoint_hash: crate::store::GENESIS_HASH,
+                replaces: None,
             };
             let live = match row {
                 Some((hash, cp, cp_hash, text)) if hash == c.def.hash => {
@@ -248,10 +253,14 @@ impl Engine {
                             state,
                             checkpoint: cp,
                             checkpoint_hash: h,
+                            replaces: None,
                         },
                         _ => {
-                            tracing::warn!(projection = %c.def.name, "saved state does not belong to this log; rebuilding");
-                            fresh
+                            tracing::warn!(projection = %c.def.name, checkpoint = cp, "saved state does not belong to this log; rebuilding, and replacing it");
+                            Live {
+                                replaces: Some((cp, cp_hash)),
+                                ..fresh
+                            }
                         }
                     }
                 }
@@ -418,16 +427,17 @@ impl Engine {
         let now = crate::store::format_recorded_at(Utc::now());
         for &i in changed {
             let (c, l) = (&self.compiled[i], &lives[i]);
-            let saved: Option<(String, i64)> = tx
+            let saved: Option<(String, i64, Vec<u8>)> = tx
                 .query_row(
-                    "SELECT definition_hash, checkpoint FROM projections WHERE name = ?1",
+                    "SELECT definition_hash, checkpoint, checkpoint_hash FROM projections WHERE name = ?1",
                     [&c.def.name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(|e| self.dberr(e))?;
-            if let Some((h, cp)) = saved {
-                if h == c.def.hash && cp as u64 >= l.checkpoint && l.checkpoint > 0 {
+            if let Some((h, cp, cp_hash)) = saved {
+                let foreign = l.replaces.as_ref() == Some(&(cp as u64, cp_hash));
+                if h == c.def.hash && cp as u64 >= l.checkpoint && l.checkpoint > 0 && !foreign {
                     continue; // another process saved as far or further
                 }
             }
@@ -563,6 +573,7 @@ impl Engine {
             state,
             checkpoint: pos,
             checkpoint_hash: hash,
+            replaces: None,
         };
         // Saved in one transaction: readers see the old state or the new one, never a mix.
         let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
@@ -584,21 +595,31 @@ impl Engine {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for c in &self.compiled {
-            let row: Option<(String, i64)> = db
+            let row: Option<(String, i64, Vec<u8>)> = db
                 .query_row(
-                    "SELECT definition_hash, checkpoint FROM projections WHERE name = ?1",
+                    "SELECT definition_hash, checkpoint, checkpoint_hash FROM projections WHERE name = ?1",
                     [&c.def.name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(|e| self.dberr(e))?;
+            // A saved position the log does not hold, or holds with another hash: this file
+            // was built from another log.
+            let foreign = |cp: i64, cp_hash: &[u8]| -> Result<bool, ProjectionError> {
+                Ok(cp as u64 > head
+                    || Self::hash_at(store, cp as u64)?.is_none_or(|h| h[..] != *cp_hash))
+            };
             let (checkpoint, status) = match row {
                 None => (0, "never built (builds on first read)".to_string()),
-                Some((h, _)) if h != c.def.hash => {
+                Some((h, _, _)) if h != c.def.hash => {
                     (0, "definition changed (rebuilds on next read)".to_string())
                 }
-                Some((_, cp)) if cp as u64 >= head => (cp as u64, "up to date".to_string()),
-                Some((_, cp)) => (
+                Some((_, cp, cp_hash)) if foreign(cp, &cp_hash)? => (
+                    cp as u64,
+                    "built from another log (rebuilt from this one on next read)".to_string(),
+                ),
+                Some((_, cp, _)) if cp as u64 >= head => (cp as u64, "up to date".to_string()),
+                Some((_, cp, _)) => (
                     cp as u64,
                     format!(
                         "behind by {} events (catches up on next read)",
