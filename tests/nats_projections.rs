@@ -301,3 +301,56 @@ fn the_project_worker_rides_out_a_server_restart() {
     nats.restart();
     wait_for(1_500);
 }
+
+/// A message put into LEDGER_EVENTS by another publisher (here a copy of the last event with
+/// its data changed, at the next position) is not folded: `project` and `report --nats` stop
+/// on it, naming the position, and nothing of it is saved.
+#[test]
+fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = support::store_file(dir.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = support::sqlite_store_at(&path);
+    support::fill(store.as_ref(), 300);
+    let o = run(dir.path(), &["--nats", &nats.url(), "relay", "--once"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(dir.path(), &["--nats", &nats.url(), "project", "--once"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = report(dir.path(), Some(&nats.url()), "doses_by_directorate", &[]);
+
+    support::nats::rt().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let stream = js.get_stream(campaign_ledger::bus::STREAM).await.unwrap();
+        let last = stream.direct_get(300).await.unwrap();
+        let mut forged: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+        forged["ledgerprevhash"] = forged["ledgerhash"].clone();
+        forged["ledgerposition"] = 301.into();
+        forged["data"]["dose_number"] = 2.into();
+        js.publish(
+            last.subject.to_string(),
+            serde_json::to_vec(&forged).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    });
+    for args in [
+        vec!["project", "--once"],
+        vec!["report", "doses_by_directorate"],
+    ] {
+        let o = run(dir.path(), &[&["--nats", &nats.url()][..], &args].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("position 301") && err.contains("the stream was altered"),
+            "{args:?}: {err}"
+        );
+    }
+    // What was folded before stays, and the embedded engine never saw the forgery.
+    assert_eq!(
+        report(dir.path(), None, "doses_by_directorate", &[]),
+        before
+    );
+}

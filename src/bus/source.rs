@@ -13,8 +13,8 @@
 use super::BusError;
 use super::STREAM;
 use crate::store::{
-    AppendRequest, AppendResult, CommandRecord, DataRef, EventRef, EventStore, Head, RecordedEvent,
-    StoreError, GENESIS_HASH,
+    chain_hash, AppendRequest, AppendResult, CommandRecord, DataRef, EventRef, EventStore, Head,
+    RecordedEvent, StoreError, GENESIS_HASH,
 };
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
@@ -33,6 +33,8 @@ pub struct JetStreamSource {
     tail: Arc<Tail>,
     /// The last sequence the stream was last seen to hold (it never shrinks).
     known_last: AtomicU64,
+    /// The last event handed on (position, hash): the next position must link to it.
+    last_handed: Mutex<(u64, [u8; 32])>,
 }
 
 /// The live end of the stream, for a worker that follows it: an ordered consumer, started by
@@ -105,6 +107,7 @@ impl JetStreamSource {
             stream,
             tail: Arc::default(),
             known_last: AtomicU64::new(0),
+            last_handed: Mutex::new((0, GENESIS_HASH)),
         })
     }
 
@@ -219,7 +222,10 @@ impl JetStreamSource {
         Ok(last)
     }
 
-    /// Calls `f` with every event of positions (after, to], in order, borrowed from the message.
+    /// Calls `f` with every event of positions (after, to], in order, borrowed from the message,
+    /// each one's hash checked (and its link to the event handed on before it, when that was
+    /// its predecessor): a message altered or put into the stream by another publisher stops
+    /// the read with an error instead of being folded.
     fn each(
         &self,
         after: u64,
@@ -229,6 +235,39 @@ impl JetStreamSource {
         if to <= after {
             return Ok(0);
         }
+        let mut last = *self.last_handed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut broken = None;
+        let result = self.each_unchecked(after, to, &mut |e| {
+            let unlinked = e.position == last.0 + 1 && e.prev_hash != last.1;
+            if unlinked || chain_hash(&e.prev_hash, &e) != e.hash {
+                broken = Some(StoreError::Corrupt(format!(
+                    "{STREAM} position {}: {}; the stream was altered or holds messages of another publisher: \
+                     compare with `campaign-ledger audit verify` on the ledger, and restrict who may publish on ledger.v1.events.>",
+                    e.position,
+                    if unlinked {
+                        "its prev_hash is not the hash of the event before it"
+                    } else {
+                        "its hash does not match its content"
+                    }
+                )));
+                return false;
+            }
+            last = (e.position, e.hash);
+            f(e)
+        });
+        if let Some(b) = broken {
+            return Err(b);
+        }
+        *self.last_handed.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        result
+    }
+
+    fn each_unchecked(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(EventRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
         // The stream never shrinks: asking it for its end is needed only beyond what it
         // was last seen to hold.
         let known = self.seen_last();
