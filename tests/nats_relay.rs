@@ -468,3 +468,42 @@ fn ended_within(mut child: std::process::Child, within: Duration) -> std::proces
     }
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn a_stream_of_another_ledger_is_refused_by_name_and_left_as_it_is() {
+    let nats = NatsServer::start();
+    let ledger = |name: &str, n: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let store = support::sqlite_store_at(&path);
+        support::fill(store.as_ref(), n);
+        (dir, format!("sqlite:{}", path.display()), store)
+    };
+    let relay_once = |url: &str| {
+        support::bin()
+            .args(["--store", url, "relay", "--nats", &nats.url(), "--once"])
+            .output()
+            .unwrap()
+    };
+    let (_a, a_url, a) = ledger("a.db", 100);
+    let o = relay_once(&a_url);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (name, n, says) in [
+        ("shorter.db", 50, "it holds 100 events and this ledger"),
+        (
+            "longer.db",
+            150,
+            "its message 100 is not this ledger's event at position 100",
+        ),
+    ] {
+        let (_d, url, _store) = ledger(name, n);
+        let o = relay_once(&url);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("belongs to another ledger") && err.contains(says) && err.contains(name),
+            "{err}"
+        );
+    }
+    assert_stream_is_the_log(&nats.url(), a.as_ref());
+}

@@ -312,8 +312,21 @@ async fn session(
             .first()
             .is_some_and(|e| header(&m, "Nats-Msg-Id") == Some(e.event_id.to_string().as_str()));
         if !pos_ok || !id_ok {
+            let what = if ours.is_empty() {
+                format!(
+                    "it holds {last} events and this ledger ({}) fewer",
+                    store.describe()
+                )
+            } else {
+                format!(
+                    "its message {last} is not this ledger's event at position {last} ({})",
+                    store.describe()
+                )
+            };
             return Err(BusError::Mismatch(format!(
-                "stream {STREAM} ends at sequence {last}, which is not this ledger's event at position {last}"
+                "stream {STREAM} at {} belongs to another ledger (or was written to by another publisher): {what}. \
+                 Point --nats at this ledger's own NATS server, or, if that stream is not needed, delete it (`nats stream rm {STREAM}`) and the relay publishes this ledger from position 1",
+                options.nats_url
             )));
         }
     }
