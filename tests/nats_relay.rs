@@ -76,6 +76,41 @@ fn the_relay_publishes_the_whole_log_once_and_a_consumer_can_verify_it() {
         "{}",
         support::stdout(&o)
     );
+    // A directorate without events is said so (a typo would read nothing); wrong usage and an
+    // unreachable server end with exit code 2 and a sentence.
+    let o = std::process::Command::new(&example)
+        .args(["lyonn", "--nats", &nats.url(), "--idle-exit", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let warned = support::stderr(&o);
+    assert!(
+        warned.contains("no event of directorate \"lyonn\"") && warned.contains("lyon, "),
+        "{warned}"
+    );
+    assert!(support::stdout(&o).contains("0 events verified"));
+    for (args, says) in [
+        (
+            vec!["lyon", "--stop-after", "many"],
+            "--stop-after takes a whole number",
+        ),
+        (vec!["lyon", "--frobnicate"], "unknown flag --frobnicate"),
+        (
+            vec!["lyon", "--nats", "nats://127.0.0.1:9"],
+            "cannot reach NATS at nats://127.0.0.1:9",
+        ),
+    ] {
+        let o = std::process::Command::new(&example)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            support::stderr(&o).contains(says),
+            "{args:?}: {}",
+            support::stderr(&o)
+        );
+    }
     let o = std::process::Command::new(&example)
         .args(["_all", "--nats", &nats.url(), "--idle-exit", "2"])
         .output()
