@@ -31,6 +31,14 @@ fn assert_stream_is_the_log(url: &str, store: &dyn EventStore) {
         );
         let decoded = cloudevents::decode(&m.payload).unwrap();
         assert_eq!(&decoded, e, "position {}", e.position);
+        // The same source for every event of this ledger, however its store was named.
+        let ce: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(
+            ce["source"].as_str(),
+            Some(campaign_ledger::bus::ledger_source(&events[0].hash).as_str()),
+            "position {}",
+            e.position
+        );
         assert_eq!(decoded.prev_hash, prev);
         assert_eq!(
             chain_hash(&prev, &decoded.as_ref()),

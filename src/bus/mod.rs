@@ -7,7 +7,7 @@ mod relay;
 mod source;
 
 pub use digests::{publish_digests, DigestOptions, DIGEST_STREAM, DIGEST_SUBJECT};
-pub use relay::{relay, Progress, RelayOptions, RelayReport, STREAM};
+pub use relay::{ledger_source, relay, Progress, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;
 
 /// Errors of the bus. Each says how a caller handles it.

@@ -345,7 +345,7 @@ async fn session(
     };
     let every = (options.max_in_flight as u64).clamp(1, ACK_EVERY);
     let max_pending = (options.max_in_flight as u64 / every).max(1) as usize;
-    let source: Arc<str> = format!("/campaign-ledger/{}", store.describe()).into();
+    let source = Arc::new(std::sync::OnceLock::new());
     let mut pos = last;
     // Reading and encoding the next batch overlaps with publishing this one.
     let mut next = prepare(store.clone(), pos, source.clone(), false);
@@ -572,12 +572,20 @@ struct Prepared {
     payload: Vec<u8>,
 }
 
+/// The CloudEvents `source` of a ledger's events: `/campaign-ledger/ledger/<id>`, the id being
+/// the first 16 hex digits of the hash of its event at position 1. The same however and
+/// wherever the log is opened (a file path or a server list would say where it is, not which
+/// ledger, and would show local paths to every consumer); another ledger's differs.
+pub fn ledger_source(first_hash: &[u8; 32]) -> String {
+    format!("/campaign-ledger/ledger/{}", &hex::encode(first_hash)[..16])
+}
+
 /// Reads and encodes the events after `after` on a blocking thread; with `wait`, first waits
 /// up to 500 ms for a commit beyond `after` (none: an empty batch).
 fn prepare(
     store: Arc<dyn EventStore>,
     after: u64,
-    source: Arc<str>,
+    source: Arc<std::sync::OnceLock<String>>,
     wait: bool,
 ) -> tokio::task::JoinHandle<Result<Vec<Prepared>, crate::store::StoreError>> {
     tokio::task::spawn_blocking(move || {
@@ -586,13 +594,23 @@ fn prepare(
         if wait && store.wait_beyond(after, Duration::from_millis(500))? <= after {
             return Ok(Vec::new());
         }
+        if source.get().is_none() {
+            if let Some(first) = store.read_all(0, 1)?.first() {
+                let _ = source.set(ledger_source(&first.hash));
+            }
+        }
+        // Set unless the log is empty, and then there is nothing to encode.
+        let source = source
+            .get()
+            .map(String::as_str)
+            .unwrap_or("/campaign-ledger");
         let mut out = Vec::with_capacity(BATCH as usize);
         store.scan(after, after + BATCH, &mut |e| {
             out.push(Prepared {
                 position: e.position,
                 event_id: e.event_id.to_string(),
                 subject: subject_of(&e),
-                payload: encode(&e, &source),
+                payload: encode(&e, source),
             });
             true
         })?;
