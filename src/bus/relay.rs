@@ -94,7 +94,8 @@ impl Outage {
     fn end(&self) {
         if self.down.swap(false, Ordering::SeqCst) {
             self.ended_ms.store(now_ms(), Ordering::SeqCst);
-            tracing::info!("NATS reachable again; the relay resumes");
+            // At the outage warning's level, so that whoever sees one sees the other.
+            tracing::warn!("NATS reachable again; the relay resumes where the stream ends");
         }
     }
 }

@@ -499,6 +499,13 @@ impl Cli {
         key.map_or_else(|| self.data_dir().join("signing.key"), Path::to_path_buf)
     }
 
+    /// The NATS-fed projections' file (--projections-db).
+    fn nats_projections_path(&self) -> PathBuf {
+        self.projections_db
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ledger-data/nats-projections.db"))
+    }
+
     /// What reports read: the ledger and its projections, or with --nats the stream the relay
     /// feeds and the NATS-fed projections (--projections-db).
     fn read_side(&self) -> Result<(Arc<dyn EventStore>, Engine)> {
@@ -508,10 +515,7 @@ impl Cli {
             return Ok((env.store, engine));
         };
         let source = crate::bus::JetStreamSource::connect(url).map_err(|e| anyhow!("{e}"))?;
-        let db = self
-            .projections_db
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("ledger-data/nats-projections.db"));
+        let db = self.nats_projections_path();
         let defs =
             load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
         let engine =
@@ -1301,6 +1305,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             options.replicas = *replicas;
             options.follow = !*once;
             options.give_up_after = once.then_some(*retry_for);
+            eprintln!(
+                "relaying {} to {nats}, stream {}: {}",
+                env.store.describe(),
+                crate::bus::STREAM,
+                if *once {
+                    "until the stream holds the whole log"
+                } else {
+                    "following new commits; Ctrl-C or SIGTERM stops"
+                }
+            );
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -1349,6 +1363,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("projections folded up to position {pos}");
                 return Ok(ExitCode::SUCCESS);
             }
+            eprintln!(
+                "folding {} into {} and following it; Ctrl-C or SIGTERM stops",
+                source.describe(),
+                cli.nats_projections_path().display()
+            );
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
