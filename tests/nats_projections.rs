@@ -175,7 +175,7 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
 
     let defs = load_definitions(None).unwrap();
     let tz = Policy::default().time_zone;
-    let source = JetStreamSource::connect(&nats.url()).unwrap();
+    let source = Arc::new(JetStreamSource::connect(&nats.url()).unwrap());
     let fed = Engine::open(&dir.path().join("fed.db"), defs.clone(), tz).unwrap();
     let (reached, paused, stop) = (
         Arc::new(AtomicU64::new(0)),
@@ -184,6 +184,7 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
     );
     let worker = {
         let (reached, paused, stop) = (reached.clone(), paused.clone(), stop.clone());
+        let source = source.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 if paused.load(Ordering::SeqCst) {
@@ -191,7 +192,7 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
                     continue;
                 }
                 // Errors are expected while the server is down: try again, as `project` does.
-                match fed.catch_up(&source) {
+                match fed.catch_up(source.as_ref()) {
                     Ok(p) => reached.store(p, Ordering::SeqCst),
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
@@ -202,7 +203,7 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            (fed, source)
+            fed
         })
     };
     let wait_for = |n: u64| {
@@ -229,8 +230,15 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
         "the relay did not publish the burst",
     );
     std::thread::sleep(Duration::from_millis(300));
+    let from_stream = source.read_from_stream();
     paused.store(false, Ordering::SeqCst);
     wait_for(31_000);
+    // Only what the tail no longer kept (about 30,000 - 16,384) came from the stream again.
+    let again = source.read_from_stream() - from_stream;
+    assert!(
+        again < 20_000,
+        "{again} of the burst's 30,000 events read from the stream"
+    );
 
     // The server killed and restarted while commands go on.
     nats.kill();
@@ -246,12 +254,12 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
         wait_for(32_000 + i);
     }
     stop.store(true, Ordering::SeqCst);
-    let (fed, source) = worker.join().unwrap();
+    let fed = worker.join().unwrap();
     drop(relay);
 
     let local = Engine::open(&dir.path().join("local.db"), defs, tz).unwrap();
     for name in PROJECTIONS {
-        let (a, pa) = fed.live_state(&source, name).unwrap();
+        let (a, pa) = fed.live_state(source.as_ref(), name).unwrap();
         let (b, pb) = local.live_state(store.as_ref(), name).unwrap();
         assert_eq!((pa, pb), (32_010, 32_010), "{name}");
         assert_eq!(a, b, "{name}");
@@ -302,55 +310,71 @@ fn the_project_worker_rides_out_a_server_restart() {
     wait_for(1_500);
 }
 
-/// A message put into LEDGER_EVENTS by another publisher (here a copy of the last event with
-/// its data changed, at the next position) is not folded: `project` and `report --nats` stop
-/// on it, naming the position, and nothing of it is saved.
+/// A message put into LEDGER_EVENTS by another publisher (here a copy of the last event, at the
+/// next position, with its data changed, or with a hash of its own over another prev_hash) is
+/// not folded: `project` and `report --nats` stop on it, naming the position and why, and
+/// nothing of it is saved.
 #[test]
 fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
-    let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = support::store_file(dir.path());
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = support::sqlite_store_at(&path);
-    support::fill(store.as_ref(), 300);
-    let o = run(dir.path(), &["--nats", &nats.url(), "relay", "--once"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(dir.path(), &["--nats", &nats.url(), "project", "--once"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let before = report(dir.path(), Some(&nats.url()), "doses_by_directorate", &[]);
-
-    support::nats::rt().block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        let stream = js.get_stream(campaign_ledger::bus::STREAM).await.unwrap();
-        let last = stream.direct_get(300).await.unwrap();
-        let mut forged: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
-        forged["ledgerprevhash"] = forged["ledgerhash"].clone();
-        forged["ledgerposition"] = 301.into();
-        forged["data"]["dose_number"] = 2.into();
-        js.publish(
-            last.subject.to_string(),
-            serde_json::to_vec(&forged).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    });
-    for args in [
-        vec!["project", "--once"],
-        vec!["report", "doses_by_directorate"],
+    use campaign_ledger::bus::cloudevents;
+    use campaign_ledger::store::chain_hash;
+    for (relinked, says) in [
+        (false, "its hash does not match its content"),
+        (true, "its prev_hash is not the hash of the event before it"),
     ] {
-        let o = run(dir.path(), &[&["--nats", &nats.url()][..], &args].concat());
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.contains("position 301") && err.contains("the stream was altered"),
-            "{args:?}: {err}"
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let path = support::store_file(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let store = support::sqlite_store_at(&path);
+        support::fill(store.as_ref(), 300);
+        let o = run(dir.path(), &["--nats", &nats.url(), "relay", "--once"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(dir.path(), &["--nats", &nats.url(), "project", "--once"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let before = report(dir.path(), Some(&nats.url()), "doses_by_directorate", &[]);
+
+        support::nats::rt().block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+            let stream = js.get_stream(campaign_ledger::bus::STREAM).await.unwrap();
+            let last = stream.direct_get(300).await.unwrap();
+            let forged = if relinked {
+                // Self-consistent (its hash is right for its content), but not linked to 300.
+                let mut e = cloudevents::decode(&last.payload).unwrap();
+                e.position = 301;
+                e.event_id = uuid::Uuid::now_v7();
+                e.prev_hash = [7; 32];
+                e.hash = chain_hash(&e.prev_hash, &e.as_ref());
+                cloudevents::encode(&e.as_ref(), "/forged")
+            } else {
+                let mut v: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+                v["ledgerprevhash"] = v["ledgerhash"].clone();
+                v["ledgerposition"] = 301.into();
+                v["data"]["dose_number"] = 2.into();
+                serde_json::to_vec(&v).unwrap()
+            };
+            js.publish(last.subject.to_string(), forged.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
+        for args in [
+            vec!["project", "--once"],
+            vec!["report", "doses_by_directorate"],
+        ] {
+            let o = run(dir.path(), &[&["--nats", &nats.url()][..], &args].concat());
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains("position 301") && err.contains(says),
+                "{args:?}: {err}"
+            );
+        }
+        // What was folded before stays, and the embedded engine never saw the forgery.
+        assert_eq!(
+            report(dir.path(), None, "doses_by_directorate", &[]),
+            before
         );
     }
-    // What was folded before stays, and the embedded engine never saw the forgery.
-    assert_eq!(
-        report(dir.path(), None, "doses_by_directorate", &[]),
-        before
-    );
 }

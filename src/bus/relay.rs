@@ -202,7 +202,8 @@ pub async fn relay(
                 true
             }
             Err(BusError::Refused(why)) => {
-                // Not an outage: NATS answers, and refuses. Said once per reason.
+                unreachable = None; // NATS answers
+                                    // Not an outage: NATS answers, and refuses. Said once per reason.
                 if refused.as_deref() != Some(why.as_str()) {
                     tracing::warn!(
                         "{why}; the relay retries with backoff: fix the stream's limits or the server's storage"
@@ -595,18 +596,28 @@ fn prepare(
         if wait && store.wait_beyond(after, Duration::from_millis(500))? <= after {
             return Ok(Vec::new());
         }
-        if source.get().is_none() {
+        // The source comes from position 1: the event itself when the read starts there (the
+        // log may have been empty a moment ago), else read once.
+        if after > 0 && source.get().is_none() {
             if let Some(first) = store.read_all(0, 1)?.first() {
                 let _ = source.set(ledger_source(&first.hash));
             }
         }
-        // Set unless the log is empty, and then there is nothing to encode.
-        let source = source
-            .get()
-            .map(String::as_str)
-            .unwrap_or("/campaign-ledger");
         let mut out = Vec::with_capacity(BATCH as usize);
         store.scan(after, after + BATCH, &mut |e| {
+            let source = if e.position == 1 {
+                source.get_or_init(|| ledger_source(&e.hash))
+            } else {
+                source.get_or_init(|| {
+                    // Not reached: a read from after 0 starts at position 1, and a read from
+                    // further on set it above. Said loudly rather than guessed.
+                    tracing::error!(
+                        position = e.position,
+                        "the ledger's id was not read before its events"
+                    );
+                    "/campaign-ledger".to_string()
+                })
+            };
             out.push(Prepared {
                 position: e.position,
                 event_id: e.event_id.to_string(),

@@ -33,8 +33,12 @@ pub struct JetStreamSource {
     tail: Arc<Tail>,
     /// The last sequence the stream was last seen to hold (it never shrinks).
     known_last: AtomicU64,
-    /// The last event handed on (position, hash): the next position must link to it.
-    last_handed: Mutex<(u64, [u8; 32])>,
+    /// The last events handed on by recent reads (position, hash), at most `HANDED_KEEP`: a
+    /// read that starts right after one of them checks that its first event links to it
+    /// (`head()` and a load's checkpoint checks read single events elsewhere in between).
+    handed: Mutex<VecDeque<(u64, [u8; 32])>>,
+    /// Events read from the stream itself rather than from the tail (`read_from_stream`).
+    read_from_stream: AtomicU64,
 }
 
 /// The live end of the stream, for a worker that follows it: an ordered consumer, started by
@@ -73,6 +77,10 @@ impl TailState {
 /// 700 bytes): beyond, the oldest are dropped and read from the stream again if wanted.
 const TAIL_KEEP: usize = 16_384;
 
+/// Recent reads' last events kept for the link check (a load checks one checkpoint per
+/// projection, `head()` one more).
+const HANDED_KEEP: usize = 32;
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("NATS: {e}"))
 }
@@ -107,7 +115,8 @@ impl JetStreamSource {
             stream,
             tail: Arc::default(),
             known_last: AtomicU64::new(0),
-            last_handed: Mutex::new((0, GENESIS_HASH)),
+            handed: Mutex::default(),
+            read_from_stream: AtomicU64::new(0),
         })
     }
 
@@ -168,6 +177,12 @@ impl JetStreamSource {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
+    }
+
+    /// How many events reads have taken from the stream itself (a consumer from the position
+    /// asked for) rather than from what the tail kept: a follower keeps it low.
+    pub fn read_from_stream(&self) -> u64 {
+        self.read_from_stream.load(Ordering::Relaxed)
     }
 
     fn following(&self) -> bool {
@@ -235,10 +250,20 @@ impl JetStreamSource {
         if to <= after {
             return Ok(0);
         }
-        let mut last = *self.last_handed.lock().unwrap_or_else(|p| p.into_inner());
+        // The hash of the event before the first one, when a recent read handed it on.
+        let mut last = if after == 0 {
+            Some((0, GENESIS_HASH))
+        } else {
+            self.handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|(p, _)| *p == after)
+                .copied()
+        };
         let mut broken = None;
         let result = self.each_unchecked(after, to, &mut |e| {
-            let unlinked = e.position == last.0 + 1 && e.prev_hash != last.1;
+            let unlinked = last.is_some_and(|(p, h)| e.position == p + 1 && e.prev_hash != h);
             if unlinked || chain_hash(&e.prev_hash, &e) != e.hash {
                 broken = Some(StoreError::Corrupt(format!(
                     "{STREAM} position {}: {}; the stream was altered or holds messages of another publisher: \
@@ -252,13 +277,21 @@ impl JetStreamSource {
                 )));
                 return false;
             }
-            last = (e.position, e.hash);
+            last = Some((e.position, e.hash));
             f(e)
         });
         if let Some(b) = broken {
             return Err(b);
         }
-        *self.last_handed.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        if let Some(l) = last.filter(|l| l.0 > after) {
+            let mut handed = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+            if !handed.contains(&l) {
+                handed.push_back(l);
+                if handed.len() > HANDED_KEEP {
+                    handed.pop_front();
+                }
+            }
+        }
         result
     }
 
@@ -277,7 +310,9 @@ impl JetStreamSource {
             to.min(self.last_sequence()?)
         };
         let Some((first, kept)) = self.kept_in_tail(after, to) else {
-            return crate::store::read_events(&self.runtime, &self.stream, after, to, f);
+            let read = crate::store::read_events(&self.runtime, &self.stream, after, to, f)?;
+            self.read_from_stream.fetch_add(read, Ordering::Relaxed);
+            return Ok(read);
         };
         // The tail holds (first - 1, to]. What comes before (a follower that fell further
         // behind than the tail keeps, during a burst) is read from the stream, and only that.
@@ -294,6 +329,7 @@ impl JetStreamSource {
                     !stopped
                 },
             )?;
+            self.read_from_stream.fetch_add(read, Ordering::Relaxed);
             if stopped {
                 return Ok(read);
             }

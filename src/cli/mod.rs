@@ -1440,10 +1440,21 @@ fn follow_projections(
                 tracing::debug!(position = p, "projections caught up");
             }
             Err(e) => {
+                // A damaged or altered log does not mend by itself: said as an error, and
+                // tried again only every 30 s (each try reads again from the last save).
+                let damaged = matches!(
+                    e,
+                    crate::projection::ProjectionError::Store(store::StoreError::Corrupt(_))
+                );
                 if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
+                    if damaged {
+                        tracing::error!(error = %e, "projection catch-up refused the log; retrying every 30 s");
+                    } else {
+                        tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
+                    }
                 }
-                if stop(std::time::Duration::from_secs(1)) {
+                let pause = if damaged { 30 } else { 1 };
+                if stop(std::time::Duration::from_secs(pause)) {
                     return at;
                 }
                 continue;

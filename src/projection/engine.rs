@@ -605,9 +605,11 @@ impl Engine {
                 .map_err(|e| self.dberr(e))?;
             // A saved position the log does not hold, or holds with another hash: this file
             // was built from another log.
+            // (The head is asked again first: another process may have saved further since.)
             let foreign = |cp: i64, cp_hash: &[u8]| -> Result<bool, ProjectionError> {
-                Ok(cp as u64 > head
-                    || Self::hash_at(store, cp as u64)?.is_none_or(|h| h[..] != *cp_hash))
+                let cp = cp as u64;
+                Ok((cp > head && cp > store.head_position()?)
+                    || Self::hash_at(store, cp)?.is_none_or(|h| h[..] != *cp_hash))
             };
             let (checkpoint, status) = match row {
                 None => (0, "never built (builds on first read)".to_string()),

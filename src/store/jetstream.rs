@@ -652,13 +652,15 @@ async fn catch_up(stream: &stream::Stream, shared: &Arc<Shared>) -> Result<(), S
             let mut seq = head + 1;
             while seq <= last {
                 let mut chunk = Vec::with_capacity(CHUNK);
+                let mut failed = None;
                 // Wait for one message (10 s at most), then take what is already there.
                 while seq <= last && chunk.len() < CHUNK {
                     let next = if chunk.is_empty() {
                         match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
                             Ok(m) => m,
                             Err(_) => {
-                                return Err(unavailable(format!("no message {seq} within 10 s")))
+                                failed = Some(unavailable(format!("no message {seq} within 10 s")));
+                                break;
                             }
                         }
                     } else {
@@ -668,16 +670,33 @@ async fn catch_up(stream: &stream::Stream, shared: &Arc<Shared>) -> Result<(), S
                         }
                     };
                     let m = match next {
-                        Some(m) => m.map_err(unavailable)?,
-                        None => return Err(unavailable("the consumer ended early")),
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            failed = Some(unavailable(e));
+                            break;
+                        }
+                        None => {
+                            failed = Some(unavailable("the consumer ended early"));
+                            break;
+                        }
                     };
-                    let content_hash = content_hash_of(m.message.headers.as_ref(), seq)?;
-                    chunk.push((seq, content_hash, m.message.payload));
+                    match content_hash_of(m.message.headers.as_ref(), seq) {
+                        Ok(h) => chunk.push((seq, h, m.message.payload)),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                     seq += 1;
                 }
+                // What was received before a failure is indexed first: an earlier bad message
+                // is the one to report.
                 if tx.send(chunk).is_err() {
                     // The indexer stopped: its error says why.
                     break;
+                }
+                if let Some(e) = failed {
+                    return Err(e);
                 }
             }
             Ok(())
