@@ -45,6 +45,16 @@ fn the_scenario_through_nats_reports_what_the_embedded_engine_reports() {
     assert!(stdout(&o).contains("Relayed to"), "{}", stdout(&o));
     let o = run(dir.path(), &["--nats", &nats.url(), "project", "--once"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The text report says on standard error which side it comes from.
+    let o = run(
+        dir.path(),
+        &["--nats", &nats.url(), "report", "doses_by_directorate"],
+    );
+    assert!(
+        stderr(&o).contains("NATS-fed: folded from") && stderr(&o).contains("LEDGER_EVENTS"),
+        "{}",
+        stderr(&o)
+    );
     let fed = report(
         dir.path(),
         Some(&nats.url()),

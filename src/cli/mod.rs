@@ -974,6 +974,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let r = engine
                 .report(store.as_ref(), name, *as_of, *known_at)
                 .map_err(|e| anyhow!("{e}"))?;
+            if cli.nats.is_some() {
+                // On standard error: the report itself is the same whichever side folded it.
+                eprintln!(
+                    "NATS-fed: folded from {} into {}",
+                    store.describe(),
+                    cli.nats_projections_path().display()
+                );
+            }
             print_report(&r, *format)?;
             Ok(ExitCode::SUCCESS)
         }
