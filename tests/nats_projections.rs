@@ -388,3 +388,67 @@ fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
         );
     }
 }
+
+/// A following `project` whose stream is deleted and published afresh from another, shorter
+/// ledger notices that the stream is shorter than what it folded, and rebuilds from the new
+/// one: its saved state ends at the new ledger's head, with its hash, and reports as that
+/// ledger's embedded engine does.
+#[test]
+fn a_following_worker_rebuilds_when_its_stream_is_replaced() {
+    use campaign_ledger::store::EventStore;
+    use std::time::Instant;
+    let nats = NatsServer::start();
+    let ledger = |n: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = support::store_file(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let store = support::sqlite_store_at(&path);
+        support::fill(store.as_ref(), n);
+        let o = run(dir.path(), &["--nats", &nats.url(), "relay", "--once"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (dir, store)
+    };
+    let (a, _) = ledger(2_000);
+    let _worker = support::spawn(a.path(), &["--nats", &nats.url(), "project"]);
+    let db = a.path().join("ledger-data").join("nats-projections.db");
+    let saved = || -> (u64, Vec<u8>) {
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT checkpoint, checkpoint_hash FROM projections WHERE name = 'doses_by_directorate'",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                )
+            })
+            .unwrap_or((0, Vec::new()))
+    };
+    let wait_for = |what: &dyn Fn((u64, Vec<u8>)) -> bool, said: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !what(saved()) {
+            assert!(Instant::now() < deadline, "{said}: saved {:?}", saved().0);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(
+        &|(cp, _)| cp == 2_000,
+        "the worker did not fold the first ledger",
+    );
+
+    support::nats::rt().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        js.delete_stream(campaign_ledger::bus::STREAM)
+            .await
+            .unwrap();
+    });
+    let (b, b_store) = ledger(1_000);
+    let b_hash = b_store.head().unwrap().hash;
+    wait_for(
+        &|(cp, h)| cp == 1_000 && h[..] == b_hash[..],
+        "the worker did not rebuild from the new stream",
+    );
+    for name in PROJECTIONS {
+        let fed = report(a.path(), Some(&nats.url()), name, &[]);
+        let embedded = report(b.path(), None, name, &[]);
+        assert_eq!(fed, embedded, "{name}");
+    }
+}

@@ -233,7 +233,33 @@ impl JetStreamSource {
         let last = self.runtime.block_on(async {
             Ok::<_, StoreError>(s.info().await.map_err(unavailable)?.state.last_sequence)
         })?;
-        self.known_last.fetch_max(last, Ordering::SeqCst);
+        let seen = self.seen_last();
+        if last < seen {
+            // The stream holds less than it was seen to: it was deleted and created again
+            // (for another ledger, or to publish this one afresh). Forget what was seen of
+            // the old one; the engine, finding the log shorter than what it folded, reloads
+            // and rebuilds what does not belong to this stream.
+            tracing::warn!(
+                was = seen,
+                now = last,
+                "{STREAM} is shorter than it was: it was replaced; reading it afresh"
+            );
+            self.known_last.store(last, Ordering::SeqCst);
+            let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
+            t.kept.clear();
+            t.received = 0;
+            t.gap_reported = false;
+            if t.from.is_some() {
+                t.from = Some(1);
+            }
+            drop(t);
+            self.handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        } else {
+            self.known_last.fetch_max(last, Ordering::SeqCst);
+        }
         Ok(last)
     }
 

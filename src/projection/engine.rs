@@ -449,10 +449,16 @@ impl Engine {
     /// Folds every event committed since the saved checkpoints; returns the head position.
     pub fn catch_up(&self, store: &dyn EventStore) -> Result<u64, ProjectionError> {
         let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
+        let head = store.head_position()?;
+        // A log that ends before what was folded was replaced: start again from what is
+        // saved (`load` tells a state that does not belong to this log, which is rebuilt).
+        if guard
+            .as_ref()
+            .is_none_or(|lives| lives.iter().any(|l| l.checkpoint > head))
+        {
             *guard = Some(self.load(store)?);
         }
-        let result = self.advance(store, guard.as_mut().expect("loaded"));
+        let result = self.advance(store, guard.as_mut().expect("loaded"), head);
         if result.is_err() {
             // A read or a save failed part-way: the states in memory may hold part of a chunk
             // their checkpoints do not cover. The next call starts again from what is saved.
@@ -462,8 +468,12 @@ impl Engine {
     }
 
     /// Folds what `lives` lack up to the head, saving after each chunk.
-    fn advance(&self, store: &dyn EventStore, lives: &mut [Live]) -> Result<u64, ProjectionError> {
-        let head = store.head_position()?;
+    fn advance(
+        &self,
+        store: &dyn EventStore,
+        lives: &mut [Live],
+        head: u64,
+    ) -> Result<u64, ProjectionError> {
         let behind: Vec<usize> = (0..lives.len())
             .filter(|&i| lives[i].checkpoint < head)
             .collect();
