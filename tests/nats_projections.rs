@@ -395,7 +395,6 @@ fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
 /// ledger's embedded engine does.
 #[test]
 fn a_following_worker_rebuilds_when_its_stream_is_replaced() {
-    use campaign_ledger::store::EventStore;
     use std::time::Instant;
     let nats = NatsServer::start();
     let ledger = |n: u64| {
