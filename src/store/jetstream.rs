@@ -415,34 +415,10 @@ pub(crate) fn read_events(
         };
         let mut left = to - after;
         while left > 0 {
-            let mut chunk = Vec::with_capacity(CHUNK.min(left as usize));
-            let mut failed = None;
-            // Wait for one message, then take what is already there, up to a chunk.
-            while (chunk.len() as u64) < left && chunk.len() < CHUNK {
-                let next = if chunk.is_empty() {
-                    match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                        Ok(m) => m,
-                        Err(_) => {
-                            failed = Some(unavailable("no message within 10 s"));
-                            break;
-                        }
-                    }
-                } else {
-                    match futures_util::FutureExt::now_or_never(messages.next()) {
-                        Some(m) => m,
-                        None => break,
-                    }
-                };
-                match next {
-                    Some(Ok(m)) => chunk.push(m.message.payload),
-                    Some(Err(e)) => failed = Some(unavailable(e)),
-                    None => failed = Some(unavailable("the consumer ended early")),
-                }
-                if failed.is_some() {
-                    break;
-                }
-            }
-            left -= chunk.len() as u64;
+            let (got, failed) =
+                next_chunk(&mut messages, to + 1 - left, CHUNK.min(left as usize)).await;
+            left -= got.len() as u64;
+            let chunk: Vec<_> = got.into_iter().map(|m| m.message.payload).collect();
             if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
                 return;
             }
@@ -597,6 +573,39 @@ pub(crate) async fn ordered_messages(
     consumer.messages().await.map_err(unavailable)
 }
 
+/// Up to `max` messages of `messages`, the first at position `next`: waits for the first (10 s
+/// at most), then takes what has already arrived. A failure ends the chunk and comes with
+/// what was received before it, for the caller to hand on first.
+async fn next_chunk(
+    messages: &mut jetstream::consumer::push::Ordered,
+    next: u64,
+    max: usize,
+) -> (Vec<jetstream::Message>, Option<StoreError>) {
+    let mut chunk = Vec::with_capacity(max);
+    while chunk.len() < max {
+        let m = if chunk.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    let e = unavailable(format!("no message {next} within 10 s"));
+                    return (chunk, Some(e));
+                }
+            }
+        } else {
+            match futures_util::FutureExt::now_or_never(messages.next()) {
+                Some(m) => m,
+                None => break,
+            }
+        };
+        match m {
+            Some(Ok(m)) => chunk.push(m),
+            Some(Err(e)) => return (chunk, Some(unavailable(e))),
+            None => return (chunk, Some(unavailable("the consumer ended early"))),
+        }
+    }
+    (chunk, None)
+}
+
 fn content_hash_of(headers: Option<&HeaderMap>, position: u64) -> Result<[u8; 32], StoreError> {
     headers
         .and_then(|h| h.get("Ledger-Command-Hash"))
@@ -651,35 +660,10 @@ async fn catch_up(stream: &stream::Stream, shared: &Arc<Shared>) -> Result<(), S
         let received = async {
             let mut seq = head + 1;
             while seq <= last {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let mut failed = None;
-                // Wait for one message (10 s at most), then take what is already there.
-                while seq <= last && chunk.len() < CHUNK {
-                    let next = if chunk.is_empty() {
-                        match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                            Ok(m) => m,
-                            Err(_) => {
-                                failed = Some(unavailable(format!("no message {seq} within 10 s")));
-                                break;
-                            }
-                        }
-                    } else {
-                        match futures_util::FutureExt::now_or_never(messages.next()) {
-                            Some(m) => m,
-                            None => break,
-                        }
-                    };
-                    let m = match next {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            failed = Some(unavailable(e));
-                            break;
-                        }
-                        None => {
-                            failed = Some(unavailable("the consumer ended early"));
-                            break;
-                        }
-                    };
+                let (got, mut failed) =
+                    next_chunk(&mut messages, seq, CHUNK.min((last + 1 - seq) as usize)).await;
+                let mut chunk = Vec::with_capacity(got.len());
+                for m in got {
                     match content_hash_of(m.message.headers.as_ref(), seq) {
                         Ok(h) => chunk.push((seq, h, m.message.payload)),
                         Err(e) => {
