@@ -225,6 +225,17 @@ impl Engine {
         Ok(h)
     }
 
+    /// The log's hash at a saved checkpoint if it is the one saved with it (None: the log
+    /// lacks that position or holds another event there: the state was built from another
+    /// log).
+    fn checkpoint_on(
+        store: &dyn EventStore,
+        position: u64,
+        saved_hash: &[u8],
+    ) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(Self::hash_at(store, position)?.filter(|h| h[..] == *saved_hash))
+    }
+
     /// Loads saved states; a state whose definition changed, or whose checkpoint is not on this
     /// log (the store was replaced), starts again from position 0.
     fn load(&self, store: &dyn EventStore) -> Result<Vec<Live>, ProjectionError> {
@@ -248,8 +259,8 @@ impl Engine {
             let live = match row {
                 Some((hash, cp, cp_hash, text)) if hash == c.def.hash => {
                     let cp = cp as u64;
-                    match (decode(&text), Self::hash_at(store, cp)?) {
-                        (Some(state), Some(h)) if h[..] == cp_hash[..] => Live {
+                    match (decode(&text), Self::checkpoint_on(store, cp, &cp_hash)?) {
+                        (Some(state), Some(h)) => Live {
                             state,
                             checkpoint: cp,
                             checkpoint_hash: h,
@@ -613,23 +624,19 @@ impl Engine {
                 )
                 .optional()
                 .map_err(|e| self.dberr(e))?;
-            // A saved position the log does not hold, or holds with another hash: this file
-            // was built from another log.
-            // (The head is asked again first: another process may have saved further since.)
-            let foreign = |cp: i64, cp_hash: &[u8]| -> Result<bool, ProjectionError> {
-                let cp = cp as u64;
-                Ok((cp > head && cp > store.head_position()?)
-                    || Self::hash_at(store, cp)?.is_none_or(|h| h[..] != *cp_hash))
-            };
             let (checkpoint, status) = match row {
                 None => (0, "never built (builds on first read)".to_string()),
                 Some((h, _, _)) if h != c.def.hash => {
                     (0, "definition changed (rebuilds on next read)".to_string())
                 }
-                Some((_, cp, cp_hash)) if foreign(cp, &cp_hash)? => (
-                    cp as u64,
-                    "built from another log (rebuilt from this one on next read)".to_string(),
-                ),
+                Some((_, cp, cp_hash))
+                    if Self::checkpoint_on(store, cp as u64, &cp_hash)?.is_none() =>
+                {
+                    (
+                        cp as u64,
+                        "built from another log (rebuilt from this one on next read)".to_string(),
+                    )
+                }
                 Some((_, cp, _)) if cp as u64 >= head => (cp as u64, "up to date".to_string()),
                 Some((_, cp, _)) => (
                     cp as u64,
