@@ -202,8 +202,8 @@ pub async fn relay(
                 true
             }
             Err(BusError::Refused(why)) => {
-                unreachable = None; // NATS answers
-                                    // Not an outage: NATS answers, and refuses. Said once per reason.
+                // Not an outage: NATS answers, and refuses. Said once per reason.
+                unreachable = None;
                 if refused.as_deref() != Some(why.as_str()) {
                     tracing::warn!(
                         "{why}; the relay retries with backoff: fix the stream's limits or the server's storage"

@@ -1426,10 +1426,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The ids of the reference directorates (token files are checked against them).
 /// Keeps `engine` caught up with `store` until `stop` says so, waiting for new events after
 /// each catch-up (`project` following, and `serve`). A failure (the log or NATS unreachable
-/// for a while) is logged once and retried every second until it passes, as the relay does.
+/// for a while) is logged once and retried every second until it passes, as the relay does;
+/// a log refused as damaged or altered, every 30 s.
 /// `stop(d)` waits up to `d` for a stop request and says whether one came. Returns the last
 /// position folded.
 fn follow_projections(
@@ -1481,6 +1481,7 @@ fn follow_projections(
     }
 }
 
+/// The ids of the reference directorates (token files are checked against them).
 fn directorate_ids() -> std::collections::BTreeSet<String> {
     Reference::builtin().directorates.keys().cloned().collect()
 }
