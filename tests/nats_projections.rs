@@ -3,7 +3,9 @@
 
 mod support;
 
+use campaign_ledger::store::EventStore;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use support::nats::NatsServer;
 use support::{run, stderr, stdout};
@@ -25,6 +27,36 @@ fn report(
     let mut v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     v.as_object_mut().unwrap().remove("position");
     v
+}
+
+/// A SQLite ledger in `dir`, where the binary run there finds it, filled with `n` events.
+fn filled_ledger(dir: &std::path::Path, n: u64) -> Arc<dyn EventStore> {
+    let store = support::sqlite_store_at(&support::store_file(dir));
+    support::fill(store.as_ref(), n);
+    store
+}
+
+/// `filled_ledger`, then published to `nats` by `relay --once`.
+fn published_ledger(nats: &NatsServer, dir: &std::path::Path, n: u64) -> Arc<dyn EventStore> {
+    let store = filled_ledger(dir, n);
+    let o = run(dir, &["--nats", &nats.url(), "relay", "--once"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    store
+}
+
+/// What `project` run in `dir` saved for doses_by_directorate: its checkpoint and the hash
+/// there ((0, empty) before the first save).
+fn saved_checkpoint(dir: &std::path::Path) -> (u64, Vec<u8>) {
+    let db = dir.join("ledger-data").join("nats-projections.db");
+    rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT checkpoint, checkpoint_hash FROM projections WHERE name = 'doses_by_directorate'",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+        })
+        .unwrap_or((0, Vec::new()))
 }
 
 const PROJECTIONS: [&str; 5] = [
@@ -96,13 +128,7 @@ fn the_scenario_through_nats_reports_what_the_embedded_engine_reports() {
 fn a_worker_killed_mid_fold_resumes_and_equals_a_rebuild() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let path = support::store_file(dir.path());
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = support::sqlite_store_at(&path);
-    support::fill(store.as_ref(), 120_000);
-    assert!(run(dir.path(), &["--nats", &nats.url(), "relay", "--once"])
-        .status
-        .success());
+    published_ledger(&nats, dir.path(), 120_000);
     for delay in [150u64, 400, 900] {
         let mut worker = support::bin()
             .current_dir(dir.path())
@@ -147,15 +173,12 @@ fn relayed_ledger(
 ) -> (
     NatsServer,
     tempfile::TempDir,
-    std::sync::Arc<dyn campaign_ledger::store::EventStore>,
+    Arc<dyn EventStore>,
     support::Running,
 ) {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let path = support::store_file(dir.path());
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = support::sqlite_store_at(&path);
-    support::fill(store.as_ref(), n);
+    let store = filled_ledger(dir.path(), n);
     let relay = support::spawn(dir.path(), &["--nats", &nats.url(), "relay"]);
     support::nats::wait_for_stream(
         &nats.url(),
@@ -176,9 +199,7 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
     use campaign_ledger::bus::{JetStreamSource, STREAM};
     use campaign_ledger::domain::Policy;
     use campaign_ledger::projection::{load_definitions, Engine};
-    use campaign_ledger::store::EventStore;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
     use std::time::Instant;
 
     let (mut nats, dir, store, relay) = relayed_ledger(1_000);
@@ -283,18 +304,7 @@ fn the_project_worker_rides_out_a_server_restart() {
     use std::time::Instant;
     let (mut nats, dir, store, _relay) = relayed_ledger(1_000);
     let mut worker = support::spawn(dir.path(), &["--nats", &nats.url(), "project"]);
-    let db = dir.path().join("ledger-data").join("nats-projections.db");
-    let checkpoint = || -> u64 {
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT checkpoint FROM projections WHERE name = 'doses_by_directorate'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .map_or(0, |c| c as u64)
-    };
+    let checkpoint = || saved_checkpoint(dir.path()).0;
     let mut wait_for = |n: u64| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while checkpoint() < n {
@@ -334,12 +344,7 @@ fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
     ] {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let path = support::store_file(dir.path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let store = support::sqlite_store_at(&path);
-        support::fill(store.as_ref(), 300);
-        let o = run(dir.path(), &["--nats", &nats.url(), "relay", "--once"]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        published_ledger(&nats, dir.path(), 300);
         let o = run(dir.path(), &["--nats", &nats.url(), "project", "--once"]);
         assert!(o.status.success(), "{}", stderr(&o));
         let before = report(dir.path(), Some(&nats.url()), "doses_by_directorate", &[]);
@@ -397,30 +402,10 @@ fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
 fn a_following_worker_rebuilds_when_its_stream_is_replaced() {
     use std::time::Instant;
     let nats = NatsServer::start();
-    let ledger = |n: u64| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = support::store_file(dir.path());
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let store = support::sqlite_store_at(&path);
-        support::fill(store.as_ref(), n);
-        let o = run(dir.path(), &["--nats", &nats.url(), "relay", "--once"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        (dir, store)
-    };
-    let (a, _) = ledger(2_000);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    published_ledger(&nats, a.path(), 2_000);
     let _worker = support::spawn(a.path(), &["--nats", &nats.url(), "project"]);
-    let db = a.path().join("ledger-data").join("nats-projections.db");
-    let saved = || -> (u64, Vec<u8>) {
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT checkpoint, checkpoint_hash FROM projections WHERE name = 'doses_by_directorate'",
-                    [],
-                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-                )
-            })
-            .unwrap_or((0, Vec::new()))
-    };
+    let saved = || saved_checkpoint(a.path());
     let wait_for = |what: &dyn Fn((u64, Vec<u8>)) -> bool, said: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !what(saved()) {
@@ -439,7 +424,7 @@ fn a_following_worker_rebuilds_when_its_stream_is_replaced() {
             .await
             .unwrap();
     });
-    let (b, b_store) = ledger(1_000);
+    let b_store = published_ledger(&nats, b.path(), 1_000);
     let b_hash = b_store.head().unwrap().hash;
     wait_for(
         &|(cp, h)| cp == 1_000 && h[..] == b_hash[..],
