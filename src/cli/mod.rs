@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod findings;
+
 /// An event-sourced, hash-chained ledger for a vaccination campaign.
 #[derive(Parser, Debug)]
 #[command(name = "campaign-ledger", version, about, long_about = None)]
@@ -201,6 +203,23 @@ pub enum Cmd {
         #[arg(long, value_parser = parse_date)]
         as_of: Option<NaiveDate>,
         /// Only what the ledger had recorded by this instant (RFC 3339, e.g. 2021-12-17T18:00:00+01:00).
+        #[arg(long, value_parser = parse_instant)]
+        known_at: Option<DateTime<FixedOffset>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// List the open data-quality findings: people whose recorded series no longer holds after
+    /// a correction (a second dose with no first…), with the entries involved and what to do.
+    /// Persons appear by pseudonym only.
+    Findings {
+        /// Only this directorate's findings (its id, for example lyon).
+        #[arg(long)]
+        directorate: Option<String>,
+        /// Findings dated up to the end of this day (YYYY-MM-DD, campaign time zone).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<NaiveDate>,
+        /// Only what the ledger had recorded by this instant (RFC 3339).
         #[arg(long, value_parser = parse_instant)]
         known_at: Option<DateTime<FixedOffset>>,
         /// Output format.
@@ -471,6 +490,7 @@ impl Cli {
             && matches!(
                 self.command,
                 Cmd::Report { .. }
+                    | Cmd::Findings { .. }
                     | Cmd::Scenario { .. }
                     | Cmd::Submit { .. }
                     | Cmd::Audit { .. }
@@ -985,6 +1005,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print_report(&r, *format)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Findings {
+            directorate,
+            as_of,
+            known_at,
+            format,
+        } => findings::run(&cli, directorate.as_deref(), *as_of, *known_at, *format),
         Cmd::Audit {
             key,
             action:

@@ -84,12 +84,6 @@ pub enum Rejection {
     },
     #[error("No dose entry was recorded by command {0}; give the command_id of the AdministerDose or RecordExternalDose to reverse.")]
     UnknownEntry(Uuid),
-    #[error("The {kind} dose given on {on} (command {command_id}) builds on this entry; reverse it first.")]
-    LaterDoseDependsOnEntry {
-        kind: &'static str,
-        on: NaiveDate,
-        command_id: Uuid,
-    },
     #[error("The entry recorded by command {0} is already reversed.")]
     AlreadyReversed(Uuid),
     #[error("Ticket {0} was never issued; check the ticket number.")]
@@ -143,7 +137,6 @@ impl Rejection {
             AdministeredInFuture { .. } => "administered_in_future",
             DatedInFuture { .. } => "dated_in_future",
             UnknownEntry(_) => "unknown_entry",
-            LaterDoseDependsOnEntry { .. } => "later_dose_depends_on_entry",
             AlreadyReversed(_) => "already_reversed",
             UnknownTicket(_) => "unknown_ticket",
             TicketAlreadyIssued(_) => "ticket_already_issued",
@@ -698,24 +691,8 @@ pub fn decide(
             if entry.reversed {
                 return Err(Rejection::AlreadyReversed(c.reverses));
             }
-            // A later dose built on this one (a second on a first, a booster on the series)
-            // must be reversed first: history never shows a second dose without its first.
-            let depends = |d: &DoseEntry| match entry.kind {
-                DoseKind::First => d.kind != DoseKind::First,
-                DoseKind::Second => d.kind == DoseKind::Booster,
-                DoseKind::Booster => false,
-            };
-            if let Some(later) = state
-                .person
-                .valid()
-                .find(|d| d.origin != entry.origin && depends(d))
-            {
-                return Err(Rejection::LaterDoseDependsOnEntry {
-                    kind: later.kind.as_str(),
-                    on: policy.local_date(later.at),
-                    command_id: later.origin.command_id,
-                });
-            }
+            // Accepted whatever was recorded after it (a correction states a fact about the
+            // record): what it breaks in the series becomes a finding (`findings`), not a refusal.
             match &entry.given {
                 Some(given) => Ok(vec![Event::DoseEntryReversed(DoseEntryReversed {
                     reversed_event_id: entry.origin.event_id,

@@ -4,6 +4,7 @@
 mod command;
 mod decide;
 mod event;
+mod findings;
 mod policy;
 pub mod schema;
 mod types;
@@ -14,5 +15,6 @@ mod decide_tests;
 pub use command::*;
 pub use decide::*;
 pub use event::*;
+pub use findings::*;
 pub use policy::*;
 pub use types::*;

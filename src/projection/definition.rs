@@ -70,6 +70,7 @@ struct FileDef {
     source: Vec<FileSource>,
     #[serde(default)]
     column: Vec<FileColumn>,
+    fold: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +211,25 @@ pub struct Definition {
     pub hash: String,
     /// Where it came from (a file path, or `builtin:NAME`).
     pub origin: String,
+    /// A fold the domain provides instead of `[[source]]`s (`fold = "series_findings"`).
+    pub fold: Option<Fold>,
+}
+
+/// Folds the domain provides, for read models that counting events cannot give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// Each person's dose series, and the data-quality findings the domain derives from it:
+    /// rows keyed by `directorate` and `kind`, one `count` column of open findings.
+    SeriesFindings,
+}
+
+impl Fold {
+    /// Group fields a fold can give.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Fold::SeriesFindings => &["directorate", "kind"],
+        }
+    }
 }
 
 /// A definition file could not be loaded.
@@ -258,7 +278,42 @@ impl Definition {
                 f.name
             )));
         }
-        if f.source.is_empty() {
+        let fold = match f.fold.as_deref() {
+            None => None,
+            Some("series_findings") => Some(Fold::SeriesFindings),
+            Some(other) => {
+                return Err(err(format!(
+                    "fold = {other:?} is not a fold the ledger provides; the only one is \"series_findings\""
+                )))
+            }
+        };
+        if let Some(fold) = fold {
+            let keys = fold.keys();
+            if !f.source.is_empty() || f.bucket.is_some() || f.rollup_by.is_some() || f.cumulative {
+                return Err(err(
+                    "a fold reads the events itself: remove [[source]], bucket, cumulative and rollup_by".into(),
+                ));
+            }
+            if let Some(bad) = f.group_by.iter().find(|k| !keys.contains(&k.as_str())) {
+                return Err(err(format!(
+                    "group_by {bad:?}: this fold groups by {} only",
+                    keys.join(" and ")
+                )));
+            }
+            let one_count = f.column.len() == 1
+                && f.column.iter().all(|c| {
+                    c.agg == Agg::Count
+                        && c.field.is_none()
+                        && c.filter.is_empty()
+                        && c.events.is_none()
+                        && c.signs.is_empty()
+                });
+            if !one_count {
+                return Err(err(
+                    "a fold gives one [[column]] with agg = \"count\" and nothing else".into(),
+                ));
+            }
+        } else if f.source.is_empty() {
             return Err(err(
                 "no [[source]]: name at least one event type to fold".into()
             ));
@@ -442,6 +497,7 @@ impl Definition {
             columns,
             hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
             origin: origin.to_string(),
+            fold,
         })
     }
 }
@@ -475,6 +531,10 @@ const BUILTIN: &[(&str, &str)] = &[
     (
         "survey_coverage",
         include_str!("../../projections/survey_coverage.toml"),
+    ),
+    (
+        "data_quality",
+        include_str!("../../projections/data_quality.toml"),
     ),
 ];
 

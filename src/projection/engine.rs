@@ -4,6 +4,7 @@
 
 use super::definition::Definition;
 use super::report::{self, Report};
+use super::series::{PersonFinding, SeriesFold};
 use super::state::{Compiled, Fields, Input, Router, Scratch, State};
 use crate::store::{DataRef, EventStore, StoreError};
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
@@ -30,6 +31,14 @@ pub enum ProjectionError {
         /// The file.
         path: String,
         /// What failed.
+        message: String,
+    },
+    /// An event's data could not be read back as its type (run `audit verify`).
+    #[error("the event at position {position} cannot be read: {message}; run `campaign-ledger audit verify`")]
+    Data {
+        /// Its position.
+        position: u64,
+        /// What is wrong.
         message: String,
     },
 }
@@ -83,6 +92,10 @@ pub struct Engine {
     path: PathBuf,
     db: Mutex<Connection>,
     live: Mutex<Option<Vec<Live>>>,
+    /// The rules findings are judged by (the default policy in the engine's time zone).
+    policy: crate::domain::Policy,
+    /// The person series behind the `fold = "series_findings"` projections, read lazily.
+    series: Mutex<SeriesFold>,
 }
 
 type StoredGroup = (Vec<String>, Vec<(i32, Vec<super::state::Cell>)>);
@@ -191,6 +204,11 @@ impl Engine {
             path: path.to_path_buf(),
             db: Mutex::new(conn),
             live: Mutex::new(None),
+            policy: crate::domain::Policy {
+                time_zone: tz,
+                ..crate::domain::Policy::default()
+            },
+            series: Mutex::new(SeriesFold::default()),
         })
     }
 
@@ -486,7 +504,7 @@ impl Engine {
         head: u64,
     ) -> Result<u64, ProjectionError> {
         let behind: Vec<usize> = (0..lives.len())
-            .filter(|&i| lives[i].checkpoint < head)
+            .filter(|&i| lives[i].checkpoint < head && self.compiled[i].def.fold.is_none())
             .collect();
         if behind.is_empty() {
             return Ok(head);
@@ -544,8 +562,15 @@ impl Engine {
         known_at: Option<DateTime<FixedOffset>>,
     ) -> Result<Report, ProjectionError> {
         let i = self.index(name)?;
-        let head = self.catch_up(store)?;
         let def = &self.compiled[i].def;
+        if def.fold.is_some() {
+            let (state, position) = self.with_series(store, known_at, |fold| {
+                (fold.state(&self.policy, &def.group_by), fold.mark.position)
+            })?;
+            let known = known_at.map(|k| k.to_rfc3339());
+            return Ok(report::build(def, &state, as_of, known, position));
+        }
+        let head = self.catch_up(store)?;
         match known_at {
             None => {
                 let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -571,6 +596,27 @@ impl Engine {
     /// Replays the whole log into a new state beside the live one, compares, and swaps it in.
     pub fn rebuild(&self, store: &dyn EventStore, name: &str) -> Result<Rebuilt, ProjectionError> {
         let i = self.index(name)?;
+        if let Some(keys) = self.compiled[i]
+            .def
+            .fold
+            .map(|_| &self.compiled[i].def.group_by)
+        {
+            let mut guard = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            let head = store.head_position()?;
+            let mut fresh = SeriesFold::default();
+            fresh.advance(store, head, None, &self.policy)?;
+            let had = guard.mark.position > 0;
+            let identical = (had && guard.mark.position == fresh.mark.position)
+                .then(|| guard.state(&self.policy, keys) == fresh.state(&self.policy, keys));
+            let position = fresh.mark.position;
+            *guard = fresh;
+            return Ok(Rebuilt {
+                name: name.to_string(),
+                events: position,
+                position,
+                identical_to_live: identical,
+            });
+        }
         // Was there a saved state of this very definition to compare with?
         let had_state = {
             let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
@@ -616,6 +662,29 @@ impl Engine {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for c in &self.compiled {
+            if c.def.fold.is_some() {
+                let at = self
+                    .series
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mark
+                    .position;
+                out.push(Status {
+                    name: c.def.name.clone(),
+                    description: c.def.description.clone(),
+                    origin: c.def.origin.clone(),
+                    checkpoint: at,
+                    head,
+                    status: if at == 0 && head > 0 {
+                        "kept in memory (folded from the log on first read)".to_string()
+                    } else if at >= head {
+                        "up to date (kept in memory)".to_string()
+                    } else {
+                        format!("behind by {} events (catches up on next read)", head - at)
+                    },
+                });
+                continue;
+            }
             let row: Option<(String, i64, Vec<u8>)> = db
                 .query_row(
                     "SELECT definition_hash, checkpoint, checkpoint_hash FROM projections WHERE name = ?1",
@@ -665,6 +734,15 @@ impl Engine {
         name: &str,
     ) -> Result<(State, u64), ProjectionError> {
         let i = self.index(name)?;
+        if let Some(keys) = self.compiled[i]
+            .def
+            .fold
+            .map(|_| &self.compiled[i].def.group_by)
+        {
+            return self.with_series(store, None, |fold| {
+                (fold.state(&self.policy, keys), fold.mark.position)
+            });
+        }
         self.catch_up(store)?;
         let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let l = &guard.as_ref().expect("caught up")[i];
@@ -679,8 +757,59 @@ impl Engine {
     ) -> Result<(State, u64), ProjectionError> {
         let i = self.index(name)?;
         let head = store.head_position()?;
+        if let Some(keys) = self.compiled[i]
+            .def
+            .fold
+            .map(|_| &self.compiled[i].def.group_by)
+        {
+            let mut fresh = SeriesFold::default();
+            fresh.advance(store, head, None, &self.policy)?;
+            return Ok((fresh.state(&self.policy, keys), fresh.mark.position));
+        }
         let mut state = State::default();
         let (pos, _) = self.replay(store, &mut [(i, 0, &mut state)], 0, head, None)?;
         Ok((state, pos))
+    }
+
+    /// Calls `f` on the person series as the log holds them now (the live fold, caught up to
+    /// the head), or as known at a commit time (folded afresh up to it).
+    fn with_series<T>(
+        &self,
+        store: &dyn EventStore,
+        known_at: Option<DateTime<FixedOffset>>,
+        f: impl FnOnce(&SeriesFold) -> T,
+    ) -> Result<T, ProjectionError> {
+        let head = store.head_position()?;
+        if let Some(k) = known_at {
+            let k_text = crate::store::format_recorded_at(k.with_timezone(&Utc));
+            let mut fold = SeriesFold::default();
+            fold.advance(store, head, Some(&k_text), &self.policy)?;
+            return Ok(f(&fold));
+        }
+        let mut guard = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        // A log that no longer holds what was folded (it was replaced): fold it afresh.
+        let on_log = guard.mark.position <= head
+            && Self::hash_at(store, guard.mark.position)? == Some(guard.mark.hash);
+        if !on_log {
+            *guard = SeriesFold::default();
+        }
+        if let Err(e) = guard.advance(store, head, None, &self.policy) {
+            *guard = SeriesFold::default();
+            return Err(e);
+        }
+        Ok(f(&guard))
+    }
+
+    /// The open data-quality findings dated on or before `as_of`, as known now or at a commit
+    /// time; with the last position read.
+    pub fn findings(
+        &self,
+        store: &dyn EventStore,
+        as_of: Option<NaiveDate>,
+        known_at: Option<DateTime<FixedOffset>>,
+    ) -> Result<(Vec<PersonFinding>, u64), ProjectionError> {
+        self.with_series(store, known_at, |fold| {
+            (fold.open(&self.policy, as_of), fold.mark.position)
+        })
     }
 }

@@ -5,9 +5,11 @@
 mod definition;
 mod engine;
 mod report;
+mod series;
 mod state;
 
-pub use definition::{load_definitions, Agg, Bucket, Definition, DefinitionError};
+pub use definition::{load_definitions, Agg, Bucket, Definition, DefinitionError, Fold};
 pub use engine::{db_path_for, Engine, ProjectionError, Rebuilt, Status};
 pub use report::{Report, Row};
+pub use series::{FindingView, PersonFinding};
 pub use state::{State, Val};

@@ -193,6 +193,7 @@ impl Gen {
     }
 }
 
+#[derive(Clone)]
 struct Dose {
     person: String,
     band: AgeBand,
@@ -466,13 +467,14 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
         )
     };
 
+    let mut first_ids = Vec::with_capacity(firsts.len());
     for f in &firsts {
         // A paper backlog: a few of the last days' doses are entered only on the Monday after.
         let record = (f.day >= late_from && late < 10 && !dts[f.dt].sessions).then(|| {
             late += 1;
             paris(p.as_of + Duration::days(3), 9, 30)
         });
-        administer(
+        first_ids.push(administer(
             &mut g,
             &mut sessions,
             f,
@@ -480,7 +482,7 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             f.day,
             f.product,
             record,
-        );
+        ));
     }
     for &(idx, day, product) in &seconds {
         administer(
@@ -917,6 +919,62 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                 dose: DoseKind::First,
             }),
         );
+    }
+
+    // Corrections weeks later (planned last, so that the draws above stay as they were): a
+    // first dose entered under the wrong person, found after that person's second dose. The
+    // entry is reversed (always accepted) and the dose recorded for the person who had it,
+    // so every count stays; the series left with a second dose and no first is a finding.
+    // For the first case the person's real first dose, given elsewhere, is recorded later and
+    // resolves it; the second stays open for the directorate's supervisor.
+    let mut corrected: Vec<usize> = Vec::new();
+    for &(idx, second_day, _) in &seconds {
+        let f = &firsts[idx];
+        let taken = corrected.iter().any(|&c| firsts[c].dt == f.dt);
+        if corrected.len() == 2
+            || taken
+            || dts[f.dt].sessions
+            || f.prior
+            || second_day + Duration::days(28) > p.as_of
+        {
+            continue;
+        }
+        corrected.push(idx);
+        let found_on = second_day + Duration::days(21);
+        let found_at = paris(found_on, 11, 0);
+        g.plan(
+            found_at,
+            Command::ReverseDoseEntry(ReverseDoseEntry {
+                reverses: first_ids[idx],
+                reason: ReversalReason::EnteredInError,
+            }),
+        );
+        let who_had_it = Dose {
+            person: g.person(),
+            ..f.clone()
+        };
+        administer(
+            &mut g,
+            &mut sessions,
+            &who_had_it,
+            DoseKind::First,
+            f.day,
+            f.product,
+            Some(paris(found_on, 11, 30)),
+        );
+        if corrected.len() == 1 {
+            let given = paris(f.day - Duration::days(7), 10, 0);
+            g.plan(
+                paris(found_on + Duration::days(6), 15, 0),
+                Command::RecordExternalDose(RecordExternalDose {
+                    person_ref: f.person.clone(),
+                    product: f.product,
+                    dose: DoseKind::First,
+                    administered_at: given,
+                    evidence: Evidence::EuDcc,
+                }),
+            );
+        }
     }
 
     g.planned.sort_by_key(|a| (a.0, a.1));
