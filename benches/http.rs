@@ -173,7 +173,7 @@ fn main() {
                 expires_at: None,
             }],
         },
-        &Reference::builtin().directorates.keys().cloned().collect(),
+        &Reference::builtin(),
     )
     .unwrap();
     let state = AppState::new(ledger, engine).with_auth(auth);

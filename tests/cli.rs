@@ -227,7 +227,7 @@ fn demo_then_audit_and_projections() {
     assert_eq!(d["position"], v["position"]);
     assert_eq!(d["hash"], v["hash"]);
     let o = run(dir.path(), &["projections", "list"]);
-    assert_eq!(stdout(&o).lines().count(), 5);
+    assert_eq!(stdout(&o).lines().count(), 8);
     assert!(
         stdout(&o).lines().all(|l| l.contains("up to date")),
         "{}",

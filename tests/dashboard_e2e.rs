@@ -2,7 +2,9 @@
 //! `demo --serve` on port 0, the page opened with the printed URL (auditor token in the
 //! fragment), the national totals read from the page (1,428 and 880 as of 2021-12-17, in
 //! French number format), a command posted through the API appearing on the page without a
-//! reload, English on the switch, a phone-width layout without horizontal scrolling, the
+//! reload, the data-quality findings, the notice of figures revised after their date, "known
+//! at" read in Paris time, the Lyon supervisor's own page, English on the switch, a
+//! phone-width layout without horizontal scrolling, the
 //! "disconnected" state when the server stops, and screenshots kept under
 //! `target/tmp/dashboard-e2e/`.
 //!
@@ -353,6 +355,43 @@ fn the_dashboard_shows_the_totals_follows_new_commands_live_and_fits_a_phone() {
     );
     page.screenshot(&artefacts.join("dashboard.png"));
 
+    // The agents column of the report, the data-quality panel (the scenario's open finding in
+    // Lyon, with the person's pseudonym only), and the notice that 17 December was revised
+    // after that evening (the paper backlog), with the way to the "known at" view.
+    assert_eq!(
+        page.eval("document.querySelector('#directorates tbody tr[data-directorate=paris] td[data-key=agents]').textContent"),
+        json!("14")
+    );
+    assert_eq!(
+        page.eval("document.getElementById('findings-count').dataset.value"),
+        json!("1")
+    );
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('#findings-list .finding')].map(e => e.dataset.kind + '@' + e.dataset.directorate)"),
+        json!(["second_dose_without_first@lyon"])
+    );
+    let item = page.eval("document.querySelector('#findings-list .finding').textContent");
+    assert!(
+        item.as_str()
+            .unwrap()
+            .contains("Enregistrer la première dose"),
+        "{item}"
+    );
+    assert!(
+        !item.as_str().unwrap().contains("p-"),
+        "a ref in the list: {item}"
+    );
+    let notice = page.eval("document.getElementById('revision').textContent");
+    assert!(
+        notice.as_str().unwrap().contains("1\u{202f}420")
+            || notice.as_str().unwrap().contains("1 420"),
+        "{notice}"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('revision').dataset.kind"),
+        json!("revised")
+    );
+
     // A command through the API appears without a reload.
     page.eval("window.__notReloaded = true");
     let dose = json!({"type": "AdministerDose", "command_id": uuid::Uuid::now_v7(),
@@ -392,23 +431,29 @@ fn the_dashboard_shows_the_totals_follows_new_commands_live_and_fits_a_phone() {
     );
 
     // Time travel for auditors: what the ledger knew on the evening of 17 December 2021
-    // (the dose just posted was recorded today, so it is not there either).
-    page.call(
-        "Emulation.setTimezoneOverride",
-        json!({"timezoneId": "Europe/Paris"}),
-    );
+    // (the dose just posted was recorded today, so it is not there either). The time is read
+    // in the campaign's time zone whatever the browser's (this one runs in UTC), said on the
+    // page, and kept in the address.
     assert_eq!(
         page.eval("document.getElementById('known-at-box').hidden"),
         json!(false)
     );
+    assert_eq!(
+        page.eval("document.getElementById('tz').textContent.includes('Europe/Paris')"),
+        json!(true)
+    );
     page.eval(
-        "document.getElementById('known-at').value = '2021-12-17T18:00:00'; \
+        "document.getElementById('known-at').value = '17/12/2021 18:00'; \
          document.getElementById('known-at-on').click()",
     );
     page.wait_for(
         "document.getElementById('total-doses').dataset.value",
         &json!("1420"),
         Duration::from_secs(10),
+    );
+    assert_eq!(
+        page.eval("new URL(location.href).searchParams.get('known_at')"),
+        json!("2021-12-17T18:00:00+01:00")
     );
     page.eval("document.getElementById('known-at-on').click()");
     page.wait_for(
@@ -442,6 +487,58 @@ fn the_dashboard_shows_the_totals_follows_new_commands_live_and_fits_a_phone() {
         page.eval("document.documentElement.scrollWidth")
     );
     page.screenshot(&artefacts.join("dashboard-phone.png"));
+
+    // The Lyon supervisor's page: its directorate's curve, no panel that does not concern
+    // Lyon (it runs no session), the finding, what is masked said exactly, the role in French.
+    page.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    let supervisor = format!(
+        "http://{addr}/dashboard/?as_of=2021-12-17&lang=fr#token={}",
+        tokens["supervisor"].as_str().unwrap()
+    );
+    page.call("Page.navigate", json!({"url": supervisor}));
+    page.wait_for(
+        "document.getElementById('status')?.dataset.state === 'live' && document.getElementById('who').textContent",
+        &json!("Rôle : superviseur (Lyon)"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        page.eval("document.getElementById('total-doses').dataset.value"),
+        json!("27"),
+        "Lyon's doses, with the one posted above"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#curve polyline').length"),
+        json!(4),
+        "{}",
+        page.eval("document.getElementById('curve').textContent")
+    );
+    assert_eq!(
+        page.eval("document.getElementById('sec-sessions').hidden"),
+        json!(true)
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#tickets .funnel').length"),
+        json!(1)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('known-at-box').hidden"),
+        json!(true)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('findings-count').dataset.value"),
+        json!("1")
+    );
+    assert_eq!(
+        page.eval("document.getElementById('masking').hidden"),
+        json!(true),
+        "nothing per site on this page, so nothing said masked"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('as-of').value"),
+        json!("17/12/2021"),
+        "dates as the French write them, whatever the browser"
+    );
+    page.screenshot(&artefacts.join("dashboard-supervisor.png"));
 
     // The server stops: the page says it is disconnected.
     drop(server);

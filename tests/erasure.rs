@@ -99,7 +99,7 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
         dose(2, person, "second", "2021-11-05T10:00:00+01:00"),
         json!({"command_id": "0193eeee-0000-7000-8000-000000000003", "type": "IssueTicket",
                "ticket_id": "lyon-erase-1", "person_ref": person, "directorate": "lyon",
-               "partner_centre": "Centre de vaccination Gerland",
+               "partner_centre": "cv-lyon-gerland",
                "issued_at": "2021-11-06T10:00:00+01:00", "valid_until": "2021-12-31"})
         .to_string(),
     ];

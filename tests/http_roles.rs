@@ -33,8 +33,7 @@ fn auth() -> Auth {
     };
     let mut expired = entry("old-auditor", Role::Auditor, &[], &[], EXPIRED);
     expired.expires_at = Some("2021-12-31T23:59:59+01:00".parse().unwrap());
-    let directorates: BTreeSet<String> =
-        Reference::builtin().directorates.keys().cloned().collect();
+    let directorates = Reference::builtin();
     Auth::from_file(
         TokenFile {
             tokens: vec![
@@ -43,7 +42,7 @@ fn auth() -> Auth {
                     "partner-gerland",
                     Role::Partner,
                     &[],
-                    &["Centre de vaccination Gerland"],
+                    &["cv-lyon-gerland"],
                     PARTNER,
                 ),
                 entry(
@@ -203,7 +202,7 @@ fn the_role_endpoint_matrix() {
     const NO: S = S::FORBIDDEN;
     const NF: S = S::NOT_FOUND; // another directorate's stream: the same answer as no stream
     let (_, lyon_ticket) = find_event(|e, d| {
-        e["event_type"] == "TicketIssued" && d["partner_centre"] == "Centre de vaccination Gerland"
+        e["event_type"] == "TicketIssued" && d["partner_centre"] == "cv-lyon-gerland"
     });
     let (_, marseille_ticket) =
         find_event(|e, d| e["event_type"] == "TicketIssued" && d["directorate"] == "marseille");

@@ -67,7 +67,7 @@ fn the_scenario_on_the_nats_log_reports_what_the_sqlite_store_reports() {
     let o = run(on_nats.path(), &["--store", &store, "audit", "verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("2434 events, chain intact"),
+        stdout(&o).contains("2439 events, chain intact"),
         "{}",
         stdout(&o)
     );
@@ -75,7 +75,7 @@ fn the_scenario_on_the_nats_log_reports_what_the_sqlite_store_reports() {
     let o = run(on_nats.path(), &["--store", &store, "demo"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(on_nats.path(), &["--store", &store, "audit", "verify"]);
-    assert!(stdout(&o).contains("2434 events"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("2439 events"), "{}", stdout(&o));
     // The relay runs from the NATS log as from SQLite, and the NATS-fed projections agree.
     let o = run(
         on_nats.path(),

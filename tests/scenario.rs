@@ -179,3 +179,84 @@ fn known_at_shows_what_the_ledger_said_then_and_reversals_take_effect_at_the_ent
     ]);
     assert_eq!(end["totals"], now["totals"]);
 }
+
+/// The scenario's corrections, as a supervisor and an auditor read them from the CLI: a first
+/// dose entered under the wrong person in Limoges, found after that person's second dose and
+/// resolved a week later by the first dose they had elsewhere; one in Lyon, still open.
+#[test]
+fn the_scenario_s_corrections_show_in_data_quality_as_of_and_known_at() {
+    use support::{run, stderr, stdout};
+    let d = support::scenario_dir();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = run(d, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let open = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["directorate"].as_str().unwrap().to_string(),
+                    r["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "data_quality", "--format", "json"];
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    let lyon = vec![("lyon".to_string(), "second_dose_without_first".to_string())];
+    assert_eq!(open(&report(&["--as-of", "2021-12-17"])), lyon);
+    // The Lyon second dose was given on 4 November: as of the day before, nothing is broken.
+    assert!(open(&report(&["--as-of", "2021-11-03"])).is_empty());
+    // What the ledger said on 3 November: the Limoges finding, open until the 7th.
+    let limoges = vec![(
+        "limoges".to_string(),
+        "second_dose_without_first".to_string(),
+    )];
+    assert_eq!(
+        open(&report(&[
+            "--as-of",
+            "2021-12-17",
+            "--known-at",
+            "2021-11-03T12:00:00+01:00"
+        ])),
+        limoges
+    );
+    assert!(open(&report(&["--known-at", "2021-11-10T12:00:00+01:00"])).is_empty());
+    // The list a supervisor reads: pseudonym, entries, what to do; never the ref.
+    let list = json(&[
+        "findings",
+        "--directorate",
+        "lyon",
+        "--as-of",
+        "2021-12-17",
+        "--format",
+        "json",
+    ]);
+    let f = &list["findings"].as_array().unwrap()[0];
+    assert_eq!(f["date"], "2021-11-04");
+    assert_eq!(f["person_id"].as_str().unwrap().len(), 32, "{f}");
+    assert_eq!(f["entries"][1]["reversed"], true);
+    assert!(!list.to_string().contains("\"p-"), "{list}");
+    let paris = json(&["findings", "--directorate", "paris", "--format", "json"]);
+    assert!(paris["findings"].as_array().unwrap().is_empty());
+    // The totals stay the published ones.
+    let r = json(&[
+        "report",
+        "doses_by_directorate",
+        "--as-of",
+        "2021-12-17",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        (r["totals"]["total"].clone(), r["totals"]["first"].clone()),
+        (1428.into(), 880.into())
+    );
+}

@@ -218,7 +218,9 @@ impl Ledger {
             };
             Ok::<_, AppError>(CommandScope {
                 directorate: field("directorate"),
-                partner_centre: field("partner_centre"),
+                // A log written before centres had ids names the centre: read as its id.
+                partner_centre: field("partner_centre")
+                    .map(|c| self.reference().centre_id(&c).to_string()),
                 looked_up: true,
                 found: event.is_some(),
             })
@@ -242,6 +244,17 @@ impl Ledger {
                     ..CommandScope::default()
                 },
             },
+            // A partner reports for the centre it names (the ticket's own when it names none).
+            Command::RedeemTicket(crate::domain::RedeemTicket {
+                partner_centre: Some(centre),
+                ..
+            }) => {
+                let target = command.routing().target.unwrap_or_default();
+                CommandScope {
+                    partner_centre: Some(centre.clone()),
+                    ..from_stream(&target, None)?
+                }
+            }
             Command::RedeemTicket(_) | Command::ExpireTicket(_) | Command::CloseSession(_) => {
                 match command.routing().target {
                     Some(t) => from_stream(&t, None)?,

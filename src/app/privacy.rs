@@ -280,6 +280,9 @@ impl Ledger {
         person_ref: &str,
         actor: &Actor,
     ) -> Result<Option<Erasure>, AppError> {
+        crate::domain::check_person_ref(person_ref).map_err(|e| {
+            StoreError::Invalid(format!("{e} Give the ref exactly as the commands gave it."))
+        })?;
         let Some(keys) = &self.keys else {
             return Err(StoreError::Invalid(
                 "this ledger runs without a key store: nothing can be erased".into(),
@@ -294,7 +297,7 @@ impl Ledger {
                     .is_empty()
             {
                 return Err(StoreError::Invalid(format!(
-                    "{person_ref} was recorded before the ledger encrypted person refs: those events hold the ref in clear and cannot be erased by destroying a key"
+                    "{person_ref} was recorded before the ledger encrypted person refs: those events hold the ref in clear and cannot be erased by destroying a key, and the ledger never rewrites its log. What to do instead: record the request in your register of erasure requests, restrict who may read this ledger's files, exports and NATS stream, and keep exports of it out of circulation; people recorded from now on are sealed and erasable"
                 ))
                 .into());
             }

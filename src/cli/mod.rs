@@ -892,7 +892,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 sha256: String::new(),
                 expires_at,
             };
-            let token = crate::http::auth::add_token(file, entry, &directorate_ids())
+            let token = crate::http::auth::add_token(file, entry, &Reference::builtin())
                 .map_err(|e| anyhow!("{e}"))?;
             eprintln!(
                 "token {id:?} ({}) added to {}; it is shown only now:",
@@ -1106,6 +1106,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::ErasePerson { person_ref } => {
+            crate::domain::check_person_ref(person_ref)
+                .map_err(|e| anyhow!("{e} Give the ref exactly as the commands gave it."))?;
             let env = cli.open(false, false)?;
             let actor = Actor {
                 role: "admin".into(),
@@ -1378,7 +1380,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let auth = match auth {
                 Some(path) => Some(
-                    crate::http::Auth::load(path, &directorate_ids())
+                    crate::http::Auth::load(path, &Reference::builtin())
                         .map_err(|e| anyhow!("{e}"))?,
                 ),
                 None => None,
@@ -1507,11 +1509,6 @@ fn follow_projections(
     }
 }
 
-/// The ids of the reference directorates (token files are checked against them).
-fn directorate_ids() -> std::collections::BTreeSet<String> {
-    Reference::builtin().directorates.keys().cloned().collect()
-}
-
 /// What `demo --serve` prints once the server listens.
 struct DemoBanner {
     tokens: Vec<(crate::http::Role, String, String)>,
@@ -1577,7 +1574,7 @@ fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         &(serde_json::to_string_pretty(&clear)? + "\n"),
     )
     .map_err(|e| anyhow!(e))?;
-    let auth = crate::http::Auth::from_file(file, &directorate_ids()).map_err(|e| anyhow!(e))?;
+    let auth = crate::http::Auth::from_file(file, &Reference::builtin()).map_err(|e| anyhow!(e))?;
     // The demo signs its digests: a key of its own, made once.
     let key_path = cli.key_path(None);
     if !key_path.exists() {

@@ -206,6 +206,8 @@ pub struct IssueTicket {
     pub ticket_id: String,
     pub person_ref: String,
     pub directorate: String,
+    /// The partner centre's id in the reference list (`reference/partner_centres.toml`): a
+    /// centre of the ticket's directorate, active on the day the ticket is issued.
     pub partner_centre: String,
     pub issued_at: DateTime<FixedOffset>,
     pub valid_until: NaiveDate,
@@ -219,6 +221,10 @@ pub struct RedeemTicket {
     pub ticket_id: String,
     pub redeemed_at: DateTime<FixedOffset>,
     pub dose: DoseKind,
+    /// The partner centre that reports the redemption (an id of the ticket's directorate,
+    /// active that day); absent: the centre the ticket was issued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_centre: Option<String>,
 }
 
 /// Mark an unused ticket as expired.
@@ -267,6 +273,11 @@ pub struct AnswerCoverageSurvey {
 }
 
 /// Identifiers become stream ids and NATS subject tokens: keep them to a safe alphabet.
+/// Checks a person ref as every command does (for reads and erasure that name one).
+pub fn check_person_ref(value: &str) -> Result<(), String> {
+    check_id("person_ref", value)
+}
+
 fn check_id(field: &str, value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 128
@@ -413,7 +424,13 @@ impl Command {
                 check_id("directorate", &c.directorate)?;
                 check_text("partner_centre", &c.partner_centre)
             }
-            Command::RedeemTicket(c) => check_id("ticket_id", &c.ticket_id),
+            Command::RedeemTicket(c) => {
+                check_id("ticket_id", &c.ticket_id)?;
+                match &c.partner_centre {
+                    Some(p) => check_text("partner_centre", p),
+                    None => Ok(()),
+                }
+            }
             Command::ExpireTicket(c) => check_id("ticket_id", &c.ticket_id),
             Command::OpenSession(c) => {
                 check_id("session_id", &c.session_id)?;

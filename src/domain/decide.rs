@@ -101,6 +101,12 @@ pub enum Rejection {
         valid_until: NaiveDate,
         issued_on: NaiveDate,
     },
+    #[error("Partner centre {centre:?} {problem}; {hint}.")]
+    UnknownPartnerCentre {
+        centre: String,
+        problem: String,
+        hint: String,
+    },
     #[error("Ticket {0} is redeemed before it was issued; check the date.")]
     RedeemedBeforeIssued(String),
     #[error("Session {0} was never opened at this directorate and site; open it first (OpenSession) or check its id.")]
@@ -145,6 +151,7 @@ impl Rejection {
             TicketStillValid(..) => "ticket_still_valid",
             TicketValidityInvalid { .. } => "ticket_validity_invalid",
             RedeemedBeforeIssued(_) => "redeemed_before_issued",
+            UnknownPartnerCentre { .. } => "unknown_partner_centre",
             UnknownSession(_) => "unknown_session",
             SessionAlreadyOpened(_) => "session_already_opened",
             SessionAlreadyClosed(_) => "session_already_closed",
@@ -487,6 +494,57 @@ fn site_open(
     }
 }
 
+/// The partner centre `id` as a centre of `directorate` taking tickets on `day`.
+fn partner_centre(
+    ctx: &Context,
+    id: &str,
+    directorate: &str,
+    day: NaiveDate,
+) -> Result<(), Rejection> {
+    let hint = || {
+        let own: Vec<String> = ctx
+            .reference
+            .partner_centres
+            .values()
+            .filter(|c| c.directorate == directorate && c.active_on(day))
+            .map(|c| format!("{} ({})", c.id, c.name))
+            .collect();
+        if own.is_empty() {
+            format!("directorate {directorate} has no partner centre taking tickets on {day} in the reference list")
+        } else {
+            format!(
+                "give the id of one of {directorate}'s centres: {}",
+                own.join(", ")
+            )
+        }
+    };
+    let refuse = |problem: String| {
+        Err(Rejection::UnknownPartnerCentre {
+            centre: id.to_string(),
+            problem,
+            hint: hint(),
+        })
+    };
+    match ctx.reference.partner_centres.get(id) {
+        None => match ctx.reference.partner_centre(id) {
+            Some(c) => refuse(format!("is a name; centres are named by id ({})", c.id)),
+            None => refuse("is not in the reference list of partner centres".into()),
+        },
+        Some(c) if c.directorate != directorate => refuse(format!(
+            "belongs to directorate {}, not {directorate}",
+            c.directorate
+        )),
+        Some(c) if !c.active_on(day) => refuse(format!(
+            "does not take tickets on {day} (active from {}{})",
+            c.active_from,
+            c.active_until
+                .map(|u| format!(" until {u}"))
+                .unwrap_or_default()
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 fn product_allowed(product: Product, band: AgeBand) -> Result<(), Rejection> {
     let refuse = |rule| {
         Err(Rejection::ProductNotAllowedForAge {
@@ -726,6 +784,7 @@ pub fn decide(
                 return Err(Rejection::TicketAlreadyIssued(c.ticket_id.clone()));
             }
             let issued_on = policy.local_date(c.issued_at);
+            partner_centre(ctx, &c.partner_centre, &c.directorate, issued_on)?;
             if c.valid_until < issued_on {
                 return Err(Rejection::TicketValidityInvalid {
                     valid_until: c.valid_until,
@@ -759,10 +818,22 @@ pub fn decide(
             if c.redeemed_at < t.issued.issued_at {
                 return Err(Rejection::RedeemedBeforeIssued(c.ticket_id.clone()));
             }
+            let centre = match &c.partner_centre {
+                Some(id) => {
+                    let day = policy.local_date(c.redeemed_at);
+                    partner_centre(ctx, id, &t.issued.directorate, day)?;
+                    id.clone()
+                }
+                // A ticket of a log written before centres had ids names its centre.
+                None => ctx
+                    .reference
+                    .centre_id(&t.issued.partner_centre)
+                    .to_string(),
+            };
             Ok(vec![Event::TicketRedeemed(TicketRedeemed {
                 ticket_id: c.ticket_id.clone(),
                 directorate: t.issued.directorate.clone(),
-                partner_centre: t.issued.partner_centre.clone(),
+                partner_centre: centre,
                 redeemed_at: c.redeemed_at,
                 dose: c.dose,
             })])
@@ -791,7 +862,10 @@ pub fn decide(
             Ok(vec![Event::TicketExpired(TicketExpired {
                 ticket_id: c.ticket_id.clone(),
                 directorate: t.issued.directorate.clone(),
-                partner_centre: t.issued.partner_centre.clone(),
+                partner_centre: ctx
+                    .reference
+                    .centre_id(&t.issued.partner_centre)
+                    .to_string(),
                 at: c.at,
             })])
         }

@@ -400,7 +400,7 @@ fn issue(id: &str) -> Command {
         ticket_id: id.into(),
         person_ref: "p1".into(),
         directorate: "lyon".into(),
-        partner_centre: "CV Gerland".into(),
+        partner_centre: "cv-lyon-gerland".into(),
         issued_at: at("2021-10-01T10:00:00+02:00"),
         valid_until: day("2021-10-31"),
     })
@@ -411,7 +411,100 @@ fn redeem(id: &str, when: &str) -> Command {
         ticket_id: id.into(),
         redeemed_at: at(when),
         dose: First,
+        partner_centre: None,
     })
+}
+
+fn issue_for(centre: &str, when: &str) -> Command {
+    Command::IssueTicket(IssueTicket {
+        ticket_id: "t1".into(),
+        person_ref: "p1".into(),
+        directorate: "lyon".into(),
+        partner_centre: centre.into(),
+        issued_at: at(when),
+        valid_until: day("2021-12-31"),
+    })
+}
+
+#[test]
+fn tickets_name_a_partner_centre_of_their_directorate_by_id() {
+    let s = Spec::new();
+    let msg = s.then_rejected(
+        issue_for("cv-nowhere", "2021-10-01T10:00:00+02:00"),
+        "unknown_partner_centre",
+    );
+    assert!(
+        msg.contains("cv-lyon-gerland (Centre de vaccination Gerland)"),
+        "{msg}"
+    );
+    let msg = s.then_rejected(
+        issue_for("cv-marseille-timone", "2021-10-01T10:00:00+02:00"),
+        "unknown_partner_centre",
+    );
+    assert!(
+        msg.contains("belongs to directorate marseille, not lyon"),
+        "{msg}"
+    );
+    let msg = s.then_rejected(
+        issue_for("Centre de vaccination Gerland", "2021-10-01T10:00:00+02:00"),
+        "unknown_partner_centre",
+    );
+    assert!(
+        msg.contains("is a name; centres are named by id (cv-lyon-gerland)"),
+        "{msg}"
+    );
+    let msg = s.then_rejected(
+        issue_for("cv-lyon-part-dieu", "2021-10-01T10:00:00+02:00"),
+        "unknown_partner_centre",
+    );
+    assert!(msg.contains("does not take tickets on 2021-10-01"), "{msg}");
+    assert!(s
+        .when(&issue_for("cv-lyon-part-dieu", "2021-09-30T10:00:00+02:00"))
+        .is_ok());
+
+    // Redeemed at another centre of the ticket's directorate; not at another directorate's.
+    let s = s.given(issue_for("cv-lyon-gerland", "2021-10-01T10:00:00+02:00"));
+    let at_centre = |centre: &str| {
+        Command::RedeemTicket(RedeemTicket {
+            ticket_id: "t1".into(),
+            redeemed_at: at("2021-10-05T10:00:00+02:00"),
+            dose: First,
+            partner_centre: Some(centre.into()),
+        })
+    };
+    s.then_rejected(at_centre("cv-marseille-timone"), "unknown_partner_centre");
+    let Event::TicketRedeemed(r) = &s.when(&at_centre("cv-lyon-8e")).unwrap()[0] else {
+        panic!()
+    };
+    assert_eq!(r.partner_centre, "cv-lyon-8e");
+    let Event::TicketRedeemed(r) = &s.when(&redeem("t1", "2021-10-05T10:00:00+02:00")).unwrap()[0]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.partner_centre, "cv-lyon-gerland",
+        "the ticket's own centre"
+    );
+}
+
+#[test]
+fn a_ticket_of_an_old_log_naming_its_centre_is_redeemed_under_the_centre_s_id() {
+    let mut s = Spec::new();
+    let old = Event::TicketIssued(TicketIssued {
+        ticket_id: "t1".into(),
+        person_ref: "p1".into(),
+        directorate: "lyon".into(),
+        partner_centre: "Centre de vaccination Gerland".into(),
+        issued_at: at("2021-10-01T10:00:00+02:00"),
+        valid_until: day("2021-10-31"),
+    });
+    let o = s.origin();
+    s.given.evolve(&old, o, &s.policy);
+    let Event::TicketRedeemed(r) = &s.when(&redeem("t1", "2021-10-05T10:00:00+02:00")).unwrap()[0]
+    else {
+        panic!()
+    };
+    assert_eq!(r.partner_centre, "cv-lyon-gerland");
 }
 
 fn expire(id: &str, when: &str) -> Command {

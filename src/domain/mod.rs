@@ -11,6 +11,8 @@ mod types;
 
 #[cfg(test)]
 mod decide_tests;
+#[cfg(test)]
+mod findings_tests;
 
 pub use command::*;
 pub use decide::*;

@@ -102,13 +102,53 @@ pub struct Directorate {
     pub overseas: bool,
 }
 
-/// Reference data: the directorates. Loaded from a versioned file, never hard-coded in rules.
+/// A partner health-authority centre where tickets are redeemed.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerCentre {
+    /// Stable identifier used in commands, events and partner tokens (`cv-lyon-gerland`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The directorate whose tickets it takes.
+    pub directorate: String,
+    /// First day it takes tickets.
+    pub active_from: NaiveDate,
+    /// Last day it takes tickets (`None`: still active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_until: Option<NaiveDate>,
+    /// Names it went by in logs written before centres had ids (read as the id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_names: Vec<String>,
+}
+
+impl PartnerCentre {
+    /// Whether it takes tickets on `day`.
+    pub fn active_on(&self, day: NaiveDate) -> bool {
+        self.active_from <= day && self.active_until.is_none_or(|u| day <= u)
+    }
+}
+
+/// Reference data: the directorates and the partner centres. Loaded from versioned files,
+/// never hard-coded in rules.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reference {
     /// Version label of the reference file.
     pub version: String,
     /// Directorates by id.
     pub directorates: BTreeMap<String, Directorate>,
+    /// Partner centres by id.
+    pub partner_centres: BTreeMap<String, PartnerCentre>,
+    /// Version label of the partner centres' file.
+    pub partner_centres_version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CentresFile {
+    version: String,
+    #[serde(default, rename = "partner_centre")]
+    centres: Vec<PartnerCentre>,
 }
 
 #[derive(Deserialize)]
@@ -132,13 +172,91 @@ impl Reference {
         Ok(Reference {
             version: file.version,
             directorates,
+            ..Reference::default()
         })
     }
 
-    /// The reference data shipped with this build (`reference/directorates.toml`).
+    /// Adds the partner centres of a file (TOML: `version` and `[[partner_centre]]` tables),
+    /// checking that each names a known directorate and that ids and names are unique.
+    pub fn with_partner_centres(mut self, text: &str) -> Result<Reference, String> {
+        let file: CentresFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for c in file.centres {
+            if !self.directorates.contains_key(&c.directorate) {
+                return Err(format!(
+                    "partner centre {:?}: directorate {:?} is not in the reference list",
+                    c.id, c.directorate
+                ));
+            }
+            if c.id.is_empty()
+                || !c
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(format!(
+                    "partner centre id {:?}: use a-z, 0-9 and - only",
+                    c.id
+                ));
+            }
+            if c.active_until.is_some_and(|u| u < c.active_from) {
+                return Err(format!(
+                    "partner centre {:?}: active_until is before active_from",
+                    c.id
+                ));
+            }
+            for n in std::iter::once(&c.name).chain(&c.former_names) {
+                if let Some(other) = names.insert(n.clone(), c.id.clone()) {
+                    return Err(format!(
+                        "partner centres {other:?} and {:?} share the name {n:?}",
+                        c.id
+                    ));
+                }
+            }
+            if self
+                .partner_centres
+                .insert(c.id.clone(), c.clone())
+                .is_some()
+            {
+                return Err(format!("partner centre {:?} is listed twice", c.id));
+            }
+        }
+        self.partner_centres_version = file.version;
+        Ok(self)
+    }
+
+    /// The reference data shipped with this build (`reference/directorates.toml` and
+    /// `reference/partner_centres.toml`).
     pub fn builtin() -> Reference {
         Reference::parse(include_str!("../../reference/directorates.toml"))
-            .expect("the shipped reference file parses")
+            .and_then(|r| {
+                r.with_partner_centres(include_str!("../../reference/partner_centres.toml"))
+            })
+            .expect("the shipped reference files parse")
+    }
+
+    /// The partner centre a stored value names: its id, or (logs written before centres had
+    /// ids) its name or a former name.
+    pub fn partner_centre(&self, id_or_name: &str) -> Option<&PartnerCentre> {
+        self.partner_centres.get(id_or_name).or_else(|| {
+            self.partner_centres
+                .values()
+                .find(|c| c.name == id_or_name || c.former_names.iter().any(|n| n == id_or_name))
+        })
+    }
+
+    /// A stored centre value as an id (unchanged when no centre answers to it).
+    pub fn centre_id<'a>(&'a self, id_or_name: &'a str) -> &'a str {
+        self.partner_centre(id_or_name)
+            .map(|c| c.id.as_str())
+            .unwrap_or(id_or_name)
+    }
+
+    /// Display name of a partner centre (id or former name), or the value as stored.
+    pub fn centre_name<'a>(&'a self, id_or_name: &'a str) -> &'a str {
+        self.partner_centre(id_or_name)
+            .map(|c| c.name.as_str())
+            .unwrap_or(id_or_name)
     }
 
     /// Display name of a directorate, or its id.

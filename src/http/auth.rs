@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use crate::domain::Reference;
+
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -148,8 +150,10 @@ pub fn new_token() -> Result<String, String> {
 }
 
 impl Auth {
-    /// Checks a token file's content against the known directorates.
-    pub fn from_file(file: TokenFile, directorates: &BTreeSet<String>) -> Result<Auth, String> {
+    /// Checks a token file's content against the reference data (directorates and partner
+    /// centres).
+    pub fn from_file(file: TokenFile, reference: &Reference) -> Result<Auth, String> {
+        let directorates: BTreeSet<String> = reference.directorates.keys().cloned().collect();
         let mut by_hash = HashMap::new();
         let mut ids = BTreeSet::new();
         for (i, t) in file.tokens.into_iter().enumerate() {
@@ -204,6 +208,26 @@ impl Auth {
                     directorates.iter().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
+            for c in &t.partner_centres {
+                if reference.partner_centres.contains_key(c) {
+                    continue;
+                }
+                let known = reference
+                    .partner_centres
+                    .values()
+                    .map(|c| format!("{} ({})", c.id, c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(match reference.partner_centre(c) {
+                    Some(p) => format!(
+                        "{at}: {c:?} is a partner centre's name; tokens name it by id: {:?}",
+                        p.id
+                    ),
+                    None => format!(
+                        "{at}: {c:?} is not in the reference list of partner centres; known: {known}"
+                    ),
+                });
+            }
             if by_hash.insert(t.sha256.to_ascii_lowercase(), t).is_some() {
                 return Err(format!("{at}: the same token hash appears twice"));
             }
@@ -212,7 +236,7 @@ impl Auth {
     }
 
     /// Reads and checks a token file.
-    pub fn load(path: &Path, directorates: &BTreeSet<String>) -> Result<Auth, String> {
+    pub fn load(path: &Path, reference: &Reference) -> Result<Auth, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
         let file: TokenFile = serde_json::from_str(&text).map_err(|e| {
@@ -241,7 +265,7 @@ impl Auth {
                 path.display()
             ));
         }
-        Auth::from_file(file, directorates).map_err(|e| format!("{}: {e}", path.display()))
+        Auth::from_file(file, reference).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// How many tokens are loaded.
@@ -289,7 +313,7 @@ impl Auth {
 pub fn add_token(
     path: &Path,
     mut entry: TokenEntry,
-    directorates: &BTreeSet<String>,
+    reference: &Reference,
 ) -> Result<String, String> {
     let mut file = if path.exists() {
         let text = std::fs::read_to_string(path)
@@ -310,7 +334,7 @@ pub fn add_token(
     let token = new_token()?;
     entry.sha256 = hash_token(&token);
     file.tokens.push(entry);
-    Auth::from_file(file.clone(), directorates)?;
+    Auth::from_file(file.clone(), reference)?;
     crate::store::write_private(
         path,
         &(serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n"),
@@ -322,11 +346,8 @@ pub fn add_token(
 mod tests {
     use super::*;
 
-    fn dirs() -> BTreeSet<String> {
-        ["lyon", "marseille"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+    fn dirs() -> Reference {
+        Reference::builtin()
     }
 
     fn entry(id: &str, role: Role, token: &str) -> TokenEntry {
@@ -339,7 +360,7 @@ mod tests {
                 vec![]
             },
             partner_centres: if role == Role::Partner {
-                vec!["cv-lyon".into()]
+                vec!["cv-lyon-gerland".into()]
             } else {
                 vec![]
             },

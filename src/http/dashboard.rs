@@ -46,6 +46,8 @@ async fn reference(State(state): State<AppState>, _caller: Caller) -> Json<serde
         "directorates": reference.directorates.values().map(|d| serde_json::json!({
             "id": d.id, "name": d.name, "region": d.region, "overseas": d.overseas,
         })).collect::<Vec<_>>(),
+        "partner_centres_version": reference.partner_centres_version,
+        "partner_centres": reference.partner_centres.values().collect::<Vec<_>>(),
         "booster_openings": [
             {"who": "65+", "date": policy.booster_open_65_plus},
             {"who": "adults", "date": policy.booster_open_adults},

@@ -15,8 +15,10 @@
 pub mod access_log;
 pub mod auth;
 pub mod dashboard;
+mod findings;
 pub mod metrics;
 pub mod openapi;
+mod strict;
 
 pub use access_log::{AccessEntry, AccessLog};
 pub use auth::{Auth, Principal, Role};
@@ -464,6 +466,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projections/{name}", get(projection))
         .route("/v1/projections/{name}/live", get(projection_live))
         .route("/v1/projections/{name}/rebuild", post(rebuild))
+        .route("/v1/findings", get(findings::list))
         .route("/v1/streams/{id}", get(stream))
         .route("/v1/events", get(events))
         .route("/v1/events/live", get(events_live))
@@ -490,6 +493,7 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method; see /v1/openapi.json",
             )
         })
+        .route_layer(axum::middleware::from_fn(strict::strict_query))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -658,6 +662,22 @@ struct ReportQuery {
     known_at: Option<String>,
 }
 
+fn parse_known_at(s: Option<&str>) -> Result<Option<DateTime<FixedOffset>>, ApiError> {
+    s.filter(|s| !s.is_empty())
+        .map(|s| {
+            DateTime::<FixedOffset>::parse_from_rfc3339(s).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_known_at",
+                    format!(
+                        "known_at={s:?} is not a time with an offset; write it as 2021-12-17T18:00:00+01:00 (in a URL, + is written %2B)"
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
 fn parse_as_of(s: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
     s.filter(|s| !s.is_empty())
         .map(|s| {
@@ -786,22 +806,7 @@ async fn projection(
     caller.read_scope()?;
     let q = query(q)?;
     let as_of = parse_as_of(q.as_of.as_deref())?;
-    let known_at = q
-        .known_at
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            DateTime::<FixedOffset>::parse_from_rfc3339(s).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_known_at",
-                    format!(
-                        "known_at={s:?} is not a time with an offset; write it as 2021-12-17T18:00:00+01:00 (in a URL, + is written %2B)"
-                    ),
-                )
-            })
-        })
-        .transpose()?;
+    let known_at = parse_known_at(q.known_at.as_deref())?;
     if known_at.is_some() {
         caller.require(
             &[Role::Auditor],

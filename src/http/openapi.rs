@@ -28,6 +28,33 @@ fn auth_errors(mut responses: Value) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let mut doc = base();
+    strict_queries(&mut doc);
+    doc
+}
+
+/// Every operation refuses query parameters it does not list (`strict.rs`): says so in each.
+fn strict_queries(doc: &mut Value) {
+    const NOTE: &str = "A query parameter this route does not take (code unknown_query_parameter): the message names it and lists the accepted ones.";
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            let responses = &mut op["responses"];
+            match responses["400"]["description"].as_str() {
+                Some(d) => responses["400"]["description"] = format!("{d} {NOTE}").into(),
+                None => responses["400"] = error_response(NOTE),
+            }
+        }
+    }
+}
+
+fn base() -> Value {
     let name_param = json!({"name": "name", "in": "path", "required": true,
         "description": "A projection name (GET /v1/projections lists them).",
         "schema": {"type": "string", "examples": ["doses_by_directorate"]}});
@@ -90,10 +117,12 @@ pub fn document() -> Value {
                 "operationId": "followProjection",
                 "summary": "Server-sent events: a snapshot (event `snapshot`, id = log position, data = the report) at once and after every change, coalesced (at most ten a second).",
                 "description": report_shaping,
-                "parameters": [name_param, as_of],
+                "parameters": [name_param, as_of, {"name": "known_at", "in": "query", "required": false,
+                    "description": "Not followed live: refused with 400 known_at_not_live (a live view follows the head; read GET /v1/projections/{name}?known_at= instead).",
+                    "schema": {"type": "string", "format": "date-time"}}],
                 "responses": auth_errors(json!({
                     "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "400": error_response("A bad as_of."),
+                    "400": error_response("A bad as_of (code bad_as_of), or known_at given (code known_at_not_live)."),
                     "404": error_response("No projection of that name.")
                 }))
             }},
@@ -104,6 +133,18 @@ pub fn document() -> Value {
                 "responses": auth_errors(json!({
                     "200": json_response("What the rebuild did.", reference("Rebuilt")),
                     "404": error_response("No projection of that name.")
+                }))
+            }},
+            "/v1/findings": {"get": {
+                "operationId": "readFindings",
+                "summary": "Open data-quality findings: people whose recorded series no longer holds after a correction (supervisors: their directorates; auditors and admins: all).",
+                "description": "Derived from the log by the domain's fold (nothing is stored); a later entry that makes the series whole closes the finding. Each finding names the person by pseudonym only (never the ref) and lists the entries involved; the read is recorded in the access log.",
+                "parameters": [{"name": "directorate", "in": "query", "required": false,
+                    "description": "Only this directorate's findings (a supervisor: one of its own).",
+                    "schema": {"type": "string", "examples": ["paris"]}}, as_of, known_at],
+                "responses": auth_errors(json!({
+                    "200": json_response("The findings.", reference("Findings")),
+                    "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at), or a directorate not in the reference list (code unknown_directorate).")
                 }))
             }},
             "/v1/streams/{id}": {"get": {
@@ -187,11 +228,17 @@ pub fn document() -> Value {
             }},
             "/v1/reference": {"get": {
                 "operationId": "readReference",
-                "summary": "The directorates (id, name, region), the campaign's time zone and the booster openings (any valid token).",
+                "summary": "The directorates (id, name, region), the partner centres (id, name, directorate, active dates), the campaign's time zone and the booster openings (any valid token).",
                 "responses": auth_errors(json!({"200": json_response("The reference data.", json!({"type": "object",
                     "properties": {"version": {"type": "string"}, "time_zone": {"type": "string"},
                         "directorates": {"type": "array", "items": {"type": "object", "properties": {
                             "id": {"type": "string"}, "name": {"type": "string"}, "region": {"type": "string"}, "overseas": {"type": "boolean"}}}},
+                        "partner_centres_version": {"type": "string"},
+                        "partner_centres": {"type": "array", "description": "The partner centres (reference/partner_centres.toml): commands, events and partner tokens name them by id.", "items": {"type": "object",
+                            "required": ["id", "name", "directorate", "active_from"], "properties": {
+                            "id": {"type": "string"}, "name": {"type": "string"}, "directorate": {"type": "string"},
+                            "active_from": {"type": "string", "format": "date"}, "active_until": {"type": "string", "format": "date"},
+                            "former_names": {"type": "array", "items": {"type": "string"}}}}},
                         "booster_openings": {"type": "array", "items": {"type": "object", "properties": {
                             "who": {"type": "string"}, "date": {"type": "string", "format": "date"}}}}}}))}))
             }},
@@ -221,6 +268,11 @@ pub fn document() -> Value {
             "/dashboard/": {"get": {
                 "operationId": "dashboard", "security": [],
                 "summary": "The campaign dashboard (HTML; it asks for a token, or takes one from the URL fragment #token=…).",
+                "description": "The page reads its query itself (the server ignores it): `as_of` (YYYY-MM-DD), `known_at` (RFC 3339, auditors) and `lang` (`fr`, the default, or `en`); it keeps them up to date as the user changes the view, so a view can be shared or reloaded.",
+                "parameters": [
+                    {"name": "as_of", "in": "query", "required": false, "schema": {"type": "string", "format": "date"}},
+                    {"name": "known_at", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "lang", "in": "query", "required": false, "schema": {"enum": ["fr", "en"], "default": "fr"}}],
                 "responses": {"200": {"description": "The page.", "content": {"text/html": {}}}}
             }}
         },
@@ -256,6 +308,25 @@ pub fn document() -> Value {
                     "rows": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": ["string", "integer", "null"]}}},
                     "totals": {"type": "object", "additionalProperties": {"type": ["integer", "string"]}},
                     "suppressed": {"type": "boolean", "description": "Counts from 1 to 4 of a single site are shown as \"<5\"."}}},
+                "Findings": {"type": "object", "required": ["position", "findings"], "properties": {
+                    "directorate": {"type": ["string", "null"]},
+                    "as_of": {"type": ["string", "null"], "format": "date"},
+                    "known_at": {"type": ["string", "null"]},
+                    "position": {"type": "integer", "description": "The last log position read."},
+                    "findings": {"type": "array", "items": {"type": "object",
+                        "required": ["directorate", "kind", "date", "person_id", "entries", "action"], "properties": {
+                        "directorate": {"type": "string", "description": "The directorate that must act (`unassigned`: no OFII dose in the series)."},
+                        "kind": {"enum": ["second_dose_without_first", "booster_without_primary_series", "dose_interval_too_short"]},
+                        "date": {"type": "string", "format": "date", "description": "The date of the entry that no longer holds."},
+                        "person_id": {"type": ["string", "null"], "description": "The person's pseudonym (null for a log written before the key store)."},
+                        "entries": {"type": "array", "items": {"type": "object",
+                            "required": ["command_id", "dose", "date", "ofii", "reversed"], "properties": {
+                            "command_id": {"type": "string", "format": "uuid"},
+                            "dose": {"enum": ["first", "second", "booster"]},
+                            "date": {"type": "string", "format": "date"},
+                            "ofii": {"type": "boolean", "description": "Given by the OFII (false: recorded as given elsewhere)."},
+                            "reversed": {"type": "boolean"}}}},
+                        "action": {"type": "string", "description": "What to do, in one sentence."}}}}}},
                 "ProjectionStatus": {"type": "object", "properties": {
                     "name": {"type": "string"}, "description": {"type": "string"}, "origin": {"type": "string"},
                     "checkpoint": {"type": "integer"}, "head": {"type": "integer"}, "status": {"type": "string"}}},

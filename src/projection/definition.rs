@@ -209,7 +209,7 @@ pub struct Definition {
     pub columns: Vec<Column>,
     /// SHA-256 of the file text: a changed definition invalidates stored state.
     pub hash: String,
-    /// Where it came from (a file path, or `builtin:NAME`).
+    /// Where it came from: `builtin:NAME`, or the file's name in the projections folder.
     pub origin: String,
     /// A fold the domain provides instead of `[[source]]`s (`fold = "series_findings"`).
     pub fold: Option<Fold>,
@@ -533,6 +533,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../projections/survey_coverage.toml"),
     ),
     (
+        "doses_by_day_by_directorate",
+        include_str!("../../projections/doses_by_day_by_directorate.toml"),
+    ),
+    (
+        "tickets_by_partner_centre",
+        include_str!("../../projections/tickets_by_partner_centre.toml"),
+    ),
+    (
         "data_quality",
         include_str!("../../projections/data_quality.toml"),
     ),
@@ -564,7 +572,13 @@ pub fn load_definitions(dir: Option<&Path>) -> Result<Vec<Definition>, Definitio
                 message: format!("cannot read: {e}"),
             })?;
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            let d = Definition::parse(&text, stem, &origin)?;
+            let mut d = Definition::parse(&text, stem, &origin)?;
+            // Shown by `projections list` and GET /v1/projections: relative to the projections
+            // folder, never the server's absolute path (errors above name the whole path).
+            d.origin = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(origin);
             defs.insert(d.name.clone(), d);
         }
     }

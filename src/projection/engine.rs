@@ -94,6 +94,8 @@ pub struct Engine {
     live: Mutex<Option<Vec<Live>>>,
     /// The rules findings are judged by (the default policy in the engine's time zone).
     policy: crate::domain::Policy,
+    /// Reference data: partner centres' ids for names in old logs, and their display names.
+    reference: crate::domain::Reference,
     /// The person series behind the `fold = "series_findings"` projections, read lazily.
     series: Mutex<SeriesFold>,
 }
@@ -209,6 +211,7 @@ impl Engine {
                 ..crate::domain::Policy::default()
             },
             series: Mutex::new(SeriesFold::default()),
+            reference: crate::domain::Reference::builtin(),
         })
     }
 
@@ -397,6 +400,7 @@ impl Engine {
             Ok(Some(up)) => up,
             _ => e.data.to_string(),
         };
+        let data = self.centre_as_id(e.event_type, data);
         batch.push(Owned {
             position: e.position,
             type_id,
@@ -412,6 +416,30 @@ impl Engine {
             }),
         });
         true
+    }
+
+    /// A ticket event of a log written before partner centres had ids names its centre: the
+    /// name is read as the centre's id (the reference file's name-to-id map), so that a
+    /// projection grouped by centre has one row per centre whatever the log's age.
+    fn centre_as_id(&self, event_type: &str, data: String) -> String {
+        const FIELD: &str = "\"partner_centre\":\"";
+        if !event_type.starts_with("Ticket") {
+            return data;
+        }
+        let Some(start) = data.find(FIELD).map(|i| i + FIELD.len()) else {
+            return data;
+        };
+        let Some(len) = data[start..].find('"') else {
+            return data;
+        };
+        let value = &data[start..start + len];
+        if value.contains('\\') || self.reference.partner_centres.contains_key(value) {
+            return data;
+        }
+        match self.reference.partner_centre(value) {
+            Some(c) => format!("{}{}{}", &data[..start], c.id, &data[start + len..]),
+            None => data,
+        }
     }
 
     /// Folds `batch` into the `targets` it concerns.
@@ -553,8 +581,33 @@ impl Engine {
     }
 
     /// Reads a projection as of a business date and, optionally, as known at a commit time
-    /// (which replays the log up to that time).
+    /// (which replays the log up to that time). A report keyed by `partner_centre` also gives
+    /// each centre's name from the reference file (`partner_centre_name`).
     pub fn report(
+        &self,
+        store: &dyn EventStore,
+        name: &str,
+        as_of: Option<NaiveDate>,
+        known_at: Option<DateTime<FixedOffset>>,
+    ) -> Result<Report, ProjectionError> {
+        let mut r = self.report_plain(store, name, as_of, known_at)?;
+        if let Some(i) = r.columns.iter().position(|c| c == "partner_centre") {
+            r.columns.insert(i + 1, "partner_centre_name".into());
+            for row in &mut r.rows {
+                let name = match row.get("partner_centre") {
+                    Some(super::Val::Text(id)) => self.reference.centre_name(id).to_string(),
+                    _ => String::new(),
+                };
+                row.0.insert(
+                    i + 1,
+                    ("partner_centre_name".into(), Some(super::Val::Text(name))),
+                );
+            }
+        }
+        Ok(r)
+    }
+
+    fn report_plain(
         &self,
         store: &dyn EventStore,
         name: &str,
@@ -663,22 +716,16 @@ impl Engine {
         let mut out = Vec::new();
         for c in &self.compiled {
             if c.def.fold.is_some() {
-                let at = self
-                    .series
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .mark
-                    .position;
+                // Kept in memory only: folding it here changes nothing on disk.
+                let at = self.with_series(store, None, |f| f.mark.position)?;
                 out.push(Status {
                     name: c.def.name.clone(),
                     description: c.def.description.clone(),
                     origin: c.def.origin.clone(),
                     checkpoint: at,
                     head,
-                    status: if at == 0 && head > 0 {
-                        "kept in memory (folded from the log on first read)".to_string()
-                    } else if at >= head {
-                        "up to date (kept in memory)".to_string()
+                    status: if at >= head {
+                        "up to date (derived in memory, not saved)".to_string()
                     } else {
                         format!("behind by {} events (catches up on next read)", head - at)
                     },

@@ -730,6 +730,7 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                             ticket_id: ticket_id.clone(),
                             redeemed_at: at,
                             dose: DoseKind::First,
+                            partner_centre: None,
                         }),
                     );
                 }
@@ -877,12 +878,26 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
         at("2021-12-02", 10),
     );
     g.plan(at("2021-12-02", 10), c);
+    // a Lyon ticket for a Marseille partner centre
+    let person_ref = g.person();
+    g.plan(
+        at("2021-11-15", 10),
+        Command::IssueTicket(IssueTicket {
+            ticket_id: "lyon-t9998".into(),
+            person_ref,
+            directorate: "lyon".into(),
+            partner_centre: "cv-marseille-timone".into(),
+            issued_at: at("2021-11-15", 10),
+            valid_until: d("2021-12-15"),
+        }),
+    );
     g.plan(
         at("2021-12-06", 15),
         Command::RedeemTicket(RedeemTicket {
             ticket_id: "lyon-t9999".into(),
             redeemed_at: at("2021-12-06", 15),
             dose: DoseKind::First,
+            partner_centre: None,
         }),
     );
     if !last_ticket.is_empty() {
@@ -898,6 +913,7 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                         ticket_id: last_ticket.clone(),
                         redeemed_at: when,
                         dose: DoseKind::First,
+                        partner_centre: None,
                     }),
                 );
             }
@@ -917,6 +933,7 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
                 ticket_id: id,
                 redeemed_at: when,
                 dose: DoseKind::First,
+                partner_centre: None,
             }),
         );
     }
@@ -927,19 +944,31 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
     // so every count stays; the series left with a second dose and no first is a finding.
     // For the first case the person's real first dose, given elsewhere, is recorded later and
     // resolves it; the second stays open for the directorate's supervisor.
-    let mut corrected: Vec<usize> = Vec::new();
-    for &(idx, second_day, _) in &seconds {
+    // The open one in Lyon (the demo's supervisor sees it), when a Lyon series fits.
+    let fits = |idx: usize, second_day: NaiveDate| {
         let f = &firsts[idx];
-        let taken = corrected.iter().any(|&c| firsts[c].dt == f.dt);
-        if corrected.len() == 2
-            || taken
-            || dts[f.dt].sessions
-            || f.prior
-            || second_day + Duration::days(28) > p.as_of
-        {
-            continue;
-        }
-        corrected.push(idx);
+        !dts[f.dt].sessions && !f.prior && second_day + Duration::days(28) <= p.as_of
+    };
+    let candidates: Vec<(usize, NaiveDate)> = seconds
+        .iter()
+        .filter(|&&(idx, day, _)| fits(idx, day))
+        .map(|&(idx, day, _)| (idx, day))
+        .collect();
+    let is_lyon = |idx: usize| dts[firsts[idx].dt].id == "lyon";
+    let resolved = candidates.iter().find(|c| !is_lyon(c.0)).copied();
+    let open = candidates
+        .iter()
+        .find(|c| is_lyon(c.0))
+        .or_else(|| {
+            candidates.iter().find(|c| {
+                Some(**c) != resolved
+                    && firsts[c.0].dt != resolved.map_or(usize::MAX, |r| firsts[r.0].dt)
+            })
+        })
+        .copied();
+    let planned = resolved.map(|(i, d)| (i, d, true)).into_iter();
+    for (idx, second_day, resolve) in planned.chain(open.map(|(i, d)| (i, d, false))) {
+        let f = &firsts[idx];
         let found_on = second_day + Duration::days(21);
         let found_at = paris(found_on, 11, 0);
         g.plan(
@@ -962,7 +991,7 @@ fn build(p: Params, reference: &Reference) -> Result<Scenario, String> {
             f.product,
             Some(paris(found_on, 11, 30)),
         );
-        if corrected.len() == 1 {
+        if resolve {
             let given = paris(f.day - Duration::days(7), 10, 0);
             g.plan(
                 paris(found_on + Duration::days(6), 15, 0),
