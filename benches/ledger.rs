@@ -355,7 +355,7 @@ fn bench_replay(out: &mut Vec<String>, n: u64) {
         line.clear();
         std::io::BufRead::read_until(&mut r, b'\n', &mut line).unwrap() > 0
     } {
-        parsed += campaign_ledger::bus::cloudevents::decode_export(&line).is_ok() as u64;
+        parsed += campaign_ledger::envelope::cloudevents::decode_export(&line).is_ok() as u64;
     }
     let parse_rate = parsed as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();

@@ -6,7 +6,8 @@
 //! rows of JetStream as the log with default server settings, against a consumer reading
 //! that log).
 
-use campaign_ledger::bus::{cloudevents, relay, JetStreamSource, RelayOptions};
+use campaign_ledger::bus::{relay, JetStreamSource, RelayOptions};
+use campaign_ledger::envelope::cloudevents;
 use campaign_ledger::projection::{load_definitions, Engine};
 use campaign_ledger::store::{
     self, Actor, AppendRequest, CommandMeta, EventStore, ExpectedVersion, NewEvent, SystemClock,

@@ -15,7 +15,8 @@
 //! ```
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
-use campaign_ledger::bus::{cloudevents, STREAM};
+use campaign_ledger::bus::STREAM;
+use campaign_ledger::envelope::cloudevents;
 use campaign_ledger::store::chain_hash;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};

@@ -446,7 +446,7 @@ fn sqlite_to_nats_to_sqlite_gives_byte_identical_exports() {
 /// position, the chain from its head, and command ids it already holds.
 #[test]
 fn a_store_refuses_events_that_do_not_continue_its_head() {
-    use campaign_ledger::bus::cloudevents::decode_export;
+    use campaign_ledger::envelope::cloudevents::decode_export;
     use campaign_ledger::store::{ImportedEvent, StoreError};
     let dir = tempfile::tempdir().unwrap();
     let lines = export_scenario(dir.path());

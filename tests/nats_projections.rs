@@ -336,7 +336,7 @@ fn the_project_worker_rides_out_a_server_restart() {
 /// nothing of it is saved.
 #[test]
 fn a_forged_message_in_the_stream_is_refused_by_the_nats_fed_worker() {
-    use campaign_ledger::bus::cloudevents;
+    use campaign_ledger::envelope::cloudevents;
     use campaign_ledger::store::chain_hash;
     for (relinked, says) in [
         (false, "its hash does not match its content"),

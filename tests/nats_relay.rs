@@ -3,7 +3,8 @@
 
 mod support;
 
-use campaign_ledger::bus::{cloudevents, STREAM};
+use campaign_ledger::bus::STREAM;
+use campaign_ledger::envelope::cloudevents;
 use campaign_ledger::store::{chain_hash, EventStore, GENESIS_HASH};
 use std::io::Read;
 use std::process::Stdio;

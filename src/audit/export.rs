@@ -1,5 +1,5 @@
 //! Export and import: the log as JSON lines, one CloudEvent per event (the mapping the relay
-//! publishes, see `bus::cloudevents`), each carrying its position, recorded_at, prev_hash and
+//! publishes, see `envelope::cloudevents`), each carrying its position, recorded_at, prev_hash and
 //! hash, plus `ledgercommandhash` (the causing command's content hash, which an import needs
 //! to keep command ids idempotent forever). The `source` is the same for every backend, so
 //! exports of the same log are byte-identical whichever store they come from.
@@ -9,7 +9,7 @@
 //! rebuilds a store from an export, verifying the chain before anything is written.
 
 use super::{SignedDigest, VerifyError};
-use crate::bus::cloudevents::{decode_export, encode_export};
+use crate::envelope::cloudevents::{decode_export, encode_export};
 use crate::store::ChainCheck;
 use crate::store::{EventStore, Head, ImportedEvent, StoreError};
 use serde::Serialize;

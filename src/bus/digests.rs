@@ -117,7 +117,7 @@ fn append_line(path: &PathBuf, line: &str) -> std::io::Result<()> {
 }
 
 async fn connect(url: &str, replicas: usize) -> Result<jetstream::Context, String> {
-    let addrs = super::server_addrs(url).map_err(|e| e.to_string())?;
+    let addrs = crate::nats::server_addrs(url).map_err(|e| e.to_string())?;
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(2))
         .connect(addrs)

@@ -10,8 +10,8 @@
 //! of the log, so the relay asks for an acknowledgement only every 256 events, at the end of
 //! each batch and on the first message of each session (see `ACK_EVERY`).
 
-use super::cloudevents::{encode, subject_of};
 use super::BusError;
+use crate::envelope::cloudevents::{encode, subject_of};
 use crate::store::{EventStore, RecordedEvent};
 use async_nats::jetstream::{self, stream};
 use std::collections::VecDeque;
@@ -153,7 +153,7 @@ pub async fn relay(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RelayReport, BusError> {
     tokio::pin!(shutdown);
-    super::server_addrs(&options.nats_url)?; // a bad URL fails now, not after retries
+    crate::nats::server_addrs(&options.nats_url)?; // a bad URL fails now, not after retries
     let mut report = RelayReport {
         progress: options.progress.clone(),
         ..RelayReport::default()
@@ -234,7 +234,10 @@ async fn ensure_stream(
 ) -> Result<stream::Stream, BusError> {
     let config = stream::Config {
         name: STREAM.to_string(),
-        subjects: vec![format!("{}.>", super::cloudevents::SUBJECT_PREFIX)],
+        subjects: vec![format!(
+            "{}.>",
+            crate::envelope::cloudevents::SUBJECT_PREFIX
+        )],
         storage: stream::StorageType::File,
         num_replicas: replicas,
         duplicate_window: Duration::from_secs(120),
@@ -293,7 +296,7 @@ async fn session(
                 }
             }
         })
-        .connect(super::server_addrs(&options.nats_url)?)
+        .connect(crate::nats::server_addrs(&options.nats_url)?)
         .await
         .map_err(BusError::nats)?;
     let js = jetstream::ContextBuilder::new()

@@ -93,7 +93,7 @@ impl JetStreamSource {
             .enable_all()
             .build()
             .map_err(BusError::nats)?;
-        let addrs = super::server_addrs(url)?;
+        let addrs = crate::nats::server_addrs(url)?;
         let stream = runtime.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(3))
@@ -134,7 +134,7 @@ impl JetStreamSource {
         self.runtime.spawn(async move {
             loop {
                 let from = tail.state.lock().unwrap_or_else(|p| p.into_inner()).next();
-                match crate::store::ordered_messages(&stream, from).await {
+                match crate::nats::positioned::ordered_messages(&stream, from).await {
                     Ok(mut messages) => {
                         let mut pause = Duration::from_millis(250);
                         while let Some(Ok(m)) = messages.next().await {
@@ -336,7 +336,8 @@ impl JetStreamSource {
             to.min(self.last_sequence()?)
         };
         let Some((first, kept)) = self.kept_in_tail(after, to) else {
-            let read = crate::store::read_events(&self.runtime, &self.stream, after, to, f)?;
+            let read =
+                crate::nats::positioned::read_events(&self.runtime, &self.stream, after, to, f)?;
             self.read_from_stream.fetch_add(read, Ordering::Relaxed);
             return Ok(read);
         };
@@ -345,7 +346,7 @@ impl JetStreamSource {
         let mut read = 0;
         if first > after + 1 {
             let mut stopped = false;
-            read = crate::store::read_events(
+            read = crate::nats::positioned::read_events(
                 &self.runtime,
                 &self.stream,
                 after,
@@ -360,7 +361,7 @@ impl JetStreamSource {
                 return Ok(read);
             }
         }
-        Ok(read + crate::store::check_events(STREAM, first, &kept, f)?.0)
+        Ok(read + crate::nats::positioned::check_events(STREAM, first, &kept, f)?.0)
     }
 }
 

@@ -3,6 +3,7 @@
 //! the live state and swaps, and answers `as_of` / `known_at` reads.
 
 use super::definition::Definition;
+use super::error::ProjectionError;
 use super::report::{self, Report};
 use super::series::{PersonFinding, SeriesFold};
 use super::state::{Compiled, Fields, Input, Router, Scratch, State};
@@ -12,36 +13,6 @@ use chrono_tz::Tz;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
-
-/// Errors of the projection layer. Each says how a caller handles it.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    /// No projection has this name. Run `projections list` (HTTP 404).
-    #[error(
-        "there is no projection named {0:?}; run `campaign-ledger projections list` to see them"
-    )]
-    Unknown(String),
-    /// Reading the log failed (see the store error).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The projection database could not be read or written. Check the file; it can be deleted
-    /// and rebuilt from the log at any time.
-    #[error("projection database {path}: {message}")]
-    Db {
-        /// The file.
-        path: String,
-        /// What failed.
-        message: String,
-    },
-    /// An event's data could not be read back as its type (run `audit verify`).
-    #[error("the event at position {position} cannot be read: {message}; run `campaign-ledger audit verify`")]
-    Data {
-        /// Its position.
-        position: u64,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 struct Live {
     state: State,

@@ -4,12 +4,14 @@
 
 mod definition;
 mod engine;
+mod error;
 mod report;
 mod series;
 mod state;
 
 pub use definition::{load_definitions, Agg, Bucket, Definition, DefinitionError, Fold};
-pub use engine::{db_path_for, Engine, ProjectionError, Rebuilt, Status};
+pub use engine::{db_path_for, Engine, Rebuilt, Status};
+pub use error::ProjectionError;
 pub use report::{Report, Row};
 pub use series::{FindingView, PersonFinding};
 pub use state::{State, Val};

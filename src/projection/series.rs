@@ -8,7 +8,7 @@
 //! time; `as_of` keeps the findings dated on or before the day (the domain dates each finding
 //! at the entry that no longer holds, judged on the entries dated at or before it).
 
-use super::engine::ProjectionError;
+use super::error::ProjectionError;
 use super::state::{day_number, Cell, State};
 use crate::domain::{findings, Event, Finding, Origin, Policy, StreamState};
 use crate::store::{EventRef, EventStore};

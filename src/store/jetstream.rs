@@ -36,13 +36,14 @@
 //! Durability is the server's: see "Durability" in the README (`sync_interval: always`,
 //! replicas 3).
 
-use super::chain::{chain_hash, EventRef, GENESIS_HASH};
 use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     DataRef, EventStore, ExpectedVersion, Head, ImportedEvent, RecordedEvent, StoreError,
 };
-use crate::bus::cloudevents::{encode, with_event};
-use async_nats::jetstream::consumer::DeliverPolicy;
+use crate::envelope::cloudevents::{encode, with_event};
+use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
+use crate::nats::positioned::{next_chunk, ordered_messages, read_events, CHUNK};
+use crate::nats::NatsError;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures_util::{StreamExt, TryStreamExt};
@@ -65,6 +66,17 @@ const SOURCE: &str = "/campaign-ledger/log";
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("NATS: {e}"))
+}
+
+impl From<NatsError> for StoreError {
+    /// NATS errors as the store's kinds (the message as NATS gave it).
+    fn from(e: NatsError) -> StoreError {
+        match e {
+            NatsError::BadUrl(m) => StoreError::Invalid(format!("--nats {m}")),
+            NatsError::Unavailable { message } => unavailable(message),
+            NatsError::Corrupt(m) => StoreError::Corrupt(m),
+        }
+    }
 }
 
 /// The subject of a ledger stream: `ledger.v1.log.<token>`, where the token is the stream id
@@ -253,7 +265,7 @@ fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
             "The store URL {url:?} names no server; use nats://HOST:PORT, several separated by commas."
         )));
     }
-    crate::bus::server_addrs(servers).map_err(|e| {
+    crate::nats::server_addrs(servers).map_err(|e| {
         StoreError::Invalid(format!("The store URL {url:?} is not understood: {e}"))
     })?;
     Ok((servers.to_string(), replicas))
@@ -283,7 +295,7 @@ impl JetStreamStore {
             .enable_all()
             .build()
             .map_err(unavailable)?;
-        let addrs = crate::bus::server_addrs(&servers).map_err(unavailable)?;
+        let addrs = crate::nats::server_addrs(&servers).map_err(unavailable)?;
         let shown = url.to_string();
         let (client, writer_js, stream) = run_on(&runtime, async move {
             // Servers that are still starting get 5 s to accept the connection.
@@ -370,112 +382,8 @@ impl JetStreamStore {
     ) -> Result<u64, StoreError> {
         self.refresh()?;
         let to = to.min(self.shared.index().head);
-        read_events(&self.runtime, &self.stream, after, to, f)
+        Ok(read_events(&self.runtime, &self.stream, after, to, f)?)
     }
-}
-
-/// Calls `f` with each event of a stream whose sequences are ledger positions (`LEDGER_LOG`,
-/// `LEDGER_EVENTS`), for positions (after, to], in order, checking each position; returns how
-/// many it saw. Short ranges are read with direct gets (one round trip), long ones with an
-/// ordered consumer. The reads run on `runtime`; `f` runs on the calling thread.
-pub(crate) fn read_events(
-    runtime: &tokio::runtime::Runtime,
-    stream: &stream::Stream,
-    after: u64,
-    to: u64,
-    f: &mut dyn FnMut(EventRef<'_>) -> bool,
-) -> Result<u64, StoreError> {
-    if to <= after {
-        return Ok(0);
-    }
-    let name = stream.cached_info().config.name.clone();
-    // Messages go to the calling thread in chunks: one hand-off per message cost as much
-    // as the fold.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<bytes::Bytes>, StoreError>>(16);
-    let st = stream.clone();
-    runtime.spawn(async move {
-        if to - after <= 64 {
-            let got: Result<Vec<_>, StoreError> = futures_util::stream::iter(after + 1..=to)
-                .map(|seq| {
-                    let s = st.clone();
-                    async move { s.direct_get(seq).await.map_err(unavailable) }
-                })
-                .buffered(64)
-                .try_collect()
-                .await;
-            let _ = tx.send(got.map(|ms| ms.into_iter().map(|m| m.payload).collect()));
-            return;
-        }
-        let mut messages = match ordered_messages(&st, after + 1).await {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        let mut left = to - after;
-        while left > 0 {
-            let (got, failed) =
-                next_chunk(&mut messages, to + 1 - left, CHUNK.min(left as usize)).await;
-            left -= got.len() as u64;
-            let chunk: Vec<_> = got.into_iter().map(|m| m.message.payload).collect();
-            if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
-                return;
-            }
-            if let Some(e) = failed {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        }
-    });
-    let mut expected = after + 1;
-    while expected <= to {
-        let chunk = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
-        let chunk = &chunk[..chunk.len().min((to + 1 - expected) as usize)];
-        let (seen, go_on) = check_events(&name, expected, chunk, f)?;
-        expected += seen;
-        if !go_on {
-            break;
-        }
-    }
-    Ok(expected - after - 1)
-}
-
-/// Calls `f` with the events of `payloads`, the messages of `stream` at positions `first`,
-/// `first + 1`, …, checking each position; stops early when `f` returns false. Returns how
-/// many `f` saw and whether it wants more.
-pub(crate) fn check_events(
-    stream: &str,
-    first: u64,
-    payloads: &[bytes::Bytes],
-    f: &mut dyn FnMut(EventRef<'_>) -> bool,
-) -> Result<(u64, bool), StoreError> {
-    for (seen, (position, payload)) in (first..).zip(payloads).enumerate() {
-        if !check_event(stream, position, payload, f)? {
-            return Ok((seen as u64 + 1, false));
-        }
-    }
-    Ok((payloads.len() as u64, true))
-}
-
-/// Calls `f` with the event a message of `stream` carries, checking that it is the one at
-/// position `expected`; returns what `f` returns.
-fn check_event(
-    stream: &str,
-    expected: u64,
-    payload: &[u8],
-    f: &mut dyn FnMut(EventRef<'_>) -> bool,
-) -> Result<bool, StoreError> {
-    with_event(payload, |e| {
-        if e.position != expected {
-            return Err(StoreError::Corrupt(format!(
-                "{stream} holds position {} where {expected} was expected",
-                e.position
-            )));
-        }
-        Ok(f(e))
-    })
-    .map_err(|e| StoreError::Corrupt(format!("{stream} position {expected}: {e}")))?
 }
 
 fn check_version(client: &Client) -> Result<(), StoreError> {
@@ -548,64 +456,6 @@ async fn ensure_log(
     }
 }
 
-/// Messages handed from the reading task to the calling thread at a time, at most.
-const CHUNK: usize = 256;
-
-/// Every message of `stream` from sequence `from` on, with an ordered push consumer (it
-/// recreates itself on a gap; callers also check that positions follow one another). The
-/// server pushes under flow control instead of answering pull requests: 1.2-1.3x the rate
-/// of a pull-based ordered consumer on this machine, and a plain pull consumer pulling 4,096
-/// at a time was no faster than the pull-based one.
-pub(crate) async fn ordered_messages(
-    stream: &stream::Stream,
-    from: u64,
-) -> Result<jetstream::consumer::push::Ordered, StoreError> {
-    let consumer = stream
-        .create_consumer(jetstream::consumer::push::OrderedConfig {
-            deliver_subject: format!("_INBOX.{}", Uuid::now_v7().simple()),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-    consumer.messages().await.map_err(unavailable)
-}
-
-/// Up to `max` messages of `messages`, the first at position `next`: waits for the first (10 s
-/// at most), then takes what has already arrived. A failure ends the chunk and comes with
-/// what was received before it, for the caller to hand on first.
-async fn next_chunk(
-    messages: &mut jetstream::consumer::push::Ordered,
-    next: u64,
-    max: usize,
-) -> (Vec<jetstream::Message>, Option<StoreError>) {
-    let mut chunk = Vec::with_capacity(max);
-    while chunk.len() < max {
-        let m = if chunk.is_empty() {
-            match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                Ok(m) => m,
-                Err(_) => {
-                    let e = unavailable(format!("no message {next} within 10 s"));
-                    return (chunk, Some(e));
-                }
-            }
-        } else {
-            match futures_util::FutureExt::now_or_never(messages.next()) {
-                Some(m) => m,
-                None => break,
-            }
-        };
-        match m {
-            Some(Ok(m)) => chunk.push(m),
-            Some(Err(e)) => return (chunk, Some(unavailable(e))),
-            None => return (chunk, Some(unavailable("the consumer ended early"))),
-        }
-    }
-    (chunk, None)
-}
-
 fn content_hash_of(headers: Option<&HeaderMap>, position: u64) -> Result<[u8; 32], StoreError> {
     headers
         .and_then(|h| h.get("Ledger-Command-Hash"))
@@ -660,8 +510,9 @@ async fn catch_up(stream: &stream::Stream, shared: &Arc<Shared>) -> Result<(), S
         let received = async {
             let mut seq = head + 1;
             while seq <= last {
-                let (got, mut failed) =
+                let (got, failed) =
                     next_chunk(&mut messages, seq, CHUNK.min((last + 1 - seq) as usize)).await;
+                let mut failed = failed.map(StoreError::from);
                 let mut chunk = Vec::with_capacity(got.len());
                 for m in got {
                     match content_hash_of(m.message.headers.as_ref(), seq) {
@@ -726,7 +577,7 @@ async fn get_events(
             let s = stream.clone();
             async move {
                 let m = s.direct_get(p).await.map_err(unavailable)?;
-                let e = crate::bus::cloudevents::decode(&m.payload)
+                let e = crate::envelope::cloudevents::decode(&m.payload)
                     .map_err(|e| StoreError::Corrupt(format!("{LOG_STREAM} sequence {p}: {e}")))?;
                 if e.position != p {
                     return Err(StoreError::Corrupt(format!(

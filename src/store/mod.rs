@@ -2,47 +2,28 @@
 //! and the backends (`sqlite`, the embedded default). A store knows no event type by name:
 //! it stores typed envelopes around opaque JSON data.
 
-mod chain;
 mod clock;
 mod jetstream;
 mod keys;
 mod sqlite;
 mod subscription;
 
-pub(crate) use chain::ChainCheck;
-pub use chain::{chain_hash, ChainBreak, EventRef, GENESIS_HASH};
+pub(crate) use crate::envelope::ChainCheck;
+pub use crate::envelope::{
+    chain_hash, format_occurred_at, format_recorded_at, Actor, ChainBreak, DataRef, EventRef,
+    RecordedEvent, GENESIS_HASH,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub(crate) use jetstream::{check_events, ordered_messages, read_events};
 pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub use keys::{KeyState, KeyStore, MasterKey, PersonKey};
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// Who caused an event (recorded in its envelope).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Actor {
-    /// Role: `cli`, `agent`, `partner`, `supervisor`, `auditor`, `admin`, `system`.
-    pub role: String,
-    /// Directorate the actor acts for, if scoped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directorate: Option<String>,
-    /// The agent's or token's reference.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_ref: Option<String>,
-}
-
-impl Actor {
-    /// Canonical JSON of the actor (keys in fixed order), as stored and hashed.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("actors serialize")
-    }
-}
 
 /// An event to append, before the store gives it an id, position and hash.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +79,7 @@ pub struct CommandRecord {
     /// The command id.
     pub command_id: Uuid,
     /// SHA-256 of its canonical content (hex in JSON).
-    #[serde(serialize_with = "hex_ser")]
+    #[serde(serialize_with = "crate::envelope::hex_ser")]
     pub content_hash: [u8; 32],
     /// The stream its events went to.
     pub stream_id: String,
@@ -108,10 +89,6 @@ pub struct CommandRecord {
     pub last_position: u64,
     /// Commit time.
     pub recorded_at: String,
-}
-
-fn hex_ser<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(h))
 }
 
 /// The result of an append.
@@ -124,77 +101,6 @@ pub enum AppendResult {
     Duplicate(CommandRecord),
 }
 
-/// A stored event with its full envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RecordedEvent {
-    /// Global position, 1-based and gapless.
-    pub position: u64,
-    /// Event id (UUID v7).
-    pub event_id: Uuid,
-    /// Stream id.
-    pub stream_id: String,
-    /// Version within the stream, 1-based.
-    pub stream_version: u64,
-    /// Type name.
-    pub event_type: String,
-    /// Schema version of `data`.
-    pub schema_version: u32,
-    /// Business time (RFC 3339 with the offset given).
-    pub occurred_at: String,
-    /// Commit time (UTC, RFC 3339, microseconds, `Z`): sorts as text.
-    pub recorded_at: String,
-    /// Causing command.
-    pub command_id: Uuid,
-    /// Correlation id.
-    pub correlation_id: Option<String>,
-    /// Actor as canonical JSON.
-    pub actor: String,
-    /// Data as canonical JSON.
-    pub data: String,
-    /// Hash of the previous event (zeros for the first).
-    #[serde(serialize_with = "hex_ser")]
-    pub prev_hash: [u8; 32],
-    /// `SHA-256(prev_hash ‖ canonical bytes of this event)`.
-    #[serde(serialize_with = "hex_ser")]
-    pub hash: [u8; 32],
-}
-
-impl RecordedEvent {
-    /// A borrowed view, for hashing and fast scans.
-    pub fn as_ref(&self) -> EventRef<'_> {
-        EventRef {
-            position: self.position,
-            event_id: self.event_id,
-            stream_id: &self.stream_id,
-            stream_version: self.stream_version,
-            event_type: &self.event_type,
-            schema_version: self.schema_version,
-            occurred_at: &self.occurred_at,
-            recorded_at: &self.recorded_at,
-            command_id: self.command_id,
-            correlation_id: self.correlation_id.as_deref(),
-            actor: &self.actor,
-            data: &self.data,
-            prev_hash: self.prev_hash,
-            hash: self.hash,
-        }
-    }
-}
-
-/// The part of an event that readers of its data need (see `EventStore::scan_data`).
-#[derive(Debug, Clone, Copy)]
-#[allow(missing_docs)]
-pub struct DataRef<'a> {
-    pub position: u64,
-    pub stream_id: &'a str,
-    pub event_type: &'a str,
-    pub schema_version: u32,
-    pub occurred_at: &'a str,
-    pub recorded_at: &'a str,
-    pub data: &'a str,
-    pub hash: [u8; 32],
-}
-
 /// The head of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -202,16 +108,6 @@ pub struct Head {
     pub position: u64,
     /// Hash at that position (zeros when empty).
     pub hash: [u8; 32],
-}
-
-/// Formats a commit time the way the store records it (sorts as text).
-pub fn format_recorded_at(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// Formats a business time the way the store records it.
-pub fn format_occurred_at(t: DateTime<FixedOffset>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Errors of the log. Each variant says how a caller handles it.

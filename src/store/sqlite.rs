@@ -7,12 +7,12 @@
 //! slip an event in at a version already taken. The writer keeps a cache of stream versions and
 //! drops it whenever the head moved under it (another process wrote).
 
-use super::chain::{chain_hash, EventRef, GENESIS_HASH};
 use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
 use super::{DataRef, ImportedEvent, PreCommit};
+use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! `ledgerrecordedat`, `ledgercommandid`, `ledgercorrelationid` (absent when none),
 //! `ledgeractor` (the actor's JSON as a string), `ledgerprevhash`, `ledgerhash` (hex).
 
-use crate::store::{EventRef, RecordedEvent};
+use super::{EventRef, RecordedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;

@@ -1,0 +1,95 @@
+//! The NATS client side shared by the JetStream store and the bus: server addresses, and the
+//! positioned reads of a stream whose sequence is the ledger position. Its own error type;
+//! callers map it into theirs, keeping it as the cause.
+
+pub mod positioned;
+
+/// Errors of the NATS client side. Each says how a caller handles it.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// A server URL that is not one. Fix the flag; retrying cannot help.
+    #[error("--nats {0}")]
+    BadUrl(String),
+    /// NATS could not be reached or refused a request. Retry later.
+    #[error("{message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
+    /// A message is not the event its position should hold. Stop and check the stream.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl NatsError {
+    /// An unavailability, saying what failed.
+    pub fn unavailable(e: impl std::fmt::Display) -> NatsError {
+        NatsError::Unavailable {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Parses a `--nats` value: one URL or several separated by commas (`nats://a:4222,nats://b:4222`),
+/// as a client of a cluster gives the nodes it may reach first.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+    let addrs: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            // `nats:/host:port` (one slash) parses as a URL without a host, which the client
+            // would quietly take for localhost:4222.
+            if let Some((scheme, rest)) = u.split_once(':') {
+                if scheme.chars().all(|c| c.is_ascii_alphabetic())
+                    && rest.starts_with('/')
+                    && !rest.starts_with("//")
+                {
+                    return Err(NatsError::BadUrl(format!(
+                        "{u:?} is not a NATS server URL (a scheme takes two slashes): give nats://HOST:PORT, several separated by commas"
+                    )));
+                }
+            }
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                NatsError::BadUrl(format!(
+                    "{u:?} is not a NATS server URL ({e}): give nats://HOST:PORT, several separated by commas"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if addrs.is_empty() {
+        return Err(NatsError::BadUrl(
+            "is empty: give nats://HOST:PORT, several separated by commas".into(),
+        ));
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_are_checked_before_any_connection() {
+        for good in [
+            "nats://127.0.0.1:4222",
+            "127.0.0.1:4222",
+            "nats://a:1, nats://b:2",
+            "tls://h:4222",
+        ] {
+            assert!(server_addrs(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("nats:/127.0.0.1:4222", "a scheme takes two slashes"),
+            ("", "is empty"),
+            (" , ", "is empty"),
+            ("nats://a:b:c", "is not a NATS server URL"),
+        ] {
+            let err = server_addrs(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("nats://HOST:PORT"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
