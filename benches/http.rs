@@ -6,9 +6,9 @@
 //! `cargo bench --bench http` (`BENCH_CLIENTS=N` concurrent clients, default 64;
 //! `BENCH_PER_CLIENT=N` commands each, default 300). Bounded, loopback only.
 
+use campaign_ledger::access::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::app::{Ledger, Outcome};
 use campaign_ledger::domain::*;
-use campaign_ledger::http::auth::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::http::{router, AppState, Auth, Role};
 use campaign_ledger::projection::{load_definitions, Engine};
 use campaign_ledger::store::Actor;

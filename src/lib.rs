@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod app;
 pub mod audit;
 pub mod bus;
@@ -11,6 +12,7 @@ pub mod domain;
 pub mod envelope;
 pub mod http;
 pub mod nats;
+pub mod privacy;
 pub mod projection;
 pub mod scenario;
 pub mod store;

@@ -111,9 +111,9 @@ fn kill_9_during_a_load_loses_no_acknowledged_command_and_adds_nothing_else() {
     // No event outlived the key its person ref was sealed with (keys are made durable before
     // the group that uses them commits), and each ref opens to what was submitted.
     let master = std::fs::read_to_string(dir.path().join("ledger-data/master.key")).unwrap();
-    let keys = campaign_ledger::store::KeyStore::open(
+    let keys = campaign_ledger::privacy::KeyStore::open(
         &dir.path().join("ledger-data/ledger.keys.db"),
-        &campaign_ledger::store::MasterKey::from_hex(&master).unwrap(),
+        &campaign_ledger::privacy::MasterKey::from_hex(&master).unwrap(),
         false,
     )
     .unwrap();
@@ -123,12 +123,12 @@ fn kill_9_during_a_load_loses_no_acknowledged_command_and_adds_nothing_else() {
         let Some(sealed) = data["person_ref"].as_str() else {
             continue;
         };
-        let person_id = campaign_ledger::app::sealed_person_id(sealed)
+        let person_id = campaign_ledger::privacy::sealed_person_id(sealed)
             .unwrap_or_else(|| panic!("position {}: person_ref in clear", e.position));
-        let campaign_ledger::store::KeyState::Present(k) = keys.state(person_id).unwrap() else {
+        let campaign_ledger::privacy::KeyState::Present(k) = keys.state(person_id).unwrap() else {
             panic!("position {}: the key of {person_id} is missing", e.position)
         };
-        let clear = campaign_ledger::app::open_sealed(&k, sealed).unwrap();
+        let clear = campaign_ledger::privacy::open_sealed(&k, sealed).unwrap();
         assert!(
             clear.starts_with(data["directorate"].as_str().unwrap()),
             "{clear}"

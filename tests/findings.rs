@@ -9,13 +9,14 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use campaign_ledger::access::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::app::{Ledger, Outcome};
+use campaign_ledger::audit::AccessLog;
 use campaign_ledger::domain::{CommandEnvelope, Policy, Reference};
-use campaign_ledger::http::access_log::AccessLog;
-use campaign_ledger::http::auth::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::http::{router, AppState, Auth, Role};
+use campaign_ledger::privacy::{KeyStore, MasterKey};
 use campaign_ledger::projection::{load_definitions, Engine};
-use campaign_ledger::store::{self, Actor, KeyStore, MasterKey, SystemClock};
+use campaign_ledger::store::{self, Actor, SystemClock};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;

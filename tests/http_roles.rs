@@ -7,8 +7,8 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use campaign_ledger::access::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::domain::Reference;
-use campaign_ledger::http::auth::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::http::{router, AppState, Auth, Role};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

@@ -62,9 +62,9 @@ pub fn keyed_ledger(store: Arc<dyn EventStore>, dir: &Path) -> Ledger {
         return ledger;
     }
     ledger.with_keys(Arc::new(
-        store::KeyStore::open(
+        campaign_ledger::privacy::KeyStore::open(
             &dir.join("ledger.keys.db"),
-            &store::MasterKey::generate().unwrap(),
+            &campaign_ledger::privacy::MasterKey::generate().unwrap(),
             true,
         )
         .unwrap(),

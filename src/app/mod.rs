@@ -2,13 +2,11 @@
 //! version; retry on conflict with a fresh read; idempotency by command id, forever.
 //! No business rules here: they live in `domain::decide`.
 
-mod privacy;
+mod persons;
 mod submit;
 
-use privacy::Person;
-pub use privacy::{
-    open_sealed, seal, sealed_person_id, sealed_ref_in, Erasure, PersonView, SEALED,
-};
+use persons::Person;
+pub use persons::{Erasure, PersonView};
 pub use submit::{
     handle_envelope, handle_text, invalid_outcome, submit_lines, ErrorBody, LineOutcome,
     SubmitSummary,
@@ -91,7 +89,7 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
     sites: RwLock<HashMap<String, StreamState>>,
     /// Per-person keys (crypto-shredding); `None`: person refs are stored in clear.
-    keys: Option<Arc<crate::store::KeyStore>>,
+    keys: Option<Arc<crate::privacy::KeyStore>>,
     /// The log held events before the key store existed (some people are in clear).
     legacy_log: bool,
 }
@@ -116,7 +114,7 @@ impl Ledger {
     }
 
     /// Stores person refs sealed with per-person keys from `keys` (see `app::privacy`).
-    pub fn with_keys(mut self, keys: Arc<crate::store::KeyStore>) -> Ledger {
+    pub fn with_keys(mut self, keys: Arc<crate::privacy::KeyStore>) -> Ledger {
         self.legacy_log = keys.legacy();
         // Where the log can make new keys durable just before each group commit, one fsync
         // serves a whole group; otherwise the key store syncs its own writes.
@@ -132,7 +130,7 @@ impl Ledger {
     }
 
     /// The key store, when person refs are sealed.
-    pub fn keys(&self) -> Option<&Arc<crate::store::KeyStore>> {
+    pub fn keys(&self) -> Option<&Arc<crate::privacy::KeyStore>> {
         self.keys.as_ref()
     }
 

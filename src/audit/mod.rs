@@ -1,10 +1,12 @@
 //! Tamper evidence: recompute the hash chain (`verify`), state the head (`digest`), sign it
-//! and prove that a later log extends it (`signing`).
-//! Reads only; mutates nothing.
+//! and prove that a later log extends it (`signing`); export and import; the access log of
+//! person-level reads (`access_log`). Never mutates the log.
 
+pub mod access_log;
 mod export;
 mod signing;
 
+pub use access_log::{AccessEntry, AccessLog};
 pub use export::{
     export, import, verify_export, ExportOptions, Exported, Imported, VerifiedExport,
 };

@@ -70,9 +70,9 @@ impl Cli {
 
     /// The master key: LEDGER_MASTER_KEY, or the key file (created when missing, if the key
     /// store is new too: `create`).
-    fn master_key(&self, create: bool) -> Result<store::MasterKey> {
+    fn master_key(&self, create: bool) -> Result<crate::privacy::MasterKey> {
         if let Ok(hex) = std::env::var("LEDGER_MASTER_KEY") {
-            return store::MasterKey::from_hex(&hex)
+            return crate::privacy::MasterKey::from_hex(&hex)
                 .map_err(|e| anyhow!("LEDGER_MASTER_KEY is not usable: {e}"));
         }
         let path = self
@@ -80,7 +80,7 @@ impl Cli {
             .clone()
             .unwrap_or_else(|| self.data_dir().join("master.key"));
         match std::fs::read_to_string(&path) {
-            Ok(text) => store::MasterKey::from_hex(&text)
+            Ok(text) => crate::privacy::MasterKey::from_hex(&text)
                 .map_err(|e| anyhow!("{} is not a master key: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => bail!(
                 "the master key file {} is missing, and the key store {} was made with it: restore the file, \
@@ -89,7 +89,7 @@ impl Cli {
                 self.key_store_path().display()
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = store::MasterKey::generate().map_err(|e| anyhow!(e))?;
+                let key = crate::privacy::MasterKey::generate().map_err(|e| anyhow!(e))?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
@@ -137,6 +137,34 @@ impl Cli {
             self.command,
             Cmd::Demo { .. } | Cmd::Submit { .. } | Cmd::Serve { .. } | Cmd::ErasePerson { .. }
         )
+    }
+}
+
+/// A token's role, as `auth token --role` takes it (the access layer's `Role`).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum RoleArg {
+    /// Sends commands for its directorates (not site authorisations).
+    Agent,
+    /// Reports ticket redemptions (`RedeemTicket`) for its partner centres.
+    Partner,
+    /// Reads everything of its directorates (business dates only, small counts suppressed).
+    Supervisor,
+    /// Reads everything, at any `as_of` and `known_at`, and the audit endpoints; never writes.
+    Auditor,
+    /// Authorises sites and rebuilds projections.
+    Admin,
+}
+
+impl From<RoleArg> for crate::access::Role {
+    fn from(r: RoleArg) -> Self {
+        use crate::access::Role;
+        match r {
+            RoleArg::Agent => Role::Agent,
+            RoleArg::Partner => Role::Partner,
+            RoleArg::Supervisor => Role::Supervisor,
+            RoleArg::Auditor => Role::Auditor,
+            RoleArg::Admin => Role::Admin,
+        }
     }
 }
 
@@ -397,7 +425,7 @@ pub enum AuthCmd {
         id: String,
         /// Its role.
         #[arg(long, value_enum)]
-        role: crate::http::Role,
+        role: RoleArg,
         /// A directorate id it acts for or reads (agent, supervisor); repeat for several.
         #[arg(long = "directorate")]
         directorates: Vec<String>,
@@ -601,7 +629,8 @@ impl Cli {
                 );
             }
             let master = self.master_key(!path.exists())?;
-            let keys = store::KeyStore::open(&path, &master, empty).map_err(|e| anyhow!("{e}"))?;
+            let keys = crate::privacy::KeyStore::open(&path, &master, empty)
+                .map_err(|e| anyhow!("{e}"))?;
             ledger = ledger.with_keys(Arc::new(keys));
             ledger.recover_keys().map_err(|e| anyhow!("{e}"))?;
         }
@@ -627,7 +656,7 @@ fn holds_sealed_refs(store: &dyn EventStore) -> Result<bool> {
     let mut found = false;
     store
         .scan_data(0, u64::MAX, &mut |e| {
-            found = crate::app::sealed_ref_in(e.data).is_some();
+            found = crate::privacy::sealed_ref_in(e.data).is_some();
             !found
         })
         .map_err(|e| anyhow!("{e}"))?;
@@ -884,19 +913,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     })
                 })
                 .transpose()?;
-            let entry = crate::http::auth::TokenEntry {
+            let entry = crate::access::TokenEntry {
                 id: id.clone(),
-                role: *role,
+                role: crate::access::Role::from(*role),
                 directorates: directorates.clone(),
                 partner_centres: partner_centres.clone(),
                 sha256: String::new(),
                 expires_at,
             };
-            let token = crate::http::auth::add_token(file, entry, &Reference::builtin())
+            let token = crate::access::add_token(file, entry, &Reference::builtin())
                 .map_err(|e| anyhow!("{e}"))?;
             eprintln!(
                 "token {id:?} ({}) added to {}; it is shown only now:",
-                role.as_str(),
+                crate::access::Role::from(*role).as_str(),
                 file.display()
             );
             println!("{token}");
@@ -1279,7 +1308,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     path.display()
                 );
             }
-            let log = crate::http::AccessLog::open(&path).map_err(|e| anyhow!("{e}"))?;
+            let log = crate::audit::AccessLog::open(&path).map_err(|e| anyhow!("{e}"))?;
             let mut after = 0;
             loop {
                 let page = log
@@ -1380,7 +1409,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let auth = match auth {
                 Some(path) => Some(
-                    crate::http::Auth::load(path, &Reference::builtin())
+                    crate::access::Auth::load(path, &Reference::builtin())
                         .map_err(|e| anyhow!("{e}"))?,
                 ),
                 None => None,
@@ -1511,7 +1540,7 @@ fn follow_projections(
 
 /// What `demo --serve` prints once the server listens.
 struct DemoBanner {
-    tokens: Vec<(crate::http::Role, String, String)>,
+    tokens: Vec<(crate::access::Role, String, String)>,
     tokens_file: PathBuf,
     as_of: chrono::NaiveDate,
 }
@@ -1519,8 +1548,8 @@ struct DemoBanner {
 /// `demo --serve`: fresh tokens, one per role (agents and supervisors scoped to Lyon, the
 /// partner to Lyon's partner centres), then the server.
 fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
-    use crate::http::auth::{hash_token, new_token, TokenEntry, TokenFile};
-    use crate::http::Role;
+    use crate::access::Role;
+    use crate::access::{hash_token, new_token, TokenEntry, TokenFile};
     use crate::store::write_private;
     let reference = Reference::builtin();
     let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
@@ -1574,7 +1603,8 @@ fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         &(serde_json::to_string_pretty(&clear)? + "\n"),
     )
     .map_err(|e| anyhow!(e))?;
-    let auth = crate::http::Auth::from_file(file, &Reference::builtin()).map_err(|e| anyhow!(e))?;
+    let auth =
+        crate::access::Auth::from_file(file, &Reference::builtin()).map_err(|e| anyhow!(e))?;
     // The demo signs its digests: a key of its own, made once.
     let key_path = cli.key_path(None);
     if !key_path.exists() {
@@ -1604,7 +1634,7 @@ fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
 fn serve(
     cli: &Cli,
     listen: &str,
-    auth: Option<crate::http::Auth>,
+    auth: Option<crate::access::Auth>,
     banner: Option<DemoBanner>,
     digest_every: std::time::Duration,
 ) -> Result<ExitCode> {
@@ -1659,7 +1689,7 @@ fn serve(
         );
     }
     state = state.with_access_log(
-        crate::http::AccessLog::open(&cli.access_log_path()).map_err(|e| anyhow!("{e}"))?,
+        crate::audit::AccessLog::open(&cli.access_log_path()).map_err(|e| anyhow!("{e}"))?,
     );
     let relay_options = cli.nats.clone().map(crate::bus::RelayOptions::new);
     if let Some(o) = &relay_options {
@@ -1679,7 +1709,7 @@ fn serve(
             let auditor = b
                 .tokens
                 .iter()
-                .find(|(r, _, _)| *r == crate::http::Role::Auditor)
+                .find(|(r, _, _)| *r == crate::access::Role::Auditor)
                 .map(|(_, _, t)| t.as_str())
                 .unwrap_or("");
             println!(

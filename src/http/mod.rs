@@ -12,16 +12,14 @@
 //! needs `Authorization: Bearer TOKEN`; what each role may do is in [`Caller`] and in the
 //! README's role × endpoint table.
 
-pub mod access_log;
-pub mod auth;
 pub mod dashboard;
 mod findings;
 pub mod metrics;
 pub mod openapi;
 mod strict;
 
-pub use access_log::{AccessEntry, AccessLog};
-pub use auth::{Auth, Principal, Role};
+pub use crate::access::{Auth, Principal, Role};
+pub use crate::audit::{AccessEntry, AccessLog};
 pub use metrics::Metrics;
 
 use crate::app::{handle_envelope, invalid_outcome, AppError, CommandScope, Ledger, LineOutcome};

@@ -4,7 +4,6 @@
 
 mod clock;
 mod jetstream;
-mod keys;
 mod sqlite;
 mod subscription;
 
@@ -15,7 +14,6 @@ pub use crate::envelope::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
-pub use keys::{KeyState, KeyStore, MasterKey, PersonKey};
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
 

@@ -18,7 +18,7 @@
 //!
 //! The store knows no event type: it keeps keys by person.
 
-use super::StoreError;
+use crate::store::StoreError;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
@@ -352,7 +352,7 @@ impl KeyStore {
     /// Makes `n` keys in advance for this process: written in one transaction, assigned to
     /// nobody, and fsynced, so that a key is on disk before any event can be sealed with it.
     fn refill(&self, inner: &mut Inner, n: usize) -> Result<(), StoreError> {
-        let now = super::format_recorded_at(chrono::Utc::now());
+        let now = crate::envelope::format_recorded_at(chrono::Utc::now());
         let mut made = Vec::with_capacity(n);
         let tx = inner
             .conn
@@ -738,7 +738,7 @@ fn write_keys(mut conn: Connection, wal: PathBuf, jobs: std::sync::mpsc::Receive
                 Err(_) => break,
             }
         }
-        let now = super::format_recorded_at(chrono::Utc::now());
+        let now = crate::envelope::format_recorded_at(chrono::Utc::now());
         let committed = (|| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(batch.len());
