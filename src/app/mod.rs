@@ -3,10 +3,12 @@
 //! No business rules here: they live in `domain::decide`.
 
 mod persons;
+mod read;
 mod submit;
 
 use persons::Person;
 pub use persons::{Erasure, PersonView};
+pub use read::Reader;
 pub use submit::{
     handle_envelope, handle_text, invalid_outcome, submit_lines, ErrorBody, LineOutcome,
     SubmitSummary,
@@ -62,6 +64,48 @@ pub enum AppError {
         #[source]
         source: domain::DecodeError,
     },
+    /// A projection could not be read (`Unknown`: no projection of that name).
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
+}
+
+/// What kind of failure an `AppError` is, for a transport to answer with the right status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A conflict that survived the retries: send again (HTTP 409).
+    Conflict,
+    /// The request itself is wrong: fix it (HTTP 400).
+    Invalid,
+    /// The store cannot be reached now: retry later (HTTP 503).
+    Unavailable,
+    /// No projection of that name (HTTP 404).
+    UnknownProjection,
+    /// The log cannot be read or written as it should: an operator must look (HTTP 500).
+    StoreFailure,
+    /// A stored event cannot be read back (HTTP 500).
+    Undecodable,
+    /// The projection database failed (HTTP 500).
+    ProjectionFailure,
+}
+
+impl AppError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::projection::ProjectionError as P;
+        let store = |s: &StoreError| match s {
+            StoreError::Conflict { .. } => ErrorKind::Conflict,
+            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::StoreFailure,
+        };
+        match self {
+            AppError::Store(s) => store(s),
+            AppError::Decode { .. } => ErrorKind::Undecodable,
+            AppError::Projection(P::Unknown(_)) => ErrorKind::UnknownProjection,
+            AppError::Projection(P::Store(s)) => store(s),
+            AppError::Projection(_) => ErrorKind::ProjectionFailure,
+        }
+    }
 }
 
 /// How many times a command is decided again after a concurrency conflict.

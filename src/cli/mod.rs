@@ -1758,14 +1758,7 @@ fn serve(
         };
         let relay = relay_options
             .map(|o| tokio::spawn(crate::bus::relay(store, o, stopped(stop_rx.clone()))));
-        // Answers go out at once (no Nagle delay behind a small response).
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, crate::http::router(state))
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await?;
+        crate::http::run(listener, state, stopped(stop_rx)).await?;
         if let Some(r) = relay {
             match r.await {
                 Ok(Ok(report)) => eprintln!(

@@ -3,10 +3,13 @@
 //! names the person by pseudonym only, never the ref; the read is logged in the access log
 //! like every person-level read.
 
-use super::{
-    blocking, forbidden, parse_as_of, parse_known_at, query, ApiError, AppState, Caller, ReadScope,
-    Role,
-};
+use super::blocking;
+use super::caller::{forbidden, Caller, ReadScope};
+use super::error::ApiError;
+use super::query::{parse_as_of, parse_known_at, query};
+use super::state::AppState;
+use crate::access::Role;
+use crate::app::AppError;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -61,9 +64,8 @@ pub(super) async fn list(
             )));
         }
     }
-    let (engine, store) = (state.engine.clone(), state.store());
-    let (found, position) =
-        blocking(move || Ok(engine.findings(store.as_ref(), as_of, known_at)?)).await?;
+    let reader = state.reader();
+    let (found, position) = blocking(move || Ok(reader.findings(as_of, known_at)?)).await?;
     let shown: Vec<_> = found
         .iter()
         .filter(|f| scope.allows(Some(f.directorate())))
@@ -82,7 +84,12 @@ pub(super) async fn list(
             };
             let route = format!("GET {uri}");
             let named = shown.len() as u64;
-            blocking(move || Ok(log.record(&id, &role, &route, &persons, named, 0)?)).await?;
+            blocking(move || {
+                Ok(log
+                    .record(&id, &role, &route, &persons, named, 0)
+                    .map_err(AppError::from)?)
+            })
+            .await?;
         }
     }
     let rows: Vec<_> = shown.iter().map(|f| f.view()).collect();

@@ -31,3 +31,13 @@ pub enum ProjectionError {
         message: String,
     },
 }
+
+impl ProjectionError {
+    /// The name asked for, when no projection has it.
+    pub fn unknown_name(&self) -> Option<String> {
+        match self {
+            ProjectionError::Unknown(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `GET /v1/audit/digest`, `GET /v1/audit/access-log`.
+
+use super::caller::Caller;
+use super::error::ApiError;
+use super::query::{check_after, query_with};
+use super::state::AppState;
+use super::{blocking, MAX_EVENTS};
+use crate::access::Role;
+use crate::app::AppError;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(super) struct AccessQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    person: Option<String>,
+}
+
+/// `GET /v1/audit/access-log?after=ID&limit=N&person=PERSON_ID`: the person-level reads, oldest
+/// first (at most 1,000 per page), optionally those of one person (by pseudonym).
+pub(super) async fn access_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<AccessQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor], "read the access log")?;
+    let q = query_with(
+        q,
+        "after and limit are whole numbers and person a person_id, for example ?after=0&limit=100",
+    )?;
+    let Some(log) = state.access_log.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_access_log",
+            "this server keeps no access log (it reveals no person-level data)",
+        ));
+    };
+    let (after, limit) = (
+        check_after(q.after)?,
+        q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
+    );
+    let entries = blocking(move || {
+        Ok(log
+            .entries(after, limit, q.person.as_deref())
+            .map_err(AppError::from)?)
+    })
+    .await?;
+    Ok(Json(entries).into_response())
+}
+
+/// `GET /v1/audit/digest`: the head of the log (position, hash, time), signed with the
+/// ledger's key when the server has one (`audit verify --digest` checks it).
+pub(super) async fn digest(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor], "read the audit digest")?;
+    let reader = state.reader();
+    let d = blocking(move || Ok(reader.digest()?)).await?;
+    Ok(Json(match &state.signing {
+        Some(k) => k.sign(d),
+        None => crate::audit::SignedDigest::unsigned(d),
+    })
+    .into_response())
+}

@@ -1,0 +1,79 @@
+//! `GET /v1/whoami`, `/metrics`, `/readyz` (and `/healthz` in the router).
+
+use super::blocking;
+use super::caller::Caller;
+use super::error::ApiError;
+use super::state::AppState;
+use crate::access::Role;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// `GET /v1/whoami`: the token's role and scope (the dashboard adapts to it).
+pub(super) async fn whoami(caller: Caller) -> Json<serde_json::Value> {
+    Json(match &caller {
+        Caller::Open => serde_json::json!({"role": "api", "auth": false,
+            "directorates": [], "partner_centres": [], "suppressed": false}),
+        Caller::Token(p) => serde_json::json!({
+            "token_id": p.token_id, "role": p.role.as_str(), "auth": true,
+            "directorates": p.directorates, "partner_centres": p.partner_centres,
+            "suppressed": caller.suppresses_small_counts(),
+        }),
+    })
+}
+
+/// `GET /readyz`: 200 when the store answers and every projection is caught up with it.
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let reader = state.reader();
+    blocking(move || {
+        let head = reader.head()?.position;
+        let caught_up = reader.catch_up()?;
+        Ok(if caught_up >= head {
+            (StatusCode::OK, Json(serde_json::json!({"ready": true, "position": head})))
+                .into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"ready": false, "position": head, "projections_at": caught_up})),
+            )
+                .into_response()
+        })
+    })
+    .await
+}
+
+/// `GET /metrics`: Prometheus text (auditors and admins, or anyone without tokens).
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor, Role::Admin], "read the metrics")?;
+    let reader = state.reader();
+    let (head, projections) = blocking(move || {
+        let status = reader.projections()?;
+        let head = status
+            .first()
+            .map(|s| s.head)
+            .map_or_else(|| reader.head().map(|h| h.position), Ok)?;
+        Ok((
+            head,
+            status
+                .into_iter()
+                .map(|s| (s.name, s.checkpoint))
+                .collect::<Vec<_>>(),
+        ))
+    })
+    .await?;
+    let text = state
+        .metrics
+        .render(head, &projections, state.relay.as_ref().map(|p| p.get()));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,80 @@
+//! Query-string extraction shared by the routes: dates, times, positions, with errors that say
+//! what to write.
+
+use super::error::ApiError;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(super) struct ReportQuery {
+    pub(super) as_of: Option<String>,
+    pub(super) known_at: Option<String>,
+}
+
+pub(super) fn parse_known_at(s: Option<&str>) -> Result<Option<DateTime<FixedOffset>>, ApiError> {
+    s.filter(|s| !s.is_empty())
+        .map(|s| {
+            DateTime::<FixedOffset>::parse_from_rfc3339(s).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_known_at",
+                    format!(
+                        "known_at={s:?} is not a time with an offset; write it as 2021-12-17T18:00:00+01:00 (in a URL, + is written %2B)"
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
+pub(super) fn parse_as_of(s: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+    s.filter(|s| !s.is_empty())
+        .map(|s| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_as_of",
+                    format!("as_of={s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `GET /v1/projections/{name}?as_of=YYYY-MM-DD&known_at=RFC3339`: the report JSON.
+/// A query string that does not parse: 400 `bad_query`, with `hint` on what to write.
+pub(super) fn query_with<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+    hint: &str,
+) -> Result<T, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("{}; {hint}", e.body_text()),
+        )
+    })
+}
+
+pub(super) fn query<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query_with(q, "see /v1/openapi.json for this route's parameters")
+}
+
+/// A position given by a client: at most the largest a log can hold.
+pub(super) fn check_after(after: Option<u64>) -> Result<u64, ApiError> {
+    match after {
+        Some(a) if a > i64::MAX as u64 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "after={a} is beyond any log position (at most {})",
+                i64::MAX
+            ),
+        )),
+        a => Ok(a.unwrap_or(0)),
+    }
+}

@@ -1,0 +1,84 @@
+//! The state the handlers share.
+
+use super::metrics::Metrics;
+use crate::access::Auth;
+use crate::app::Ledger;
+use crate::audit::AccessLog;
+use crate::projection::Engine;
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Command handling (and, through it, the store).
+    pub ledger: Arc<Ledger>,
+    /// The projection engine.
+    pub engine: Arc<Engine>,
+    /// Set to `true` when the server stops: live streams end so that the graceful shutdown
+    /// does not wait for them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The tokens; `None`: no authentication (loopback only).
+    pub auth: Option<Arc<Auth>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The relay's progress, when `serve` runs one.
+    pub relay: Option<crate::bus::Progress>,
+    /// The ledger's signing key: `/v1/audit/digest` is signed with it.
+    pub signing: Option<Arc<crate::audit::LedgerKey>>,
+    /// The log of person-level reads. Without it (and without the ledger's key store) reads
+    /// show person refs only as stored (sealed).
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl AppState {
+    /// State for a server without tokens that is never asked to stop (tests, embedding).
+    pub fn new(ledger: Arc<Ledger>, engine: Arc<Engine>) -> AppState {
+        // The sender is dropped at once: the receiver keeps reading `false`.
+        let (_never, stopping) = tokio::sync::watch::channel(false);
+        AppState {
+            ledger,
+            engine,
+            stopping,
+            auth: None,
+            metrics: Arc::new(Metrics::default()),
+            relay: None,
+            signing: None,
+            access_log: None,
+        }
+    }
+
+    /// Reveals person refs to the roles that read events, recording each such read here.
+    pub fn with_access_log(mut self, log: AccessLog) -> AppState {
+        self.access_log = Some(Arc::new(log));
+        self
+    }
+
+    /// Signs `/v1/audit/digest` with the ledger's key.
+    pub fn with_signing_key(mut self, key: crate::audit::LedgerKey) -> AppState {
+        self.signing = Some(Arc::new(key));
+        self
+    }
+
+    /// Requires a token on every API request.
+    pub fn with_auth(mut self, auth: Auth) -> AppState {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Live streams end when `stopping` turns `true`.
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> AppState {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Reports the relay's lag in `/metrics`.
+    pub fn with_relay(mut self, progress: crate::bus::Progress) -> AppState {
+        self.relay = Some(progress);
+        self
+    }
+
+    /// The ledger's read side (its log and projections).
+    pub(super) fn reader(&self) -> crate::app::Reader {
+        crate::app::Reader::new(&self.ledger, self.engine.clone())
+    }
+}
