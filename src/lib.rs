@@ -7,7 +7,6 @@ pub mod access;
 pub mod app;
 pub mod audit;
 pub mod bus;
-pub mod cli;
 pub mod domain;
 pub mod envelope;
 pub mod http;

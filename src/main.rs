@@ -1,8 +1,13 @@
+//! The `campaign-ledger` binary: the command line (`cli`, not part of the library's API) over
+//! the library.
+
+mod cli;
+
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = campaign_ledger::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     // Die quietly when the reader of our output goes away (`report … | head`), as Unix tools
     // do; but never in a process that holds network connections (see `dies_on_sigpipe`).
     if cli.dies_on_sigpipe() {
@@ -11,9 +16,9 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    campaign_ledger::cli::init_tracing();
-    let result = campaign_ledger::cli::run(cli);
-    campaign_ledger::cli::report_peak_rss();
+    cli::init_tracing();
+    let result = cli::run(cli);
+    cli::report_peak_rss();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -2,8 +2,8 @@
 //! known at a time: a table for supervisors, JSON or CSV for programs. Pseudonyms only.
 
 use super::{Cli, ReportFormat};
-use crate::projection::FindingView;
 use anyhow::{anyhow, bail, Result};
+use campaign_ledger::projection::FindingView;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ pub fn run(
     format: ReportFormat,
 ) -> Result<ExitCode> {
     if let Some(d) = directorate {
-        let reference = crate::domain::Reference::builtin();
+        let reference = campaign_ledger::domain::Reference::builtin();
         if !reference.directorates.contains_key(d) {
             bail!(
                 "directorate {d:?} is not in the reference list; known ids: {}",

@@ -1,0 +1,386 @@
+//! The command line as clap parses it: every subcommand, flag and value, with their help text.
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// An event-sourced, hash-chained ledger for a vaccination campaign.
+#[derive(Parser, Debug)]
+#[command(name = "campaign-ledger", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the log lives: sqlite:PATH (the embedded default).
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_STORE",
+        default_value = "sqlite:./ledger-data/ledger.db"
+    )]
+    pub store: String,
+    /// A directory of projection definitions (*.toml) added to the shipped ones; a file there
+    /// replaces a shipped definition of the same name. Default: ./projections when it exists.
+    #[arg(long, global = true, env = "LEDGER_PROJECTIONS")]
+    pub projections: Option<PathBuf>,
+    /// NATS server URL(s), comma-separated (for example nats://127.0.0.1:4222): where `relay`
+    /// publishes and where `project`, `report` and `projections` read with --nats.
+    #[arg(long, global = true, env = "LEDGER_NATS")]
+    pub nats: Option<String>,
+    /// The projection database of the NATS-fed projections (default
+    /// ./ledger-data/nats-projections.db).
+    #[arg(long, global = true, env = "LEDGER_PROJECTIONS_DB")]
+    pub projections_db: Option<PathBuf>,
+    /// The key store: one data key per person, each wrapped by the master key (default: the
+    /// store file with .keys.db, or ledger-data/nats-log.keys.db for a NATS log). Keep it
+    /// apart from copies of the log: destroying a key erases a person everywhere.
+    #[arg(long, global = true, env = "LEDGER_KEY_STORE")]
+    pub key_store: Option<PathBuf>,
+    /// The master key file (64 hex digits; default master.key beside the store, created
+    /// once with mode 0600). The environment variable LEDGER_MASTER_KEY, when set, gives the
+    /// key itself instead.
+    #[arg(long, global = true, env = "LEDGER_MASTER_KEY_FILE")]
+    pub master_key: Option<PathBuf>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// A token's role, as `auth token --role` takes it (the access layer's `Role`).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum RoleArg {
+    /// Sends commands for its directorates (not site authorisations).
+    Agent,
+    /// Reports ticket redemptions (`RedeemTicket`) for its partner centres.
+    Partner,
+    /// Reads everything of its directorates (business dates only, small counts suppressed).
+    Supervisor,
+    /// Reads everything, at any `as_of` and `known_at`, and the audit endpoints; never writes.
+    Auditor,
+    /// Authorises sites and rebuilds projections.
+    Admin,
+}
+
+impl From<RoleArg> for campaign_ledger::access::Role {
+    fn from(r: RoleArg) -> Self {
+        use campaign_ledger::access::Role;
+        match r {
+            RoleArg::Agent => Role::Agent,
+            RoleArg::Partner => Role::Partner,
+            RoleArg::Supervisor => Role::Supervisor,
+            RoleArg::Auditor => Role::Auditor,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// Output format of a report.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ReportFormat {
+    /// A table for people.
+    Table,
+    /// JSON for programs.
+    Json,
+    /// CSV for spreadsheets.
+    Csv,
+}
+
+/// Output format of a command run.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum SubmitFormat {
+    /// One line per command for people.
+    Table,
+    /// One JSON object per command.
+    Json,
+}
+
+/// Where commit times come from.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ClockChoice {
+    /// The machine's clock (normal use).
+    System,
+    /// Each command is recorded at its own business time (never going backwards): for loading
+    /// a historical or simulated campaign, so that --known-at reads make sense for it.
+    Business,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Load the synthetic OFII 2021 scenario into the store (once: running it again loads
+    /// nothing twice) and print the report as of 17 December 2021.
+    Demo {
+        /// Then serve the API and the dashboard, with one fresh token per role (written to
+        /// demo-tokens.json beside the store); stops on SIGTERM or Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+        /// Address and port for --serve (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+        listen: String,
+    },
+    /// Run a file of commands (JSON lines; `-` for standard input), one outcome per line.
+    Submit {
+        /// The command file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+        /// Where commit times come from.
+        #[arg(long, value_enum, default_value = "system")]
+        clock: ClockChoice,
+    },
+    /// Print a projection (read model).
+    Report {
+        /// Projection name (see `projections list`).
+        name: String,
+        /// Events up to the end of this day (YYYY-MM-DD, campaign time zone Europe/Paris).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<NaiveDate>,
+        /// Only what the ledger had recorded by this instant (RFC 3339, e.g. 2021-12-17T18:00:00+01:00).
+        #[arg(long, value_parser = parse_instant)]
+        known_at: Option<DateTime<FixedOffset>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// List the open data-quality findings: people whose recorded series no longer holds after
+    /// a correction (a second dose with no first…), with the entries involved and what to do.
+    /// Persons appear by pseudonym only.
+    Findings {
+        /// Only this directorate's findings (its id, for example lyon).
+        #[arg(long)]
+        directorate: Option<String>,
+        /// Findings dated up to the end of this day (YYYY-MM-DD, campaign time zone).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<NaiveDate>,
+        /// Only what the ledger had recorded by this instant (RFC 3339).
+        #[arg(long, value_parser = parse_instant)]
+        known_at: Option<DateTime<FixedOffset>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// Write a generated scenario as JSON lines to standard output.
+    Scenario {
+        /// Which scenario.
+        #[arg(value_enum)]
+        name: ScenarioName,
+    },
+    /// Write the log, or part of it, as JSON lines: one CloudEvent per event with its
+    /// position, recorded_at, prev_hash, hash and command hash. Byte-identical for the same
+    /// log from any backend; `audit verify --export` checks it without the database.
+    Export {
+        /// First position (default 1).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last position (default: the head).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events recorded at or after this instant (RFC 3339, for example
+        /// 2021-12-01T00:00:00+01:00).
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<DateTime<FixedOffset>>,
+        /// Write to this file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Rebuild the store named by --store from an export (`-` for standard input), verifying
+    /// the chain before anything is written: the hashes after import are identical. The store
+    /// must be empty or hold a prefix of the same log (an interrupted import goes on).
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
+    /// Tamper evidence.
+    Audit {
+        /// The ledger's Ed25519 signing key (default: signing.key beside the store file).
+        #[arg(long, env = "LEDGER_SIGNING_KEY", global = true)]
+        key: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+    /// Publish every committed event, in order and exactly once, to the NATS JetStream stream
+    /// LEDGER_EVENTS (CloudEvents JSON); resumes where the stream ends; follows new commits
+    /// until SIGTERM or Ctrl-C.
+    Relay {
+        /// Stream replicas: 1 for one server, 3 for a production cluster.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Stop once the stream holds the whole log instead of following new commits.
+        #[arg(long)]
+        once: bool,
+        /// With --once: how long NATS may stay unreachable (without progress) before the run
+        /// ends with an error, exit code 2 (90s, 5m…). A following relay retries for ever.
+        #[arg(long, default_value = "30s", value_parser = parse_every)]
+        retry_for: std::time::Duration,
+    },
+    /// Serve the HTTP API and the dashboard; with --nats also runs the relay. Stops
+    /// gracefully on SIGTERM or Ctrl-C (commands in flight finish first).
+    Serve {
+        /// Address and port to listen on (port 0: any free port). Without --auth, loopback
+        /// only.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The token file (hashes and roles; `campaign-ledger auth token` writes it). Without
+        /// it every request has full rights, so only loopback addresses are accepted.
+        #[arg(long, env = "LEDGER_AUTH")]
+        auth: Option<PathBuf>,
+        /// How often to publish a signed digest of the head when the log moved (to
+        /// digests.jsonl beside the store and, with --nats, on ledger.v1.digests): 90s, 15m,
+        /// 1h…; 0 turns it off. Needs the signing key (`audit keygen`).
+        #[arg(long, default_value = "1h", value_parser = parse_every)]
+        digest_every: std::time::Duration,
+    },
+    /// Tokens for the HTTP API.
+    Auth {
+        /// What to do.
+        #[command(subcommand)]
+        action: AuthCmd,
+    },
+    /// Erase a person (crypto-shredding): record PersonErased (who, when, by pseudonym) and
+    /// destroy their key. The log, its hash chain and every count stay as they are; their
+    /// ref no longer leads to their history and reads of their events say "erased".
+    ErasePerson {
+        /// The person's ref, as commands gave it.
+        person_ref: String,
+    },
+    /// Print the OpenAPI 3.1 document of the HTTP API (as committed in schemas/openapi.json).
+    Openapi,
+    /// The JSON Schemas of every command and every event version, generated from the code:
+    /// lists them, or with --write DIR writes DIR/commands/*.schema.json and
+    /// DIR/events/*.schema.json (removing files of those folders the code no longer makes).
+    Schemas {
+        /// The directory to write them to (the repository keeps them in schemas/).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// A NATS-fed projection worker: folds LEDGER_EVENTS (published by the relay) into every
+    /// projection, each saved with its stream position in one transaction, in the
+    /// --projections-db file; follows new events until SIGTERM or Ctrl-C. Needs --nats.
+    Project {
+        /// Stop once caught up instead of following.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Projections (read models).
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        action: ProjectionsCmd,
+    },
+}
+
+/// Known scenarios.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ScenarioName {
+    /// The OFII's COVID-19 campaign of 2021 (synthetic people, published national totals).
+    #[value(name = "ofii-2021")]
+    Ofii2021,
+}
+
+/// Audit subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Recompute the hash chain: exit 0 if intact, 1 naming the first bad position.
+    Verify {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+        /// Also prove that the log extends the log this digest (from `audit digest`) was taken
+        /// from: nothing before it changed, nothing removed, nothing reordered.
+        #[arg(long)]
+        digest: Option<PathBuf>,
+        /// The public key (hex) the digest must be signed with (default: the ledger's own key,
+        /// when its key file is here).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Verify this export (from `campaign-ledger export`) instead of the store: no
+        /// database needed. With --digest, the digest's position must be inside the export.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// Print the head of the log (position, hash, time) as JSON, signed with the ledger's key,
+    /// for an auditor to keep.
+    Digest,
+    /// Create the ledger's Ed25519 signing key (once) and print its public key.
+    Keygen,
+    /// Print the ledger's public key (hex), for auditors to trust.
+    PublicKey,
+    /// Print the log of person-level reads made over HTTP (who read whose events, when).
+    AccessLog {
+        /// Only the reads of this person (their person_id, as events show it).
+        #[arg(long)]
+        person: Option<String>,
+        /// Output format: one line per read (table) or one JSON object per read (json).
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
+}
+
+/// Token subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuthCmd {
+    /// Create a token: print it once, store only its hash (and role, scope) in the file.
+    Token {
+        /// The token file (created when missing).
+        #[arg(long)]
+        file: PathBuf,
+        /// A name for the token, recorded in every event it causes.
+        #[arg(long)]
+        id: String,
+        /// Its role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// A directorate id it acts for or reads (agent, supervisor); repeat for several.
+        #[arg(long = "directorate")]
+        directorates: Vec<String>,
+        /// A partner-centre id it reports for (partner); repeat for several.
+        #[arg(long = "partner-centre")]
+        partner_centres: Vec<String>,
+        /// When it stops working (RFC 3339, for example 2022-06-30T00:00:00+02:00).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+}
+
+/// Projection subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ProjectionsCmd {
+    /// List the projections and how far each has folded the log.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
+    /// Replay the whole log into NAME beside the live state, compare, and swap it in.
+    Rebuild {
+        /// Projection name.
+        name: String,
+    },
+}
+
+pub(super) fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let bad =
+        || format!("{s:?} is not a duration; write for example 90s, 15m or 1h (0 turns it off)");
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+pub(super) fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a date; write YYYY-MM-DD, for example 2021-12-17"))
+}
+
+pub(super) fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s).map_err(|_| {
+        format!("{s:?} is not an RFC 3339 time with an offset; write for example 2021-12-17T18:00:00+01:00")
+    })
+}

@@ -1,0 +1,255 @@
+//! `audit`: verify, digest, keygen, public-key, access-log.
+
+use super::args::*;
+use super::output::*;
+use anyhow::{anyhow, bail, Context as _, Result};
+use campaign_ledger::audit;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Runs `audit`.
+pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Cmd::Audit {
+            key,
+            action:
+                AuditCmd::Verify {
+                    format,
+                    digest,
+                    public_key,
+                    export,
+                },
+        } => {
+            // The digest first: a document that is not a valid signed digest is a usage error.
+            let digest = match digest {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read the digest {}; check the path", path.display())
+                    })?;
+                    let d: audit::SignedDigest = serde_json::from_str(&text).map_err(|e| {
+                    let several = text.trim().lines().count() > 1 && text.trim_start().starts_with('{')
+                        && text.trim().lines().all(|l| l.trim_start().starts_with('{'));
+                    anyhow!(
+                        "{} is not a digest from `audit digest` ({e}){}",
+                        path.display(),
+                        if several {
+                            "; it looks like several digests, one per line (digests.jsonl): put the one to check in a file of its own"
+                        } else {
+                            ""
+                        }
+                    )
+                })?;
+                    // Only a key the auditor trusts proves anything: a digest's own key does not.
+                    let key_file = cli.key_path(key.as_deref());
+                    let trusted = match public_key {
+                    Some(k) if k.trim().len() == 64 && hex::decode(k.trim()).is_ok() => {
+                        k.trim().to_string()
+                    }
+                    Some(k) => bail!(
+                        "--public-key {k:?} is not a public key: give the 64 hex digits `campaign-ledger audit public-key` prints"
+                    ),
+                    None if key_file.exists() => audit::LedgerKey::load(&key_file)
+                        .map_err(|e| anyhow!(e))?
+                        .public_hex(),
+                    None => bail!(
+                        "no trusted public key to check the digest's signature against: give --public-key HEX \
+                         (the ledger's public key, from `campaign-ledger audit public-key`); the key named inside \
+                         the digest proves nothing by itself"
+                    ),
+                };
+                    d.check_signature(Some(&trusted))
+                        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                    Some(d)
+                }
+            };
+            if let Some(file) = export {
+                return verify_export_file(file, digest.as_ref(), *format);
+            }
+            let env = cli.open(false, false)?;
+            let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
+            let pb = progress(Some(head.position), "verifying");
+            let result = match &digest {
+                None => audit::verify(env.store.as_ref(), &mut |n| pb.set_position(n)),
+                Some(d) => audit::verify_extends(env.store.as_ref(), d),
+            };
+            pb.finish_and_clear();
+            if let (Ok(_), Some(d)) = (&result, &digest) {
+                if *format == SubmitFormat::Table {
+                    println!(
+                        "ok: the log extends the digest taken at position {} ({}), signed by {}",
+                        d.position,
+                        d.signed_at,
+                        d.public_key.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            match result {
+                Ok(v) => {
+                    match format {
+                        SubmitFormat::Json => println!(
+                            "{}",
+                            serde_json::json!({"ok": true, "events": v.events, "position": v.position, "hash": v.hash})
+                        ),
+                        SubmitFormat::Table => println!(
+                            "ok: {} events, chain intact; head {} {}",
+                            v.events, v.position, v.hash
+                        ),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(audit::VerifyError::Broken { position, reason }) => {
+                    Ok(print_broken(*format, position, &reason))
+                }
+                Err(e) => Err(anyhow!("{e}")),
+            }
+        }
+        Cmd::Audit {
+            key,
+            action: AuditCmd::Digest,
+        } => {
+            let path = cli.key_path(key.as_deref());
+            let signer = if path.exists() {
+                Some(audit::LedgerKey::load(&path).map_err(|e| anyhow!(e))?)
+            } else {
+                None
+            };
+            let env = cli.open(false, false)?;
+            let d = audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
+            let d = match &signer {
+                Some(k) => k.sign(d),
+                None => {
+                    eprintln!(
+                    "note: not signed: there is no signing key at {} (create one with `campaign-ledger audit keygen`)",
+                    path.display()
+                );
+                    audit::SignedDigest::unsigned(d)
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit {
+            action: AuditCmd::AccessLog { person, format },
+            ..
+        } => {
+            let path = cli.access_log_path();
+            if !path.exists() {
+                bail!(
+                "there is no access log at {} (the server writes it on the first person-level read)",
+                path.display()
+            );
+            }
+            let log = campaign_ledger::audit::AccessLog::open(&path).map_err(|e| anyhow!("{e}"))?;
+            let mut after = 0;
+            loop {
+                let page = log
+                    .entries(after, 1000, person.as_deref())
+                    .map_err(|e| anyhow!("{e}"))?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for e in &page {
+                    match format {
+                        SubmitFormat::Json => println!("{}", serde_json::to_string(e)?),
+                        SubmitFormat::Table => println!(
+                            "{:>6}  {}  {} ({})  {}  {} events of {} ({} shown in clear)",
+                            e.id,
+                            e.at,
+                            e.caller,
+                            e.role,
+                            e.route,
+                            e.events,
+                            e.persons.join(","),
+                            e.revealed
+                        ),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit {
+            key,
+            action: AuditCmd::Keygen,
+        } => {
+            let path = cli.key_path(key.as_deref());
+            let k = audit::LedgerKey::generate(&path).map_err(|e| anyhow!(e))?;
+            eprintln!(
+                "signing key written to {} (keep it secret and backed up); its public key:",
+                path.display()
+            );
+            println!("{}", k.public_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit {
+            key,
+            action: AuditCmd::PublicKey,
+        } => {
+            let k =
+                audit::LedgerKey::load(&cli.key_path(key.as_deref())).map_err(|e| anyhow!(e))?;
+            println!("{}", k.public_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => unreachable!("dispatched on its own subcommand"),
+    }
+}
+
+/// `audit verify --export FILE`: the export alone, and the digest if one is given.
+pub(super) fn verify_export_file(
+    file: &Path,
+    digest: Option<&audit::SignedDigest>,
+    format: SubmitFormat,
+) -> Result<ExitCode> {
+    let f = std::fs::File::open(file)
+        .with_context(|| format!("cannot read the export {}; check the path", file.display()))?;
+    let result = audit::verify_export(&mut std::io::BufReader::with_capacity(1 << 20, f), digest);
+    match result {
+        Ok(v) => {
+            match format {
+                SubmitFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "events": v.events, "first": v.first, "last": v.last,
+                        "anchor": v.anchor, "hash": v.hash, "from_start": v.from_start,
+                        "digest_position": digest.map(|d| d.position)})
+                ),
+                SubmitFormat::Table => {
+                    if let Some(d) = digest {
+                        println!(
+                            "ok: the export holds the log the digest was taken from (position {}, {}, signed by {})",
+                            d.position,
+                            d.signed_at,
+                            d.public_key.as_deref().unwrap_or("")
+                        );
+                    }
+                    if v.from_start {
+                        println!(
+                            "ok: export of positions 1..{}, chain intact; head {} {}",
+                            v.last, v.last, v.hash
+                        );
+                    } else {
+                        println!(
+                            "ok: export of positions {}..{} ({} events), chain intact from the hash before it ({}); head {} {}",
+                            v.first, v.last, v.events, v.anchor, v.last, v.hash
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(audit::VerifyError::Broken { position, reason }) => {
+            Ok(print_broken(format, position, &reason))
+        }
+        Err(e) => Err(anyhow!("{}: {e}", file.display())),
+    }
+}
+
+/// Says where the chain breaks (exit code 1).
+pub(super) fn print_broken(format: SubmitFormat, position: u64, reason: &str) -> ExitCode {
+    match format {
+        SubmitFormat::Json => println!(
+            "{}",
+            serde_json::json!({"ok": false, "position": position, "reason": reason})
+        ),
+        SubmitFormat::Table => println!("BROKEN at position {position}: {reason}"),
+    }
+    ExitCode::from(1)
+}

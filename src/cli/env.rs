@@ -1,0 +1,359 @@
+//! What every subcommand opens: the store, the key store and master key, the projection engine, the
+//! paths of the ledger's files, the business clock.
+
+use super::args::*;
+use anyhow::{anyhow, bail, Result};
+use campaign_ledger::app::Ledger;
+use campaign_ledger::domain::{Policy, Reference};
+use campaign_ledger::projection::{db_path_for, load_definitions, Engine};
+use campaign_ledger::store::{self, Actor, Clock, EventStore, ManualClock, SystemClock};
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+impl Cli {
+    /// The key store's file.
+    pub(super) fn key_store_path(&self) -> PathBuf {
+        if let Some(p) = &self.key_store {
+            return p.clone();
+        }
+        match self.store.strip_prefix("sqlite:") {
+            Some(p) => Path::new(p).with_extension("keys.db"),
+            None => PathBuf::from("ledger-data/nats-log.keys.db"),
+        }
+    }
+
+    /// The master key: LEDGER_MASTER_KEY, or the key file (created when missing, if the key
+    /// store is new too: `create`).
+    pub(super) fn master_key(&self, create: bool) -> Result<campaign_ledger::privacy::MasterKey> {
+        if let Ok(hex) = std::env::var("LEDGER_MASTER_KEY") {
+            return campaign_ledger::privacy::MasterKey::from_hex(&hex)
+                .map_err(|e| anyhow!("LEDGER_MASTER_KEY is not usable: {e}"));
+        }
+        let path = self
+            .master_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("master.key"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => campaign_ledger::privacy::MasterKey::from_hex(&text)
+                .map_err(|e| anyhow!("{} is not a master key: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => bail!(
+                "the master key file {} is missing, and the key store {} was made with it: restore the file, \
+                 or give the key with LEDGER_MASTER_KEY or --master-key",
+                path.display(),
+                self.key_store_path().display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = campaign_ledger::privacy::MasterKey::generate().map_err(|e| anyhow!(e))?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                // Written whole under a name of its own, then linked into place: the link fails
+                // if another process made the key first, and that key is used instead.
+                let linked = store::create_private(&path, &(key.to_hex() + "\n"));
+                match linked {
+                    Ok(true) => {
+                        eprintln!(
+                            "note: master key created at {} (mode 0600): it opens the key store of person keys; back it up apart from the log",
+                            path.display()
+                        );
+                        Ok(key)
+                    }
+                    Ok(false) => self.master_key(false),
+                    Err(e) => Err(anyhow!(
+                        "cannot write the master key {}: {e}",
+                        path.display()
+                    )),
+                }
+            }
+            Err(e) => Err(anyhow!(
+                "cannot read the master key {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// The access log of person-level reads (beside the key store).
+    pub(super) fn access_log_path(&self) -> PathBuf {
+        let keys = self.key_store_path();
+        let name = keys
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(".keys.db", ".access.db"));
+        match name {
+            Some(n) if n.ends_with(".access.db") => keys.with_file_name(n),
+            _ => keys.with_extension("access.db"),
+        }
+    }
+
+    /// Whether this command records or reveals person-level data (and so needs the key
+    /// store and the master key). Reports, audits and exports do not.
+    pub(super) fn needs_keys(&self) -> bool {
+        matches!(
+            self.command,
+            Cmd::Demo { .. } | Cmd::Submit { .. } | Cmd::Serve { .. } | Cmd::ErasePerson { .. }
+        )
+    }
+}
+
+/// A clock that shows the business time of the command being run, never going backwards.
+pub(super) struct BusinessClock(pub(super) ManualClock);
+
+impl Clock for BusinessClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+}
+
+pub(super) struct Env {
+    pub(super) store: Arc<dyn EventStore>,
+    /// The projection engine, or why its definitions could not be loaded: only the commands
+    /// that read projections fail on a broken definition file.
+    pub(super) engine: Result<Engine>,
+    pub(super) ledger: Ledger,
+    pub(super) business: Option<Arc<BusinessClock>>,
+}
+
+impl Env {
+    pub(super) fn engine(&self) -> Result<&Engine> {
+        self.engine.as_ref().map_err(|e| anyhow!("{e:#}"))
+    }
+}
+
+impl Cli {
+    /// Whether this run only prints (a report, a scenario, outcomes) and talks to no network
+    /// peer: it may then die quietly of SIGPIPE when its reader goes away (`report … | head`),
+    /// as Unix tools do. A process holding sockets (relay, serve, project, anything with
+    /// NATS) must not: a write to a peer that vanished (a NATS server killed) would kill it
+    /// without a word instead of returning an error it can retry.
+    pub fn dies_on_sigpipe(&self) -> bool {
+        self.nats.is_none()
+            && !self.store.starts_with("nats://")
+            && matches!(
+                self.command,
+                Cmd::Report { .. }
+                    | Cmd::Findings { .. }
+                    | Cmd::Scenario { .. }
+                    | Cmd::Submit { .. }
+                    | Cmd::Audit { .. }
+                    | Cmd::Export { .. }
+                    | Cmd::Projections { .. }
+                    | Cmd::Openapi
+                    | Cmd::Schemas { .. }
+            )
+    }
+
+    /// The directory of the ledger's own files (signing key, demo tokens): the store file's
+    /// directory, or `ledger-data` for a store that is not a file.
+    pub(super) fn data_dir(&self) -> PathBuf {
+        match self.store.strip_prefix("sqlite:") {
+            Some(p) => Path::new(p)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            None => PathBuf::from("ledger-data"),
+        }
+    }
+
+    /// The signing key's file: `--key`, or `signing.key` beside the store file.
+    pub(super) fn key_path(&self, key: Option<&Path>) -> PathBuf {
+        key.map_or_else(|| self.data_dir().join("signing.key"), Path::to_path_buf)
+    }
+
+    /// The NATS-fed projections' file (--projections-db).
+    pub(super) fn nats_projections_path(&self) -> PathBuf {
+        self.projections_db
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ledger-data/nats-projections.db"))
+    }
+
+    /// What reports read: the ledger and its projections, or with --nats the stream the relay
+    /// feeds and the NATS-fed projections (--projections-db).
+    pub(super) fn read_side(&self) -> Result<(Arc<dyn EventStore>, Engine)> {
+        let Some(url) = &self.nats else {
+            let env = self.open(false, false)?;
+            let engine = env.engine?;
+            return Ok((env.store, engine));
+        };
+        let source =
+            campaign_ledger::bus::JetStreamSource::connect(url).map_err(|e| anyhow!("{e}"))?;
+        let db = self.nats_projections_path();
+        let defs =
+            load_definitions(self.projection_dir().as_deref()).map_err(|e| anyhow!("{e}"))?;
+        let engine =
+            Engine::open(&db, defs, Policy::default().time_zone).map_err(|e| anyhow!("{e}"))?;
+        Ok((Arc::new(source), engine))
+    }
+
+    pub(super) fn projection_dir(&self) -> Option<PathBuf> {
+        match &self.projections {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from("projections")).filter(|p| p.is_dir()),
+        }
+    }
+
+    /// Opens the store, its projections and the command handler. Only commands that write
+    /// (`demo`, `submit`) may create a new store; the others refuse a store that is not there.
+    pub(super) fn open(&self, business_clock: bool, create: bool) -> Result<Env> {
+        if let Some(p) = self.store.strip_prefix("sqlite:") {
+            if !create && !p.is_empty() && !Path::new(p).exists() {
+                bail!(
+                    "there is no ledger at {p}; run `campaign-ledger demo` or `campaign-ledger submit FILE` first, or name another with --store sqlite:PATH"
+                );
+            }
+        }
+        let business = business_clock
+            .then(|| Arc::new(BusinessClock(ManualClock::new(DateTime::<Utc>::MIN_UTC))));
+        let clock: Arc<dyn Clock> = match &business {
+            Some(b) => b.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let store = store::open(&self.store, clock.clone()).map_err(|e| match e {
+            store::StoreError::Unavailable(m) if self.store.starts_with("nats://") => anyhow!(
+                "the store {} cannot be opened ({m})",
+                self.store
+            ),
+            store::StoreError::Unavailable(m) => anyhow!(
+                "the store {} cannot be opened ({m}); --store must name a campaign-ledger SQLite file (created by demo or submit)",
+                self.store
+            ),
+            other => anyhow!("{other}"),
+        })?;
+        let policy = Policy::default();
+        let db = match self.store.strip_prefix("sqlite:") {
+            Some(p) => db_path_for(Path::new(p)),
+            // Projections of a JetStream log live in their own local file (the engine checks
+            // each checkpoint's hash against the log, so a file from another log is rebuilt).
+            None => PathBuf::from("ledger-data/nats-log-projections.db"),
+        };
+        let engine = load_definitions(self.projection_dir().as_deref())
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|defs| Engine::open(&db, defs, policy.time_zone).map_err(|e| anyhow!("{e}")));
+        let mut ledger = Ledger::new(store.clone(), policy, Reference::builtin(), clock);
+        if self.needs_keys() {
+            let path = self.key_store_path();
+            let empty = store.head_position().map_err(|e| anyhow!("{e}"))? == 0;
+            if !path.exists() && !empty && holds_sealed_refs(store.as_ref())? {
+                bail!(
+                    "there is no key store at {}, but the log {} holds person refs sealed with the keys of one: \
+                     give its path with --key-store (or LEDGER_KEY_STORE) and its master key. \
+                     A new key store would not know these people and would record them again as new",
+                    path.display(),
+                    store.describe()
+                );
+            }
+            let master = self.master_key(!path.exists())?;
+            let keys = campaign_ledger::privacy::KeyStore::open(&path, &master, empty)
+                .map_err(|e| anyhow!("{e}"))?;
+            ledger = ledger.with_keys(Arc::new(keys));
+            ledger.recover_keys().map_err(|e| anyhow!("{e}"))?;
+        }
+        Ok(Env {
+            store,
+            engine,
+            ledger,
+            business,
+        })
+    }
+}
+
+pub(super) fn actor() -> Actor {
+    Actor {
+        role: "cli".into(),
+        directorate: None,
+        agent_ref: Some(std::env::var("USER").unwrap_or_else(|_| "cli".into())),
+    }
+}
+
+/// Whether the log holds a person ref sealed with a key store's key (it stops at the first).
+pub(super) fn holds_sealed_refs(store: &dyn EventStore) -> Result<bool> {
+    let mut found = false;
+    store
+        .scan_data(0, u64::MAX, &mut |e| {
+            found = campaign_ledger::privacy::sealed_ref_in(e.data).is_some();
+            !found
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(found)
+}
+
+/// Keeps `engine` caught up with `store` until `stop` says so, waiting for new events after
+/// each catch-up (`project` following, and `serve`). A failure (the log or NATS unreachable
+/// for a while) is logged once and retried every second until it passes, as the relay does;
+/// a log refused as damaged or altered, every 30 s.
+/// `stop(d)` waits up to `d` for a stop request and says whether one came. Returns the last
+/// position folded.
+pub(super) fn follow_projections(
+    engine: &Engine,
+    store: &dyn EventStore,
+    stop: &mut dyn FnMut(std::time::Duration) -> bool,
+) -> u64 {
+    let (mut at, mut failing) = (0, false);
+    loop {
+        match engine.catch_up(store) {
+            Ok(p) => {
+                at = p;
+                if std::mem::replace(&mut failing, false) {
+                    tracing::warn!(position = p, "projection catch-up works again");
+                }
+                tracing::debug!(position = p, "projections caught up");
+            }
+            Err(e) => {
+                // A damaged or altered log does not mend by itself: said as an error, and
+                // tried again only every 30 s (each try reads again from the last save).
+                let damaged = matches!(
+                    e,
+                    campaign_ledger::projection::ProjectionError::Store(
+                        store::StoreError::Corrupt(_)
+                    )
+                );
+                if !std::mem::replace(&mut failing, true) {
+                    if damaged {
+                        tracing::error!(error = %e, "projection catch-up refused the log; retrying every 30 s");
+                    } else {
+                        tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
+                    }
+                }
+                let pause = if damaged { 30 } else { 1 };
+                if stop(std::time::Duration::from_secs(pause)) {
+                    return at;
+                }
+                continue;
+            }
+        }
+        if stop(std::time::Duration::ZERO) {
+            return at;
+        }
+        if store
+            .wait_beyond(at, std::time::Duration::from_millis(500))
+            .is_err()
+            && stop(std::time::Duration::from_millis(500))
+        {
+            return at;
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(super) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,189 @@
+//! `serve`: the HTTP API and the dashboard, with the relay, digests and projections kept up.
+
+use super::args::*;
+use super::demo::DemoBanner;
+use super::env::*;
+use anyhow::{anyhow, bail, Result};
+use campaign_ledger::domain::Reference;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Runs `serve`.
+pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Cmd::Serve {
+            listen,
+            auth,
+            digest_every,
+        } => {
+            let auth = match auth {
+                Some(path) => Some(
+                    campaign_ledger::access::Auth::load(path, &Reference::builtin())
+                        .map_err(|e| anyhow!("{e}"))?,
+                ),
+                None => None,
+            };
+            serve(cli, listen, auth, None, *digest_every)
+        }
+        _ => unreachable!("dispatched on its own subcommand"),
+    }
+}
+
+/// Runs the HTTP server until SIGTERM or Ctrl-C: the API, the dashboard, a task that keeps the
+/// projections caught up, and with --nats the relay.
+pub(super) fn serve(
+    cli: &Cli,
+    listen: &str,
+    auth: Option<campaign_ledger::access::Auth>,
+    banner: Option<DemoBanner>,
+    digest_every: std::time::Duration,
+) -> Result<ExitCode> {
+    let addr: std::net::SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        // A name (localhost:8080): its first address.
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(listen)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
+            })?,
+    };
+    if !addr.ip().is_loopback() && auth.is_none() {
+        bail!(
+            "refusing to listen on {addr} without --auth: every request would have full rights. \
+             Give a token file (`campaign-ledger auth token --file tokens.json --id NAME --role ROLE` creates one), \
+             or listen on 127.0.0.1:PORT"
+        );
+    }
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "note: {addr} serves plain HTTP; put a TLS-terminating proxy in front so that tokens do not cross the network in clear"
+        );
+    }
+    let env = cli.open(false, true)?;
+    let engine = Arc::new(env.engine?);
+    let store = env.store.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut state = campaign_ledger::http::AppState::new(Arc::new(env.ledger), engine.clone())
+        .with_stopping(stop_rx.clone());
+    if let Some(a) = auth {
+        state = state.with_auth(a);
+    }
+    let key_path = cli.key_path(None);
+    let mut digests = None;
+    if key_path.exists() {
+        let key = campaign_ledger::audit::LedgerKey::load(&key_path).map_err(|e| anyhow!(e))?;
+        state = state.with_signing_key(key);
+        if !digest_every.is_zero() {
+            digests = Some(campaign_ledger::bus::DigestOptions {
+                every: digest_every,
+                file: cli.data_dir().join("digests.jsonl"),
+                nats_url: cli.nats.clone(),
+                replicas: 1,
+            });
+        }
+    } else if !digest_every.is_zero() {
+        eprintln!(
+            "note: no signing key at {}: digests are not published (create one with `campaign-ledger audit keygen`)",
+            key_path.display()
+        );
+    }
+    state = state.with_access_log(
+        campaign_ledger::audit::AccessLog::open(&cli.access_log_path())
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let relay_options = cli
+        .nats
+        .clone()
+        .map(campaign_ledger::bus::RelayOptions::new);
+    if let Some(o) = &relay_options {
+        state = state.with_relay(o.progress.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
+        println!("listening on http://{bound}");
+        if let Some(b) = &banner {
+            let auditor = b
+                .tokens
+                .iter()
+                .find(|(r, _, _)| *r == campaign_ledger::access::Role::Auditor)
+                .map(|(_, _, t)| t.as_str())
+                .unwrap_or("");
+            println!(
+                "dashboard: http://{bound}/dashboard/?as_of={}#token={auditor}",
+                b.as_of
+            );
+            println!(
+                "tokens (one per role, new at every start; also in {}):",
+                b.tokens_file.display()
+            );
+            for (role, scope, token) in &b.tokens {
+                println!("  {:<10} {:<52} {token}", role.as_str(), scope);
+            }
+            println!("API: http://{bound}/v1/openapi.json · stop with Ctrl-C");
+        }
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        // Keep the projections caught up, so that /readyz, /metrics and the live streams
+        // reflect every commit without waiting for a reader.
+        let catch_up = {
+            let (engine, store, stopping) = (engine.clone(), store.clone(), stop_rx.clone());
+            tokio::task::spawn_blocking(move || {
+                follow_projections(&engine, store.as_ref(), &mut |wait| {
+                    if !*stopping.borrow() {
+                        std::thread::sleep(wait);
+                    }
+                    *stopping.borrow()
+                });
+            })
+        };
+        let digests = match (digests, state.signing.clone()) {
+            (Some(o), Some(key)) => Some(tokio::spawn(campaign_ledger::bus::publish_digests(
+                store.clone(),
+                key,
+                o,
+                stopped(stop_rx.clone()),
+            ))),
+            _ => None,
+        };
+        let relay = relay_options.map(|o| {
+            tokio::spawn(campaign_ledger::bus::relay(
+                store,
+                o,
+                stopped(stop_rx.clone()),
+            ))
+        });
+        campaign_ledger::http::run(listener, state, stopped(stop_rx)).await?;
+        if let Some(r) = relay {
+            match r.await {
+                Ok(Ok(report)) => eprintln!(
+                    "relay stopped: {} events published; the stream holds positions 1..{}",
+                    report.published, report.position
+                ),
+                Ok(Err(e)) => eprintln!("relay stopped: {e}"),
+                Err(e) => eprintln!("relay stopped: {e}"),
+            }
+        }
+        if let Some(d) = digests {
+            let _ = d.await;
+        }
+        let _ = catch_up.await;
+        eprintln!("server stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
