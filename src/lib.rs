@@ -15,3 +15,4 @@ pub mod privacy;
 pub mod projection;
 pub mod scenario;
 pub mod store;
+pub mod support;

@@ -335,10 +335,11 @@ pub fn add_token(
     entry.sha256 = hash_token(&token);
     file.tokens.push(entry);
     Auth::from_file(file.clone(), reference)?;
-    crate::store::write_private(
+    crate::support::files::write_private(
         path,
         &(serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n"),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     Ok(token)
 }
 

@@ -41,18 +41,17 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens (creating if needed) the log at `path`.
     pub fn open(path: &Path) -> Result<AccessLog, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("access log {}: {e}", path.display()))
-            })?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("access log {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS access (
+        let unavailable = |e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("access log {}: {e}", path.display()))
+        };
+        let options = crate::support::sqlite::Options {
+            create: true,
+            synchronous: "FULL",
+        };
+        let conn = crate::support::sqlite::open(path, options).map_err(|e| unavailable(&e))?;
+        crate::support::sqlite::retry_busy(|| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS access (
                  id       INTEGER PRIMARY KEY,
                  at       TEXT NOT NULL,
                  caller   TEXT NOT NULL,
@@ -66,8 +65,9 @@ impl AccessLog {
                  BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
              CREATE TRIGGER IF NOT EXISTS access_append_only_d BEFORE DELETE ON access
                  BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;",
-        )
-        .map_err(|e| StoreError::Unavailable(format!("access log {}: {e}", path.display())))?;
+            )
+        })
+        .map_err(|e| unavailable(&e))?;
         Ok(AccessLog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),

@@ -138,7 +138,8 @@ impl LedgerKey {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        crate::store::write_private(path, &(hex::encode(seed) + "\n"))?;
+        crate::support::files::write_private(path, &(hex::encode(seed) + "\n"))
+            .map_err(|e| e.to_string())?;
         Ok(LedgerKey(SigningKey::from_bytes(&seed)))
     }
 

@@ -170,7 +170,7 @@ pub(super) fn demo(cli: &Cli) -> Result<ExitCode> {
 pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
     use campaign_ledger::access::Role;
     use campaign_ledger::access::{hash_token, new_token, TokenEntry, TokenFile};
-    use campaign_ledger::store::write_private;
+    use campaign_ledger::support::files::write_private;
     let reference = Reference::builtin();
     let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
     let dir = cli.data_dir();

@@ -50,7 +50,7 @@ impl Cli {
                 }
                 // Written whole under a name of its own, then linked into place: the link fails
                 // if another process made the key first, and that key is used instead.
-                let linked = store::create_private(&path, &(key.to_hex() + "\n"));
+                let linked = campaign_ledger::support::files::create_private(&path, &(key.to_hex() + "\n"));
                 match linked {
                     Ok(true) => {
                         eprintln!(

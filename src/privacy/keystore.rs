@@ -151,33 +151,20 @@ impl KeyStore {
         master: &MasterKey,
         log_was_empty: bool,
     ) -> Result<KeyStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable(path, e))?;
-        }
-        let conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // WAL without a sync per commit (new keys are made durable by the writer's fsync of
         // the WAL, see `write_keys`), and secure_delete: an erased key's bytes are overwritten
         // with zeros; the erasure then checkpoints the WAL into the file and truncates it.
-        // Several processes creating the file at once: switching a new file to WAL, or
-        // creating its tables, can answer "locked" without waiting; retried for 10 s.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let retry = |f: &dyn Fn() -> rusqlite::Result<()>| loop {
-            match f() {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if matches!(
-                        e.code,
-                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                    ) && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => return other.map_err(|e| unavailable(path, e)),
-            }
+        // Several processes creating the file at once: creating its tables can answer
+        // "locked" without waiting; retried like the switch to WAL.
+        let options = crate::support::sqlite::Options {
+            create: true,
+            synchronous: "NORMAL",
         };
-        retry(&|| conn.pragma_update(None, "journal_mode", "WAL"))?;
+        let conn = crate::support::sqlite::open(path, options).map_err(|e| unavailable(path, e))?;
+        let retry = |f: &dyn Fn() -> rusqlite::Result<()>| {
+            crate::support::sqlite::retry_busy(f).map_err(|e| unavailable(path, e))
+        };
         conn.pragma_update(None, "secure_delete", true)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
         retry(&|| {
             conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS persons (
@@ -216,10 +203,9 @@ impl KeyStore {
         }
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let erasures = erasure_count(&conn)?;
-        let writer_conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
-        writer_conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let writer_conn =
+            crate::support::sqlite::open(path, options).map_err(|e| unavailable(path, e))?;
         writer_conn.pragma_update(None, "secure_delete", true)?;
-        writer_conn.pragma_update(None, "synchronous", "NORMAL")?;
         let (writer, jobs) = std::sync::mpsc::channel();
         let wal = {
             let mut w = path.as_os_str().to_owned();

@@ -148,25 +148,26 @@ impl Engine {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| ProjectionError::Db {
-                path: path.display().to_string(),
-                message: format!("cannot create its directory: {e}"),
-            })?;
-        }
-        let conn = Connection::open(path).map_err(dberr)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(dberr)?;
         // synchronous=NORMAL: each save (state + checkpoint) is still atomic in WAL mode; a
         // power cut may lose the last saves, and the engine then resumes from the checkpoint
         // that survived (its hash is checked against the log) and replays. The state is
         // derived: only the log must be durable on acknowledgement, not this file.
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
-             CREATE TABLE IF NOT EXISTS projections (
+        let options = crate::support::sqlite::Options {
+            create: true,
+            synchronous: "NORMAL",
+        };
+        let conn =
+            crate::support::sqlite::open(path, options).map_err(|e| ProjectionError::Db {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        crate::support::sqlite::retry_busy(|| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS projections (
                 name TEXT PRIMARY KEY, definition_hash TEXT NOT NULL, checkpoint INTEGER NOT NULL,
                 checkpoint_hash BLOB NOT NULL, state TEXT NOT NULL, updated_at TEXT NOT NULL);",
-        )
+            )
+        })
         .map_err(dberr)?;
         let compiled: Vec<Compiled> = defs.into_iter().map(Compiled::new).collect();
         let router = Router::new(&compiled);

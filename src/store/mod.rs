@@ -135,9 +135,16 @@ pub enum StoreError {
     /// run `audit verify` (HTTP 500).
     #[error("the event store is damaged: {0}")]
     Corrupt(String),
-    /// A SQLite error.
-    #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The backend failed in a way the kinds above do not name (a database or I/O error):
+    /// report it (HTTP 500). The backend's own error is kept as the cause.
+    #[error("{backend}: {source}")]
+    Backend {
+        /// Which backend (`SQLite`, `NATS`).
+        backend: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The contract every backend implements: the `tests/store_contract.rs` suite checks it.
@@ -320,43 +327,4 @@ pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, Sto
     Err(StoreError::Invalid(format!(
         "The store URL {url:?} is not understood; use sqlite:PATH (for example sqlite:./ledger-data/ledger.db) or nats://HOST:PORT."
     )))
-}
-
-/// Writes a file readable by its owner only (signing keys, tokens and token hashes), through
-/// a temporary file and a rename, synced before it replaces the old one.
-pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
-    let tmp = write_private_tmp(path, text)?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Creates a file readable by its owner only, unless it exists: written whole under a name
-/// of its own, then linked into place, so that of several processes creating it at once one
-/// wins and the others read a complete file. `Ok(false)`: it existed.
-pub fn create_private(path: &std::path::Path, text: &str) -> Result<bool, String> {
-    let tmp = write_private_tmp(path, text)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
-    }
-}
-
-/// `text` in a synced temporary file beside `path`, named for this process.
-fn write_private_tmp(path: &std::path::Path, text: &str) -> Result<std::path::PathBuf, String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    Ok(tmp)
 }

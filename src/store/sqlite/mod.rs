@@ -1,0 +1,583 @@
+//! The embedded SQLite backend: one file, WAL, `synchronous=FULL` (a commit is on disk before
+//! it is acknowledged), gapless global positions, a permanent command-id table, and group
+//! commit: one writer thread takes every waiting append into one transaction and one fsync.
+//!
+//! The concurrency check costs no extra index: the `(stream_id, stream_version)` index that
+//! stream reads need anyway is UNIQUE, so even a second process writing the same file cannot
+//! slip an event in at a version already taken. The writer keeps a cache of stream versions and
+//! drops it whenever the head moved under it (another process wrote).
+
+use super::{
+    format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
+    EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
+};
+use super::{DataRef, ImportedEvent, PreCommit};
+use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+use uuid::Uuid;
+
+mod import;
+mod writer;
+
+use writer::Writer;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    event_id       TEXT NOT NULL,
+    stream_id      TEXT NOT NULL,
+    stream_version INTEGER NOT NULL,
+    event_type     TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    occurred_at    TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    command_id     TEXT NOT NULL,
+    correlation_id TEXT,
+    actor          TEXT NOT NULL,
+    data           TEXT NOT NULL,
+    prev_hash      BLOB NOT NULL,
+    hash           BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream ON events(stream_id, stream_version);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id     TEXT PRIMARY KEY,
+    content_hash   BLOB NOT NULL,
+    stream_id      TEXT NOT NULL,
+    first_position INTEGER NOT NULL,
+    last_position  INTEGER NOT NULL,
+    recorded_at    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS commands_append_only_u BEFORE UPDATE ON commands
+    BEGIN SELECT RAISE(ABORT, 'the command table is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS commands_append_only_d BEFORE DELETE ON commands
+    BEGIN SELECT RAISE(ABORT, 'the command table is append-only'); END;
+INSERT OR IGNORE INTO meta(key, value) VALUES ('format', 'campaign-ledger/1');
+"#;
+
+const EVENT_COLUMNS: &str =
+    "position, event_id, stream_id, stream_version, event_type, schema_version, \
+     occurred_at, recorded_at, command_id, correlation_id, actor, data, prev_hash, hash";
+
+type Reply = mpsc::SyncSender<Result<AppendResult, StoreError>>;
+
+struct Job {
+    request: AppendRequest,
+    reply: Reply,
+}
+
+/// Head position, shared by the writer with waiting subscribers.
+struct Notify {
+    head: Mutex<u64>,
+    /// The last position known to be on disk (fsynced by this process, or by a read that
+    /// made sure of it): readers hand out nothing beyond it.
+    durable: std::sync::atomic::AtomicU64,
+    changed: Condvar,
+    /// (group commits, appends in them), for diagnostics.
+    commits: Mutex<(u64, u64)>,
+}
+
+/// The SQLite event store.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// Shared by every appending thread (a read lock); `close` takes it away (the write lock).
+    jobs: RwLock<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    notify: Arc<Notify>,
+    pre_commit: Arc<RwLock<Vec<PreCommit>>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// SQLite's errors as the shared kinds: a busy, locked, full or read-only database is
+    /// `Unavailable` (retry later); anything else is a `Backend` failure with SQLite's error
+    /// as its cause.
+    fn from(e: rusqlite::Error) -> StoreError {
+        sqlite_time(e)
+    }
+}
+
+fn sqlite_time(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend {
+            backend: "SQLite",
+            source: Box::new(e),
+        },
+    }
+}
+
+fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    use crate::support::sqlite::{open, OpenError, Options};
+    open(
+        path,
+        Options {
+            create,
+            synchronous: "FULL",
+        },
+    )
+    .map_err(|e| match e {
+        OpenError::Unusable(e) => StoreError::Unavailable(format!(
+            "{} is not a usable SQLite database: {e}",
+            path.display()
+        )),
+        OpenError::Open(e) => {
+            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+        }
+        OpenError::Dir(e) => {
+            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+        }
+    })
+}
+
+fn uuid_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Uuid> {
+    let s: String = row.get(i)?;
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn hash_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<[u8; 32]> {
+    let v: Vec<u8> = row.get(i)?;
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            "hash is not 32 bytes".into(),
+        )
+    })
+}
+
+fn event_from_row(row: &rusqlite::Row) -> rusqlite::Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: row.get::<_, i64>(0)? as u64,
+        event_id: uuid_col(row, 1)?,
+        stream_id: row.get(2)?,
+        stream_version: row.get::<_, i64>(3)? as u64,
+        event_type: row.get(4)?,
+        schema_version: row.get::<_, i64>(5)? as u32,
+        occurred_at: row.get(6)?,
+        recorded_at: row.get(7)?,
+        command_id: uuid_col(row, 8)?,
+        correlation_id: row.get(9)?,
+        actor: row.get(10)?,
+        data: row.get(11)?,
+        prev_hash: hash_col(row, 12)?,
+        hash: hash_col(row, 13)?,
+    })
+}
+
+fn command_from_row(row: &rusqlite::Row) -> rusqlite::Result<CommandRecord> {
+    Ok(CommandRecord {
+        command_id: uuid_col(row, 0)?,
+        content_hash: hash_col(row, 1)?,
+        stream_id: row.get(2)?,
+        first_position: row.get::<_, i64>(3)? as u64,
+        last_position: row.get::<_, i64>(4)? as u64,
+        recorded_at: row.get(5)?,
+    })
+}
+
+fn text<'r>(row: &'r rusqlite::Row, i: usize) -> Result<&'r str, StoreError> {
+    let v = row.get_ref(i)?;
+    v.as_str()
+        .map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}")))
+}
+
+fn corrupt(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => sqlite_time(other),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file at `path`, and starts its writer thread.
+    pub fn open(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let conn = open_conn(&path, true)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match conn.execute_batch(SCHEMA) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} cannot hold a ledger: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        let format: String =
+            conn.query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
+                r.get(0)
+            })?;
+        if format != "campaign-ledger/1" {
+            return Err(StoreError::Invalid(format!(
+                "{} holds a ledger of format {format:?}, which this build cannot read.",
+                path.display()
+            )));
+        }
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let mut writer = Writer::new(conn, clock, PathBuf::from(wal))?;
+        let notify = Arc::new(Notify {
+            head: Mutex::new(writer.head.0),
+            durable: std::sync::atomic::AtomicU64::new(0),
+            changed: Condvar::new(),
+            commits: Mutex::new((0, 0)),
+        });
+        writer.notify = Some(notify.clone());
+        let pre_commit: Arc<RwLock<Vec<PreCommit>>> = Arc::new(RwLock::new(Vec::new()));
+        writer.pre_commit = pre_commit.clone();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path,
+            jobs: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            readers: Mutex::new(Vec::new()),
+            notify,
+            pre_commit,
+        })
+    }
+
+    /// Makes sure everything up to `position` is on disk before a reader hands it out: a
+    /// group is readable once committed, a moment before the fsync that acknowledges it, and
+    /// a relay or a projection must never pass on what a power cut could still take back.
+    /// Usually the fsync thread got there first; otherwise one fsync of the WAL (from any
+    /// process, it covers every frame written before it) settles it.
+    fn ensure_durable(&self, position: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if position <= self.notify.durable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let synced = match std::fs::File::open(&wal) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::File::open(&self.path).and_then(|f| f.sync_data())
+            }
+            Err(e) => Err(e),
+        };
+        synced.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "the log could not be made durable before it is read (fsync: {e}); retry"
+            ))
+        })?;
+        self.notify.durable.fetch_max(position, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Called with each position a read is about to hand on, in order: the first one beyond
+    /// what is known durable makes the log durable (`ensure_durable`), which covers the rest
+    /// of the read (its snapshot holds only what was committed before that fsync), and each
+    /// later one is recorded as durable too. `synced` starts false for each read. One read
+    /// transaction instead of a second one asking for the head first.
+    fn durable_before(&self, position: u64, synced: &mut bool) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if *synced {
+            self.notify.durable.fetch_max(position, Ordering::SeqCst);
+        } else if position > self.notify.durable.load(Ordering::SeqCst) {
+            self.ensure_durable(position)?;
+            *synced = true;
+        }
+        Ok(())
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = open_conn(&self.path, false)?;
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        out
+    }
+
+    /// Group commits so far and the appends they carried (average group size = appends / commits).
+    pub fn commit_stats(&self) -> (u64, u64) {
+        *self
+            .notify
+            .commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the writer after the appends already queued; later appends fail with `Unavailable`.
+    pub fn close(&self) {
+        self.jobs.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl EventStore for SqliteStore {
+    fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+            let tx = jobs
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            tx.send(Job { request, reply })
+                .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?;
+        }
+        answer
+            .recv()
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
+    }
+
+    fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 ORDER BY stream_version"
+            ))?;
+            let rows = st.query_map([stream_id], event_from_row)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+    }
+
+    fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after as i64, limit as i64], event_from_row)?;
+            let events = rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)?;
+            if let Some(last) = events.last() {
+                self.ensure_durable(last.position)?;
+            }
+            Ok(events)
+        })
+    }
+
+    fn scan(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(EventRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            let mut synced = false;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position"
+            ))?;
+            let mut rows = st.query(params![after as i64, to.min(i64::MAX as u64) as i64])?;
+            let mut seen = 0;
+            let blob = |row: &rusqlite::Row, i: usize| -> Result<[u8; 32], StoreError> {
+                let v = row.get_ref(i)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                v.try_into().map_err(|_| StoreError::Corrupt(format!("column {i} is not a 32-byte hash")))
+            };
+            let uuid = |row: &rusqlite::Row, i: usize| -> Result<Uuid, StoreError> {
+                Uuid::parse_str(text(row, i)?).map_err(|e| StoreError::Corrupt(format!("bad uuid in column {i}: {e}")))
+            };
+            while let Some(row) = rows.next()? {
+                let correlation = row.get_ref(9)?;
+                let position = row.get::<_, i64>(0)? as u64;
+                self.durable_before(position, &mut synced)?;
+                let e = EventRef {
+                    position,
+                    event_id: uuid(row, 1)?,
+                    stream_id: text(row, 2)?,
+                    stream_version: row.get::<_, i64>(3)? as u64,
+                    event_type: text(row, 4)?,
+                    schema_version: row.get::<_, i64>(5)? as u32,
+                    occurred_at: text(row, 6)?,
+                    recorded_at: text(row, 7)?,
+                    command_id: uuid(row, 8)?,
+                    correlation_id: match correlation {
+                        rusqlite::types::ValueRef::Null => None,
+                        v => Some(v.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                    },
+                    actor: text(row, 10)?,
+                    data: text(row, 11)?,
+                    prev_hash: blob(row, 12)?,
+                    hash: blob(row, 13)?,
+                };
+                seen += 1;
+                if !f(e) {
+                    break;
+                }
+            }
+            Ok(seen)
+        })
+    }
+
+    fn scan_data(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(DataRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            let mut synced = false;
+            let mut st = c.prepare_cached(
+                "SELECT position, stream_id, event_type, occurred_at, recorded_at, data, hash, schema_version \
+                 FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
+            )?;
+            let mut rows = st.query(params![after as i64, to.min(i64::MAX as u64) as i64])?;
+            let mut seen = 0;
+            while let Some(row) = rows.next()? {
+                let hash: [u8; 32] = row
+                    .get_ref(6)?
+                    .as_blob()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+                let position = row.get::<_, i64>(0)? as u64;
+                self.durable_before(position, &mut synced)?;
+                let e = DataRef {
+                    position,
+                    stream_id: text(row, 1)?,
+                    event_type: text(row, 2)?,
+                    schema_version: row.get::<_, i64>(7)? as u32,
+                    occurred_at: text(row, 3)?,
+                    recorded_at: text(row, 4)?,
+                    data: text(row, 5)?,
+                    hash,
+                };
+                seen += 1;
+                if !f(e) {
+                    break;
+                }
+            }
+            Ok(seen)
+        })
+    }
+
+    fn command(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at \
+                 FROM commands WHERE command_id = ?1",
+            )?;
+            st.query_row([command_id.to_string()], command_from_row).optional().map_err(corrupt)
+        })
+    }
+
+    fn head(&self) -> Result<Head, StoreError> {
+        self.with_reader(|c| {
+            let head = c
+                .query_row(
+                    "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(Head {
+                            position: r.get::<_, i64>(0)? as u64,
+                            hash: hash_col(r, 1)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(corrupt)?;
+            Ok(head.unwrap_or(Head {
+                position: 0,
+                hash: GENESIS_HASH,
+            }))
+        })
+    }
+
+    fn wait_beyond(&self, position: u64, timeout: Duration) -> Result<u64, StoreError> {
+        // In-process commits wake us at once; commits by another process are seen by polling.
+        let slice = timeout.min(Duration::from_millis(50));
+        let guard = self.notify.head.lock().unwrap_or_else(|e| e.into_inner());
+        if *guard > position {
+            return Ok(*guard);
+        }
+        let (guard, _) = self
+            .notify
+            .changed
+            .wait_timeout_while(guard, slice, |h| *h <= position)
+            .unwrap_or_else(|e| e.into_inner());
+        if *guard > position {
+            return Ok(*guard);
+        }
+        drop(guard);
+        Ok(self.head()?.position)
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn set_pre_commit(&self, hook: PreCommit) -> bool {
+        self.pre_commit
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+        true
+    }
+
+    fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {
+        self.import_events(events)
+    }
+}
