@@ -5,8 +5,9 @@ mod digests;
 mod relay;
 mod source;
 
+pub use crate::support::progress::Progress;
 pub use digests::{publish_digests, DigestOptions, DIGEST_STREAM, DIGEST_SUBJECT};
-pub use relay::{ledger_source, relay, Progress, RelayOptions, RelayReport, STREAM};
+pub use relay::{ledger_source, relay, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;
 
 /// Errors of the bus. Each says how a caller handles it.

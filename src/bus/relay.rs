@@ -13,6 +13,7 @@
 use super::BusError;
 use crate::envelope::cloudevents::{encode, subject_of};
 use crate::store::{EventStore, RecordedEvent};
+use crate::support::progress::Progress;
 use async_nats::jetstream::{self, stream};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -115,28 +116,6 @@ pub struct RelayReport {
     #[serde(skip)]
     pub progress: Progress,
 }
-
-/// The last position the stream is known to hold, readable while the relay runs.
-#[derive(Debug, Clone, Default)]
-pub struct Progress(pub Arc<AtomicU64>);
-
-impl Progress {
-    /// The position.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-    fn set(&self, position: u64) {
-        self.0.store(position, Ordering::Relaxed);
-    }
-}
-
-impl PartialEq for Progress {
-    /// Reports compare by their figures, not by who watches them.
-    fn eq(&self, _: &Progress) -> bool {
-        true
-    }
-}
-impl Eq for Progress {}
 
 enum SessionEnd {
     /// The whole log is in the stream (only without `follow`), or shutdown was requested.

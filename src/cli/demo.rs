@@ -2,12 +2,11 @@
 
 use super::args::*;
 use super::output::*;
-use super::serve::serve;
+use super::serve::{serve, DemoBanner};
 use anyhow::{anyhow, Context as _, Result};
 use campaign_ledger::domain::Reference;
 use campaign_ledger::scenario;
 use chrono::Duration;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Runs `demo`.
@@ -247,11 +246,4 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         }),
         std::time::Duration::from_secs(3600),
     )
-}
-
-/// What `demo --serve` prints once the server listens.
-pub(super) struct DemoBanner {
-    pub(super) tokens: Vec<(campaign_ledger::access::Role, String, String)>,
-    pub(super) tokens_file: PathBuf,
-    pub(super) as_of: chrono::NaiveDate,
 }

@@ -1,7 +1,6 @@
 //! `serve`: the HTTP API and the dashboard, with the relay, digests and projections kept up.
 
 use super::args::*;
-use super::demo::DemoBanner;
 use super::env::*;
 use anyhow::{anyhow, bail, Result};
 use campaign_ledger::domain::Reference;
@@ -186,4 +185,11 @@ pub(super) fn serve(
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `demo --serve` prints once the server listens.
+pub(super) struct DemoBanner {
+    pub(super) tokens: Vec<(campaign_ledger::access::Role, String, String)>,
+    pub(super) tokens_file: std::path::PathBuf,
+    pub(super) as_of: chrono::NaiveDate,
 }

@@ -22,7 +22,7 @@ pub struct AppState {
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The relay's progress, when `serve` runs one.
-    pub relay: Option<crate::bus::Progress>,
+    pub relay: Option<crate::support::progress::Progress>,
     /// The ledger's signing key: `/v1/audit/digest` is signed with it.
     pub signing: Option<Arc<crate::audit::LedgerKey>>,
     /// The log of person-level reads. Without it (and without the ledger's key store) reads
@@ -72,7 +72,7 @@ impl AppState {
     }
 
     /// Reports the relay's lag in `/metrics`.
-    pub fn with_relay(mut self, progress: crate::bus::Progress) -> AppState {
+    pub fn with_relay(mut self, progress: crate::support::progress::Progress) -> AppState {
         self.relay = Some(progress);
         self
     }

@@ -1,5 +1,7 @@
 //! Small helpers below every layer that touches files: opening the ledger's SQLite files one
-//! way, and writing private files (keys, tokens) atomically. No knowledge of events.
+//! way, writing private files (keys, tokens) atomically, a progress counter shared between
+//! tasks. No knowledge of events.
 
 pub mod files;
+pub mod progress;
 pub mod sqlite;
