@@ -21,6 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod acks;
+mod prepare;
+
+use acks::{Acks, ACK_EVERY};
+pub use prepare::ledger_source;
+use prepare::{prepare, PUBLISH_STALL};
+
 /// The JetStream stream the relay publishes to.
 pub const STREAM: &str = "LEDGER_EVENTS";
 
@@ -251,68 +258,14 @@ async fn session(
     outage: &Arc<Outage>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, BusError> {
-    let events = outage.clone();
-    let lost = Arc::new(AtomicBool::new(false));
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .event_callback(move |event| {
-            let (events, lost) = (events.clone(), lost.clone());
-            async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        lost.store(true, Ordering::SeqCst);
-                        events.begin("connection lost");
-                    }
-                    async_nats::Event::Connected => {
-                        // A reconnection of this client (not its first connection): what it had
-                        // in flight may be lost, so its session resyncs.
-                        if lost.swap(false, Ordering::SeqCst) {
-                            events.generation.fetch_add(1, Ordering::SeqCst);
-                        }
-                        events.end();
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .connect(crate::nats::server_addrs(&options.nats_url)?)
-        .await
-        .map_err(BusError::nats)?;
+    let client = connect(options, outage).await?;
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))
         .build(client.clone());
     let mut s = ensure_stream(&js, options.replicas).await?;
     let last = s.info().await.map_err(BusError::nats)?.state.last_sequence;
     if last > 0 {
-        // The stream's end must be this ledger's event at that position.
-        let m = s.get_raw_message(last).await.map_err(BusError::nats)?;
-        let st = store.clone();
-        let ours: Vec<RecordedEvent> =
-            tokio::task::spawn_blocking(move || st.read_all(last - 1, 1))
-                .await
-                .map_err(BusError::nats)??;
-        let pos_ok = header(&m, "Ledger-Position") == Some(last.to_string().as_str());
-        let id_ok = ours
-            .first()
-            .is_some_and(|e| header(&m, "Nats-Msg-Id") == Some(e.event_id.to_string().as_str()));
-        if !pos_ok || !id_ok {
-            let what = if ours.is_empty() {
-                format!(
-                    "it holds {last} events and this ledger ({}) fewer",
-                    store.describe()
-                )
-            } else {
-                format!(
-                    "its message {last} is not this ledger's event at position {last} ({})",
-                    store.describe()
-                )
-            };
-            return Err(BusError::Mismatch(format!(
-                "stream {STREAM} at {} belongs to another ledger (or was written to by another publisher): {what}. \
-                 Point --nats at this ledger's own NATS server, or, if that stream is not needed, delete it (`nats stream rm {STREAM}`) and the relay publishes this ledger from position 1",
-                options.nats_url
-            )));
-        }
+        check_stream_end(store, &s, last, options).await?;
     }
     outage.end();
     let generation = outage.generation.load(Ordering::SeqCst);
@@ -407,212 +360,76 @@ async fn session(
     }
 }
 
-/// How often the relay asks for an acknowledgement: one event in `ACK_EVERY`, the last of
-/// every batch and the first of every session. The others are published without a reply
-/// subject. Safe because every
-/// message carries `Nats-Expected-Last-Sequence`: the server stores position N only right
-/// after N − 1, so the stream is always a prefix of the log, and an acknowledgement of
-/// position N proves that every position up to N is stored. A message the server refused or
-/// that was lost makes every later one fail the same check, up to the next checkpoint, whose
-/// error makes the relay resync from the stream's end. One acknowledgement per event would
-/// cost the server and the client about a third of their work per event.
-const ACK_EVERY: u64 = 256;
-
-/// The checkpoints published and not yet acknowledged. Where the stream is known to be is
-/// `RelayReport::position` (set to the stream's end when the session starts).
-struct Acks {
-    subscription: async_nats::Subscriber,
-    pending: VecDeque<u64>,
+/// A client whose connection events feed `outage` (a reconnection bumps its generation: what
+/// was in flight may be lost, so the session resyncs).
+async fn connect(
+    options: &RelayOptions,
+    outage: &Arc<Outage>,
+) -> Result<async_nats::Client, BusError> {
+    let events = outage.clone();
+    let lost = Arc::new(AtomicBool::new(false));
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .event_callback(move |event| {
+            let (events, lost) = (events.clone(), lost.clone());
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        lost.store(true, Ordering::SeqCst);
+                        events.begin("connection lost");
+                    }
+                    async_nats::Event::Connected => {
+                        // A reconnection of this client (not its first connection): what it had
+                        // in flight may be lost, so its session resyncs.
+                        if lost.swap(false, Ordering::SeqCst) {
+                            events.generation.fetch_add(1, Ordering::SeqCst);
+                        }
+                        events.end();
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .connect(crate::nats::server_addrs(&options.nats_url)?)
+        .await
+        .map_err(BusError::nats)
 }
 
-impl Acks {
-    async fn settle_all(
-        &mut self,
-        report: &mut RelayReport,
-        outage: &Outage,
-        generation: u64,
-    ) -> Result<Option<SessionEnd>, BusError> {
-        while !self.pending.is_empty() {
-            if let Some(end) = self.settle_one(report, outage, generation).await? {
-                return Ok(Some(end));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Waits for the next acknowledgement (giving up after `PUBLISH_STALL`, or at once when
-    /// the connection was re-established meanwhile: what was in flight may be lost).
-    async fn settle_one(
-        &mut self,
-        report: &mut RelayReport,
-        outage: &Outage,
-        generation: u64,
-    ) -> Result<Option<SessionEnd>, BusError> {
-        use futures_util::StreamExt;
-        let deadline = tokio::time::Instant::now() + PUBLISH_STALL;
-        let message = loop {
-            if outage.generation.load(Ordering::SeqCst) != generation {
-                return Ok(Some(SessionEnd::Resync));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BusError::nats(format!(
-                    "no acknowledgement within {PUBLISH_STALL:?}; reconnecting"
-                )));
-            }
-            match tokio::time::timeout(Duration::from_millis(250), self.subscription.next()).await {
-                Ok(Some(m)) => break m,
-                Ok(None) => return Err(BusError::nats("the acknowledgement subscription ended")),
-                Err(_) => continue,
-            }
+/// The stream's end must be this ledger's event at that position: a stream of another
+/// ledger (or written to by another publisher) is refused, never continued.
+async fn check_stream_end(
+    store: &Arc<dyn EventStore>,
+    s: &stream::Stream,
+    last: u64,
+    options: &RelayOptions,
+) -> Result<(), BusError> {
+    // The stream's end must be this ledger's event at that position.
+    let m = s.get_raw_message(last).await.map_err(BusError::nats)?;
+    let st = store.clone();
+    let ours: Vec<RecordedEvent> = tokio::task::spawn_blocking(move || st.read_all(last - 1, 1))
+        .await
+        .map_err(BusError::nats)??;
+    let pos_ok = header(&m, "Ledger-Position") == Some(last.to_string().as_str());
+    let id_ok = ours
+        .first()
+        .is_some_and(|e| header(&m, "Nats-Msg-Id") == Some(e.event_id.to_string().as_str()));
+    if !pos_ok || !id_ok {
+        let what = if ours.is_empty() {
+            format!(
+                "it holds {last} events and this ledger ({}) fewer",
+                store.describe()
+            )
+        } else {
+            format!(
+                "its message {last} is not this ledger's event at position {last} ({})",
+                store.describe()
+            )
         };
-        let position: u64 = message
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if let Some(status) = message.status {
-            // 503: nothing stores the subject (the stream was deleted under the relay).
-            return Err(BusError::nats(format!(
-                "publish of position {position} answered {status}: is stream {STREAM} there?"
-            )));
-        }
-        let unreadable = || {
-            BusError::nats(format!(
-                "unreadable acknowledgement of position {position}: {}",
-                String::from_utf8_lossy(&message.payload)
-            ))
-        };
-        let ack: PubAck = serde_json::from_slice(&message.payload).map_err(|_| unreadable())?;
-        if ack.error.is_none() && ack.stream.is_none() {
-            return Err(unreadable());
-        }
-        if let Some(error) = ack.error {
-            if error.err_code == WRONG_LAST_SEQUENCE || error.err_code == DUPLICATE_IN_PROCESS {
-                // The stream is not where this session thinks (someone else stored these
-                // positions, or a message before this one was lost): resync from its end
-                // rather than publish anything twice.
-                tracing::debug!(position, "stream not at the expected sequence; resyncing");
-                return Ok(Some(SessionEnd::Resync));
-            }
-            return Err(BusError::Refused(format!(
-                "stream {STREAM} refused position {position}: {} (code {})",
-                error.description, error.err_code
-            )));
-        }
-        if ack.seq != position {
-            tracing::debug!(
-                position,
-                sequence = ack.seq,
-                "acknowledged at another sequence; resyncing"
-            );
-            return Ok(Some(SessionEnd::Resync));
-        }
-        // Positions up to this one are stored (the stream is a prefix of the log).
-        if position > report.position {
-            if !ack.duplicate {
-                report.published += position - report.position;
-            }
-            report.position = position;
-            report.progress.set(position);
-        }
-        while self.pending.front().is_some_and(|p| *p <= position) {
-            self.pending.pop_front();
-        }
-        Ok(None)
+        return Err(BusError::Mismatch(format!(
+            "stream {STREAM} at {} belongs to another ledger (or was written to by another publisher): {what}. \
+             Point --nats at this ledger's own NATS server, or, if that stream is not needed, delete it (`nats stream rm {STREAM}`) and the relay publishes this ledger from position 1",
+            options.nats_url
+        )));
     }
+    Ok(())
 }
-
-/// JetStream's error code for `Nats-Expected-Last-Sequence` not matching.
-const WRONG_LAST_SEQUENCE: u64 = 10071;
-/// JetStream's error code for a message id another publish with the same id is storing
-/// (racing relays on a replicated stream).
-const DUPLICATE_IN_PROCESS: u64 = 10158;
-
-#[derive(serde::Deserialize)]
-struct PubAck {
-    /// Present in every acknowledgement (and in JetStream's error replies).
-    stream: Option<String>,
-    #[serde(default)]
-    seq: u64,
-    #[serde(default)]
-    duplicate: bool,
-    error: Option<PubAckError>,
-}
-
-#[derive(serde::Deserialize)]
-struct PubAckError {
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
-}
-
-/// An event ready to publish.
-struct Prepared {
-    position: u64,
-    event_id: String,
-    subject: String,
-    payload: Vec<u8>,
-}
-
-/// The CloudEvents `source` of a ledger's events: `/campaign-ledger/ledger/<id>`, the id being
-/// the first 16 hex digits of the hash of its event at position 1. The same however and
-/// wherever the log is opened (a file path or a server list would say where it is, not which
-/// ledger, and would show local paths to every consumer); another ledger's differs.
-pub fn ledger_source(first_hash: &[u8; 32]) -> String {
-    format!("/campaign-ledger/ledger/{}", &hex::encode(first_hash)[..16])
-}
-
-/// Reads and encodes the events after `after` on a blocking thread; with `wait`, first waits
-/// up to 500 ms for a commit beyond `after` (none: an empty batch).
-fn prepare(
-    store: Arc<dyn EventStore>,
-    after: u64,
-    source: Arc<std::sync::OnceLock<String>>,
-    wait: bool,
-) -> tokio::task::JoinHandle<Result<Vec<Prepared>, crate::store::StoreError>> {
-    tokio::task::spawn_blocking(move || {
-        // Waiting on the same thread that reads: a new commit is read as soon as it wakes
-        // the thread, without a hop through the runtime in between.
-        if wait && store.wait_beyond(after, Duration::from_millis(500))? <= after {
-            return Ok(Vec::new());
-        }
-        // The source comes from position 1: the event itself when the read starts there (the
-        // log may have been empty a moment ago), else read once.
-        if after > 0 && source.get().is_none() {
-            if let Some(first) = store.read_all(0, 1)?.first() {
-                let _ = source.set(ledger_source(&first.hash));
-            }
-        }
-        let mut out = Vec::with_capacity(BATCH as usize);
-        store.scan(after, after + BATCH, &mut |e| {
-            let source = if e.position == 1 {
-                source.get_or_init(|| ledger_source(&e.hash))
-            } else {
-                source.get_or_init(|| {
-                    // Not reached: a read from after 0 starts at position 1, and a read from
-                    // further on set it above. Said loudly rather than guessed.
-                    tracing::error!(
-                        position = e.position,
-                        "the ledger's id was not read before its events"
-                    );
-                    "/campaign-ledger".to_string()
-                })
-            };
-            out.push(Prepared {
-                position: e.position,
-                event_id: e.event_id.to_string(),
-                subject: subject_of(&e),
-                payload: encode(&e, source),
-            });
-            true
-        })?;
-        Ok(out)
-    })
-}
-
-const BATCH: u64 = 4096;
-
-/// How long a publish may wait to be handed to the client before the session is abandoned.
-const PUBLISH_STALL: Duration = Duration::from_secs(10);
