@@ -55,6 +55,33 @@ fn strict_queries(doc: &mut Value) {
 }
 
 fn base() -> Value {
+    let mut paths = serde_json::Map::new();
+    for group in [
+        paths_commands_and_projections(),
+        paths_events_and_audit(),
+        paths_meta(),
+    ] {
+        if let Value::Object(m) = group {
+            paths.extend(m);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "campaign-ledger HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "An event-sourced, hash-chained ledger of a vaccination campaign. Commands are checked by the rules and append events; projections fold them into counts. Without a token file the server acts with full rights and listens on loopback only; with one (`serve --auth FILE`) every /v1 and /metrics request needs `Authorization: Bearer TOKEN`. Errors are always {\"error\": {\"code\", \"message\"}}.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "servers": [{"url": "http://127.0.0.1:8080"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": components()
+    })
+}
+
+/// Parameters several paths share, and the note on how reports are shaped per role.
+fn common_params() -> (Value, Value, Value, Value, &'static str) {
     let name_param = json!({"name": "name", "in": "path", "required": true,
         "description": "A projection name (GET /v1/projections lists them).",
         "schema": {"type": "string", "examples": ["doses_by_directorate"]}});
@@ -68,304 +95,316 @@ fn base() -> Value {
         "description": "Events after this log position (default 0: from the start).",
         "schema": {"type": "integer", "minimum": 0}});
     let report_shaping = "Supervisors get the rows of their directorates only (totals summed over them) and are refused national projections (no directorate column). For every role but auditor, counts from 1 to 4 of a single site are the string \"<5\" and `suppressed` is true.";
+    (name_param, as_of, known_at, after, report_shaping)
+}
+
+/// Paths: Writing commands; reading projections and findings.
+fn paths_commands_and_projections() -> Value {
+    let (name_param, as_of, known_at, _, report_shaping) = common_params();
     json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "campaign-ledger HTTP API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "An event-sourced, hash-chained ledger of a vaccination campaign. Commands are checked by the rules and append events; projections fold them into counts. Without a token file the server acts with full rights and listens on loopback only; with one (`serve --auth FILE`) every /v1 and /metrics request needs `Authorization: Bearer TOKEN`. Errors are always {\"error\": {\"code\", \"message\"}}.",
-            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
-        },
-        "servers": [{"url": "http://127.0.0.1:8080"}],
-        "security": [{"bearer": []}],
-        "paths": {
-            "/v1/commands": {"post": {
-                "operationId": "sendCommands",
-                "summary": "Send one command or an array of up to 1,000 (the `submit` contract).",
-                "description": "Rejections by the rules are outcomes (HTTP 200), one per command in request order. Agents send commands for their directorates (not AuthoriseSite), partners RedeemTicket for their partner centres, admins AuthoriseSite; supervisors and auditors never write. A request with one command the token may not send is refused whole (403) and records nothing. The actor (role, directorate, token id) is recorded in every event's envelope.",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                    "oneOf": [reference("Command"), {"type": "array", "maxItems": 1000, "items": reference("Command")}]}}}},
-                "responses": auth_errors(json!({
-                    "200": json_response("One outcome, or an array of outcomes in request order.",
-                        json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
-                    "400": error_response("The body is not JSON, or not an object or array (codes malformed_json, not_a_command)."),
-                    "409": error_response("A concurrency conflict survived the retries; send the command again."),
-                    "413": error_response("Over 1 MiB or over 1,000 commands (codes body_too_large, too_many_commands)."),
-                    "415": error_response("The body is not sent as Content-Type: application/json (code not_json_content_type): a web page cannot forge a command."),
-                    "503": error_response("The store cannot be reached now; retry.")
-                }))
-            }},
-            "/v1/projections": {"get": {
-                "operationId": "listProjections",
-                "summary": "The projections, with their checkpoint and state.",
-                "responses": auth_errors(json!({
-                    "200": json_response("One entry per projection.", json!({"type": "array", "items": reference("ProjectionStatus")}))
-                }))
-            }},
-            "/v1/projections/{name}": {"get": {
-                "operationId": "readProjection",
-                "summary": "A projection as of a business date (and, for auditors, as known at a time).",
-                "description": report_shaping,
-                "parameters": [name_param, as_of, known_at],
-                "responses": auth_errors(json!({
-                    "200": json_response("The report.", reference("Report")),
-                    "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at)."),
-                    "404": error_response("No projection of that name (code unknown_projection).")
-                }))
-            }},
-            "/v1/projections/{name}/live": {"get": {
-                "operationId": "followProjection",
-                "summary": "Server-sent events: a snapshot (event `snapshot`, id = log position, data = the report) at once and after every change, coalesced (at most ten a second).",
-                "description": report_shaping,
-                "parameters": [name_param, as_of, {"name": "known_at", "in": "query", "required": false,
-                    "description": "Not followed live: refused with 400 known_at_not_live (a live view follows the head; read GET /v1/projections/{name}?known_at= instead).",
-                    "schema": {"type": "string", "format": "date-time"}}],
-                "responses": auth_errors(json!({
-                    "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "400": error_response("A bad as_of (code bad_as_of), or known_at given (code known_at_not_live)."),
-                    "404": error_response("No projection of that name.")
-                }))
-            }},
-            "/v1/projections/{name}/rebuild": {"post": {
-                "operationId": "rebuildProjection",
-                "summary": "Replay the log into a new state beside the live one and swap it in (admins).",
-                "parameters": [name_param],
-                "responses": auth_errors(json!({
-                    "200": json_response("What the rebuild did.", reference("Rebuilt")),
-                    "404": error_response("No projection of that name.")
-                }))
-            }},
-            "/v1/findings": {"get": {
-                "operationId": "readFindings",
-                "summary": "Open data-quality findings: people whose recorded series no longer holds after a correction (supervisors: their directorates; auditors and admins: all).",
-                "description": "Derived from the log by the domain's fold (nothing is stored); a later entry that makes the series whole closes the finding. Each finding names the person by pseudonym only (never the ref) and lists the entries involved; the read is recorded in the access log.",
-                "parameters": [{"name": "directorate", "in": "query", "required": false,
-                    "description": "Only this directorate's findings (a supervisor: one of its own).",
-                    "schema": {"type": "string", "examples": ["paris"]}}, as_of, known_at],
-                "responses": auth_errors(json!({
-                    "200": json_response("The findings.", reference("Findings")),
-                    "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at), or a directorate not in the reference list (code unknown_directorate).")
-                }))
-            }},
-            "/v1/streams/{id}": {"get": {
-                "operationId": "readStream",
-                "summary": "Every event of one stream, in version order (for a supervisor, those naming its directorates).",
-                "parameters": [{"name": "id", "in": "path", "required": true,
-                    "description": "A stream id, for example `ticket/LYO-0001` (URL-encode the slash: ticket%2FLYO-0001).",
-                    "schema": {"type": "string"}}],
-                "responses": auth_errors(json!({
-                    "200": json_response("The events.", json!({"type": "array", "items": reference("Event")})),
-                    "404": error_response("No stream of that id (code unknown_stream).")
-                }))
-            }},
-            "/v1/events": {"get": {
-                "operationId": "readEvents",
-                "summary": "Events after a position, in order (at most 1,000; supervisors: those naming their directorates).",
-                "parameters": [after, {"name": "limit", "in": "query", "required": false,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
-                "responses": auth_errors(json!({
-                    "200": {"description": "The events. The header Ledger-Next-After says where to continue.",
-                        "headers": {"Ledger-Next-After": {"description": "The last position looked at.", "schema": {"type": "integer"}}},
-                        "content": {"application/json": {"schema": {"type": "array", "items": reference("Event")}}}},
-                    "400": error_response("after or limit is not a whole number (code bad_query).")
-                }))
-            }},
-            "/v1/events/live": {"get": {
-                "operationId": "followEvents",
-                "summary": "Server-sent events: every event after `after` (or the Last-Event-ID header), then each new one; id = position, event = `ledger-event`. No gap, no duplicate.",
-                "parameters": [after, {"name": "Last-Event-ID", "in": "header", "required": false,
-                    "description": "Resume after this position (browsers send it when they reconnect).",
-                    "schema": {"type": "integer"}}],
-                "responses": auth_errors(json!({
-                    "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "400": error_response("A bad after or Last-Event-ID.")
-                }))
-            }},
-            "/v1/audit/digest": {"get": {
-                "operationId": "readDigest",
-                "summary": "The head of the log: position, hash and commit time, signed with the ledger's key (auditors).",
-                "responses": auth_errors(json!({"200": json_response("The digest.", reference("Digest"))}))
-            }},
-            "/v1/audit/access-log": {"get": {
-                "operationId": "readAccessLog",
-                "summary": "The person-level reads (who read whose events, when), oldest first (auditors).",
-                "parameters": [{"name": "after", "in": "query", "required": false,
-                    "description": "Entries after this entry id (0 for the first).",
-                    "schema": {"type": "integer", "minimum": 0, "default": 0}},
-                    {"name": "limit", "in": "query", "required": false,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
-                    {"name": "person", "in": "query", "required": false,
-                    "description": "Only the reads of this person_id.", "schema": {"type": "string"}}],
-                "responses": auth_errors(json!({
-                    "200": json_response("The entries.", json!({"type": "array", "items": reference("AccessEntry")})),
-                    "400": error_response("A bad query (code bad_query).")
-                }))
-            }},
-            "/v1/persons/erase": {"post": {
-                "operationId": "erasePerson",
-                "summary": "Erase a person (admins): records PersonErased and destroys their key. The log, its chain and every count stay; reads of their events say erased.",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
-                    "required": ["person_ref"], "additionalProperties": false,
-                    "properties": {"person_ref": {"type": "string"}}}}}},
-                "responses": auth_errors(json!({
-                    "200": json_response("Erased.", json!({"type": "object", "required": ["person_id", "position"],
-                        "properties": {"person_id": {"type": "string"}, "position": {"type": "integer",
-                        "description": "The position of the PersonErased event."}}})),
-                    "400": error_response("Not a JSON body with person_ref (code bad_body), or a person recorded before encryption."),
-                    "415": error_response("No Content-Type: application/json (code not_json_content_type)."),
-                    "404": error_response("No key for this person_ref: never recorded, or erased already (code unknown_person).")
-                }))
-            }},
-            "/v1/whoami": {"get": {
-                "operationId": "whoAmI",
-                "summary": "The token's id, role and scope.",
-                "responses": auth_errors(json!({"200": json_response("The caller.", json!({"type": "object",
-                    "required": ["role", "auth"],
-                    "properties": {"token_id": {"type": "string"}, "role": {"type": "string"},
-                        "auth": {"type": "boolean"}, "suppressed": {"type": "boolean"},
-                        "directorates": {"type": "array", "items": {"type": "string"}},
-                        "partner_centres": {"type": "array", "items": {"type": "string"}}}}))}))
-            }},
-            "/v1/reference": {"get": {
-                "operationId": "readReference",
-                "summary": "The directorates (id, name, region), the partner centres (id, name, directorate, active dates), the campaign's time zone and the booster openings (any valid token).",
-                "responses": auth_errors(json!({"200": json_response("The reference data.", json!({"type": "object",
-                    "properties": {"version": {"type": "string"}, "time_zone": {"type": "string"},
-                        "directorates": {"type": "array", "items": {"type": "object", "properties": {
-                            "id": {"type": "string"}, "name": {"type": "string"}, "region": {"type": "string"}, "overseas": {"type": "boolean"}}}},
-                        "partner_centres_version": {"type": "string"},
-                        "partner_centres": {"type": "array", "description": "The partner centres (reference/partner_centres.toml): commands, events and partner tokens name them by id.", "items": {"type": "object",
-                            "required": ["id", "name", "directorate", "active_from"], "properties": {
-                            "id": {"type": "string"}, "name": {"type": "string"}, "directorate": {"type": "string"},
-                            "active_from": {"type": "string", "format": "date"}, "active_until": {"type": "string", "format": "date"},
-                            "former_names": {"type": "array", "items": {"type": "string"}}}}},
-                        "booster_openings": {"type": "array", "items": {"type": "object", "properties": {
-                            "who": {"type": "string"}, "date": {"type": "string", "format": "date"}}}}}}))}))
-            }},
-            "/v1/openapi.json": {"get": {
-                "operationId": "openApi", "security": [],
-                "summary": "This document.",
-                "responses": {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}}
-            }},
-            "/metrics": {"get": {
-                "operationId": "metrics",
-                "summary": "Prometheus text: commands by outcome, append latency histogram, projection lag, relay lag (auditors and admins).",
-                "responses": auth_errors(json!({"200": {"description": "Text format 0.0.4.", "content": {"text/plain": {"schema": {"type": "string"}}}}}))
-            }},
-            "/healthz": {"get": {
-                "operationId": "healthz", "security": [],
-                "summary": "The process answers.",
-                "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}
-            }},
-            "/readyz": {"get": {
-                "operationId": "readyz", "security": [],
-                "summary": "The store answers and every projection is caught up with it.",
-                "responses": {
-                    "200": json_response("Ready.", json!({"type": "object", "properties": {"ready": {"const": true}, "position": {"type": "integer"}}})),
-                    "503": json_response("Not ready (projections behind, or the store unreachable).", json!({"type": "object"}))
-                }
-            }},
-            "/dashboard/": {"get": {
-                "operationId": "dashboard", "security": [],
-                "summary": "The campaign dashboard (HTML; it asks for a token, or takes one from the URL fragment #token=…).",
-                "description": "The page reads its query itself (the server ignores it): `as_of` (YYYY-MM-DD), `known_at` (RFC 3339, auditors) and `lang` (`fr`, the default, or `en`); it keeps them up to date as the user changes the view, so a view can be shared or reloaded.",
-                "parameters": [
-                    {"name": "as_of", "in": "query", "required": false, "schema": {"type": "string", "format": "date"}},
-                    {"name": "known_at", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}},
-                    {"name": "lang", "in": "query", "required": false, "schema": {"enum": ["fr", "en"], "default": "fr"}}],
-                "responses": {"200": {"description": "The page.", "content": {"text/html": {}}}}
-            }}
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "A token from the server's token file (`campaign-ledger auth token`)."}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string", "description": "Stable snake_case code."},
-                                   "message": {"type": "string", "description": "What was wrong and what to do."}}}}},
-                "Command": {"type": "object", "required": ["type", "command_id"],
-                    "description": "One command, as in `submit` files; the fields of each type are in the README.",
-                    "properties": {
-                        "type": {"enum": ["AuthoriseSite", "AdministerDose", "RecordExternalDose", "RecordDoseNotAdministered",
-                            "ReverseDoseEntry", "IssueTicket", "RedeemTicket", "ExpireTicket", "OpenSession", "CloseSession",
-                            "AnswerCoverageSurvey"]},
-                        "command_id": {"type": "string", "format": "uuid", "description": "Client-chosen; resending it is idempotent, forever."},
-                        "correlation_id": {"type": "string"}},
-                    "additionalProperties": true},
-                "Outcome": {"type": "object", "required": ["line", "command_id", "outcome"], "properties": {
-                    "line": {"type": "integer", "description": "The command's 1-based place in the request."},
-                    "command_id": {"type": ["string", "null"], "format": "uuid"},
-                    "outcome": {"enum": ["accepted", "duplicate", "rejected", "invalid"]},
-                    "error": {"type": "object", "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "Report": {"type": "object", "required": ["projection", "position", "columns", "rows", "totals"], "properties": {
-                    "projection": {"type": "string"},
-                    "as_of": {"type": ["string", "null"], "format": "date"},
-                    "known_at": {"type": ["string", "null"]},
-                    "position": {"type": "integer", "description": "The last log position folded in."},
-                    "columns": {"type": "array", "items": {"type": "string"}},
-                    "rows": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": ["string", "integer", "null"]}}},
-                    "totals": {"type": "object", "additionalProperties": {"type": ["integer", "string"]}},
-                    "suppressed": {"type": "boolean", "description": "Counts from 1 to 4 of a single site are shown as \"<5\"."}}},
-                "Findings": {"type": "object", "required": ["position", "findings"], "properties": {
-                    "directorate": {"type": ["string", "null"]},
-                    "as_of": {"type": ["string", "null"], "format": "date"},
-                    "known_at": {"type": ["string", "null"]},
-                    "position": {"type": "integer", "description": "The last log position read."},
-                    "findings": {"type": "array", "items": {"type": "object",
-                        "required": ["directorate", "kind", "date", "person_id", "entries", "action"], "properties": {
-                        "directorate": {"type": "string", "description": "The directorate that must act (`unassigned`: no OFII dose in the series)."},
-                        "kind": {"enum": ["second_dose_without_first", "booster_without_primary_series", "dose_interval_too_short"]},
-                        "date": {"type": "string", "format": "date", "description": "The date of the entry that no longer holds."},
-                        "person_id": {"type": ["string", "null"], "description": "The person's pseudonym (null for a log written before the key store)."},
-                        "entries": {"type": "array", "items": {"type": "object",
-                            "required": ["command_id", "dose", "date", "ofii", "reversed"], "properties": {
-                            "command_id": {"type": "string", "format": "uuid"},
-                            "dose": {"enum": ["first", "second", "booster"]},
-                            "date": {"type": "string", "format": "date"},
-                            "ofii": {"type": "boolean", "description": "Given by the OFII (false: recorded as given elsewhere)."},
-                            "reversed": {"type": "boolean"}}}},
-                        "action": {"type": "string", "description": "What to do, in one sentence."}}}}}},
-                "ProjectionStatus": {"type": "object", "properties": {
-                    "name": {"type": "string"}, "description": {"type": "string"}, "origin": {"type": "string"},
-                    "checkpoint": {"type": "integer"}, "head": {"type": "integer"}, "status": {"type": "string"}}},
-                "Rebuilt": {"type": "object", "properties": {
-                    "name": {"type": "string"}, "events": {"type": "integer"}, "position": {"type": "integer"},
-                    "identical_to_live": {"type": ["boolean", "null"]}}},
-                "Event": {"type": "object", "required": ["position", "event_id", "stream_id", "stream_version", "event_type",
-                    "schema_version", "occurred_at", "recorded_at", "command_id", "actor", "data", "prev_hash", "hash"], "properties": {
-                    "position": {"type": "integer"}, "event_id": {"type": "string", "format": "uuid"},
-                    "stream_id": {"type": "string"}, "stream_version": {"type": "integer"},
-                    "event_type": {"type": "string"}, "schema_version": {"type": "integer"},
-                    "occurred_at": {"type": "string", "format": "date-time"},
-                    "recorded_at": {"type": "string", "format": "date-time"},
-                    "command_id": {"type": "string", "format": "uuid"}, "correlation_id": {"type": ["string", "null"]},
-                    "actor": {"type": "string", "description": "Canonical JSON: role, directorate, agent_ref (the token id)."},
-                    "data": {"type": "string", "description": "Canonical JSON of the event's data."},
-                    "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                    "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."},
-                    "person": {"type": "object", "description": "For an event naming a person (its data holds person_ref sealed: enc1:<person_id>:…): what the reader may see. Every answer carrying it is recorded in the access log.",
-                        "required": ["status"], "properties": {
-                        "status": {"enum": ["revealed", "erased", "clear", "no_key"]},
-                        "person_id": {"type": "string"}, "person_ref": {"type": "string"},
-                        "erased_at": {"type": "string", "format": "date-time"}}}}},
-                "AccessEntry": {"type": "object", "required": ["id", "at", "caller", "role", "route", "persons", "events", "revealed"],
-                    "properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
-                    "caller": {"type": "string", "description": "The token id (- without tokens)."},
-                    "role": {"type": "string"}, "route": {"type": "string"},
-                    "persons": {"type": "array", "items": {"type": "string"}, "description": "person_ids (pseudonyms)."},
-                    "events": {"type": "integer"}, "revealed": {"type": "integer"}}},
-                "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
-                    "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
-                    "properties": {
-                    "format": {"const": "campaign-ledger-digest/1"},
-                    "store": {"type": "string"}, "position": {"type": "integer"},
-                    "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]},
-                    "signed_at": {"type": "string", "format": "date-time"},
-                    "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                    "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}}
-            }
+    "/v1/commands": {"post": {
+        "operationId": "sendCommands",
+        "summary": "Send one command or an array of up to 1,000 (the `submit` contract).",
+        "description": "Rejections by the rules are outcomes (HTTP 200), one per command in request order. Agents send commands for their directorates (not AuthoriseSite), partners RedeemTicket for their partner centres, admins AuthoriseSite; supervisors and auditors never write. A request with one command the token may not send is refused whole (403) and records nothing. The actor (role, directorate, token id) is recorded in every event's envelope.",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {
+            "oneOf": [reference("Command"), {"type": "array", "maxItems": 1000, "items": reference("Command")}]}}}},
+        "responses": auth_errors(json!({
+            "200": json_response("One outcome, or an array of outcomes in request order.",
+                json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
+            "400": error_response("The body is not JSON, or not an object or array (codes malformed_json, not_a_command)."),
+            "409": error_response("A concurrency conflict survived the retries; send the command again."),
+            "413": error_response("Over 1 MiB or over 1,000 commands (codes body_too_large, too_many_commands)."),
+            "415": error_response("The body is not sent as Content-Type: application/json (code not_json_content_type): a web page cannot forge a command."),
+            "503": error_response("The store cannot be reached now; retry.")
+        }))
+    }},
+    "/v1/projections": {"get": {
+        "operationId": "listProjections",
+        "summary": "The projections, with their checkpoint and state.",
+        "responses": auth_errors(json!({
+            "200": json_response("One entry per projection.", json!({"type": "array", "items": reference("ProjectionStatus")}))
+        }))
+    }},
+    "/v1/projections/{name}": {"get": {
+        "operationId": "readProjection",
+        "summary": "A projection as of a business date (and, for auditors, as known at a time).",
+        "description": report_shaping,
+        "parameters": [name_param, as_of, known_at],
+        "responses": auth_errors(json!({
+            "200": json_response("The report.", reference("Report")),
+            "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at)."),
+            "404": error_response("No projection of that name (code unknown_projection).")
+        }))
+    }},
+    "/v1/projections/{name}/live": {"get": {
+        "operationId": "followProjection",
+        "summary": "Server-sent events: a snapshot (event `snapshot`, id = log position, data = the report) at once and after every change, coalesced (at most ten a second).",
+        "description": report_shaping,
+        "parameters": [name_param, as_of, {"name": "known_at", "in": "query", "required": false,
+            "description": "Not followed live: refused with 400 known_at_not_live (a live view follows the head; read GET /v1/projections/{name}?known_at= instead).",
+            "schema": {"type": "string", "format": "date-time"}}],
+        "responses": auth_errors(json!({
+            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": error_response("A bad as_of (code bad_as_of), or known_at given (code known_at_not_live)."),
+            "404": error_response("No projection of that name.")
+        }))
+    }},
+    "/v1/projections/{name}/rebuild": {"post": {
+        "operationId": "rebuildProjection",
+        "summary": "Replay the log into a new state beside the live one and swap it in (admins).",
+        "parameters": [name_param],
+        "responses": auth_errors(json!({
+            "200": json_response("What the rebuild did.", reference("Rebuilt")),
+            "404": error_response("No projection of that name.")
+        }))
+    }},
+    "/v1/findings": {"get": {
+        "operationId": "readFindings",
+        "summary": "Open data-quality findings: people whose recorded series no longer holds after a correction (supervisors: their directorates; auditors and admins: all).",
+        "description": "Derived from the log by the domain's fold (nothing is stored); a later entry that makes the series whole closes the finding. Each finding names the person by pseudonym only (never the ref) and lists the entries involved; the read is recorded in the access log.",
+        "parameters": [{"name": "directorate", "in": "query", "required": false,
+            "description": "Only this directorate's findings (a supervisor: one of its own).",
+            "schema": {"type": "string", "examples": ["paris"]}}, as_of, known_at],
+        "responses": auth_errors(json!({
+            "200": json_response("The findings.", reference("Findings")),
+            "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at), or a directorate not in the reference list (code unknown_directorate).")
+        }))
+    }}
+    })
+}
+
+/// Paths: Reading events; the audit endpoints; erasure.
+fn paths_events_and_audit() -> Value {
+    let (_, _, _, after, _) = common_params();
+    json!({
+    "/v1/streams/{id}": {"get": {
+        "operationId": "readStream",
+        "summary": "Every event of one stream, in version order (for a supervisor, those naming its directorates).",
+        "parameters": [{"name": "id", "in": "path", "required": true,
+            "description": "A stream id, for example `ticket/LYO-0001` (URL-encode the slash: ticket%2FLYO-0001).",
+            "schema": {"type": "string"}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The events.", json!({"type": "array", "items": reference("Event")})),
+            "404": error_response("No stream of that id (code unknown_stream).")
+        }))
+    }},
+    "/v1/events": {"get": {
+        "operationId": "readEvents",
+        "summary": "Events after a position, in order (at most 1,000; supervisors: those naming their directorates).",
+        "parameters": [after, {"name": "limit", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+        "responses": auth_errors(json!({
+            "200": {"description": "The events. The header Ledger-Next-After says where to continue.",
+                "headers": {"Ledger-Next-After": {"description": "The last position looked at.", "schema": {"type": "integer"}}},
+                "content": {"application/json": {"schema": {"type": "array", "items": reference("Event")}}}},
+            "400": error_response("after or limit is not a whole number (code bad_query).")
+        }))
+    }},
+    "/v1/events/live": {"get": {
+        "operationId": "followEvents",
+        "summary": "Server-sent events: every event after `after` (or the Last-Event-ID header), then each new one; id = position, event = `ledger-event`. No gap, no duplicate.",
+        "parameters": [after, {"name": "Last-Event-ID", "in": "header", "required": false,
+            "description": "Resume after this position (browsers send it when they reconnect).",
+            "schema": {"type": "integer"}}],
+        "responses": auth_errors(json!({
+            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": error_response("A bad after or Last-Event-ID.")
+        }))
+    }},
+    "/v1/audit/digest": {"get": {
+        "operationId": "readDigest",
+        "summary": "The head of the log: position, hash and commit time, signed with the ledger's key (auditors).",
+        "responses": auth_errors(json!({"200": json_response("The digest.", reference("Digest"))}))
+    }},
+    "/v1/audit/access-log": {"get": {
+        "operationId": "readAccessLog",
+        "summary": "The person-level reads (who read whose events, when), oldest first (auditors).",
+        "parameters": [{"name": "after", "in": "query", "required": false,
+            "description": "Entries after this entry id (0 for the first).",
+            "schema": {"type": "integer", "minimum": 0, "default": 0}},
+            {"name": "limit", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+            {"name": "person", "in": "query", "required": false,
+            "description": "Only the reads of this person_id.", "schema": {"type": "string"}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The entries.", json!({"type": "array", "items": reference("AccessEntry")})),
+            "400": error_response("A bad query (code bad_query).")
+        }))
+    }},
+    "/v1/persons/erase": {"post": {
+        "operationId": "erasePerson",
+        "summary": "Erase a person (admins): records PersonErased and destroys their key. The log, its chain and every count stay; reads of their events say erased.",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+            "required": ["person_ref"], "additionalProperties": false,
+            "properties": {"person_ref": {"type": "string"}}}}}},
+        "responses": auth_errors(json!({
+            "200": json_response("Erased.", json!({"type": "object", "required": ["person_id", "position"],
+                "properties": {"person_id": {"type": "string"}, "position": {"type": "integer",
+                "description": "The position of the PersonErased event."}}})),
+            "400": error_response("Not a JSON body with person_ref (code bad_body), or a person recorded before encryption."),
+            "415": error_response("No Content-Type: application/json (code not_json_content_type)."),
+            "404": error_response("No key for this person_ref: never recorded, or erased already (code unknown_person).")
+        }))
+    }}
+    })
+}
+
+/// Paths: Who the caller is, reference data, this document, health, metrics, the dashboard.
+fn paths_meta() -> Value {
+    json!({
+    "/v1/whoami": {"get": {
+        "operationId": "whoAmI",
+        "summary": "The token's id, role and scope.",
+        "responses": auth_errors(json!({"200": json_response("The caller.", json!({"type": "object",
+            "required": ["role", "auth"],
+            "properties": {"token_id": {"type": "string"}, "role": {"type": "string"},
+                "auth": {"type": "boolean"}, "suppressed": {"type": "boolean"},
+                "directorates": {"type": "array", "items": {"type": "string"}},
+                "partner_centres": {"type": "array", "items": {"type": "string"}}}}))}))
+    }},
+    "/v1/reference": {"get": {
+        "operationId": "readReference",
+        "summary": "The directorates (id, name, region), the partner centres (id, name, directorate, active dates), the campaign's time zone and the booster openings (any valid token).",
+        "responses": auth_errors(json!({"200": json_response("The reference data.", json!({"type": "object",
+            "properties": {"version": {"type": "string"}, "time_zone": {"type": "string"},
+                "directorates": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "region": {"type": "string"}, "overseas": {"type": "boolean"}}}},
+                "partner_centres_version": {"type": "string"},
+                "partner_centres": {"type": "array", "description": "The partner centres (reference/partner_centres.toml): commands, events and partner tokens name them by id.", "items": {"type": "object",
+                    "required": ["id", "name", "directorate", "active_from"], "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "directorate": {"type": "string"},
+                    "active_from": {"type": "string", "format": "date"}, "active_until": {"type": "string", "format": "date"},
+                    "former_names": {"type": "array", "items": {"type": "string"}}}}},
+                "booster_openings": {"type": "array", "items": {"type": "object", "properties": {
+                    "who": {"type": "string"}, "date": {"type": "string", "format": "date"}}}}}}))}))
+    }},
+    "/v1/openapi.json": {"get": {
+        "operationId": "openApi", "security": [],
+        "summary": "This document.",
+        "responses": {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}}
+    }},
+    "/metrics": {"get": {
+        "operationId": "metrics",
+        "summary": "Prometheus text: commands by outcome, append latency histogram, projection lag, relay lag (auditors and admins).",
+        "responses": auth_errors(json!({"200": {"description": "Text format 0.0.4.", "content": {"text/plain": {"schema": {"type": "string"}}}}}))
+    }},
+    "/healthz": {"get": {
+        "operationId": "healthz", "security": [],
+        "summary": "The process answers.",
+        "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    }},
+    "/readyz": {"get": {
+        "operationId": "readyz", "security": [],
+        "summary": "The store answers and every projection is caught up with it.",
+        "responses": {
+            "200": json_response("Ready.", json!({"type": "object", "properties": {"ready": {"const": true}, "position": {"type": "integer"}}})),
+            "503": json_response("Not ready (projections behind, or the store unreachable).", json!({"type": "object"}))
+        }
+    }},
+    "/dashboard/": {"get": {
+        "operationId": "dashboard", "security": [],
+        "summary": "The campaign dashboard (HTML; it asks for a token, or takes one from the URL fragment #token=…).",
+        "description": "The page reads its query itself (the server ignores it): `as_of` (YYYY-MM-DD), `known_at` (RFC 3339, auditors) and `lang` (`fr`, the default, or `en`); it keeps them up to date as the user changes the view, so a view can be shared or reloaded.",
+        "parameters": [
+            {"name": "as_of", "in": "query", "required": false, "schema": {"type": "string", "format": "date"}},
+            {"name": "known_at", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}},
+            {"name": "lang", "in": "query", "required": false, "schema": {"enum": ["fr", "en"], "default": "fr"}}],
+        "responses": {"200": {"description": "The page.", "content": {"text/html": {}}}}
+    }}
+    })
+}
+
+/// The components: security schemes and the schemas the paths refer to.
+fn components() -> Value {
+    json!({
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+            "description": "A token from the server's token file (`campaign-ledger auth token`)."}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string", "description": "Stable snake_case code."},
+                               "message": {"type": "string", "description": "What was wrong and what to do."}}}}},
+            "Command": {"type": "object", "required": ["type", "command_id"],
+                "description": "One command, as in `submit` files; the fields of each type are in the README.",
+                "properties": {
+                    "type": {"enum": ["AuthoriseSite", "AdministerDose", "RecordExternalDose", "RecordDoseNotAdministered",
+                        "ReverseDoseEntry", "IssueTicket", "RedeemTicket", "ExpireTicket", "OpenSession", "CloseSession",
+                        "AnswerCoverageSurvey"]},
+                    "command_id": {"type": "string", "format": "uuid", "description": "Client-chosen; resending it is idempotent, forever."},
+                    "correlation_id": {"type": "string"}},
+                "additionalProperties": true},
+            "Outcome": {"type": "object", "required": ["line", "command_id", "outcome"], "properties": {
+                "line": {"type": "integer", "description": "The command's 1-based place in the request."},
+                "command_id": {"type": ["string", "null"], "format": "uuid"},
+                "outcome": {"enum": ["accepted", "duplicate", "rejected", "invalid"]},
+                "error": {"type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Report": {"type": "object", "required": ["projection", "position", "columns", "rows", "totals"], "properties": {
+                "projection": {"type": "string"},
+                "as_of": {"type": ["string", "null"], "format": "date"},
+                "known_at": {"type": ["string", "null"]},
+                "position": {"type": "integer", "description": "The last log position folded in."},
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "rows": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": ["string", "integer", "null"]}}},
+                "totals": {"type": "object", "additionalProperties": {"type": ["integer", "string"]}},
+                "suppressed": {"type": "boolean", "description": "Counts from 1 to 4 of a single site are shown as \"<5\"."}}},
+            "Findings": {"type": "object", "required": ["position", "findings"], "properties": {
+                "directorate": {"type": ["string", "null"]},
+                "as_of": {"type": ["string", "null"], "format": "date"},
+                "known_at": {"type": ["string", "null"]},
+                "position": {"type": "integer", "description": "The last log position read."},
+                "findings": {"type": "array", "items": {"type": "object",
+                    "required": ["directorate", "kind", "date", "person_id", "entries", "action"], "properties": {
+                    "directorate": {"type": "string", "description": "The directorate that must act (`unassigned`: no OFII dose in the series)."},
+                    "kind": {"enum": ["second_dose_without_first", "booster_without_primary_series", "dose_interval_too_short"]},
+                    "date": {"type": "string", "format": "date", "description": "The date of the entry that no longer holds."},
+                    "person_id": {"type": ["string", "null"], "description": "The person's pseudonym (null for a log written before the key store)."},
+                    "entries": {"type": "array", "items": {"type": "object",
+                        "required": ["command_id", "dose", "date", "ofii", "reversed"], "properties": {
+                        "command_id": {"type": "string", "format": "uuid"},
+                        "dose": {"enum": ["first", "second", "booster"]},
+                        "date": {"type": "string", "format": "date"},
+                        "ofii": {"type": "boolean", "description": "Given by the OFII (false: recorded as given elsewhere)."},
+                        "reversed": {"type": "boolean"}}}},
+                    "action": {"type": "string", "description": "What to do, in one sentence."}}}}}},
+            "ProjectionStatus": {"type": "object", "properties": {
+                "name": {"type": "string"}, "description": {"type": "string"}, "origin": {"type": "string"},
+                "checkpoint": {"type": "integer"}, "head": {"type": "integer"}, "status": {"type": "string"}}},
+            "Rebuilt": {"type": "object", "properties": {
+                "name": {"type": "string"}, "events": {"type": "integer"}, "position": {"type": "integer"},
+                "identical_to_live": {"type": ["boolean", "null"]}}},
+            "Event": {"type": "object", "required": ["position", "event_id", "stream_id", "stream_version", "event_type",
+                "schema_version", "occurred_at", "recorded_at", "command_id", "actor", "data", "prev_hash", "hash"], "properties": {
+                "position": {"type": "integer"}, "event_id": {"type": "string", "format": "uuid"},
+                "stream_id": {"type": "string"}, "stream_version": {"type": "integer"},
+                "event_type": {"type": "string"}, "schema_version": {"type": "integer"},
+                "occurred_at": {"type": "string", "format": "date-time"},
+                "recorded_at": {"type": "string", "format": "date-time"},
+                "command_id": {"type": "string", "format": "uuid"}, "correlation_id": {"type": ["string", "null"]},
+                "actor": {"type": "string", "description": "Canonical JSON: role, directorate, agent_ref (the token id)."},
+                "data": {"type": "string", "description": "Canonical JSON of the event's data."},
+                "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."},
+                "person": {"type": "object", "description": "For an event naming a person (its data holds person_ref sealed: enc1:<person_id>:…): what the reader may see. Every answer carrying it is recorded in the access log.",
+                    "required": ["status"], "properties": {
+                    "status": {"enum": ["revealed", "erased", "clear", "no_key"]},
+                    "person_id": {"type": "string"}, "person_ref": {"type": "string"},
+                    "erased_at": {"type": "string", "format": "date-time"}}}}},
+            "AccessEntry": {"type": "object", "required": ["id", "at", "caller", "role", "route", "persons", "events", "revealed"],
+                "properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                "caller": {"type": "string", "description": "The token id (- without tokens)."},
+                "role": {"type": "string"}, "route": {"type": "string"},
+                "persons": {"type": "array", "items": {"type": "string"}, "description": "person_ids (pseudonyms)."},
+                "events": {"type": "integer"}, "revealed": {"type": "integer"}}},
+            "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
+                "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
+                "properties": {
+                "format": {"const": "campaign-ledger-digest/1"},
+                "store": {"type": "string"}, "position": {"type": "integer"},
+                "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]},
+                "signed_at": {"type": "string", "format": "date-time"},
+                "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}}
         }
     })
 }
