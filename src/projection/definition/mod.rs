@@ -1,6 +1,8 @@
 //! Declarative projection definitions (`projections/*.toml`): parsing and validation.
 //! The format is documented in `projections/README.md`.
 
+mod checks;
+
 use crate::domain::Event;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -52,7 +54,7 @@ impl WhereValue {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct FileDef {
     name: String,
@@ -73,7 +75,7 @@ struct FileDef {
     fold: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct FileSource {
     event: String,
@@ -88,7 +90,7 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct FileColumn {
     name: String,
@@ -261,237 +263,33 @@ impl Definition {
             message,
         };
         let f: FileDef = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
-        if f.name != stem {
-            return Err(err(format!(
-                "name = {:?} must match the file name {stem}.toml",
-                f.name
-            )));
-        }
-        if !f
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            || f.name.is_empty()
-        {
-            return Err(err(format!(
-                "name {:?} must use a-z, 0-9 and _ only",
-                f.name
-            )));
-        }
-        let fold = match f.fold.as_deref() {
-            None => None,
-            Some("series_findings") => Some(Fold::SeriesFindings),
-            Some(other) => {
-                return Err(err(format!(
-                    "fold = {other:?} is not a fold the ledger provides; the only one is \"series_findings\""
-                )))
-            }
-        };
-        if let Some(fold) = fold {
-            let keys = fold.keys();
-            if !f.source.is_empty() || f.bucket.is_some() || f.rollup_by.is_some() || f.cumulative {
-                return Err(err(
-                    "a fold reads the events itself: remove [[source]], bucket, cumulative and rollup_by".into(),
-                ));
-            }
-            if let Some(bad) = f.group_by.iter().find(|k| !keys.contains(&k.as_str())) {
-                return Err(err(format!(
-                    "group_by {bad:?}: this fold groups by {} only",
-                    keys.join(" and ")
-                )));
-            }
-            let one_count = f.column.len() == 1
-                && f.column.iter().all(|c| {
-                    c.agg == Agg::Count
-                        && c.field.is_none()
-                        && c.filter.is_empty()
-                        && c.events.is_none()
-                        && c.signs.is_empty()
-                });
-            if !one_count {
-                return Err(err(
-                    "a fold gives one [[column]] with agg = \"count\" and nothing else".into(),
-                ));
-            }
-        } else if f.source.is_empty() {
-            return Err(err(
-                "no [[source]]: name at least one event type to fold".into()
-            ));
-        }
-        let mut sources = Vec::new();
-        for s in f.source {
-            if !Event::TYPES.contains(&s.event.as_str()) {
-                return Err(err(format!(
-                    "source event {:?} is not an event type; known types: {}",
-                    s.event,
-                    Event::TYPES.join(", ")
-                )));
-            }
-            if s.sign != 1 && s.sign != -1 {
-                return Err(err(format!(
-                    "source {}: sign must be 1 or -1, not {}",
-                    s.event, s.sign
-                )));
-            }
-            sources.push(Source {
-                time: s
-                    .time
-                    .as_deref()
-                    .map(Path_::parse)
-                    .transpose()
-                    .map_err(&err)?,
-                filters: filters(s.filter).map_err(&err)?,
-                event: s.event,
-                sign: s.sign,
-            });
-        }
-        if f.column.is_empty() {
-            return Err(err("no [[column]]: define at least one column".into()));
-        }
-        let source_names: Vec<&str> = sources.iter().map(|s| s.event.as_str()).collect();
-        let mut columns = Vec::new();
-        let mut names: Vec<String> = f.group_by.clone();
-        for c in f.column {
-            if names.contains(&c.name) {
-                return Err(err(format!(
-                    "column {:?} is defined twice (or is also a group_by field)",
-                    c.name
-                )));
-            }
-            names.push(c.name.clone());
-            match (c.agg, &c.field) {
-                (Agg::Count, Some(_)) => {
-                    return Err(err(format!(
-                        "column {}: count takes no field (use where to filter)",
-                        c.name
-                    )))
-                }
-                (Agg::Sum | Agg::Last | Agg::Min | Agg::Max, None) => {
-                    return Err(err(format!(
-                        "column {}: agg = \"{}\" needs a field",
-                        c.name,
-                        format!("{:?}", c.agg).to_lowercase()
-                    )))
-                }
-                _ => {}
-            }
-            for e in c.events.iter().flatten().chain(c.signs.keys()) {
-                if !source_names.contains(&e.as_str()) {
-                    return Err(err(format!(
-                        "column {}: {e:?} is not one of this projection's sources",
-                        c.name
-                    )));
-                }
-            }
-            if c.signs.values().any(|s| *s != 1 && *s != -1) {
-                return Err(err(format!("column {}: signs must be 1 or -1", c.name)));
-            }
-            columns.push(Column {
-                field: c
-                    .field
-                    .as_deref()
-                    .map(Path_::parse)
-                    .transpose()
-                    .map_err(&err)?,
-                filters: filters(c.filter).map_err(&err)?,
-                name: c.name,
-                agg: c.agg,
-                events: c.events,
-                signs: c.signs,
-            });
-        }
-        if f.cumulative && f.bucket.is_none() {
-            return Err(err("cumulative = true needs a bucket (day or week)".into()));
-        }
-        if let Some(r) = &f.rollup_by {
-            if let Some(bad) = r.iter().find(|k| !f.group_by.contains(k)) {
-                return Err(err(format!("rollup_by {bad:?} is not one of group_by")));
-            }
-            if f.bucket.is_some() {
-                return Err(err("rollup_by and bucket cannot be combined".into()));
-            }
-        } else if f.rollup_count.is_some() {
-            return Err(err("rollup_count needs rollup_by".into()));
-        }
-        let row_keys: Vec<String> = match &f.rollup_by {
-            Some(r) => r.clone(),
-            None => f.group_by.clone(),
-        };
-        let mut sortable = row_keys.clone();
-        sortable.extend(columns.iter().map(|c| c.name.clone()));
-        sortable.extend(f.rollup_count.clone());
-        if let Some(b) = f.bucket {
-            sortable.push(bucket_key(b).to_string());
-        }
-        let sort_by = match f.sort_by {
-            Some(s) => {
-                if let Some(bad) = s.iter().find(|k| !sortable.contains(k)) {
-                    return Err(err(format!("sort_by {bad:?} is not a row key or column")));
-                }
-                s
-            }
-            None => {
-                let mut s = row_keys;
-                if let Some(b) = f.bucket {
-                    s.push(bucket_key(b).to_string());
-                }
-                s
-            }
-        };
-        let group_paths: Vec<Path_> = f
-            .group_by
-            .iter()
-            .map(|g| Path_::parse(g))
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        // Every data field a source feeds must exist on its event type: a misspelt field would
-        // otherwise silently group everything under "" or count nothing.
-        for s in &sources {
-            let fields = Event::fields(&s.event).unwrap_or(&[]);
-            let mut used: Vec<(&Path_, String)> = group_paths
-                .iter()
-                .map(|p| (p, "group_by".to_string()))
-                .collect();
-            used.extend(s.time.iter().map(|p| (p, "time".to_string())));
-            used.extend(s.filters.iter().map(|f| (&f.path, "where".to_string())));
-            for c in columns
-                .iter()
-                .filter(|c| c.events.as_ref().is_none_or(|ev| ev.contains(&s.event)))
-            {
-                used.extend(
-                    c.field
-                        .iter()
-                        .map(|p| (p, format!("column {} field", c.name))),
-                );
-                used.extend(
-                    c.filters
-                        .iter()
-                        .map(|f| (&f.path, format!("column {} where", c.name))),
-                );
-            }
-            for (path, role) in used {
-                if let Path_::Data(parts) = path {
-                    if !fields.contains(&parts[0].as_str()) {
-                        return Err(err(format!(
-                            "{role}: {:?} is not a field of {} (its fields: {}); for an envelope field write $stream_id, $occurred_at…",
-                            parts[0],
-                            s.event,
-                            fields.join(", ")
-                        )));
-                    }
-                }
-            }
-        }
+        let fold = checks::name_and_fold(&f, stem).map_err(err)?;
+        let FileDef {
+            name,
+            description,
+            group_by,
+            bucket,
+            cumulative,
+            rollup_by,
+            rollup_count,
+            source,
+            column,
+            ..
+        } = f.clone();
+        let sources = checks::sources(source).map_err(err)?;
+        let columns = checks::columns(column, &group_by, &sources).map_err(err)?;
+        let sort_by = checks::sort_by(&f, &columns).map_err(err)?;
+        let group_paths = checks::group_paths(&group_by, &sources, &columns).map_err(err)?;
         use sha2::Digest;
         Ok(Definition {
-            name: f.name,
-            description: f.description,
-            group_by: f.group_by,
+            name,
+            description,
+            group_by,
             group_paths,
-            bucket: f.bucket,
-            cumulative: f.cumulative,
-            rollup_by: f.rollup_by,
-            rollup_count: f.rollup_count,
+            bucket,
+            cumulative,
+            rollup_by,
+            rollup_count,
             sort_by,
             sources,
             columns,
@@ -514,35 +312,35 @@ pub fn bucket_key(b: Bucket) -> &'static str {
 const BUILTIN: &[(&str, &str)] = &[
     (
         "doses_by_directorate",
-        include_str!("../../projections/doses_by_directorate.toml"),
+        include_str!("../../../projections/doses_by_directorate.toml"),
     ),
     (
         "doses_by_day",
-        include_str!("../../projections/doses_by_day.toml"),
+        include_str!("../../../projections/doses_by_day.toml"),
     ),
     (
         "tickets_by_directorate",
-        include_str!("../../projections/tickets_by_directorate.toml"),
+        include_str!("../../../projections/tickets_by_directorate.toml"),
     ),
     (
         "session_attendance",
-        include_str!("../../projections/session_attendance.toml"),
+        include_str!("../../../projections/session_attendance.toml"),
     ),
     (
         "survey_coverage",
-        include_str!("../../projections/survey_coverage.toml"),
+        include_str!("../../../projections/survey_coverage.toml"),
     ),
     (
         "doses_by_day_by_directorate",
-        include_str!("../../projections/doses_by_day_by_directorate.toml"),
+        include_str!("../../../projections/doses_by_day_by_directorate.toml"),
     ),
     (
         "tickets_by_partner_centre",
-        include_str!("../../projections/tickets_by_partner_centre.toml"),
+        include_str!("../../../projections/tickets_by_partner_centre.toml"),
     ),
     (
         "data_quality",
-        include_str!("../../projections/data_quality.toml"),
+        include_str!("../../../projections/data_quality.toml"),
     ),
 ];
 
