@@ -9,6 +9,20 @@ use std::process::ExitCode;
 
 /// Runs `audit`.
 pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
+    let Cmd::Audit { action, .. } = &cli.command else {
+        unreachable!("dispatched on its own subcommand")
+    };
+    match action {
+        AuditCmd::Verify { .. } => verify(cli),
+        AuditCmd::Digest => digest(cli),
+        AuditCmd::AccessLog { .. } => access_log(cli),
+        AuditCmd::Keygen => keygen(cli),
+        AuditCmd::PublicKey => public_key(cli),
+    }
+}
+
+/// `audit verify`.
+fn verify(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Cmd::Audit {
             key,
@@ -104,6 +118,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 Err(e) => Err(anyhow!("{e}")),
             }
         }
+        _ => unreachable!("dispatched on its own action"),
+    }
+}
+
+/// `audit digest`.
+fn digest(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
         Cmd::Audit {
             key,
             action: AuditCmd::Digest,
@@ -129,6 +150,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }
+        _ => unreachable!("dispatched on its own action"),
+    }
+}
+
+/// `audit access-log`.
+fn access_log(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
         Cmd::Audit {
             action: AuditCmd::AccessLog { person, format },
             ..
@@ -167,6 +195,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        _ => unreachable!("dispatched on its own action"),
+    }
+}
+
+/// `audit keygen`.
+fn keygen(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
         Cmd::Audit {
             key,
             action: AuditCmd::Keygen,
@@ -180,6 +215,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             println!("{}", k.public_hex());
             Ok(ExitCode::SUCCESS)
         }
+        _ => unreachable!("dispatched on its own action"),
+    }
+}
+
+/// `audit public-key`.
+fn public_key(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
         Cmd::Audit {
             key,
             action: AuditCmd::PublicKey,
@@ -189,7 +231,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             println!("{}", k.public_hex());
             Ok(ExitCode::SUCCESS)
         }
-        _ => unreachable!("dispatched on its own subcommand"),
+        _ => unreachable!("dispatched on its own action"),
     }
 }
 

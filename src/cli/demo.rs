@@ -82,56 +82,9 @@ pub(super) fn demo(cli: &Cli) -> Result<ExitCode> {
         .map_err(|e| anyhow!("{e}"))?;
     println!();
     print_report(&r, ReportFormat::Table)?;
-    let known_at =
-        campaign_ledger::domain::Policy::default().end_of_day(s.as_of) - Duration::hours(6);
-    let k = env
-        .engine()?
-        .report(
-            env.store.as_ref(),
-            "doses_by_directorate",
-            Some(s.as_of),
-            Some(known_at),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
     let t = r.totals.int("total");
-    let kt = k.totals.int("total");
-    println!();
-    // The evening view only means something if the scenario was recorded on its own clock
-    // (by demo or `submit --clock business`), not loaded today with the system clock.
-    let on_business_clock = env
-        .store
-        .command(s.commands[0].command_id)
-        .map_err(|e| anyhow!("{e}"))?
-        .is_some_and(|rec| rec.recorded_at.starts_with("2021"));
-    if on_business_clock {
-        println!(
-            "What the ledger knew at {}: {} doses ({} entered later from paper records, net of corrections).",
-            known_at.format("%Y-%m-%d %H:%M %:z"),
-            thousands(kt),
-            thousands(t - kt)
-        );
-    } else {
-        println!(
-            "This store received the scenario on the system clock (submit without --clock business), so --known-at 2021 dates see none of it."
-        );
-    }
-    let tickets = env
-        .engine()?
-        .report(
-            env.store.as_ref(),
-            "tickets_by_directorate",
-            Some(s.as_of),
-            None,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-    println!(
-        "Tickets (Lyon, Marseille) as of {}: {} issued, {} redeemed at partner centres, {} expired, {} outstanding.",
-        s.as_of,
-        thousands(tickets.totals.int("issued")),
-        thousands(tickets.totals.int("redeemed")),
-        thousands(tickets.totals.int("expired")),
-        thousands(tickets.totals.int("outstanding"))
-    );
+    print_known_that_evening(&env, &s, t)?;
+    print_tickets_and_findings(&env, s.as_of)?;
     if let Some(nats) = &cli.nats {
         // With --nats, downstream systems get the whole log too.
         let mut options = campaign_ledger::bus::RelayOptions::new(nats.clone());
@@ -246,4 +199,93 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         }),
         std::time::Duration::from_secs(3600),
     )
+}
+
+/// The tickets' funnel and the open data-quality findings, as of the published date.
+fn print_tickets_and_findings(env: &super::env::Env, as_of: chrono::NaiveDate) -> Result<()> {
+    let tickets = env
+        .engine()?
+        .report(
+            env.store.as_ref(),
+            "tickets_by_directorate",
+            Some(as_of),
+            None,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "Tickets (Lyon, Marseille) as of {}: {} issued, {} redeemed at partner centres, {} expired, {} outstanding.",
+        as_of,
+        thousands(tickets.totals.int("issued")),
+        thousands(tickets.totals.int("redeemed")),
+        thousands(tickets.totals.int("expired")),
+        thousands(tickets.totals.int("outstanding"))
+    );
+    let quality = env
+        .engine()?
+        .report(env.store.as_ref(), "data_quality", Some(as_of), None)
+        .map_err(|e| anyhow!("{e}"))?;
+    let by_directorate: Vec<String> = quality
+        .rows
+        .iter()
+        .map(|r| {
+            let dt = match r.get("directorate") {
+                Some(campaign_ledger::projection::Val::Text(t)) => t.clone(),
+                _ => "?".into(),
+            };
+            format!("{dt}: {}", r.int("open"))
+        })
+        .collect();
+    let open = quality.totals.int("open");
+    println!(
+        "Data quality as of {as_of}: {open} open finding{}{}, where a correction broke a person's series; `campaign-ledger findings` lists them.",
+        if open == 1 { "" } else { "s" },
+        if by_directorate.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_directorate.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// What the ledger knew on the evening of the published date (when the scenario was recorded
+/// on its own clock), against the `total` it counts today.
+fn print_known_that_evening(
+    env: &super::env::Env,
+    s: &campaign_ledger::scenario::Scenario,
+    t: i64,
+) -> Result<()> {
+    let known_at =
+        campaign_ledger::domain::Policy::default().end_of_day(s.as_of) - Duration::hours(6);
+    let k = env
+        .engine()?
+        .report(
+            env.store.as_ref(),
+            "doses_by_directorate",
+            Some(s.as_of),
+            Some(known_at),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    let kt = k.totals.int("total");
+    println!();
+    // The evening view only means something if the scenario was recorded on its own clock
+    // (by demo or `submit --clock business`), not loaded today with the system clock.
+    let on_business_clock = env
+        .store
+        .command(s.commands[0].command_id)
+        .map_err(|e| anyhow!("{e}"))?
+        .is_some_and(|rec| rec.recorded_at.starts_with("2021"));
+    if on_business_clock {
+        println!(
+            "What the ledger knew at {}: {} doses ({} entered later from paper records, net of corrections).",
+            known_at.format("%Y-%m-%d %H:%M %:z"),
+            thousands(kt),
+            thousands(t - kt)
+        );
+    } else {
+        println!(
+            "This store received the scenario on the system clock (submit without --clock business), so --known-at 2021 dates see none of it."
+        );
+    }
+    Ok(())
 }

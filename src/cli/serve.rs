@@ -37,28 +37,7 @@ pub(super) fn serve(
     banner: Option<DemoBanner>,
     digest_every: std::time::Duration,
 ) -> Result<ExitCode> {
-    let addr: std::net::SocketAddr = match listen.parse() {
-        Ok(a) => a,
-        // A name (localhost:8080): its first address.
-        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(listen)
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
-            })?,
-    };
-    if !addr.ip().is_loopback() && auth.is_none() {
-        bail!(
-            "refusing to listen on {addr} without --auth: every request would have full rights. \
-             Give a token file (`campaign-ledger auth token --file tokens.json --id NAME --role ROLE` creates one), \
-             or listen on 127.0.0.1:PORT"
-        );
-    }
-    if !addr.ip().is_loopback() {
-        eprintln!(
-            "note: {addr} serves plain HTTP; put a TLS-terminating proxy in front so that tokens do not cross the network in clear"
-        );
-    }
+    let addr = listen_addr(listen, auth.is_some())?;
     let env = cli.open(false, true)?;
     let engine = Arc::new(env.engine?);
     let store = env.store.clone();
@@ -109,24 +88,7 @@ pub(super) fn serve(
         let bound = listener.local_addr()?;
         println!("listening on http://{bound}");
         if let Some(b) = &banner {
-            let auditor = b
-                .tokens
-                .iter()
-                .find(|(r, _, _)| *r == campaign_ledger::access::Role::Auditor)
-                .map(|(_, _, t)| t.as_str())
-                .unwrap_or("");
-            println!(
-                "dashboard: http://{bound}/dashboard/?as_of={}#token={auditor}",
-                b.as_of
-            );
-            println!(
-                "tokens (one per role, new at every start; also in {}):",
-                b.tokens_file.display()
-            );
-            for (role, scope, token) in &b.tokens {
-                println!("  {:<10} {:<52} {token}", role.as_str(), scope);
-            }
-            println!("API: http://{bound}/v1/openapi.json · stop with Ctrl-C");
+            b.print(bound);
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;
@@ -192,4 +154,55 @@ pub(super) struct DemoBanner {
     pub(super) tokens: Vec<(campaign_ledger::access::Role, String, String)>,
     pub(super) tokens_file: std::path::PathBuf,
     pub(super) as_of: chrono::NaiveDate,
+}
+
+/// The address to listen on: never one other machines reach without a token file.
+fn listen_addr(listen: &str, with_auth: bool) -> Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        // A name (localhost:8080): its first address.
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(listen)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                anyhow!("--listen {listen:?} is not ADDR:PORT; write for example 127.0.0.1:8080 (port 0 picks a free port)")
+            })?,
+    };
+    if !addr.ip().is_loopback() && !with_auth {
+        bail!(
+            "refusing to listen on {addr} without --auth: every request would have full rights. \
+             Give a token file (`campaign-ledger auth token --file tokens.json --id NAME --role ROLE` creates one), \
+             or listen on 127.0.0.1:PORT"
+        );
+    }
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "note: {addr} serves plain HTTP; put a TLS-terminating proxy in front so that tokens do not cross the network in clear"
+        );
+    }
+    Ok(addr)
+}
+
+impl DemoBanner {
+    /// What `demo --serve` prints once the server listens: the dashboard's URL and the tokens.
+    fn print(&self, bound: std::net::SocketAddr) {
+        let auditor = self
+            .tokens
+            .iter()
+            .find(|(r, _, _)| *r == campaign_ledger::access::Role::Auditor)
+            .map(|(_, _, t)| t.as_str())
+            .unwrap_or("");
+        println!(
+            "dashboard: http://{bound}/dashboard/?as_of={}#token={auditor}",
+            self.as_of
+        );
+        println!(
+            "tokens (one per role, new at every start; also in {}):",
+            self.tokens_file.display()
+        );
+        for (role, scope, token) in &self.tokens {
+            println!("  {:<10} {:<52} {token}", role.as_str(), scope);
+        }
+        println!("API: http://{bound}/v1/openapi.json · stop with Ctrl-C");
+    }
 }
