@@ -181,6 +181,22 @@ pub fn build(
         }
     }
 
+    sort_rows(def, &mut rows);
+    let totals = totals(def, &rows, &folded);
+
+    Report {
+        projection: def.name.clone(),
+        as_of,
+        known_at,
+        position,
+        columns,
+        rows,
+        totals,
+    }
+}
+
+/// Orders rows by the definition's `sort_by` keys.
+fn sort_rows(def: &Definition, rows: &mut [Row]) {
     let sort_keys = def.sort_by.clone();
     rows.sort_by(|a, b| {
         for k in &sort_keys {
@@ -191,9 +207,11 @@ pub fn build(
         }
         std::cmp::Ordering::Equal
     });
+}
 
-    // Totals: numeric columns summed over the rows (for cumulative buckets, over each group's
-    // final values, so a running total is not counted once per day).
+/// Totals: numeric columns summed over the rows (for cumulative buckets, over each group's
+/// final values, so a running total is not counted once per day).
+fn totals(def: &Definition, rows: &[Row], folded: &[(&Vec<String>, Vec<Cell>)]) -> Row {
     let mut totals = Vec::new();
     let basis: Vec<&Row> = if def.bucket.is_some() {
         Vec::new()
@@ -235,16 +253,7 @@ pub fn build(
             Some(Val::Int(basis.iter().map(|r| r.int(rc)).sum())),
         ));
     }
-
-    Report {
-        projection: def.name.clone(),
-        as_of,
-        known_at,
-        position,
-        columns,
-        rows,
-        totals: Row(totals),
-    }
+    Row(totals)
 }
 
 fn rollup_empty(agg: Agg) -> Cell {

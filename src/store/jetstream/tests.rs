@@ -1,0 +1,37 @@
+//! Unit tests of the JetStream log's subjects and URLs.
+
+use super::*;
+
+#[test]
+fn subjects_hold_any_stream_id_and_tell_them_apart() {
+    assert_eq!(log_subject("person:P-1"), "ledger.v1.log.person:P-1");
+    assert_eq!(log_subject("a.b c*>"), "ledger.v1.log.a%2Eb%20c%2A%3E");
+    assert_eq!(log_subject(""), "ledger.v1.log.%");
+    assert_ne!(log_subject("a%2E"), log_subject("a."));
+    assert_eq!(log_subject("é"), "ledger.v1.log.%C3%A9");
+}
+
+#[test]
+fn urls_take_several_servers_and_replicas() {
+    assert_eq!(
+        parse_url("nats://127.0.0.1:4222,nats://127.0.0.1:4223?replicas=3").unwrap(),
+        (
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223".into(),
+            Some(3)
+        )
+    );
+    assert_eq!(
+        parse_url("nats://127.0.0.1:4222").unwrap(),
+        ("nats://127.0.0.1:4222".into(), None)
+    );
+    for bad in [
+        "nats://127.0.0.1:4222?replicas=0",
+        "nats://127.0.0.1:4222?replicas=x",
+        "nats://127.0.0.1:4222?stream=X",
+        "nats://127.0.0.1:x",
+        "nats://",
+    ] {
+        let e = parse_url(bad).unwrap_err().to_string();
+        assert!(e.contains(bad.split('?').next().unwrap()), "{e}");
+    }
+}
