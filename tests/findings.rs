@@ -20,7 +20,6 @@ use campaign_ledger::store::{self, Actor, SystemClock};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
-use tower::ServiceExt;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -174,17 +173,7 @@ impl World {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )
-        })
+        support::oneshot(&rt, app, req)
     }
 }
 

@@ -31,16 +31,7 @@ fn call(method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
         .header("content-type", "application/json")
         .body(body.into())
         .unwrap();
-    rt().block_on(async {
-        let res = app.oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
-    })
+    support::oneshot(&rt(), app, req)
 }
 
 fn get(uri: &str) -> (StatusCode, Value) {
@@ -439,17 +430,7 @@ fn metrics_count_commands_by_outcome_and_show_lags() {
     let state = state();
     let app = router(state.clone());
     let rt = rt();
-    let send = |req: Request<Body>| {
-        let app = app.clone();
-        rt.block_on(async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        })
-    };
+    let send = |req: Request<Body>| support::oneshot_text(&rt, app.clone(), req);
     let id = uuid::Uuid::now_v7().to_string();
     let body = json!([session(&format!("S-metrics-{id}"), &id), {"type": "Nonsense"}]).to_string();
     let (s, _) = send(
@@ -720,16 +701,9 @@ fn requests_a_web_page_could_forge_and_odd_queries_get_clear_json_errors() {
     let app = router(state());
     let rt = rt();
     let send = |req: Request<Body>| {
-        let app = app.clone();
-        rt.block_on(async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            (status, error_code(&v).to_string())
-        })
+        let (status, text) = support::oneshot_text(&rt, app.clone(), req);
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, error_code(&v).to_string())
     };
     let id = uuid::Uuid::now_v7().to_string();
     let body = session(&format!("S-csrf-{id}"), &id).to_string();

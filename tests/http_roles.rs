@@ -13,7 +13,6 @@ use campaign_ledger::http::{router, AppState, Auth, Role};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
-use tower::ServiceExt;
 
 const AGENT: &str = "t-agent-lyon";
 const PARTNER: &str = "t-partner-gerland";
@@ -93,24 +92,7 @@ fn call_with(
     }
     let req = req.body(Body::from(body.to_string())).unwrap();
     let app = router(state());
-    rt().block_on(async {
-        let res = app.oneshot(req).await.unwrap();
-        let status = res.status();
-        // Live streams never end: read their head only.
-        if res
-            .headers()
-            .get("content-type")
-            .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"))
-        {
-            return (status, Value::String("event-stream".into()));
-        }
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
-    })
+    support::oneshot(rt(), app, req)
 }
 
 fn call(method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, Value) {

@@ -7,7 +7,6 @@
 mod support;
 
 use campaign_ledger::domain::Event;
-use std::io::Read as _;
 use support::{run, stderr, stdout};
 
 fn ok(o: &std::process::Output) -> String {
@@ -17,16 +16,7 @@ fn ok(o: &std::process::Output) -> String {
 
 /// A store in `dir` imported from the v1 fixture; returns the fixture's lines.
 fn v1_store(dir: &std::path::Path) -> Vec<String> {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ofii-2021-v1.jsonl.gz"
-        ))
-        .unwrap(),
-    )
-    .read_to_string(&mut text)
-    .unwrap();
+    let text = support::v1_fixture();
     std::fs::write(dir.join("v1.jsonl"), &text).unwrap();
     ok(&run(dir, &["import", "v1.jsonl"]));
     text.lines().map(str::to_string).collect()

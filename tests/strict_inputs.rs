@@ -8,29 +8,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use campaign_ledger::http::router;
 use serde_json::Value;
-use std::io::Read as _;
 use support::{run, stderr, stdout};
-use tower::ServiceExt;
 
 fn get(state: campaign_ledger::http::AppState, uri: &str) -> (StatusCode, Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let res = router(state)
-            .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    })
+    let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    support::oneshot(&rt, router(state), req)
 }
 
 #[test]
@@ -143,16 +129,7 @@ fn erase_person_checks_the_ref_and_explains_what_to_do_for_a_ref_written_in_clea
         stderr(&o)
     );
     // A log written before encryption (the v1 fixture names people in clear).
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ofii-2021-v1.jsonl.gz"
-        ))
-        .unwrap(),
-    )
-    .read_to_string(&mut text)
-    .unwrap();
+    let text = support::v1_fixture();
     let person = text
         .lines()
         .find_map(|l| {

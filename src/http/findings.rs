@@ -6,7 +6,7 @@
 use super::blocking;
 use super::caller::{forbidden, Caller, ReadScope};
 use super::error::ApiError;
-use super::query::{parse_as_of, parse_known_at, query};
+use super::query::{known_at_for, parse_as_of, query};
 use super::state::AppState;
 use crate::access::Role;
 use crate::app::AppError;
@@ -41,13 +41,7 @@ pub(super) async fn list(
     };
     let q = query(q)?;
     let as_of = parse_as_of(q.as_of.as_deref())?;
-    let known_at = parse_known_at(q.known_at.as_deref())?;
-    if known_at.is_some() {
-        caller.require(
-            &[Role::Auditor],
-            "read the ledger as known at a past time (known_at)",
-        )?;
-    }
+    let known_at = known_at_for(&caller, q.known_at.as_deref())?;
     let wanted = q.directorate.filter(|d| !d.is_empty());
     if let Some(d) = &wanted {
         if !state.ledger.reference().directorates.contains_key(d) {

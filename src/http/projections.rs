@@ -3,7 +3,7 @@
 use super::blocking;
 use super::caller::{forbidden, Caller, ReadScope};
 use super::error::ApiError;
-use super::query::{parse_as_of, parse_known_at, query, ReportQuery};
+use super::query::{known_at_for, parse_as_of, query, ReportQuery};
 use super::sse::sse_from;
 use super::state::AppState;
 use crate::access::Role;
@@ -113,13 +113,7 @@ pub(super) async fn projection(
     caller.read_scope()?;
     let q = query(q)?;
     let as_of = parse_as_of(q.as_of.as_deref())?;
-    let known_at = parse_known_at(q.known_at.as_deref())?;
-    if known_at.is_some() {
-        caller.require(
-            &[Role::Auditor],
-            "read the ledger as known at a past time (known_at)",
-        )?;
-    }
+    let known_at = known_at_for(&caller, q.known_at.as_deref())?;
     let reader = state.reader();
     let report = blocking(move || Ok(reader.report(&name, as_of, known_at)?)).await?;
     Ok(Json(shape_report(&report, &caller)?).into_response())

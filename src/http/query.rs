@@ -78,3 +78,18 @@ pub(super) fn check_after(after: Option<u64>) -> Result<u64, ApiError> {
         a => Ok(a.unwrap_or(0)),
     }
 }
+
+/// A `known_at` query (what the ledger said at a past time): auditors only.
+pub(super) fn known_at_for(
+    caller: &super::caller::Caller,
+    q: Option<&str>,
+) -> Result<Option<DateTime<FixedOffset>>, ApiError> {
+    let known_at = parse_known_at(q)?;
+    if known_at.is_some() {
+        caller.require(
+            &[crate::access::Role::Auditor],
+            "read the ledger as known at a past time (known_at)",
+        )?;
+    }
+    Ok(known_at)
+}

@@ -178,3 +178,57 @@ pub fn scenario_state() -> campaign_ledger::http::AppState {
         Arc::new(engine),
     )
 }
+
+/// One request through the router, without a server: its status and its body as text
+/// (`event-stream` for a live stream, which never ends).
+pub fn oneshot_text(
+    rt: &tokio::runtime::Runtime,
+    app: axum::Router,
+    req: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, String) {
+    use tower::ServiceExt;
+    rt.block_on(async move {
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        // Live streams never end: read their head only.
+        if res
+            .headers()
+            .get("content-type")
+            .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"))
+        {
+            return (status, "event-stream".to_string());
+        }
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    })
+}
+
+/// One request through the router: its status and its body as JSON (a string when the body is
+/// not JSON).
+pub fn oneshot(
+    rt: &tokio::runtime::Runtime,
+    app: axum::Router,
+    req: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    let (status, text) = oneshot_text(rt, app, req);
+    let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, v)
+}
+
+/// The log written before DoseAdministered v2 and partner-centre ids (an export), as text.
+pub fn v1_fixture() -> String {
+    use std::io::Read as _;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ofii-2021-v1.jsonl.gz"
+        ))
+        .unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    text
+}
