@@ -4,7 +4,7 @@ mod support;
 
 use campaign_ledger::store::{AppendResult, EventStore, ExpectedVersion, SqliteStore, SystemClock};
 use std::sync::Arc;
-use support::contract::{event, request};
+use support::contract::{event, request, two_handles_go_on_after_the_conflict};
 
 fn sqlite() -> (Arc<dyn EventStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -69,27 +69,7 @@ fn sqlite_two_processes_writing_one_file_cannot_take_the_same_version() {
             vec![event(2)]
         ))
         .is_err());
-    b.append(request(
-        "s",
-        ExpectedVersion::Exact(1),
-        uuid::Uuid::now_v7(),
-        vec![event(2)],
-    ))
-    .unwrap();
-    a.append(request(
-        "t",
-        ExpectedVersion::Exact(0),
-        uuid::Uuid::now_v7(),
-        vec![event(3)],
-    ))
-    .unwrap();
-    let all = a.read_all(0, 10).unwrap();
-    assert_eq!(
-        all.iter().map(|e| e.position).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
-    assert_eq!(all[2].prev_hash, all[1].hash);
-    assert!(campaign_ledger::audit::verify(&a, &mut |_| {}).is_ok());
+    two_handles_go_on_after_the_conflict(&a, &b);
 }
 
 #[test]

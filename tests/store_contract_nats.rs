@@ -7,7 +7,7 @@ use campaign_ledger::store::{
     AppendResult, EventStore, ExpectedVersion, JetStreamStore, SystemClock, LOG_STREAM,
 };
 use std::sync::Arc;
-use support::contract::{event, request};
+use support::contract::{event, request, two_handles_go_on_after_the_conflict};
 use support::nats::NatsServer;
 
 fn nats() -> (Arc<dyn EventStore>, NatsServer) {
@@ -76,27 +76,7 @@ fn nats_two_processes_sharing_the_log_cannot_take_the_same_version() {
         b.append(request("s", ExpectedVersion::Any, id, vec![event(9)])),
         Ok(AppendResult::Duplicate(_))
     ));
-    b.append(request(
-        "s",
-        ExpectedVersion::Exact(1),
-        uuid::Uuid::now_v7(),
-        vec![event(2)],
-    ))
-    .unwrap();
-    a.append(request(
-        "t",
-        ExpectedVersion::Exact(0),
-        uuid::Uuid::now_v7(),
-        vec![event(3)],
-    ))
-    .unwrap();
-    let all = a.read_all(0, 10).unwrap();
-    assert_eq!(
-        all.iter().map(|e| e.position).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
-    assert_eq!(all[2].prev_hash, all[1].hash);
-    assert!(campaign_ledger::audit::verify(&a, &mut |_| {}).is_ok());
+    two_handles_go_on_after_the_conflict(&a, &b);
     assert!(campaign_ledger::audit::verify(&b, &mut |_| {}).is_ok());
 }
 

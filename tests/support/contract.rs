@@ -50,6 +50,33 @@ fn committed(r: Result<AppendResult, StoreError>) -> campaign_ledger::store::Com
     }
 }
 
+/// Two handles on one log (two processes), after `b` was refused a stale version of stream
+/// `s` that `a` wrote: `b` appends at the right version, `a` on another stream, and the log
+/// is one gapless chain.
+pub fn two_handles_go_on_after_the_conflict(a: &dyn EventStore, b: &dyn EventStore) {
+    b.append(request(
+        "s",
+        ExpectedVersion::Exact(1),
+        uuid::Uuid::now_v7(),
+        vec![event(2)],
+    ))
+    .unwrap();
+    a.append(request(
+        "t",
+        ExpectedVersion::Exact(0),
+        uuid::Uuid::now_v7(),
+        vec![event(3)],
+    ))
+    .unwrap();
+    let all = a.read_all(0, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(all[2].prev_hash, all[1].hash);
+    assert!(campaign_ledger::audit::verify(a, &mut |_| {}).is_ok());
+}
+
 pub fn appends_get_gapless_positions_and_stream_versions(s: Arc<dyn EventStore>) {
     let a = committed(s.append(request(
         "a",

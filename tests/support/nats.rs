@@ -42,6 +42,22 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Starts a JetStream server on 127.0.0.1:`port` storing in `dir` (with `extra` arguments: a
+/// cluster node's), and waits until it accepts connections.
+fn spawn_server(port: u16, dir: &std::path::Path, extra: &[String]) -> std::process::Child {
+    let child = Command::new(binary())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
+        .arg("-sd")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    wait_for_port(port);
+    child
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -69,22 +85,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        wait_for_port(self.port);
+        self.child = Some(spawn_server(self.port, &self.dir, &[]));
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -213,31 +214,17 @@ impl NatsCluster {
             .map(|p| format!("nats://127.0.0.1:{p}"))
             .collect();
         let node = &mut self.nodes[i];
-        let child = Command::new(binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &node.port.to_string(),
-                "-n",
-                &format!("node{i}"),
-            ])
-            .args([
-                "--cluster_name",
-                "ledger",
-                "--cluster",
-                &format!("nats://127.0.0.1:{}", self.routes[i]),
-            ])
-            .args(["--routes", &routes.join(",")])
-            .arg("-sd")
-            .arg(&node.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        node.child = Some(child);
-        wait_for_port(node.port);
+        let args = [
+            "-n".to_string(),
+            format!("node{i}"),
+            "--cluster_name".into(),
+            "ledger".into(),
+            "--cluster".into(),
+            format!("nats://127.0.0.1:{}", self.routes[i]),
+            "--routes".into(),
+            routes.join(","),
+        ];
+        node.child = Some(spawn_server(node.port, &node.dir, &args));
     }
 
     /// All client URLs, comma-separated.
