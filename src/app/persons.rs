@@ -194,7 +194,7 @@ impl Ledger {
                     return Err(StoreError::Corrupt(format!(
                         "the person_ref of the event at position {} does not open with its person's key",
                         e.position
-                    ))
+                    ).into())
                     .into())
                 }
             },
@@ -213,7 +213,7 @@ impl Ledger {
         actor: &Actor,
     ) -> Result<Option<Erasure>, AppError> {
         crate::domain::check_person_ref(person_ref).map_err(|e| {
-            StoreError::Invalid(format!("{e} Give the ref exactly as the commands gave it."))
+            StoreError::Invalid(format!("{e} Give the ref exactly as the commands gave it.").into())
         })?;
         let Some(keys) = &self.keys else {
             return Err(StoreError::Invalid(
@@ -230,7 +230,7 @@ impl Ledger {
             {
                 return Err(StoreError::Invalid(format!(
                     "{person_ref} was recorded before the ledger encrypted person refs: those events hold the ref in clear and cannot be erased by destroying a key, and the ledger never rewrites its log. What to do instead: record the request in your register of erasure requests, restrict who may read this ledger's files, exports and NATS stream, and keep exports of it out of circulation; people recorded from now on are sealed and erasable"
-                ))
+                ).into())
                 .into());
             }
             return Ok(None);

@@ -42,7 +42,7 @@ impl AccessLog {
     /// Opens (creating if needed) the log at `path`.
     pub fn open(path: &Path) -> Result<AccessLog, StoreError> {
         let unavailable = |e: &dyn std::fmt::Display| {
-            StoreError::Unavailable(format!("access log {}: {e}", path.display()))
+            StoreError::Unavailable(format!("access log {}: {e}", path.display()).into())
         };
         let options = crate::support::sqlite::Options {
             create: true,

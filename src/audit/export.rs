@@ -75,7 +75,7 @@ pub fn export(
                     failed = Some(StoreError::Corrupt(format!(
                         "the event at position {} names command {}, which the store does not know; run `campaign-ledger audit verify`",
                         e.position, e.command_id
-                    )));
+                    ).into()));
                     return false;
                 }
                 Err(err) => {
@@ -90,7 +90,7 @@ pub fn export(
         if let Err(err) = out.write_all(&line) {
             failed = Some(StoreError::Unavailable(format!(
                 "cannot write the export: {err}"
-            )));
+            ).into()));
             return false;
         }
         written.events += 1;
@@ -102,7 +102,7 @@ pub fn export(
         return Err(e);
     }
     out.flush()
-        .map_err(|e| StoreError::Unavailable(format!("cannot write the export: {e}")))?;
+        .map_err(|e| StoreError::Unavailable(format!("cannot write the export: {e}").into()))?;
     Ok(written)
 }
 

@@ -82,7 +82,7 @@ const TAIL_KEEP: usize = 16_384;
 const HANDED_KEEP: usize = 32;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("NATS: {e}"))
+    StoreError::Unavailable(format!("NATS: {e}").into())
 }
 
 impl JetStreamSource {
@@ -300,7 +300,7 @@ impl JetStreamSource {
                     } else {
                         "its hash does not match its content"
                     }
-                )));
+                ).into()));
                 return false;
             }
             last = Some((e.position, e.hash));
@@ -367,10 +367,13 @@ impl JetStreamSource {
 
 impl EventStore for JetStreamSource {
     fn append(&self, _: AppendRequest) -> Result<AppendResult, StoreError> {
-        Err(StoreError::Invalid(format!(
-            "{} is a read-only copy of the log; send commands to the ledger itself",
-            self.describe()
-        )))
+        Err(StoreError::Invalid(
+            format!(
+                "{} is a read-only copy of the log; send commands to the ledger itself",
+                self.describe()
+            )
+            .into(),
+        ))
     }
 
     fn read_stream(&self, _: &str) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -19,7 +19,7 @@ fn aad(person_id: &str) -> Vec<u8> {
 pub fn seal(key: &PersonKey, clear: &str) -> Result<String, StoreError> {
     let mut nonce = [0u8; 12];
     getrandom::getrandom(&mut nonce)
-        .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}")))?;
+        .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}").into()))?;
     let cipher = Aes256Gcm::new_from_slice(&key.key).expect("32-byte key");
     let ct = cipher
         .encrypt(

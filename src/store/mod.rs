@@ -126,15 +126,15 @@ pub enum StoreError {
     },
     /// The request itself is wrong (no events, bad URL). Fix the call (HTTP 400).
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Cause),
     /// The store cannot be reached or written now (disk full, locked, closed). Retry later
     /// (HTTP 503 with Retry-After).
     #[error("the event store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Cause),
     /// What is stored is not what the store wrote (unreadable row, broken invariant). Stop and
     /// run `audit verify` (HTTP 500).
     #[error("the event store is damaged: {0}")]
-    Corrupt(String),
+    Corrupt(Cause),
     /// The backend failed in a way the kinds above do not name (a database or I/O error):
     /// report it (HTTP 500). The backend's own error is kept as the cause.
     #[error("{backend}: {source}")]
@@ -145,6 +145,80 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What a `StoreError` says, and the error that caused it when there is one (a database's,
+/// NATS's, the file system's), kept as a value (`StoreError::cause`, `Cause::source`) rather
+/// than lost in the text. The message already says what the cause said, so the cause is not
+/// chained into `StoreError`'s own `source()`: a report printing the chain would say it twice.
+/// It reads as its message (`Deref<Target = str>`).
+#[derive(Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A message with the error behind it.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl std::ops::Deref for Cause {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::from(message.to_string())
+    }
+}
+
+impl StoreError {
+    /// The error behind this one, when a backend or the system gave one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        use std::error::Error as _;
+        match self {
+            StoreError::Invalid(c) | StoreError::Unavailable(c) | StoreError::Corrupt(c) => {
+                c.source()
+            }
+            StoreError::Backend { source, .. } => Some(source.as_ref()),
+            StoreError::Conflict { .. } => None,
+        }
+    }
 }
 
 /// The contract every backend implements: the `tests/store_contract.rs` suite checks it.
@@ -234,10 +308,9 @@ pub trait EventStore: Send + Sync {
     /// return; returns the new head.
     fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {
         let _ = events;
-        Err(StoreError::Invalid(format!(
-            "{} cannot import events",
-            self.describe()
-        )))
+        Err(StoreError::Invalid(
+            format!("{} cannot import events", self.describe()).into(),
+        ))
     }
 }
 
@@ -273,7 +346,7 @@ pub(crate) fn check_import(
         let bad = |position: u64, why: String| {
             StoreError::Invalid(format!(
                 "the import's event at position {position} cannot follow: {why}; nothing was imported from this batch",
-            ))
+            ).into())
         };
         chain.check(&e).map_err(|b| bad(b.position, b.reason))?;
         // A stream's first event here continues the stream as the store holds it.
@@ -322,9 +395,9 @@ pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, Sto
     if url.starts_with("esdb://") {
         return Err(StoreError::Invalid(format!(
             "The store URL {url:?} names a backend this build does not include yet; use sqlite:PATH."
-        )));
+        ).into()));
     }
     Err(StoreError::Invalid(format!(
         "The store URL {url:?} is not understood; use sqlite:PATH (for example sqlite:./ledger-data/ledger.db) or nats://HOST:PORT."
-    )))
+    ).into()))
 }

@@ -33,12 +33,15 @@ impl Subscription {
         loop {
             if let Some(e) = self.buffer.pop_front() {
                 if e.position != self.after + 1 {
-                    return Err(StoreError::Corrupt(format!(
-                        "expected position {} after {}, read {}",
-                        self.after + 1,
-                        self.after,
-                        e.position
-                    )));
+                    return Err(StoreError::Corrupt(
+                        format!(
+                            "expected position {} after {}, read {}",
+                            self.after + 1,
+                            self.after,
+                            e.position
+                        )
+                        .into(),
+                    ));
                 }
                 self.after = e.position;
                 return Ok(Some(e));

@@ -65,10 +65,13 @@ impl KeyStore {
             self.sync_wal(&mut wal)?;
         }
         if !lost.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "{} new person(s) were recorded at the same moment by another process; retry",
-                lost.len()
-            )));
+            return Err(StoreError::Unavailable(
+                format!(
+                    "{} new person(s) were recorded at the same moment by another process; retry",
+                    lost.len()
+                )
+                .into(),
+            ));
         }
         Ok(())
     }
@@ -130,7 +133,7 @@ impl KeyStore {
         let mut nonce = [0u8; 12];
         for b in [&mut id[..], &mut key[..], &mut nonce[..]] {
             getrandom::getrandom(b)
-                .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}")))?;
+                .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}").into()))?;
         }
         let person_id = hex::encode(id);
         let mut wrapped = nonce.to_vec();
@@ -260,15 +263,15 @@ pub(super) fn write_keys(
             }
             tx.commit()?;
             if file.is_none() {
-                file = Some(
-                    std::fs::File::open(&wal)
-                        .map_err(|e| StoreError::Unavailable(format!("key store WAL: {e}")))?,
-                );
+                file =
+                    Some(std::fs::File::open(&wal).map_err(|e| {
+                        StoreError::Unavailable(format!("key store WAL: {e}").into())
+                    })?);
             }
             file.as_ref()
                 .expect("opened")
                 .sync_data()
-                .map_err(|e| StoreError::Unavailable(format!("key store fsync: {e}")))?;
+                .map_err(|e| StoreError::Unavailable(format!("key store fsync: {e}").into()))?;
             Ok(out)
         })();
         match committed {
@@ -281,7 +284,9 @@ pub(super) fn write_keys(
                 file = None;
                 let msg = e.to_string();
                 for k in batch {
-                    let _ = k.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    let _ = k
+                        .reply
+                        .send(Err(StoreError::Unavailable(msg.clone().into())));
                 }
             }
         }

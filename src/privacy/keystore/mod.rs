@@ -113,7 +113,7 @@ const MAX_CACHED: usize = 100_000;
 const POOL: usize = 1024;
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("key store {}: {e}", path.display()))
+    StoreError::Unavailable(format!("key store {}: {e}", path.display()).into())
 }
 
 impl KeyStore {
@@ -173,7 +173,7 @@ impl KeyStore {
             return Err(StoreError::Invalid(format!(
                 "the master key does not open the key store {}: give the key it was created with (LEDGER_MASTER_KEY or --master-key)",
                 path.display()
-            )));
+            ).into()));
         }
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let erasures = erasure_count(&conn)?;
@@ -237,10 +237,13 @@ impl KeyStore {
 
     fn unwrap_key(&self, person_id: &str, wrapped: &[u8]) -> Result<[u8; 32], StoreError> {
         if wrapped.len() < 12 {
-            return Err(StoreError::Corrupt(format!(
-                "key store {}: the key of {person_id} is damaged",
-                self.path.display()
-            )));
+            return Err(StoreError::Corrupt(
+                format!(
+                    "key store {}: the key of {person_id} is damaged",
+                    self.path.display()
+                )
+                .into(),
+            ));
         }
         let (nonce, ct) = wrapped.split_at(12);
         let key = self
@@ -256,7 +259,7 @@ impl KeyStore {
                 StoreError::Corrupt(format!(
                     "key store {}: the key of {person_id} does not unwrap (damaged, or moved to another person)",
                     self.path.display()
-                ))
+                ).into())
             })?;
         key.try_into()
             .map_err(|_| StoreError::Corrupt("a data key is not 32 bytes".into()))
@@ -440,7 +443,7 @@ impl KeyStore {
                 "key store {}: the key is destroyed (nothing can use it any more), but another process kept the file busy, so its bytes may stay in {}-wal until the next checkpoint; stop that process (serve, submit) and open the key store once",
                 self.path.display(),
                 self.path.display()
-            )));
+            ).into()));
         }
         std::fs::File::open(&self.path)
             .and_then(|f| f.sync_all())

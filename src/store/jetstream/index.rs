@@ -54,10 +54,13 @@ impl Index {
             return Ok(());
         }
         let bad = |what: String| {
-            StoreError::Corrupt(format!(
-                "{LOG_STREAM} position {}: {what}; run `campaign-ledger audit verify`",
-                e.position
-            ))
+            StoreError::Corrupt(
+                format!(
+                    "{LOG_STREAM} position {}: {what}; run `campaign-ledger audit verify`",
+                    e.position
+                )
+                .into(),
+            )
         };
         if e.position != self.head + 1 {
             return Err(bad(format!("expected position {}", self.head + 1)));
@@ -122,7 +125,7 @@ pub(super) fn content_hash_of(
         .ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "{LOG_STREAM} position {position} has no Ledger-Command-Hash header: it was not written by campaign-ledger"
-            ))
+            ).into())
         })
 }
 
@@ -199,9 +202,9 @@ pub(super) async fn catch_up(
         }
         .await;
         drop(tx);
-        let indexed = indexer
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("the log's indexer failed: {e}")))?;
+        let indexed = indexer.await.map_err(|e| {
+            StoreError::Unavailable(format!("the log's indexer failed: {e}").into())
+        })?;
         indexed?;
         received?;
     }
@@ -219,12 +222,11 @@ pub(super) fn index_event(
 ) -> Result<(), StoreError> {
     with_event(payload, |e| {
         if e.position != seq {
-            return Err(StoreError::Corrupt(format!(
-                "{LOG_STREAM} sequence {seq} holds position {}",
-                e.position
-            )));
+            return Err(StoreError::Corrupt(
+                format!("{LOG_STREAM} sequence {seq} holds position {}", e.position).into(),
+            ));
         }
         index.apply(&e, content_hash)
     })
-    .map_err(|e| StoreError::Corrupt(format!("{LOG_STREAM} sequence {seq}: {e}")))?
+    .map_err(|e| StoreError::Corrupt(format!("{LOG_STREAM} sequence {seq}: {e}").into()))?
 }

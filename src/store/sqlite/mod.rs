@@ -11,7 +11,7 @@ use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
-use super::{DataRef, ImportedEvent, PreCommit};
+use super::{Cause, DataRef, ImportedEvent, PreCommit};
 use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -118,7 +118,7 @@ fn sqlite_time(e: rusqlite::Error) -> StoreError {
                     | rusqlite::ErrorCode::ReadOnly
             ) =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(Cause::with_source(e.to_string(), e))
         }
         _ => StoreError::Backend {
             backend: "SQLite",
@@ -136,17 +136,15 @@ fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
             synchronous: "FULL",
         },
     )
-    .map_err(|e| match e {
-        OpenError::Unusable(e) => StoreError::Unavailable(format!(
-            "{} is not a usable SQLite database: {e}",
-            path.display()
-        )),
-        OpenError::Open(e) => {
-            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-        }
-        OpenError::Dir(e) => {
-            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-        }
+    .map_err(|e| {
+        let message = match &e {
+            OpenError::Unusable(e) => {
+                format!("{} is not a usable SQLite database: {e}", path.display())
+            }
+            OpenError::Open(e) => format!("cannot open {}: {e}", path.display()),
+            OpenError::Dir(e) => format!("cannot open {}: {e}", path.display()),
+        };
+        StoreError::Unavailable(Cause::with_source(message, e))
     })
 }
 
@@ -201,13 +199,13 @@ fn command_from_row(row: &rusqlite::Row) -> rusqlite::Result<CommandRecord> {
 fn text<'r>(row: &'r rusqlite::Row, i: usize) -> Result<&'r str, StoreError> {
     let v = row.get_ref(i)?;
     v.as_str()
-        .map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}")))
+        .map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}").into()))
 }
 
 fn corrupt(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
-            StoreError::Corrupt(e.to_string())
+            StoreError::Corrupt(Cause::with_source(e.to_string(), e))
         }
         other => sqlite_time(other),
     }
@@ -219,10 +217,9 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create the directory {}: {e}",
-                    dir.display()
-                ))
+                StoreError::Unavailable(
+                    format!("cannot create the directory {}: {e}", dir.display()).into(),
+                )
             })?;
         }
         let conn = open_conn(&path, true)?;
@@ -237,10 +234,9 @@ impl SqliteStore {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "{} cannot hold a ledger: {e}",
-                        path.display()
-                    )))
+                    return Err(StoreError::Unavailable(
+                        format!("{} cannot hold a ledger: {e}", path.display()).into(),
+                    ))
                 }
             }
         }
@@ -249,10 +245,13 @@ impl SqliteStore {
                 r.get(0)
             })?;
         if format != "campaign-ledger/1" {
-            return Err(StoreError::Invalid(format!(
-                "{} holds a ledger of format {format:?}, which this build cannot read.",
-                path.display()
-            )));
+            return Err(StoreError::Invalid(
+                format!(
+                    "{} holds a ledger of format {format:?}, which this build cannot read.",
+                    path.display()
+                )
+                .into(),
+            ));
         }
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
@@ -270,7 +269,9 @@ impl SqliteStore {
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the writer thread: {e}").into())
+            })?;
         Ok(SqliteStore {
             path,
             jobs: RwLock::new(Some(tx)),
@@ -301,9 +302,10 @@ impl SqliteStore {
             Err(e) => Err(e),
         };
         synced.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "the log could not be made durable before it is read (fsync: {e}); retry"
-            ))
+            StoreError::Unavailable(
+                format!("the log could not be made durable before it is read (fsync: {e}); retry")
+                    .into(),
+            )
         })?;
         self.notify.durable.fetch_max(position, Ordering::SeqCst);
         Ok(())
@@ -434,11 +436,11 @@ impl EventStore for SqliteStore {
             let mut rows = st.query(params![after as i64, to.min(i64::MAX as u64) as i64])?;
             let mut seen = 0;
             let blob = |row: &rusqlite::Row, i: usize| -> Result<[u8; 32], StoreError> {
-                let v = row.get_ref(i)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                v.try_into().map_err(|_| StoreError::Corrupt(format!("column {i} is not a 32-byte hash")))
+                let v = row.get_ref(i)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string().into()))?;
+                v.try_into().map_err(|_| StoreError::Corrupt(format!("column {i} is not a 32-byte hash").into()))
             };
             let uuid = |row: &rusqlite::Row, i: usize| -> Result<Uuid, StoreError> {
-                Uuid::parse_str(text(row, i)?).map_err(|e| StoreError::Corrupt(format!("bad uuid in column {i}: {e}")))
+                Uuid::parse_str(text(row, i)?).map_err(|e| StoreError::Corrupt(format!("bad uuid in column {i}: {e}").into()))
             };
             while let Some(row) = rows.next()? {
                 let correlation = row.get_ref(9)?;
@@ -456,7 +458,7 @@ impl EventStore for SqliteStore {
                     command_id: uuid(row, 8)?,
                     correlation_id: match correlation {
                         rusqlite::types::ValueRef::Null => None,
-                        v => Some(v.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                        v => Some(v.as_str().map_err(|e| StoreError::Corrupt(e.to_string().into()))?),
                     },
                     actor: text(row, 10)?,
                     data: text(row, 11)?,
@@ -490,7 +492,7 @@ impl EventStore for SqliteStore {
                 let hash: [u8; 32] = row
                     .get_ref(6)?
                     .as_blob()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .map_err(|e| StoreError::Corrupt(e.to_string().into()))?
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
                 let position = row.get::<_, i64>(0)? as u64;
@@ -579,5 +581,29 @@ impl EventStore for SqliteStore {
 
     fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {
         self.import_events(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_file_is_refused_with_its_cause_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.db");
+        std::fs::write(&path, "not a database, only notes about one").unwrap();
+        let err = SqliteStore::open(&path, Arc::new(crate::store::SystemClock))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("not a usable SQLite database"),
+            "{err}"
+        );
+        let cause = err.cause().expect("the SQLite error is kept");
+        assert!(
+            cause.to_string().contains("not a usable SQLite database"),
+            "{cause}"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub(super) struct Synced {
 impl Synced {
     pub(super) fn fail(self, why: &str) {
         for (reply, _) in self.replies {
-            let _ = reply.send(Err(StoreError::Unavailable(why.to_string())));
+            let _ = reply.send(Err(StoreError::Unavailable(why.to_string().into())));
         }
     }
 }
@@ -176,7 +176,7 @@ impl Writer {
                 Err(e) => {
                     let msg = format!("nothing was recorded: {e}");
                     jobs.iter()
-                        .map(|_| Err(StoreError::Unavailable(msg.clone())))
+                        .map(|_| Err(StoreError::Unavailable(msg.clone().into())))
                         .collect()
                 }
             };
@@ -219,7 +219,7 @@ impl Writer {
                     tracing::error!(error = %e, "group commit failed; every append in it is refused");
                     let msg = e.to_string();
                     for slot in settled.iter_mut().filter(|s| s.is_none()) {
-                        *slot = Some(Err(StoreError::Unavailable(msg.clone())));
+                        *slot = Some(Err(StoreError::Unavailable(msg.clone().into())));
                     }
                     break;
                 }
