@@ -4,7 +4,7 @@
 use super::caller::Caller;
 use super::error::ApiError;
 use super::query::{check_after, query_with};
-use super::sse::sse_from;
+use super::sse::{blocking_feed, Next};
 use super::state::AppState;
 use super::{blocking, MAX_EVENTS, MAX_SCAN};
 use crate::app::AppError;
@@ -228,44 +228,31 @@ pub(super) async fn events_live(
         None => None,
     };
     let after = check_after(resume.or(q.after))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let reader = state.reader();
-    let stopping = state.stopping.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut sub = reader.subscribe(after);
-        loop {
-            if *stopping.borrow() {
-                return;
+    let mut sub = state.reader().subscribe(after);
+    let feed = blocking_feed(state.stopping.clone(), 256, move || {
+        match sub.next_timeout(std::time::Duration::from_secs(1)) {
+            Ok(Some(e)) if scope.allows(event_directorate(&e).as_deref()) => {
+                match axum::response::sse::Event::default()
+                    .id(e.position.to_string())
+                    .event("ledger-event")
+                    .json_data(&e)
+                {
+                    Ok(event) => Next::Send(event),
+                    Err(_) => Next::Idle,
+                }
             }
-            match sub.next_timeout(std::time::Duration::from_secs(1)) {
-                Ok(Some(e)) => {
-                    if !scope.allows(event_directorate(&e).as_deref()) {
-                        continue;
-                    }
-                    let event = axum::response::sse::Event::default()
-                        .id(e.position.to_string())
-                        .event("ledger-event")
-                        .json_data(&e);
-                    let Ok(event) = event else { continue };
-                    if tx.blocking_send(event).is_err() {
-                        return; // the client went away
-                    }
-                }
-                Ok(None) if tx.is_closed() => return,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "live events stopped");
-                    let _ = tx.blocking_send(
-                        axum::response::sse::Event::default()
-                            .event("error")
-                            .data(format!(
-                                "the log cannot be read now ({e}); reconnect to resume"
-                            )),
-                    );
-                    return;
-                }
+            Ok(_) => Next::Idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "live events stopped");
+                Next::End(Some(
+                    axum::response::sse::Event::default()
+                        .event("error")
+                        .data(format!(
+                            "the log cannot be read now ({e}); reconnect to resume"
+                        )),
+                ))
             }
         }
     });
-    Ok(sse_from(rx).into_response())
+    Ok(feed.into_response())
 }

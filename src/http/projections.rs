@@ -4,7 +4,7 @@ use super::blocking;
 use super::caller::{forbidden, Caller, ReadScope};
 use super::error::ApiError;
 use super::query::{known_at_for, parse_as_of, query, ReportQuery};
-use super::sse::sse_from;
+use super::sse::{blocking_feed, Next};
 use super::state::AppState;
 use crate::access::Role;
 use crate::projection::{ProjectionError, Report};
@@ -161,7 +161,6 @@ pub(super) async fn projection_live(
         return Err(ProjectionError::Unknown(name).into());
     }
     let as_of = parse_as_of(q.as_of.as_deref())?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let reader = state.reader();
     // Refused at once (not as an SSE error) when the caller may not see this projection.
     let first = {
@@ -169,50 +168,10 @@ pub(super) async fn projection_live(
         blocking(move || Ok(reader.report(&name, as_of, None)?)).await?
     };
     shape_report(&first, &caller)?;
-    let stopping = state.stopping.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut shown = None;
-        let mut next = Some(Ok(first));
-        loop {
-            if *stopping.borrow() {
-                return;
-            }
-            let report = next
-                .take()
-                .unwrap_or_else(|| reader.report(&name, as_of, None));
-            match report {
-                Ok(r) if shown != Some(r.position) => {
-                    shown = Some(r.position);
-                    let Ok(v) = shape_report(&r, &caller) else {
-                        return;
-                    };
-                    let Ok(event) = axum::response::sse::Event::default()
-                        .id(r.position.to_string())
-                        .event("snapshot")
-                        .json_data(&v)
-                    else {
-                        return;
-                    };
-                    if tx.blocking_send(event).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "live projection stopped");
-                    let _ = tx.blocking_send(
-                        axum::response::sse::Event::default()
-                            .event("error")
-                            .data(format!(
-                                "the projection cannot be read now ({e}); reconnect"
-                            )),
-                    );
-                    return;
-                }
-            }
-            if tx.is_closed() {
-                return;
-            }
+    let mut shown = None;
+    let mut next = Some(Ok(first));
+    let feed = blocking_feed(state.stopping.clone(), 4, move || {
+        if next.is_none() {
             let at = shown.unwrap_or(0);
             if reader
                 .wait_beyond(at, std::time::Duration::from_secs(1))
@@ -222,6 +181,36 @@ pub(super) async fn projection_live(
             }
             std::thread::sleep(std::time::Duration::from_millis(100)); // coalesce a burst
         }
+        let report = next
+            .take()
+            .unwrap_or_else(|| reader.report(&name, as_of, None));
+        match report {
+            Ok(r) if shown != Some(r.position) => {
+                shown = Some(r.position);
+                let Ok(v) = shape_report(&r, &caller) else {
+                    return Next::End(None);
+                };
+                match axum::response::sse::Event::default()
+                    .id(r.position.to_string())
+                    .event("snapshot")
+                    .json_data(&v)
+                {
+                    Ok(event) => Next::Send(event),
+                    Err(_) => Next::End(None),
+                }
+            }
+            Ok(_) => Next::Idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "live projection stopped");
+                Next::End(Some(
+                    axum::response::sse::Event::default()
+                        .event("error")
+                        .data(format!(
+                            "the projection cannot be read now ({e}); reconnect"
+                        )),
+                ))
+            }
+        }
     });
-    Ok(sse_from(rx).into_response())
+    Ok(feed.into_response())
 }
