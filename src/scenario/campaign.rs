@@ -265,10 +265,6 @@ impl Build<'_> {
             ..
         } = self;
         let dts = &p.directorates;
-        let administer =
-            |g: &mut Gen, sessions: &mut Sessions, f: &Dose, kind, day, product, record| {
-                administer_dose(g, sessions, dts, f, kind, day, product, record)
-            };
         let late_from = p.as_of - Duration::days(4);
         let mut late = 0;
 
@@ -278,9 +274,10 @@ impl Build<'_> {
                 late += 1;
                 paris(p.as_of + Duration::days(3), 9, 30)
             });
-            first_ids.push(administer(
+            first_ids.push(administer_dose(
                 g,
                 sessions,
+                dts,
                 f,
                 DoseKind::First,
                 f.day,
@@ -289,9 +286,10 @@ impl Build<'_> {
             ));
         }
         for &(idx, day, product) in seconds.iter() {
-            administer(
+            administer_dose(
                 g,
                 sessions,
+                dts,
                 &firsts[idx],
                 DoseKind::Second,
                 day,
@@ -312,10 +310,6 @@ impl Build<'_> {
             ..
         } = self;
         let dts = &p.directorates;
-        let administer =
-            |g: &mut Gen, sessions: &mut Sessions, f: &Dose, kind, day, product, record| {
-                administer_dose(g, sessions, dts, f, kind, day, product, record)
-            };
         // Boosters: people (agents and users) whose primary series was given elsewhere in spring,
         // boosted from 27 November (a few over-65s from September).
         let mut boosted = 0;
@@ -402,7 +396,7 @@ impl Build<'_> {
             } else {
                 Product::Comirnaty
             };
-            administer(g, sessions, &f, DoseKind::Booster, day, product, None);
+            administer_dose(g, sessions, dts, &f, DoseKind::Booster, day, product, None);
         }
     }
 
@@ -416,10 +410,6 @@ impl Build<'_> {
             ..
         } = self;
         let dts = &p.directorates;
-        let administer =
-            |g: &mut Gen, sessions: &mut Sessions, f: &Dose, kind, day, product, record| {
-                administer_dose(g, sessions, dts, f, kind, day, product, record)
-            };
         // Entries made in error, reversed the same day or, twice, the Monday after the as-of date.
         for n in 0..6 {
             let i = n * 3 % dts.len();
@@ -440,9 +430,10 @@ impl Build<'_> {
                 day,
                 prior: false,
             };
-            let wrong = administer(
+            let wrong = administer_dose(
                 g,
                 sessions,
+                dts,
                 &f,
                 DoseKind::First,
                 day,
@@ -527,7 +518,7 @@ impl Build<'_> {
 
 /// Plans an OFII dose of `f` (in the session of its directorate and day, when there is one),
 /// recorded at `record` or a few minutes after it was given.
-// Eight arguments: the phases call it through a closure over `dts`, as they did inline.
+// Eight arguments: the generator, the sessions and the directorates a dose touches, and the dose.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn administer_dose(
     g: &mut Gen,

@@ -287,10 +287,6 @@ impl Build<'_> {
             ..
         } = self;
         let dts = &p.directorates;
-        let administer =
-            |g: &mut Gen, sessions: &mut Sessions, f: &Dose, kind, day, product, record| {
-                administer_dose(g, sessions, dts, f, kind, day, product, record)
-            };
         // Corrections weeks later (planned last, so that the draws above stay as they were): a
         // first dose entered under the wrong person, found after that person's second dose. The
         // entry is reversed (always accepted) and the dose recorded for the person who had it,
@@ -335,9 +331,10 @@ impl Build<'_> {
                 person: g.person(),
                 ..f.clone()
             };
-            administer(
+            administer_dose(
                 g,
                 sessions,
+                dts,
                 &who_had_it,
                 DoseKind::First,
                 f.day,
