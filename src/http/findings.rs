@@ -71,6 +71,7 @@ pub(super) async fn list(
                 .iter()
                 .filter_map(|f| f.person_id().map(str::to_string))
                 .collect();
+            persons.sort();
             persons.dedup();
             let (id, role) = match &caller {
                 Caller::Open => ("-".to_string(), "open".to_string()),
