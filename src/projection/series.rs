@@ -10,7 +10,7 @@
 
 use super::error::ProjectionError;
 use super::state::{day_number, Cell, State};
-use crate::domain::{findings, Event, Finding, Origin, Policy, StreamState};
+use crate::domain::{findings_as_of, Event, Finding, Origin, Policy, StreamState};
 use crate::store::{EventRef, EventStore};
 use chrono::NaiveDate;
 use std::collections::HashMap;
@@ -125,22 +125,21 @@ impl SeriesFold {
     pub fn open(&self, policy: &Policy, as_of: Option<NaiveDate>) -> Vec<PersonFinding> {
         let mut out: Vec<PersonFinding> = Vec::new();
         for (stream, state) in &self.persons {
-            for f in findings(&state.person, policy) {
-                if as_of.is_some_and(|d| f.date > d) {
-                    continue;
-                }
-                let stored_ref = state
-                    .person
-                    .doses
-                    .first()
-                    .map(|d| d.person_ref.clone())
-                    .unwrap_or_default();
-                out.push(PersonFinding {
-                    stream_id: stream.clone(),
-                    stored_ref,
-                    finding: f,
-                });
+            let found = findings_as_of(&state.person, policy, as_of);
+            if found.is_empty() {
+                continue;
             }
+            let stored_ref = state
+                .person
+                .doses
+                .first()
+                .map(|d| d.person_ref.clone())
+                .unwrap_or_default();
+            out.extend(found.into_iter().map(|finding| PersonFinding {
+                stream_id: stream.clone(),
+                stored_ref: stored_ref.clone(),
+                finding,
+            }));
         }
         out.sort_by(|a, b| {
             (a.finding.date, &a.stream_id, a.finding.kind).cmp(&(
