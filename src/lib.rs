@@ -12,7 +12,10 @@
 //! | [`envelope`] | the stored envelope, the hash chain, the CloudEvents codec |
 //! | [`domain`], [`support`] | the pure rules and facts; small file helpers |
 //!
-//! The usual entry points are re-exported here.
+//! The usual entry points are re-exported here. The modules stay public because the binary
+//! (the command line) and the integration tests in `tests/` reach them by path; inside a
+//! module, what no other module needs is private or `pub(super)`, and what only this crate
+//! needs is `pub(crate)`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

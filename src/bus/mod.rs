@@ -6,6 +6,8 @@ mod relay;
 mod source;
 
 pub use crate::support::progress::Progress;
+
+use crate::support::cause::Cause;
 pub use digests::{publish_digests, DigestOptions, DIGEST_STREAM, DIGEST_SUBJECT};
 pub use relay::{ledger_source, relay, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;
@@ -16,7 +18,7 @@ pub enum BusError {
     /// NATS could not be reached or refused a request. The relay retries these by itself,
     /// with backoff; a caller that gave up can run it again: it resumes where the stream ends.
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(Cause),
     /// The stream holds something the relay did not publish for this ledger (another ledger's
     /// events, or messages from another publisher). Stop: point --nats at the right server or
     /// give this ledger its own stream.
@@ -40,13 +42,31 @@ impl From<crate::nats::NatsError> for BusError {
     fn from(e: crate::nats::NatsError) -> BusError {
         match e {
             crate::nats::NatsError::BadUrl(m) => BusError::BadUrl(m),
-            other => BusError::Nats(other.to_string()),
+            crate::nats::NatsError::Unavailable(c) | crate::nats::NatsError::Corrupt(c) => {
+                BusError::Nats(c)
+            }
         }
     }
 }
 
 impl BusError {
-    pub(crate) fn nats(e: impl std::fmt::Display) -> BusError {
-        BusError::Nats(e.to_string())
+    /// NATS failed with the client's error `e`, kept as the cause.
+    pub(crate) fn nats(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+        BusError::Nats(Cause::with_source(e.to_string(), e))
+    }
+
+    /// NATS failed with no client error behind it (a timeout, a subscription that ended).
+    pub(crate) fn nats_because(message: String) -> BusError {
+        BusError::Nats(message.into())
+    }
+
+    /// The error behind this one, when NATS or the store gave one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        use std::error::Error as _;
+        match self {
+            BusError::Nats(c) => c.source(),
+            BusError::Store(e) => e.cause(),
+            BusError::Mismatch(_) | BusError::Refused(_) | BusError::BadUrl(_) => None,
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::store::{
     chain_hash, AppendRequest, AppendResult, CommandRecord, DataRef, EventRef, EventStore, Head,
     RecordedEvent, StoreError, GENESIS_HASH,
 };
+use crate::support::cause::Cause;
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -81,8 +82,8 @@ const TAIL_KEEP: usize = 16_384;
 /// projection, `head()` one more).
 const HANDED_KEEP: usize = 32;
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("NATS: {e}").into())
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Cause::with_source(format!("NATS: {e}"), e))
 }
 
 impl JetStreamSource {
@@ -100,13 +101,13 @@ impl JetStreamSource {
                 .connect(addrs)
                 .await
                 .map_err(|e| {
-                    BusError::Nats(format!(
+                    BusError::Nats(Cause::with_source(format!(
                         "cannot reach {url} ({e}); start nats-server -js there (and the relay) or fix --nats"
-                    ))
+                    ), e))
                 })?;
             let js = jetstream::new(client);
             js.get_stream(STREAM).await.map_err(|e| {
-                BusError::Nats(format!("stream {STREAM} is not there ({e}); run `campaign-ledger relay --nats {url}` first"))
+                BusError::Nats(Cause::with_source(format!("stream {STREAM} is not there ({e}); run `campaign-ledger relay --nats {url}` first"), e))
             })
         })?;
         Ok(JetStreamSource {
@@ -475,5 +476,28 @@ impl EventStore for JetStreamSource {
 
     fn describe(&self) -> String {
         format!("{}/{STREAM}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_server_is_reported_with_the_clients_error_as_cause() {
+        // Port 1 on the loopback: nothing listens there, the connection is refused at once.
+        let err = JetStreamSource::connect("nats://127.0.0.1:1")
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(matches!(err, BusError::Nats(_)), "{err}");
+        assert!(
+            err.to_string().contains("cannot reach nats://127.0.0.1:1"),
+            "{err}"
+        );
+        let cause = err.cause().expect("the client's error is kept");
+        assert!(
+            err.to_string().contains(&cause.to_string()),
+            "{err} / {cause}"
+        );
     }
 }

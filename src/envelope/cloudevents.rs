@@ -14,6 +14,44 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use uuid::Uuid;
 
+/// Why a payload is not a ledger CloudEvent. The message names the field; a JSON error is kept
+/// as the cause (`WireError::json`), its text already in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Not JSON, or not the attributes of a ledger CloudEvent.
+    #[error("not a ledger CloudEvent: {0}")]
+    Json(serde_json::Error),
+    /// A CloudEvents version this ledger does not write.
+    #[error("unsupported CloudEvents specversion {0}")]
+    SpecVersion(String),
+    /// A hash attribute that is not 64 hex digits.
+    #[error("{field} is not 32 bytes ({digits} hex digits instead of 64)")]
+    HashLength {
+        /// The attribute.
+        field: &'static str,
+        /// How many digits it has.
+        digits: usize,
+    },
+    /// A hash attribute with a character that is not a hex digit.
+    #[error("{field} is not hex: {value:?}")]
+    NotHex {
+        /// The attribute.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl WireError {
+    /// The JSON parser's error, when that is what failed.
+    pub fn json(&self) -> Option<&serde_json::Error> {
+        match self {
+            WireError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Prefix of every event subject: `ledger.v1.events.<directorate>.<EventType>`.
 pub const SUBJECT_PREFIX: &str = "ledger.v1.events";
 
@@ -141,7 +179,7 @@ fn wire<'a>(e: &'a EventRef<'a>, source: &'a str, data: &'a RawValue) -> Wire<'a
     }
 }
 
-fn hash(field: &str, h: &str) -> Result<[u8; 32], String> {
+fn hash(field: &'static str, h: &str) -> Result<[u8; 32], WireError> {
     // Two hashes per event: decoded by table, into the array (a general-purpose hex decoder
     // with a vector on the way was a tenth of a NATS-fed catch-up).
     const fn table() -> [u8; 256] {
@@ -162,16 +200,19 @@ fn hash(field: &str, h: &str) -> Result<[u8; 32], String> {
     const HEX: [u8; 256] = table();
     let b = h.as_bytes();
     if b.len() != 64 {
-        return Err(format!(
-            "{field} is not 32 bytes ({} hex digits instead of 64)",
-            b.len()
-        ));
+        return Err(WireError::HashLength {
+            field,
+            digits: b.len(),
+        });
     }
     let mut out = [0u8; 32];
     for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
         let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
         if hi > 15 || lo > 15 {
-            return Err(format!("{field} is not hex: {h:?}"));
+            return Err(WireError::NotHex {
+                field,
+                value: h.to_string(),
+            });
         }
         *o = hi << 4 | lo;
     }
@@ -179,14 +220,10 @@ fn hash(field: &str, h: &str) -> Result<[u8; 32], String> {
 }
 
 /// Decodes a CloudEvent and hands `f` a borrowed view of the event (no copies of its text).
-pub fn with_event<R>(payload: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Result<R, String> {
-    let w: Wire =
-        serde_json::from_slice(payload).map_err(|e| format!("not a ledger CloudEvent: {e}"))?;
+pub fn with_event<R>(payload: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Result<R, WireError> {
+    let w: Wire = serde_json::from_slice(payload).map_err(WireError::Json)?;
     if w.specversion != "1.0" {
-        return Err(format!(
-            "unsupported CloudEvents specversion {}",
-            w.specversion
-        ));
+        return Err(WireError::SpecVersion(w.specversion.into_owned()));
     }
     Ok(f(EventRef {
         position: w.ledgerposition,
@@ -207,19 +244,15 @@ pub fn with_event<R>(payload: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Resul
 }
 
 /// Decodes a CloudEvent published by the relay back into the stored event, exactly.
-pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
+pub fn decode(payload: &[u8]) -> Result<RecordedEvent, WireError> {
     decode_export(payload).map(|(e, _)| e)
 }
 
 /// Decodes a line of an export: the event and its command's content hash, when present.
-pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>), String> {
-    let w: Wire =
-        serde_json::from_slice(payload).map_err(|e| format!("not a ledger CloudEvent: {e}"))?;
+pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>), WireError> {
+    let w: Wire = serde_json::from_slice(payload).map_err(WireError::Json)?;
     if w.specversion != "1.0" {
-        return Err(format!(
-            "unsupported CloudEvents specversion {}",
-            w.specversion
-        ));
+        return Err(WireError::SpecVersion(w.specversion.into_owned()));
     }
     let event = RecordedEvent {
         position: w.ledgerposition,
@@ -291,9 +324,13 @@ mod tests {
             let text = String::from_utf8(bytes.clone())
                 .unwrap()
                 .replace(&hex_hash, &bad);
-            let err = with_event(text.as_bytes(), |_| ()).unwrap_err();
+            let err = with_event(text.as_bytes(), |_| ()).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+        // Not JSON: the parser's error is kept as the cause, its text in the message.
+        let err = decode(b"{not json").unwrap_err();
+        let parser = err.json().expect("the JSON error is kept");
+        assert!(err.to_string().ends_with(&parser.to_string()), "{err}");
     }
 
     #[test]

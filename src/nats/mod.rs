@@ -4,6 +4,8 @@
 
 pub mod positioned;
 
+use crate::support::cause::Cause;
+
 /// Errors of the NATS client side. Each says how a caller handles it.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -11,21 +13,30 @@ pub enum NatsError {
     #[error("--nats {0}")]
     BadUrl(String),
     /// NATS could not be reached or refused a request. Retry later.
-    #[error("{message}")]
-    Unavailable {
-        /// What failed.
-        message: String,
-    },
+    #[error("{0}")]
+    Unavailable(Cause),
     /// A message is not the event its position should hold. Stop and check the stream.
     #[error("{0}")]
-    Corrupt(String),
+    Corrupt(Cause),
 }
 
 impl NatsError {
-    /// An unavailability, saying what failed.
-    pub fn unavailable(e: impl std::fmt::Display) -> NatsError {
-        NatsError::Unavailable {
-            message: e.to_string(),
+    /// An unavailability caused by the client's error `e`, kept as the cause.
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> NatsError {
+        NatsError::Unavailable(Cause::with_source(e.to_string(), e))
+    }
+
+    /// An unavailability with no error behind it (a timeout, a consumer that ended).
+    pub fn unavailable_because(message: impl Into<String>) -> NatsError {
+        NatsError::Unavailable(Cause::from(message.into()))
+    }
+
+    /// What caused this error, when the client gave one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        use std::error::Error as _;
+        match self {
+            NatsError::Unavailable(c) | NatsError::Corrupt(c) => c.source(),
+            NatsError::BadUrl(_) => None,
         }
     }
 }

@@ -5,13 +5,14 @@
 use super::NatsError;
 use crate::envelope::cloudevents::with_event;
 use crate::envelope::EventRef;
+use crate::support::cause::Cause;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream};
 use futures_util::{StreamExt, TryStreamExt};
 use std::time::Duration;
 use uuid::Uuid;
 
-fn unavailable(e: impl std::fmt::Display) -> NatsError {
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> NatsError {
     NatsError::unavailable(e)
 }
 
@@ -74,7 +75,9 @@ pub fn read_events(
     });
     let mut expected = after + 1;
     while expected <= to {
-        let chunk = rx.recv().map_err(|_| unavailable("the reader stopped"))??;
+        let chunk = rx
+            .recv()
+            .map_err(|_| NatsError::unavailable_because("the reader stopped"))??;
         let chunk = &chunk[..chunk.len().min((to + 1 - expected) as usize)];
         let (seen, go_on) = check_events(&name, expected, chunk, f)?;
         expected += seen;
@@ -112,14 +115,22 @@ fn check_event(
 ) -> Result<bool, NatsError> {
     with_event(payload, |e| {
         if e.position != expected {
-            return Err(NatsError::Corrupt(format!(
-                "{stream} holds position {} where {expected} was expected",
-                e.position
-            )));
+            return Err(NatsError::Corrupt(
+                format!(
+                    "{stream} holds position {} where {expected} was expected",
+                    e.position
+                )
+                .into(),
+            ));
         }
         Ok(f(e))
     })
-    .map_err(|e| NatsError::Corrupt(format!("{stream} position {expected}: {e}")))?
+    .map_err(|e| {
+        NatsError::Corrupt(Cause::with_source(
+            format!("{stream} position {expected}: {e}"),
+            e,
+        ))
+    })?
 }
 
 /// Every message of `stream` from sequence `from` on, with an ordered push consumer (it
@@ -158,7 +169,8 @@ pub async fn next_chunk(
             match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
                 Ok(m) => m,
                 Err(_) => {
-                    let e = unavailable(format!("no message {next} within 10 s"));
+                    let e =
+                        NatsError::unavailable_because(format!("no message {next} within 10 s"));
                     return (chunk, Some(e));
                 }
             }
@@ -171,7 +183,12 @@ pub async fn next_chunk(
         match m {
             Some(Ok(m)) => chunk.push(m),
             Some(Err(e)) => return (chunk, Some(unavailable(e))),
-            None => return (chunk, Some(unavailable("the consumer ended early"))),
+            None => {
+                return (
+                    chunk,
+                    Some(NatsError::unavailable_because("the consumer ended early")),
+                )
+            }
         }
     }
     (chunk, None)

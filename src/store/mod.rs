@@ -12,6 +12,7 @@ pub use crate::envelope::{
     chain_hash, format_occurred_at, format_recorded_at, Actor, ChainBreak, DataRef, EventRef,
     RecordedEvent, GENESIS_HASH,
 };
+pub use crate::support::cause::Cause;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use jetstream::{log_subject, JetStreamStore, LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub use sqlite::SqliteStore;
@@ -145,66 +146,6 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-}
-
-/// What a `StoreError` says, and the error that caused it when there is one (a database's,
-/// NATS's, the file system's), kept as a value (`StoreError::cause`, `Cause::source`) rather
-/// than lost in the text. The message already says what the cause said, so the cause is not
-/// chained into `StoreError`'s own `source()`: a report printing the chain would say it twice.
-/// It reads as its message (`Deref<Target = str>`).
-#[derive(Debug)]
-pub struct Cause {
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl Cause {
-    /// A message with the error behind it.
-    pub fn with_source(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Cause {
-        Cause {
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-}
-
-impl std::fmt::Display for Cause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Cause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-impl std::ops::Deref for Cause {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.message
-    }
-}
-
-impl From<String> for Cause {
-    fn from(message: String) -> Cause {
-        Cause {
-            message,
-            source: None,
-        }
-    }
-}
-
-impl From<&str> for Cause {
-    fn from(message: &str) -> Cause {
-        Cause::from(message.to_string())
-    }
 }
 
 impl StoreError {

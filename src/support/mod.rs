@@ -2,6 +2,7 @@
 //! way, writing private files (keys, tokens) atomically, a progress counter shared between
 //! tasks. No knowledge of events.
 
+pub mod cause;
 pub mod files;
 pub mod progress;
 pub mod sqlite;

@@ -52,13 +52,17 @@ impl Acks {
                 return Ok(Some(SessionEnd::Resync));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(BusError::nats(format!(
+                return Err(BusError::nats_because(format!(
                     "no acknowledgement within {PUBLISH_STALL:?}; reconnecting"
                 )));
             }
             match tokio::time::timeout(Duration::from_millis(250), self.subscription.next()).await {
                 Ok(Some(m)) => break m,
-                Ok(None) => return Err(BusError::nats("the acknowledgement subscription ended")),
+                Ok(None) => {
+                    return Err(BusError::nats_because(
+                        "the acknowledgement subscription ended".into(),
+                    ))
+                }
                 Err(_) => continue,
             }
         };
@@ -70,12 +74,12 @@ impl Acks {
             .unwrap_or(0);
         if let Some(status) = message.status {
             // 503: nothing stores the subject (the stream was deleted under the relay).
-            return Err(BusError::nats(format!(
+            return Err(BusError::nats_because(format!(
                 "publish of position {position} answered {status}: is stream {STREAM} there?"
             )));
         }
         let unreadable = || {
-            BusError::nats(format!(
+            BusError::nats_because(format!(
                 "unreadable acknowledgement of position {position}: {}",
                 String::from_utf8_lossy(&message.payload)
             ))

@@ -13,6 +13,7 @@
 use super::BusError;
 use crate::envelope::cloudevents::{encode, subject_of};
 use crate::store::{EventStore, RecordedEvent};
+use crate::support::cause::Cause;
 use crate::support::progress::Progress;
 use async_nats::jetstream::{self, stream};
 use std::collections::VecDeque;
@@ -178,12 +179,13 @@ pub async fn relay(
                     unreachable = Some((Instant::now(), report.position));
                 } else if let Some(limit) = options.give_up_after.filter(|l| since.elapsed() >= *l)
                 {
-                    return Err(BusError::Nats(format!(
+                    let message = format!(
                         "{} unreachable for {}s, the last time: {e}. Start nats-server -js there or fix --nats, then run the relay again: it resumes where the stream ends (position {})",
                         options.nats_url,
                         limit.as_secs(),
                         report.position
-                    )));
+                    );
+                    return Err(BusError::Nats(Cause::with_source(message, e)));
                 }
                 true
             }
@@ -342,7 +344,7 @@ async fn session(
             tokio::time::timeout(PUBLISH_STALL, send)
                 .await
                 .map_err(|_| {
-                    BusError::nats(format!(
+                    BusError::nats_because(format!(
                         "a publish waited {PUBLISH_STALL:?} to be sent; reconnecting"
                     ))
                 })?

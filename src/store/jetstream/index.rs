@@ -228,5 +228,10 @@ pub(super) fn index_event(
         }
         index.apply(&e, content_hash)
     })
-    .map_err(|e| StoreError::Corrupt(format!("{LOG_STREAM} sequence {seq}: {e}").into()))?
+    .map_err(|e| {
+        StoreError::Corrupt(Cause::with_source(
+            format!("{LOG_STREAM} sequence {seq}: {e}"),
+            e,
+        ))
+    })?
 }

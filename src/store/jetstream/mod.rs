@@ -44,6 +44,7 @@ use crate::envelope::cloudevents::{encode, with_event};
 use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
 use crate::nats::positioned::{next_chunk, ordered_messages, read_events, CHUNK};
 use crate::nats::NatsError;
+use crate::support::cause::Cause;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures_util::{StreamExt, TryStreamExt};
@@ -70,8 +71,8 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 /// The CloudEvents `source` of events written to the log.
 const SOURCE: &str = "/campaign-ledger/log";
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("NATS: {e}").into())
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Cause::with_source(format!("NATS: {e}"), e))
 }
 
 impl From<NatsError> for StoreError {
@@ -79,8 +80,8 @@ impl From<NatsError> for StoreError {
     fn from(e: NatsError) -> StoreError {
         match e {
             NatsError::BadUrl(m) => StoreError::Invalid(format!("--nats {m}").into()),
-            NatsError::Unavailable { message } => unavailable(message),
-            NatsError::Corrupt(m) => StoreError::Corrupt(m.into()),
+            NatsError::Unavailable(c) => StoreError::Unavailable(c.prefixed("NATS: ")),
+            NatsError::Corrupt(c) => StoreError::Corrupt(c),
         }
     }
 }
@@ -368,7 +369,10 @@ async fn get_events(
             async move {
                 let m = s.direct_get(p).await.map_err(unavailable)?;
                 let e = crate::envelope::cloudevents::decode(&m.payload).map_err(|e| {
-                    StoreError::Corrupt(format!("{LOG_STREAM} sequence {p}: {e}").into())
+                    StoreError::Corrupt(Cause::with_source(
+                        format!("{LOG_STREAM} sequence {p}: {e}"),
+                        e,
+                    ))
                 })?;
                 if e.position != p {
                     return Err(StoreError::Corrupt(
