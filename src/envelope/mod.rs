@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod cloudevents;
+pub mod merkle;
 
 pub(crate) use chain::ChainCheck;
 pub use chain::{chain_hash, ChainBreak, EventRef, GENESIS_HASH};
