@@ -5,6 +5,7 @@
 pub mod access_log;
 mod export;
 mod signing;
+pub mod tree;
 
 pub use access_log::{AccessEntry, AccessLog};
 pub use export::{
@@ -140,6 +141,7 @@ pub fn verify_in_parts(
             ),
         });
     }
+    tree::verify_tree(store, head.position)?;
     Ok(Verified {
         events,
         position: head.position,
@@ -158,22 +160,17 @@ pub struct Digest {
     pub hash: String,
     /// Commit time of the head event.
     pub recorded_at: Option<String>,
+    /// The ledger's id: the hash (hex) of its first event, the genesis of its chain; none
+    /// while the log is empty.
+    pub ledger: Option<String>,
+    /// Leaves of the Merkle tree the digest states (the head position).
+    pub tree_size: u64,
+    /// Root of that tree (hex), RFC 9162 `MTH`.
+    pub root_hash: String,
 }
 
 /// The current digest.
 pub fn digest(store: &dyn EventStore) -> Result<Digest, StoreError> {
-    let Head { position, hash } = store.head()?;
-    let mut recorded_at = None;
-    if position > 0 {
-        store.scan(position - 1, position, &mut |e| {
-            recorded_at = Some(e.recorded_at.to_string());
-            false
-        })?;
-    }
-    Ok(Digest {
-        store: store.describe(),
-        position,
-        hash: hex::encode(hash),
-        recorded_at,
-    })
+    let Head { position, .. } = store.head()?;
+    tree::digest_at(store, position)
 }

@@ -4,7 +4,9 @@
 //! The key is a file holding the 32-byte secret seed in hex, readable by its owner only
 //! (`audit keygen`; default `signing.key` beside the store file). The signature covers the
 //! canonical JSON of every field but `public_key` and `signature`, in this order:
-//! `format, store, position, hash, recorded_at, signed_at`.
+//! `format, store, position, hash, recorded_at, signed_at`, then, when present, `ledger,
+//! tree_size, root_hash` (digests made before the Merkle tree have none of them and verify as
+//! they always did).
 
 use super::{verify, Digest, Verified, VerifyError};
 use crate::store::EventStore;
@@ -31,6 +33,16 @@ pub struct SignedDigest {
     pub recorded_at: Option<String>,
     /// When the digest was taken (UTC, RFC 3339).
     pub signed_at: String,
+    /// The ledger's id (the hash of its first event); absent in digests made before ids, or of
+    /// an empty log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<String>,
+    /// Leaves of the Merkle tree at that head; absent in digests made before the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_size: Option<u64>,
+    /// The tree's root (hex); absent in digests made before the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
     /// The signer's public key (hex, 32 bytes); absent when unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
@@ -47,6 +59,12 @@ struct Signed<'a> {
     hash: &'a str,
     recorded_at: &'a Option<String>,
     signed_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_hash: &'a Option<String>,
 }
 
 impl SignedDigest {
@@ -59,6 +77,9 @@ impl SignedDigest {
             hash: d.hash,
             recorded_at: d.recorded_at,
             signed_at: crate::store::format_recorded_at(chrono::Utc::now()),
+            ledger: d.ledger,
+            tree_size: Some(d.tree_size),
+            root_hash: Some(d.root_hash),
             public_key: None,
             signature: None,
         }
@@ -73,6 +94,9 @@ impl SignedDigest {
             hash: &self.hash,
             recorded_at: &self.recorded_at,
             signed_at: &self.signed_at,
+            ledger: &self.ledger,
+            tree_size: self.tree_size,
+            root_hash: &self.root_hash,
         })
         .expect("digests serialize")
     }

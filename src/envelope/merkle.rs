@@ -262,8 +262,13 @@ impl Frontier {
 
     /// Appends a leaf (its input `d`, the event's chain hash); `completed` is called with
     /// every inner node (level ≥ 1) the leaf completes, lowest first.
-    pub fn push(&mut self, d: &Hash, mut completed: impl FnMut(NodeId, Hash)) {
-        let mut h = leaf_hash(d);
+    pub fn push(&mut self, d: &Hash, completed: impl FnMut(NodeId, Hash)) {
+        self.push_leaf_hash(leaf_hash(d), completed)
+    }
+
+    /// `push` given the leaf's hash rather than its input.
+    pub fn push_leaf_hash(&mut self, leaf: Hash, mut completed: impl FnMut(NodeId, Hash)) {
+        let mut h = leaf;
         let mut index = self.size;
         let mut level = 0;
         while index & 1 == 1 {
@@ -280,6 +285,69 @@ impl Frontier {
     /// The tree's root, `MTH` of every leaf so far.
     pub fn root(&self) -> Hash {
         fold(&self.roots)
+    }
+}
+
+/// A proof from its plan, the hashes of the plan's subtrees looked up at once (`lookup` is
+/// given [`plan_nodes`] and answers in that order).
+pub fn prove<E>(
+    plan: &[Vec<NodeId>],
+    lookup: impl FnOnce(&[NodeId]) -> Result<Vec<Hash>, E>,
+) -> Result<Vec<Hash>, E> {
+    let ids = plan_nodes(plan);
+    let hashes = lookup(&ids)?;
+    Ok(assemble(plan, &ids, &hashes))
+}
+
+/// The root of the tree of `size` leaves, its subtrees looked up at once.
+pub fn root_of<E>(
+    size: u64,
+    lookup: impl FnOnce(&[NodeId]) -> Result<Vec<Hash>, E>,
+) -> Result<Hash, E> {
+    Ok(fold(&lookup(&root_plan(size))?))
+}
+
+/// A tree held whole in memory, every complete subtree's hash level by level (64 bytes per
+/// leaf): the JetStream store's, rebuilt when it opens.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTree {
+    frontier: Frontier,
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MemoryTree {
+    /// Appends a leaf (its input `d`).
+    pub fn push(&mut self, d: &Hash) {
+        let leaf = leaf_hash(d);
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        self.levels[0].push(leaf);
+        let levels = &mut self.levels;
+        self.frontier.push_leaf_hash(leaf, |id, h| {
+            if levels.len() <= id.level as usize {
+                levels.push(Vec::new());
+            }
+            levels[id.level as usize].push(h);
+        });
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// A complete subtree's hash, if the tree has it.
+    pub fn node(&self, id: NodeId) -> Option<Hash> {
+        self.levels
+            .get(id.level as usize)
+            .and_then(|l| l.get(usize::try_from(id.index).ok()?))
+            .copied()
+    }
+
+    /// The root of every leaf so far.
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
     }
 }
 

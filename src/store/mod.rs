@@ -7,6 +7,7 @@ mod jetstream;
 mod sqlite;
 mod subscription;
 
+use crate::envelope::merkle::{Hash as MerkleHash, NodeId};
 pub(crate) use crate::envelope::ChainCheck;
 pub use crate::envelope::{
     chain_hash, format_occurred_at, format_recorded_at, Actor, ChainBreak, DataRef, EventRef,
@@ -239,6 +240,32 @@ pub trait EventStore: Send + Sync {
     fn set_pre_commit(&self, hook: PreCommit) -> bool {
         let _ = hook;
         false
+    }
+
+    /// Whether the store keeps the log's Merkle tree (`tree_nodes` answers).
+    fn keeps_tree(&self) -> bool {
+        false
+    }
+
+    /// Events the stored Merkle tree covers: the head position, unless events were removed
+    /// under it (`audit verify` reports that).
+    fn tree_size(&self) -> Result<u64, StoreError> {
+        self.head_position()
+    }
+
+    /// The hashes of complete subtrees of the log's RFC 9162 Merkle tree (see
+    /// `envelope::merkle`), in the order asked. The tree always covers the head: a store keeps
+    /// it in step with the log (on SQLite in the same transaction as the events). Only subtrees
+    /// within the head position may be asked for. A store that keeps no tree refuses.
+    fn tree_nodes(&self, ids: &[NodeId]) -> Result<Vec<MerkleHash>, StoreError> {
+        let _ = ids;
+        Err(StoreError::Invalid(
+            format!(
+                "{} keeps no Merkle tree: ask the ledger's own store (its sqlite: file or its JetStream log)",
+                self.describe()
+            )
+            .into(),
+        ))
     }
 
     /// Appends events exactly as another store recorded them (ids, positions, times,

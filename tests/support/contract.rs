@@ -353,6 +353,95 @@ pub fn a_subscription_catches_up_then_follows_live_without_gap_or_duplicate(
         .is_none());
 }
 
+/// The store keeps the log's Merkle tree in step with the log, under concurrent appends:
+/// every prefix's root is the root of its events, and every inclusion and consistency proof
+/// made from the store's nodes verifies.
+pub fn the_merkle_tree_proves_every_event_and_every_prefix(s: Arc<dyn EventStore>) {
+    use campaign_ledger::audit::tree::{prove_consistency, prove_inclusion, root_at, verify_tree};
+    use campaign_ledger::envelope::merkle::{verify_consistency, verify_inclusion, MemoryTree};
+    assert!(s.keeps_tree());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut v = 0;
+                for i in 0..8u64 {
+                    let n = 1 + (t + i) % 3;
+                    committed(s.append(request(
+                        &format!("m{t}"),
+                        ExpectedVersion::Exact(v),
+                        Uuid::now_v7(),
+                        (0..n).map(|k| event(i * 10 + k)).collect(),
+                    )));
+                    v += n;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = s.read_all(0, 10_000).unwrap();
+    let n = all.len() as u64;
+    assert_eq!(s.tree_size().unwrap(), n);
+    let hex32 = |h: &str| -> [u8; 32] { hex::decode(h).unwrap().try_into().unwrap() };
+    let mut tree = MemoryTree::default();
+    let mut roots = vec![[0u8; 32]];
+    for e in &all {
+        tree.push(&e.hash);
+        roots.push(tree.root());
+        assert_eq!(
+            root_at(s.as_ref(), e.position).unwrap(),
+            tree.root(),
+            "size {}",
+            e.position
+        );
+    }
+    for m in [1, 2, 7, n / 2, n - 1, n] {
+        for position in (1..=m).step_by(3).chain([m]) {
+            let p = prove_inclusion(s.as_ref(), position, m).unwrap();
+            let path: Vec<[u8; 32]> = p.audit_path.iter().map(|h| hex32(h)).collect();
+            assert_eq!(hex32(&p.root_hash), roots[m as usize]);
+            assert!(
+                verify_inclusion(
+                    position - 1,
+                    m,
+                    &hex32(&p.leaf_hash),
+                    &path,
+                    &roots[m as usize]
+                ),
+                "event {position} in the tree of {m}"
+            );
+        }
+        for first in [1, m / 2, m].into_iter().filter(|f| *f >= 1) {
+            let c = prove_consistency(s.as_ref(), first, m).unwrap();
+            let path: Vec<[u8; 32]> = c.consistency_path.iter().map(|h| hex32(h)).collect();
+            assert!(
+                verify_consistency(first, m, &roots[first as usize], &roots[m as usize], &path),
+                "{first} → {m}"
+            );
+        }
+    }
+    // Sizes and positions outside the log are refused, saying why.
+    let says = |e: campaign_ledger::audit::tree::ProofError, what: &str| {
+        assert!(e.to_string().contains(what), "{e}");
+    };
+    says(
+        prove_inclusion(s.as_ref(), 1, n + 1).unwrap_err(),
+        "beyond the log's head",
+    );
+    says(prove_inclusion(s.as_ref(), 1, 0).unwrap_err(), "at least 1");
+    says(
+        prove_inclusion(s.as_ref(), 5, 4).unwrap_err(),
+        "outside the tree",
+    );
+    says(
+        prove_consistency(s.as_ref(), 5, 4).unwrap_err(),
+        "larger than second",
+    );
+    verify_tree(s.as_ref(), n).unwrap();
+}
+
 /// Generates one `#[test]` per contract case for a backend.
 #[macro_export]
 macro_rules! store_contract {
@@ -366,7 +455,8 @@ macro_rules! store_contract {
             read_all_pages_and_scan_agree,
             concurrent_writers_on_one_stream_never_share_a_version,
             concurrent_writers_on_many_streams_keep_positions_gapless,
-            a_subscription_catches_up_then_follows_live_without_gap_or_duplicate
+            a_subscription_catches_up_then_follows_live_without_gap_or_duplicate,
+            the_merkle_tree_proves_every_event_and_every_prefix
         );
     };
     (@cases $factory:expr; $($case:ident),+) => {

@@ -2,6 +2,7 @@
 //! (idempotency forever), each stream's version, the head; the chain is verified as it is read.
 
 use super::*;
+use crate::envelope::merkle::MemoryTree;
 
 /// What the index keeps of a command.
 pub(super) struct CommandEntry {
@@ -22,6 +23,8 @@ pub(super) struct Index {
     /// Per stream: its id and the positions of its events, in version order.
     pub(super) streams: Vec<(String, Vec<u64>)>,
     pub(super) commands: HashMap<Uuid, CommandEntry>,
+    /// The Merkle tree of the log, in memory (64 bytes per event), rebuilt at open.
+    pub(super) tree: MemoryTree,
 }
 
 impl Index {
@@ -107,6 +110,7 @@ impl Index {
                 );
             }
         }
+        self.tree.push(&e.hash);
         self.head = e.position;
         self.head_hash = e.hash;
         self.head_recorded_at = e.recorded_at.to_string();

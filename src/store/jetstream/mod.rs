@@ -452,6 +452,32 @@ impl EventStore for JetStreamStore {
         Ok(self.shared.index().record(command_id))
     }
 
+    fn keeps_tree(&self) -> bool {
+        true
+    }
+
+    fn tree_nodes(
+        &self,
+        ids: &[crate::envelope::merkle::NodeId],
+    ) -> Result<Vec<crate::envelope::merkle::Hash>, StoreError> {
+        let index = self.shared.index();
+        ids.iter()
+            .map(|id| {
+                index.tree.node(*id).ok_or_else(|| {
+                    StoreError::Invalid(
+                        format!(
+                            "the Merkle tree of {LOG_STREAM} has no node at level {} index {}: it covers {} events",
+                            id.level,
+                            id.index,
+                            index.tree.size()
+                        )
+                        .into(),
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn head(&self) -> Result<Head, StoreError> {
         self.refresh()?;
         let index = self.shared.index();

@@ -91,6 +91,9 @@ impl SqliteStore {
                 }
             }
         }
+        if let Some(last) = events.last() {
+            tree::extend(&tx, position, last.event.position)?;
+        }
         // synchronous=FULL on this connection: the commit is on disk when it returns.
         tx.commit().map_err(sqlite_time)?;
         let head = match events.last() {

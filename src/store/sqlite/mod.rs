@@ -12,6 +12,7 @@ use super::{
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
 use super::{Cause, DataRef, ImportedEvent, PreCommit};
+use crate::envelope::merkle::{Frontier, Hash, NodeId};
 use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod import;
+mod tree;
 mod writer;
 
 use writer::Writer;
@@ -225,7 +227,7 @@ impl SqliteStore {
         let conn = open_conn(&path, true)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match conn.execute_batch(SCHEMA) {
+            match conn.execute_batch(&format!("{SCHEMA}{}", tree::SCHEMA)) {
                 Ok(()) => break,
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.code == rusqlite::ErrorCode::DatabaseBusy
@@ -524,6 +526,18 @@ impl EventStore for SqliteStore {
             )?;
             st.query_row([command_id.to_string()], command_from_row).optional().map_err(corrupt)
         })
+    }
+
+    fn keeps_tree(&self) -> bool {
+        true
+    }
+
+    fn tree_size(&self) -> Result<u64, StoreError> {
+        self.with_reader(tree::size)
+    }
+
+    fn tree_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        self.with_reader(|c| tree::read_nodes(c, ids))
     }
 
     fn head(&self) -> Result<Head, StoreError> {

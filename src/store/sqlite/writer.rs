@@ -78,6 +78,9 @@ pub(super) struct Writer {
     pub(super) versions: HashMap<String, u64>,
     pub(super) notify: Option<Arc<Notify>>,
     pub(super) pre_commit: Arc<RwLock<Vec<PreCommit>>>,
+    /// The Merkle tree's edge at the head, and the nodes the open transaction completed.
+    pub(super) tree: Frontier,
+    pub(super) new_nodes: Vec<(NodeId, Hash)>,
 }
 
 pub(super) const MAX_BATCH: usize = 512;
@@ -103,8 +106,12 @@ impl Writer {
             versions: HashMap::new(),
             notify: None,
             pre_commit: Arc::new(RwLock::new(Vec::new())),
+            tree: Frontier::new(),
+            new_nodes: Vec::new(),
         };
         w.head = w.read_head()?;
+        super::tree::catch_up(&w.conn, w.head.0)?;
+        w.tree = super::tree::frontier_at(&w.conn, w.head.0)?;
         Ok(w)
     }
 
@@ -216,6 +223,9 @@ impl Writer {
                     if let Ok(h) = self.read_head() {
                         self.head = h;
                     }
+                    if let Ok(t) = super::tree::frontier_at(&self.conn, self.head.0) {
+                        self.tree = t;
+                    }
                     tracing::error!(error = %e, "group commit failed; every append in it is refused");
                     let msg = e.to_string();
                     for slot in settled.iter_mut().filter(|s| s.is_none()) {
@@ -250,14 +260,17 @@ impl Writer {
             .map_err(sqlite_time)?;
         let on_disk = self.read_head()?;
         if on_disk.0 != self.head.0 || on_disk.1 != self.head.1 {
-            // Another process wrote: our version cache may be stale.
+            // Another process wrote: our version cache may be stale, and the tree's edge moved.
             self.versions.clear();
+            self.tree = super::tree::frontier_at(&self.conn, on_disk.0)?;
             self.head = on_disk;
         }
         if self.versions.len() > MAX_CACHED_STREAMS {
             self.versions.clear();
         }
         let saved_head = self.head.clone();
+        let saved_tree = self.tree.clone();
+        self.new_nodes.clear();
         let now = format_recorded_at(self.clock.now());
         let recorded_at = if now > self.head.2 {
             now
@@ -277,6 +290,7 @@ impl Writer {
                 Step::Constraint => {
                     self.conn.prepare_cached("ROLLBACK")?.execute([])?;
                     self.head = saved_head;
+                    self.tree = saved_tree;
                     for s in &touched {
                         self.versions.remove(s);
                     }
@@ -287,8 +301,10 @@ impl Writer {
                 Step::Failed(e) => return Err(e),
             }
         }
+        super::tree::insert_nodes(&self.conn, self.head.0, &self.new_nodes)?;
         if let Err(e) = self.conn.prepare_cached("COMMIT")?.execute([]) {
             self.head = saved_head;
+            self.tree = saved_tree;
             for s in touched {
                 self.versions.remove(&s);
             }
@@ -448,6 +464,8 @@ impl Writer {
                 hash: GENESIS_HASH,
             };
             r.hash = chain_hash(&self.head.1, &r);
+            let nodes = &mut self.new_nodes;
+            self.tree.push(&r.hash, |id, h| nodes.push((id, h)));
             st.execute(params![
                 position as i64,
                 event_id.to_string(),

@@ -1,0 +1,163 @@
+//! The Merkle tree on SQLite: the hash of every complete inner subtree (level ≥ 1) in table
+//! `merkle`, keyed by `NodeId::key`, written in the transaction of the events it covers; the
+//! leaves are the events' own hashes. `meta.merkle_size` is the number of leaves covered.
+//! A log written before the tree existed gets it built when it is opened, a chunk per
+//! transaction (an interrupted build resumes where it stopped).
+
+use super::{corrupt, hash_col, StoreError};
+use crate::envelope::merkle::{leaf_hash, root_plan, Frontier, Hash, NodeId};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The tree's part of the schema: append-only like the events.
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS merkle (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS merkle_append_only_u BEFORE UPDATE ON merkle
+    BEGIN SELECT RAISE(ABORT, 'the Merkle tree is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS merkle_append_only_d BEFORE DELETE ON merkle
+    BEGIN SELECT RAISE(ABORT, 'the Merkle tree is append-only'); END;
+"#;
+
+/// Events per transaction when building the tree of an older log.
+const BUILD_CHUNK: u64 = 100_000;
+
+/// Leaves the stored tree covers.
+pub(super) fn size(conn: &Connection) -> Result<u64, StoreError> {
+    let v: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'merkle_size'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    match v {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| {
+            StoreError::Corrupt(format!("meta.merkle_size is {v:?}, not a number").into())
+        }),
+    }
+}
+
+/// The hashes of complete subtrees, in the order asked: leaves from the events' hashes, inner
+/// nodes from the table.
+pub(super) fn read_nodes(conn: &Connection, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+    let mut leaf = conn.prepare_cached("SELECT hash FROM events WHERE position = ?1")?;
+    let mut inner = conn.prepare_cached("SELECT hash FROM merkle WHERE id = ?1")?;
+    ids.iter()
+        .map(|id| {
+            let found = if id.level == 0 {
+                leaf.query_row([id.index as i64 + 1], |r| hash_col(r, 0))
+                    .optional()
+                    .map_err(corrupt)?
+                    .map(|h| leaf_hash(&h))
+            } else {
+                inner
+                    .query_row([id.key()], |r| hash_col(r, 0))
+                    .optional()
+                    .map_err(corrupt)?
+            };
+            found.ok_or_else(|| {
+                StoreError::Corrupt(
+                    format!(
+                        "the Merkle tree has no node at level {} index {}: run `campaign-ledger audit verify`",
+                        id.level, id.index
+                    )
+                    .into(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The frontier of the tree of `size` leaves, from what is stored.
+pub(super) fn frontier_at(conn: &Connection, size: u64) -> Result<Frontier, StoreError> {
+    let roots = read_nodes(conn, &root_plan(size))?;
+    Frontier::from_roots(size, roots)
+        .ok_or_else(|| StoreError::Corrupt("the Merkle tree's edge is incomplete".into()))
+}
+
+/// Writes nodes completed by the events up to `size` (inside the caller's transaction).
+pub(super) fn insert_nodes(
+    conn: &Connection,
+    size: u64,
+    nodes: &[(NodeId, Hash)],
+) -> Result<(), StoreError> {
+    let mut st = conn.prepare_cached("INSERT INTO merkle (id, hash) VALUES (?1, ?2)")?;
+    for (id, h) in nodes {
+        st.execute(params![id.key(), &h[..]])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('merkle_size', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([size.to_string()])?;
+    Ok(())
+}
+
+/// Extends the stored tree, which covers `from` leaves, by the events `from + 1 ..= to`
+/// (inside the caller's transaction).
+pub(super) fn extend(conn: &Connection, from: u64, to: u64) -> Result<(), StoreError> {
+    let mut frontier = frontier_at(conn, from)?;
+    let mut nodes = Vec::new();
+    let mut st = conn.prepare_cached(
+        "SELECT hash FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
+    )?;
+    let mut rows = st.query([from as i64, to as i64])?;
+    while let Some(r) = rows.next()? {
+        let h = hash_col(r, 0).map_err(corrupt)?;
+        frontier.push(&h, |id, n| nodes.push((id, n)));
+    }
+    if frontier.size() != to {
+        return Err(StoreError::Corrupt(
+            format!(
+                "the log has a gap below position {to}: the tree reached {}",
+                frontier.size()
+            )
+            .into(),
+        ));
+    }
+    insert_nodes(conn, to, &nodes)
+}
+
+/// Builds what the stored tree lacks of a log of `head` events, a chunk per transaction, and
+/// says how far it got. Nothing to do on a log written since the tree exists.
+pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
+    let done = size(conn)?;
+    if done > head {
+        // Events were removed under the tree: opening still works, so that `audit verify` can
+        // say what is missing; appending would collide with the tree's nodes and is refused.
+        tracing::error!(
+            tree = done,
+            log = head,
+            "the Merkle tree covers more events than the log holds: events were removed; run `campaign-ledger audit verify`"
+        );
+        return Ok(());
+    }
+    if done < head {
+        tracing::info!(
+            from = done,
+            to = head,
+            "building the Merkle tree of this log (once; resumable)"
+        );
+    }
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Read again inside the transaction: another process may have built some of it.
+        let step = size(conn).and_then(|done| {
+            let to = (done + BUILD_CHUNK).min(head);
+            if done < to {
+                extend(conn, done, to)?;
+            }
+            Ok(to)
+        });
+        match step {
+            Ok(to) => {
+                conn.execute_batch("COMMIT")?;
+                if to >= head {
+                    return Ok(());
+                }
+                tracing::info!(done = to, of = head, "Merkle tree");
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+}
