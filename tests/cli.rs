@@ -66,6 +66,7 @@ fn submit_reports_one_outcome_per_line_and_is_idempotent_forever() {
     );
 
     // again: everything accepted before is a duplicate, nothing is appended
+    assert!(run(dir.path(), &["audit", "keygen"]).status.success());
     let before = run(dir.path(), &["audit", "digest"]);
     let o = run(dir.path(), &["submit", "cmds.jsonl", "--format", "json"]);
     let again: Vec<String> = json_lines(&stdout(&o))
@@ -222,9 +223,20 @@ fn demo_then_audit_and_projections() {
     let o = run(dir.path(), &["audit", "verify", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["ok"], true);
+    // A digest is made signed or not at all: without a key, the command says how to make one.
+    let o = run(dir.path(), &["audit", "digest"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("create one with `campaign-ledger audit keygen`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(run(dir.path(), &["audit", "keygen"]).status.success());
     let d: serde_json::Value =
         serde_json::from_str(&stdout(&run(dir.path(), &["audit", "digest"]))).unwrap();
     assert_eq!(d["position"], v["position"]);
+    assert_eq!(d["tree_size"], v["position"]);
+    assert_eq!(d["root_hash"].as_str().map(str::len), Some(64));
     assert_eq!(d["hash"], v["hash"]);
     let o = run(dir.path(), &["projections", "list"]);
     assert_eq!(stdout(&o).lines().count(), 8);

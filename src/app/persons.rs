@@ -158,6 +158,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// A person found by their ref (the key store's lookup; nothing is created): their
+    /// pseudonym and the positions of every event naming them, in log order. `None` when the
+    /// key store holds no key for the ref (never recorded, or erased). Reads the whole log.
+    pub fn person_events(&self, person_ref: &str) -> Result<Option<(String, Vec<u64>)>, AppError> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let Some(key) = keys.find(person_ref)? else {
+            return Ok(None);
+        };
+        let id = key.person_id.clone();
+        let mut positions = Vec::new();
+        let head = self.store.head_position()?;
+        self.store.scan(0, head, &mut |e| {
+            if sealed_ref_in(e.data).and_then(sealed_person_id) == Some(id.as_str()) {
+                positions.push(e.position);
+            }
+            true
+        })?;
+        Ok(Some((id, positions)))
+    }
+
     /// What a reader may see of an event's person (`None` for events naming no person).
     pub fn reveal(&self, e: &RecordedEvent) -> Result<Option<PersonView>, AppError> {
         #[derive(serde::Deserialize)]

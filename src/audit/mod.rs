@@ -4,6 +4,7 @@
 
 pub mod access_log;
 mod export;
+pub mod proofs;
 mod signing;
 pub mod tree;
 

@@ -13,6 +13,12 @@ pub enum ProofError {
     /// The request names a tree or a position the log does not have. Fix the request (HTTP 400).
     #[error("{0}")]
     Invalid(String),
+    /// A digest of another ledger: not evidence of tampering, the wrong file (exit 2).
+    #[error("{0}")]
+    OtherLedger(String),
+    /// The log does not hold the tree a digest states: it was changed (exit 1).
+    #[error("{0}")]
+    Diverged(String),
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -297,9 +297,47 @@ pub enum AuditCmd {
         #[arg(long)]
         export: Option<PathBuf>,
     },
-    /// Print the head of the log (position, hash, time) as JSON, signed with the ledger's key,
-    /// for an auditor to keep.
+    /// Print the head of the log (position, hash, time, the Merkle tree's size and root, the
+    /// ledger's id) as JSON, signed with the ledger's key, for an auditor to keep.
     Digest,
+    /// Prove that one event, or every event of one person, is in the log: an RFC 9162
+    /// inclusion proof against a signed digest (JSON on standard output; check it anywhere with
+    /// `audit check-proof`).
+    Prove {
+        /// The event's position.
+        #[arg(required_unless_present = "person", conflicts_with = "person")]
+        position: Option<u64>,
+        /// Instead of one event: every event naming this person (their ref; needs the key
+        /// store), and nothing of anyone else.
+        #[arg(long)]
+        person: Option<String>,
+        /// The digest (from `audit digest`) to prove against; default: a digest of the head,
+        /// signed now.
+        #[arg(long)]
+        digest: Option<PathBuf>,
+    },
+    /// Prove that the log of a newer digest extends the log of an older one: an RFC 9162
+    /// consistency proof (JSON on standard output). Exit 1 if the log no longer holds the
+    /// older digest's tree.
+    Consistency {
+        /// The older digest.
+        #[arg(long)]
+        from: PathBuf,
+        /// The newer digest; default: a digest of the head, signed now.
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Check a proof file from `audit prove` or `audit consistency` with no store: the events'
+    /// hashes, the paths to the roots, the digests' signatures. Exit 0 if it holds, 1 naming
+    /// what failed.
+    CheckProof {
+        /// The proof file.
+        file: PathBuf,
+        /// The ledger's public key (hex) the digests must be signed with; without it, each
+        /// digest's signature is checked against the key it names.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// Create the ledger's Ed25519 signing key (once) and print its public key.
     Keygen,
     /// Print the ledger's public key (hex), for auditors to trust.

@@ -18,6 +18,9 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
         AuditCmd::AccessLog { .. } => access_log(cli),
         AuditCmd::Keygen => keygen(cli),
         AuditCmd::PublicKey => public_key(cli),
+        AuditCmd::Prove { .. } | AuditCmd::Consistency { .. } | AuditCmd::CheckProof { .. } => {
+            super::proofs::run(cli)
+        }
     }
 }
 
@@ -38,22 +41,7 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
             let digest = match digest {
                 None => None,
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| {
-                        format!("cannot read the digest {}; check the path", path.display())
-                    })?;
-                    let d: audit::SignedDigest = serde_json::from_str(&text).map_err(|e| {
-                    let several = text.trim().lines().count() > 1 && text.trim_start().starts_with('{')
-                        && text.trim().lines().all(|l| l.trim_start().starts_with('{'));
-                    anyhow!(
-                        "{} is not a digest from `audit digest` ({e}){}",
-                        path.display(),
-                        if several {
-                            "; it looks like several digests, one per line (digests.jsonl): put the one to check in a file of its own"
-                        } else {
-                            ""
-                        }
-                    )
-                })?;
+                    let d = super::proofs::read_digest(path)?;
                     // Only a key the auditor trusts proves anything: a digest's own key does not.
                     let key_file = cli.key_path(key.as_deref());
                     let trusted = match public_key {
@@ -129,24 +117,10 @@ fn digest(cli: &Cli) -> Result<ExitCode> {
             key,
             action: AuditCmd::Digest,
         } => {
-            let path = cli.key_path(key.as_deref());
-            let signer = if path.exists() {
-                Some(audit::LedgerKey::load(&path).map_err(|e| anyhow!(e))?)
-            } else {
-                None
-            };
+            // A digest is worth keeping only signed: without the key, say how to make one.
             let env = cli.open(false, false)?;
-            let d = audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?;
-            let d = match &signer {
-                Some(k) => k.sign(d),
-                None => {
-                    eprintln!(
-                    "note: not signed: there is no signing key at {} (create one with `campaign-ledger audit keygen`)",
-                    path.display()
-                );
-                    audit::SignedDigest::unsigned(d)
-                }
-            };
+            let signer = super::proofs::signer(cli, key.as_deref())?;
+            let d = signer.sign(audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?);
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -90,7 +90,17 @@ impl Cli {
     pub(super) fn needs_keys(&self) -> bool {
         matches!(
             self.command,
-            Cmd::Demo { .. } | Cmd::Submit { .. } | Cmd::Serve { .. } | Cmd::ErasePerson { .. }
+            Cmd::Demo { .. }
+                | Cmd::Submit { .. }
+                | Cmd::Serve { .. }
+                | Cmd::ErasePerson { .. }
+                | Cmd::Audit {
+                    action: AuditCmd::Prove {
+                        person: Some(_),
+                        ..
+                    },
+                    ..
+                }
         )
     }
 }

@@ -14,6 +14,7 @@ mod import;
 mod output;
 mod project;
 mod projections;
+mod proofs;
 mod relay;
 mod report;
 mod scenario;

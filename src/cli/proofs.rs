@@ -1,0 +1,149 @@
+//! `audit prove`, `audit consistency`, `audit check-proof`: the Merkle proofs an auditor makes
+//! and checks (see `campaign_ledger::audit::proofs`).
+
+use super::args::*;
+use anyhow::{anyhow, bail, Context as _, Result};
+use campaign_ledger::audit::proofs::{self, CheckError};
+use campaign_ledger::audit::tree::ProofError;
+use campaign_ledger::audit::{self, SignedDigest};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Runs the proof actions of `audit`.
+pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
+    let Cmd::Audit { key, action } = &cli.command else {
+        unreachable!("dispatched on its own subcommand")
+    };
+    match action {
+        AuditCmd::Prove {
+            position,
+            person,
+            digest,
+        } => prove(
+            cli,
+            key.as_deref(),
+            *position,
+            person.as_deref(),
+            digest.as_deref(),
+        ),
+        AuditCmd::Consistency { from, to } => consistency(cli, key.as_deref(), from, to.as_deref()),
+        AuditCmd::CheckProof { file, public_key } => check_proof(file, public_key.as_deref()),
+        _ => unreachable!("dispatched on its own action"),
+    }
+}
+
+/// A digest file from `audit digest` (or one line of digests.jsonl put in a file).
+pub(super) fn read_digest(path: &Path) -> Result<SignedDigest> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the digest {}; check the path", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        let several = text.trim().lines().count() > 1
+            && text.trim().lines().all(|l| l.trim_start().starts_with('{'));
+        anyhow!(
+            "{} is not a digest from `audit digest` ({e}){}",
+            path.display(),
+            if several {
+                "; it looks like several digests, one per line (digests.jsonl): put the one to use in a file of its own"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// The ledger's signing key, or why there is none and how to make one.
+pub(super) fn signer(cli: &Cli, key: Option<&Path>) -> Result<audit::LedgerKey> {
+    let path = cli.key_path(key);
+    if !path.exists() {
+        bail!(
+            "there is no signing key at {}: create one with `campaign-ledger audit keygen` (or give --key FILE)",
+            path.display()
+        );
+    }
+    audit::LedgerKey::load(&path).map_err(|e| anyhow!(e))
+}
+
+/// Prints a proof document, or says why it cannot be made: exit 1 when the log no longer
+/// holds the digest's tree, 2 for a wrong request or another ledger's digest.
+fn emit<T: serde::Serialize>(made: Result<T, ProofError>) -> Result<ExitCode> {
+    match made {
+        Ok(doc) => {
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ProofError::Diverged(why)) => {
+            println!("BROKEN: {why}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(anyhow!("{e}")),
+    }
+}
+
+fn prove(
+    cli: &Cli,
+    key: Option<&Path>,
+    position: Option<u64>,
+    person: Option<&str>,
+    digest: Option<&Path>,
+) -> Result<ExitCode> {
+    let digest = digest.map(read_digest).transpose()?;
+    let env = cli.open(false, false)?;
+    let store = env.store.as_ref();
+    let digest = match digest {
+        Some(d) => d,
+        None => signer(cli, key)?.sign(audit::digest(store).map_err(|e| anyhow!("{e}"))?),
+    };
+    match (position, person) {
+        (Some(p), _) => emit(proofs::inclusion_document(store, p, digest)),
+        (None, Some(r)) => {
+            let Some((pseudonym, positions)) =
+                env.ledger.person_events(r).map_err(|e| anyhow!("{e}"))?
+            else {
+                bail!(
+                    "the key store holds no key for this person_ref: never recorded, or erased (an erased person's record can no longer be gathered; every proof of the log still checks)"
+                );
+            };
+            emit(proofs::person_document(
+                store, &pseudonym, &positions, digest,
+            ))
+        }
+        (None, None) => bail!("give a POSITION or --person REF"),
+    }
+}
+
+fn consistency(cli: &Cli, key: Option<&Path>, from: &Path, to: Option<&Path>) -> Result<ExitCode> {
+    let from = read_digest(from)?;
+    let to = to.map(read_digest).transpose()?;
+    let env = cli.open(false, false)?;
+    let store = env.store.as_ref();
+    let to = match to {
+        Some(d) => d,
+        None => signer(cli, key)?.sign(audit::digest(store).map_err(|e| anyhow!("{e}"))?),
+    };
+    emit(proofs::consistency_document(store, from, to))
+}
+
+fn check_proof(file: &Path, public_key: Option<&str>) -> Result<ExitCode> {
+    if let Some(k) = public_key {
+        if k.trim().len() != 64 || hex::decode(k.trim()).is_err() {
+            bail!(
+                "--public-key {k:?} is not a public key: give the 64 hex digits `campaign-ledger audit public-key` prints"
+            );
+        }
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the proof {}; check the path", file.display()))?;
+    match proofs::check(&text, public_key) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(CheckError::Failed(why)) => {
+            println!("FAILED: {why}");
+            Ok(ExitCode::from(1))
+        }
+        Err(CheckError::Unreadable(why)) => Err(anyhow!("{}: {why}", file.display())),
+    }
+}
