@@ -8,54 +8,12 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use support::{run, stderr, stdout};
 
 fn ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
     stdout(o)
-}
-
-/// One HTTP/1.1 request to the server; returns the status and the JSON body.
-fn http(addr: &str, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    let status: u16 = answer[9..12].parse().unwrap();
-    let (_, payload) = answer.split_once("\r\n\r\n").unwrap();
-    // Chunked or not: the JSON is the part between the first '[' or '{' and the last ']' or '}'.
-    let start = payload.find(['[', '{']).unwrap_or(0);
-    let end = payload.rfind([']', '}']).map_or(payload.len(), |i| i + 1);
-    (
-        status,
-        serde_json::from_str(&payload[start..end]).unwrap_or(Value::Null),
-    )
-}
-
-fn token(dir: &Path, id: &str, role: &str) -> String {
-    ok(&run(
-        dir,
-        &[
-            "auth",
-            "token",
-            "--file",
-            "tokens.json",
-            "--id",
-            id,
-            "--role",
-            role,
-        ],
-    ))
-    .trim()
-    .to_string()
 }
 
 fn reports(dir: &Path) -> Vec<Value> {
@@ -114,35 +72,12 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
     );
     let before = reports(d);
 
-    let admin = token(d, "admin-1", "admin");
-    let auditor = token(d, "auditor-1", "auditor");
-    let mut server = support::bin()
-        .current_dir(d)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "tokens.json",
-            "--digest-every",
-            "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_string();
+    let admin = support::token(d, "admin-1", "admin");
+    let auditor = support::token(d, "auditor-1", "auditor");
+    let (mut server, addr) = support::serve_with_tokens(d);
 
     // The auditor finds the person's events: refs revealed, the read logged.
-    let (s, events) = http(
+    let (s, events) = support::http(
         &addr,
         "GET",
         "/v1/events?after=2434&limit=100",
@@ -186,17 +121,17 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
     // Only admins erase.
     let body = json!({"person_ref": person});
     assert_eq!(
-        http(&addr, "POST", "/v1/persons/erase", &auditor, Some(&body)).0,
+        support::http(&addr, "POST", "/v1/persons/erase", &auditor, Some(&body)).0,
         403
     );
-    let (s, erased) = http(&addr, "POST", "/v1/persons/erase", &admin, Some(&body));
+    let (s, erased) = support::http(&addr, "POST", "/v1/persons/erase", &admin, Some(&body));
     assert_eq!(s, 200, "{erased}");
     assert_eq!(erased["person_id"], person_id.as_str());
-    let (s, again) = http(&addr, "POST", "/v1/persons/erase", &admin, Some(&body));
+    let (s, again) = support::http(&addr, "POST", "/v1/persons/erase", &admin, Some(&body));
     assert_eq!(s, 404, "{again}");
 
     // Reads now say erased; PersonErased names the admin and the pseudonym, not the ref.
-    let (s, stream) = http(
+    let (s, stream) = support::http(
         &addr,
         "GET",
         &format!("/v1/streams/person%2F{person_id}"),
@@ -216,7 +151,7 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
         assert_eq!(e["person"]["status"], "erased", "{e}");
         assert!(e["person"].get("person_ref").is_none(), "{e}");
     }
-    let (s, ticket) = http(
+    let (s, ticket) = support::http(
         &addr,
         "GET",
         "/v1/streams/ticket%2Flyon-erase-1",
@@ -230,7 +165,7 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
     );
 
     // The access log: who read whose events, how many in clear.
-    let (s, log) = http(
+    let (s, log) = support::http(
         &addr,
         "GET",
         &format!("/v1/audit/access-log?person={person_id}"),
@@ -248,13 +183,13 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
         "after erasure nothing is shown in clear: {log}"
     );
     assert_eq!(
-        http(&addr, "GET", "/v1/audit/access-log", &admin, None).0,
+        support::http(&addr, "GET", "/v1/audit/access-log", &admin, None).0,
         403
     );
     unsafe {
-        libc::kill(server.id() as i32, libc::SIGTERM);
+        libc::kill(server.0.id() as i32, libc::SIGTERM);
     }
-    assert!(server.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
     let cli_log = ok(&run(d, &["audit", "access-log", "--person", &person_id]));
     assert!(
         cli_log.contains("auditor-1") && cli_log.contains("/v1/events"),

@@ -277,3 +277,98 @@ fn a_changed_log_cannot_be_proved_against_an_older_digest_and_another_ledgers_di
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(stderr(&o).contains("another ledger"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_http_api_serves_proofs_and_looks_a_person_up_by_ref_logging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let public = setup(d);
+    let auditor = support::token(d, "auditor-1", "auditor");
+    let supervisor = ok(&run(
+        d,
+        &[
+            "auth",
+            "token",
+            "--file",
+            "tokens.json",
+            "--id",
+            "sup-1",
+            "--role",
+            "supervisor",
+            "--directorate",
+            "lyon",
+        ],
+    ))
+    .trim()
+    .to_string();
+    let (_server, addr) = support::serve_with_tokens(d);
+    let get = |path: &str, token: &str| support::http(&addr, "GET", path, token, None);
+
+    // An inclusion proof at an older tree size, checked offline.
+    let (s, p) = get(
+        "/v1/audit/proofs/inclusion?position=42&tree_size=1000",
+        &auditor,
+    );
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(
+        (p["tree_size"].as_u64(), p["digest"]["tree_size"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    assert!(ok(&check_alone(&p.to_string(), &public)).contains("tree of 1000 events"));
+    let (s, c) = get("/v1/audit/proofs/consistency?first=1000", &auditor);
+    assert_eq!(s, 200, "{c}");
+    ok(&check_alone(&c.to_string(), &public));
+    // Sizes and positions the log does not have: 400, saying why.
+    for (q, says) in [
+        ("inclusion?position=1&tree_size=0", "at least 1"),
+        (
+            "inclusion?position=1&tree_size=99999999",
+            "beyond the log's head",
+        ),
+        ("inclusion?position=1001&tree_size=1000", "outside the tree"),
+        ("inclusion?position=x", "bad_query"),
+        ("consistency?first=0", "at least 1"),
+        ("consistency?first=20&second=10", "larger than second"),
+    ] {
+        let (s, e) = get(&format!("/v1/audit/proofs/{q}"), &auditor);
+        assert_eq!(s, 400, "{q}: {e}");
+        assert!(e.to_string().contains(says), "{q}: {e}");
+    }
+    assert_eq!(
+        get("/v1/audit/proofs/inclusion?position=1", &supervisor).0,
+        403
+    );
+
+    // A person by ref: pseudonym, events and the reads of them; the lookup is logged.
+    let (s, rec) = get("/v1/persons/p-proof-0001", &auditor);
+    assert_eq!(s, 200, "{rec}");
+    let pseudonym = rec["person_id"].as_str().unwrap().to_string();
+    assert_eq!(rec["events"].as_array().unwrap().len(), 2, "{rec}");
+    let logged = rec["access_log"].as_array().unwrap();
+    assert_eq!(logged.len(), 1, "{rec}");
+    assert_eq!(logged[0]["route"], "GET /v1/persons/{ref}");
+    assert_eq!(logged[0]["revealed"], 1);
+    let (s, bundle) = get("/v1/persons/p-proof-0001/proof", &auditor);
+    assert_eq!(s, 200, "{bundle}");
+    assert_eq!(bundle["person"], pseudonym.as_str());
+    ok(&check_alone(&bundle.to_string(), &public));
+    assert_eq!(get("/v1/persons/nobody-known/proof", &auditor).0, 404);
+    assert_eq!(get("/v1/persons/p-proof-0001", &supervisor).0, 403);
+    // The access log by ref says to look the person up; by pseudonym, it has both reads.
+    let (s, e) = get("/v1/audit/access-log?person=p-proof-0001", &auditor);
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("person_ref_not_pseudonym")),
+        "{e}"
+    );
+    let (s, entries) = get(
+        &format!("/v1/audit/access-log?person={pseudonym}"),
+        &auditor,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(entries.as_array().unwrap().len(), 2, "{entries}");
+    assert!(
+        !entries.to_string().contains("p-proof-0001"),
+        "the ref is never logged"
+    );
+}

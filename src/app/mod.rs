@@ -67,6 +67,9 @@ pub enum AppError {
     /// A projection could not be read (`Unknown`: no projection of that name).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+    /// A Merkle proof could not be made (`Invalid`, `OtherLedger`: the request is wrong).
+    #[error(transparent)]
+    Proof(#[from] crate::audit::tree::ProofError),
 }
 
 /// What kind of failure an `AppError` is, for a transport to answer with the right status.
@@ -91,6 +94,7 @@ pub enum ErrorKind {
 impl AppError {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
+        use crate::audit::tree::ProofError as P2;
         use crate::projection::ProjectionError as P;
         let store = |s: &StoreError| match s {
             StoreError::Conflict { .. } => ErrorKind::Conflict,
@@ -104,6 +108,9 @@ impl AppError {
             AppError::Projection(P::Unknown(_)) => ErrorKind::UnknownProjection,
             AppError::Projection(P::Store(s)) => store(s),
             AppError::Projection(_) => ErrorKind::ProjectionFailure,
+            AppError::Proof(P2::Invalid(_) | P2::OtherLedger(_)) => ErrorKind::Invalid,
+            AppError::Proof(P2::Store(s)) => store(s),
+            AppError::Proof(P2::Diverged(_)) => ErrorKind::StoreFailure,
         }
     }
 }

@@ -57,6 +57,63 @@ impl Reader {
         Ok(crate::audit::digest(self.store.as_ref())?)
     }
 
+    /// The inclusion proof of the event at `position` in the tree of `tree_size` events (the
+    /// head when `None`), with a digest of the log at that size signed by `sign`.
+    pub fn inclusion_proof(
+        &self,
+        position: u64,
+        tree_size: Option<u64>,
+        sign: impl FnOnce(Digest) -> crate::audit::SignedDigest,
+    ) -> Result<crate::audit::proofs::InclusionDocument, AppError> {
+        let size = match tree_size {
+            Some(s) => s,
+            None => self.store.head_position()?,
+        };
+        Ok(crate::audit::proofs::inclusion_at(
+            self.store.as_ref(),
+            position,
+            size,
+            sign,
+        )?)
+    }
+
+    /// The consistency proof from the tree of `first` events to that of `second` (the head
+    /// when `None`), with digests of the log at both sizes signed by `sign`.
+    pub fn consistency_proof(
+        &self,
+        first: u64,
+        second: Option<u64>,
+        sign: impl Fn(Digest) -> crate::audit::SignedDigest,
+    ) -> Result<crate::audit::proofs::ConsistencyDocument, AppError> {
+        let second = match second {
+            Some(s) => s,
+            None => self.store.head_position()?,
+        };
+        Ok(crate::audit::proofs::consistency_at(
+            self.store.as_ref(),
+            first,
+            second,
+            sign,
+        )?)
+    }
+
+    /// A person's record: the events at `positions`, each proved against a digest of the head
+    /// signed by `sign`.
+    pub fn person_proof(
+        &self,
+        person: &str,
+        positions: &[u64],
+        sign: impl FnOnce(Digest) -> crate::audit::SignedDigest,
+    ) -> Result<crate::audit::proofs::PersonDocument, AppError> {
+        let digest = sign(crate::audit::digest(self.store.as_ref())?);
+        Ok(crate::audit::proofs::person_document(
+            self.store.as_ref(),
+            person,
+            positions,
+            digest,
+        )?)
+    }
+
     /// A projection as of a business date and, optionally, as known at a commit time.
     pub fn report(
         &self,

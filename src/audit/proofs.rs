@@ -10,8 +10,10 @@
 //! [`check`] needs no store: it recomputes each event's chain hash from its line, its leaf,
 //! the path to the digest's root, and the digest's signature.
 
-use super::tree::{ledger_id, prove_consistency, prove_inclusion, root_at, ProofError};
-use super::SignedDigest;
+use super::tree::{
+    check_size, digest_at, ledger_id, prove_consistency, prove_inclusion, root_at, ProofError,
+};
+use super::{Digest, SignedDigest};
 use crate::envelope::chain::chain_hash;
 use crate::envelope::cloudevents::{decode_export, encode_export};
 use crate::envelope::merkle::{leaf_hash, verify_consistency, verify_inclusion, Hash};
@@ -170,6 +172,46 @@ pub fn inclusion_document(
         event: p.event,
         digest,
     })
+}
+
+/// The inclusion proof of the event at `position` in the tree of `tree_size` events, against
+/// a digest of the log at that size made now and signed by `sign`.
+pub fn inclusion_at(
+    store: &dyn EventStore,
+    position: u64,
+    tree_size: u64,
+    sign: impl FnOnce(Digest) -> SignedDigest,
+) -> Result<InclusionDocument, ProofError> {
+    check_size("tree_size", tree_size, store.head_position()?)?;
+    if position == 0 || position > tree_size {
+        return Err(ProofError::Invalid(format!(
+            "position {position} is outside the tree of {tree_size} events (positions 1 to {tree_size})"
+        )));
+    }
+    inclusion_document(store, position, sign(digest_at(store, tree_size)?))
+}
+
+/// The consistency proof between the trees of `first` and `second` events, against digests
+/// of the log at those sizes made now and signed by `sign`.
+pub fn consistency_at(
+    store: &dyn EventStore,
+    first: u64,
+    second: u64,
+    sign: impl Fn(Digest) -> SignedDigest,
+) -> Result<ConsistencyDocument, ProofError> {
+    let head = store.head_position()?;
+    check_size("first", first, head)?;
+    check_size("second", second, head)?;
+    if first > second {
+        return Err(ProofError::Invalid(format!(
+            "first ({first}) is larger than second ({second}): a consistency proof goes from an older tree to a newer one"
+        )));
+    }
+    consistency_document(
+        store,
+        sign(digest_at(store, first)?),
+        sign(digest_at(store, second)?),
+    )
 }
 
 /// The consistency proof from `from`'s tree to `to`'s (both checked against the log).

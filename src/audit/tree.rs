@@ -99,7 +99,8 @@ pub struct ConsistencyProof {
     pub consistency_path: Vec<String>,
 }
 
-fn check_size(what: &str, size: u64, head: u64) -> Result<(), ProofError> {
+/// Refuses a tree size of 0 or beyond the head, saying why.
+pub fn check_size(what: &str, size: u64, head: u64) -> Result<(), ProofError> {
     if size == 0 {
         return Err(ProofError::Invalid(format!(
             "{what} must be at least 1: a proof is against a tree of one event or more"

@@ -43,7 +43,19 @@ pub(super) async fn access_log(
         check_after(q.after)?,
         q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
     );
+    let ledger = state.ledger.clone();
     let entries = blocking(move || {
+        // A ref where a pseudonym is expected would find nothing: say so instead of `[]`.
+        if let (Some(p), Some(keys)) = (q.person.as_deref(), ledger.keys()) {
+            let pseudonym = p.len() == 32 && p.bytes().all(|b| b.is_ascii_hexdigit());
+            if !pseudonym && keys.find(p).map_err(AppError::from)?.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "person_ref_not_pseudonym",
+                    "person= takes a pseudonym (the person_id events and this log show), and this is a person_ref: look the person up with GET /v1/persons/{ref}, which gives their pseudonym and these entries (and is itself logged)",
+                ));
+            }
+        }
         Ok(log
             .entries(after, limit, q.person.as_deref())
             .map_err(AppError::from)?)

@@ -21,9 +21,9 @@ use serde::Deserialize;
 #[derive(serde::Serialize)]
 pub(super) struct ShownEvent {
     #[serde(flatten)]
-    event: RecordedEvent,
+    pub(super) event: RecordedEvent,
     #[serde(skip_serializing_if = "Option::is_none")]
-    person: Option<crate::app::PersonView>,
+    pub(super) person: Option<crate::app::PersonView>,
 }
 
 /// Adds what may be seen of each event's person, and records the read in the access log

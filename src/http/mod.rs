@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod openapi;
 mod persons;
 mod projections;
+mod proofs;
 mod query;
 mod sse;
 mod state;
@@ -95,7 +96,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/live", get(events::events_live))
         .route("/v1/audit/digest", get(audit::digest))
         .route("/v1/audit/access-log", get(audit::access_log))
+        .route("/v1/audit/proofs/inclusion", get(proofs::inclusion))
+        .route("/v1/audit/proofs/consistency", get(proofs::consistency))
         .route("/v1/persons/erase", post(persons::erase_person))
+        .route("/v1/persons/{ref}", get(proofs::person))
+        .route("/v1/persons/{ref}/proof", get(proofs::person_proof))
         .route("/v1/whoami", get(health::whoami))
         .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/metrics", get(health::metrics))

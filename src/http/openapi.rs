@@ -13,6 +13,10 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
+fn hex64() -> Value {
+    json!({"type": "string", "pattern": "^[0-9a-f]{64}$"})
+}
+
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -225,10 +229,52 @@ fn paths_events_and_audit() -> Value {
             {"name": "limit", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
             {"name": "person", "in": "query", "required": false,
-            "description": "Only the reads of this person_id.", "schema": {"type": "string"}}],
+            "description": "Only the reads of this person_id (a pseudonym; a person_ref is refused with code person_ref_not_pseudonym: use /v1/persons/{ref}).", "schema": {"type": "string"}}],
         "responses": auth_errors(json!({
             "200": json_response("The entries.", json!({"type": "array", "items": reference("AccessEntry")})),
-            "400": error_response("A bad query (code bad_query).")
+            "400": error_response("A bad query (code bad_query), or a person_ref given as person (code person_ref_not_pseudonym).")
+        }))
+    }},
+    "/v1/audit/proofs/inclusion": {"get": {
+        "operationId": "proveInclusion",
+        "summary": "An RFC 9162 inclusion proof: the event at `position` is in the tree of `tree_size` events, with a digest of the log at that size (signed when the server has the ledger's key). Check it offline with `campaign-ledger audit check-proof` (auditors).",
+        "parameters": [{"name": "position", "in": "query", "required": true,
+            "description": "The event's position (its leaf is position - 1).", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "tree_size", "in": "query", "required": false,
+            "description": "Events in the tree (default: the head).", "schema": {"type": "integer", "minimum": 1}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The proof.", reference("InclusionProof")),
+            "400": error_response("A tree size of 0 or beyond the head, or a position outside the tree (code invalid), or a query that does not parse (code bad_query).")
+        }))
+    }},
+    "/v1/audit/proofs/consistency": {"get": {
+        "operationId": "proveConsistency",
+        "summary": "An RFC 9162 consistency proof: the tree of `second` events extends the tree of `first`, with digests of the log at both sizes (auditors).",
+        "parameters": [{"name": "first", "in": "query", "required": true,
+            "description": "Events in the older tree.", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "second", "in": "query", "required": false,
+            "description": "Events in the newer tree (default: the head).", "schema": {"type": "integer", "minimum": 1}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The proof.", reference("ConsistencyProof")),
+            "400": error_response("A size of 0 or beyond the head, or first larger than second (code invalid), or a query that does not parse (code bad_query).")
+        }))
+    }},
+    "/v1/persons/{ref}": {"get": {
+        "operationId": "lookUpPerson",
+        "summary": "One person found by their ref: their pseudonym, their events and the access-log entries of reads of them. The lookup is itself logged as a reveal (auditors).",
+        "parameters": [{"name": "ref", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The person's record.", reference("PersonRecord")),
+            "404": error_response("No key for this ref: never recorded, or erased (code unknown_person); or no access log (code no_access_log).")
+        }))
+    }},
+    "/v1/persons/{ref}/proof": {"get": {
+        "operationId": "provePerson",
+        "summary": "One person's record provable alone: each of their events with its inclusion proof against one digest of the head, and nothing of anyone else. Logged in the access log (auditors).",
+        "parameters": [{"name": "ref", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The record and its proofs.", reference("PersonProof")),
+            "404": error_response("No key for this ref: never recorded, or erased (code unknown_person); or no access log (code no_access_log).")
         }))
     }},
     "/v1/persons/erase": {"post": {
@@ -397,14 +443,44 @@ fn components() -> Value {
                 "persons": {"type": "array", "items": {"type": "string"}, "description": "person_ids (pseudonyms)."},
                 "events": {"type": "integer"}, "revealed": {"type": "integer"}}},
             "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
-                "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
+                "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at, then ledger, tree_size, root_hash when present (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
                 "properties": {
                 "format": {"const": "campaign-ledger-digest/1"},
                 "store": {"type": "string"}, "position": {"type": "integer"},
                 "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]},
                 "signed_at": {"type": "string", "format": "date-time"},
+                "ledger": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The ledger's id: the hash of its first event (absent while the log is empty)."},
+                "tree_size": {"type": "integer", "minimum": 0, "description": "Events in the Merkle tree (the position)."},
+                "root_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The RFC 9162 root of that tree."},
                 "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}}
+                "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}},
+            "InclusionProof": {"type": "object", "additionalProperties": false,
+                "required": ["format", "tree_size", "leaf_index", "leaf_hash", "audit_path", "event", "digest"],
+                "properties": {"format": {"const": "campaign-ledger-inclusion-proof/1"},
+                "tree_size": {"type": "integer", "minimum": 1}, "leaf_index": {"type": "integer", "minimum": 0},
+                "leaf_hash": hex64(), "audit_path": {"type": "array", "items": hex64(), "description": "Leaf to root (RFC 9162 order)."},
+                "event": {"type": "string", "description": "The event's export line (a CloudEvent, as `campaign-ledger export` writes it)."},
+                "digest": reference("Digest")}},
+            "ConsistencyProof": {"type": "object", "additionalProperties": false,
+                "required": ["format", "first", "second", "consistency_path", "from", "to"],
+                "properties": {"format": {"const": "campaign-ledger-consistency-proof/1"},
+                "first": {"type": "integer", "minimum": 1}, "second": {"type": "integer", "minimum": 1},
+                "consistency_path": {"type": "array", "items": hex64()},
+                "from": reference("Digest"), "to": reference("Digest")}},
+            "PersonProof": {"type": "object", "additionalProperties": false,
+                "required": ["format", "person", "tree_size", "events", "digest"],
+                "properties": {"format": {"const": "campaign-ledger-person-proof/1"},
+                "person": {"type": "string", "description": "The person's pseudonym."},
+                "tree_size": {"type": "integer", "minimum": 1},
+                "events": {"type": "array", "items": {"type": "object", "additionalProperties": false,
+                    "required": ["leaf_index", "leaf_hash", "audit_path", "event"],
+                    "properties": {"leaf_index": {"type": "integer", "minimum": 0}, "leaf_hash": hex64(),
+                    "audit_path": {"type": "array", "items": hex64()}, "event": {"type": "string"}}}},
+                "digest": reference("Digest")}},
+            "PersonRecord": {"type": "object", "required": ["person_id", "events", "access_log"],
+                "properties": {"person_id": {"type": "string"},
+                "events": {"type": "array", "items": {"type": "object"}},
+                "access_log": {"type": "array", "items": reference("AccessEntry")}}}
         }
     })
 }

@@ -232,3 +232,89 @@ pub fn v1_fixture() -> String {
     .unwrap();
     text
 }
+
+/// Its standard output, after checking that it succeeded.
+pub fn ok_output(o: &Output) -> String {
+    assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
+    stdout(o)
+}
+
+/// One HTTP/1.1 request to the server; returns the status and the JSON body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use serde_json::Value;
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let status: u16 = answer[9..12].parse().unwrap();
+    let (_, payload) = answer.split_once("\r\n\r\n").unwrap();
+    // Chunked or not: the JSON is the part between the first '[' or '{' and the last ']' or '}'.
+    let start = payload.find(['[', '{']).unwrap_or(0);
+    let end = payload.rfind([']', '}']).map_or(payload.len(), |i| i + 1);
+    (
+        status,
+        serde_json::from_str(&payload[start..end]).unwrap_or(Value::Null),
+    )
+}
+
+pub fn token(dir: &Path, id: &str, role: &str) -> String {
+    ok_output(&run(
+        dir,
+        &[
+            "auth",
+            "token",
+            "--file",
+            "tokens.json",
+            "--id",
+            id,
+            "--role",
+            role,
+        ],
+    ))
+    .trim()
+    .to_string()
+}
+
+/// `serve` on a free port of 127.0.0.1 in `dir`, with the token file `tokens.json` and no
+/// periodic digests: the running server (killed when dropped) and its address.
+pub fn serve_with_tokens(dir: &Path) -> (Running, String) {
+    use std::io::BufRead as _;
+    let mut server = bin()
+        .current_dir(dir)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "tokens.json",
+            "--digest-every",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("serve said {line:?}"))
+        .to_string();
+    (Running(server), addr)
+}
