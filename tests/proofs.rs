@@ -372,3 +372,77 @@ fn the_http_api_serves_proofs_and_looks_a_person_up_by_ref_logging_it() {
         "the ref is never logged"
     );
 }
+
+/// `examples/verify.py` (Python standard library only) on `args`, from `dir`.
+fn python_verify(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/verify.py"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("python3 runs")
+}
+
+#[test]
+fn a_verifier_outside_rust_checks_the_export_the_proofs_and_the_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let public = setup(d);
+    let vectors = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/test-vectors.json");
+    ok(&python_verify(d, &["vectors", vectors]));
+    let export = ok(&run(d, &["export"]));
+    std::fs::write(d.join("all.jsonl"), &export).unwrap();
+    let o = ok(&python_verify(
+        d,
+        &[
+            "export",
+            "all.jsonl",
+            "--digest",
+            "d2.json",
+            "--public-key",
+            &public,
+        ],
+    ));
+    assert!(o.contains("have the digest's Merkle root"), "{o}");
+    std::fs::write(
+        d.join("p.json"),
+        ok(&run(d, &["audit", "prove", "1234", "--digest", "d1.json"])),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("c.json"),
+        ok(&run(
+            d,
+            &[
+                "audit",
+                "consistency",
+                "--from",
+                "d1.json",
+                "--to",
+                "d2.json",
+            ],
+        )),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("b.json"),
+        ok(&run(d, &["audit", "prove", "--person", "p-proof-0001"])),
+    )
+    .unwrap();
+    for f in ["p.json", "c.json", "b.json"] {
+        ok(&python_verify(d, &["proof", f, "--public-key", &public]));
+    }
+    // What the Rust checker catches, the Python one catches too.
+    let tampered = export.replacen("\"dose\":\"first\"", "\"dose\":\"second\"", 1);
+    assert_ne!(tampered, export);
+    std::fs::write(d.join("bad.jsonl"), tampered).unwrap();
+    let o = python_verify(d, &["export", "bad.jsonl"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("its hash is not the hash of its content"),
+        "{}",
+        stdout(&o)
+    );
+    let o = python_verify(d, &["proof", "p.json", "--public-key", &"ab".repeat(32)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}

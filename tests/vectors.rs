@@ -24,7 +24,10 @@ const TEST_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac0
 const EVENTS: u64 = 7;
 
 fn hex32(v: &Value) -> [u8; 32] {
-    hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
+    hex::decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 fn write_vectors() {
@@ -43,9 +46,29 @@ fn write_vectors() {
     ];
     let text: String = commands.iter().map(|c| c.to_string() + "\n").collect();
     std::fs::write(d.join("vectors.jsonl"), text).unwrap();
-    let o = support::run(d, &["submit", "--clock", "business", "vectors.jsonl", "--format", "json"]);
-    assert!(o.status.success(), "{}{}", support::stdout(&o), support::stderr(&o));
-    assert_eq!(support::stdout(&o).matches("\"accepted\"").count(), 7, "{}", support::stdout(&o));
+    let o = support::run(
+        d,
+        &[
+            "submit",
+            "--clock",
+            "business",
+            "vectors.jsonl",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        support::stdout(&o),
+        support::stderr(&o)
+    );
+    assert_eq!(
+        support::stdout(&o).matches("\"accepted\"").count(),
+        7,
+        "{}",
+        support::stdout(&o)
+    );
     std::fs::write(d.join("test.key"), TEST_SEED).unwrap();
     let key = LedgerKey::load(&d.join("test.key")).unwrap();
     let store = support::sqlite_store_at(&support::store_file(d));
@@ -57,7 +80,11 @@ fn write_vectors() {
         since: None,
     };
     campaign_ledger::audit::export(s, &opts, &mut out).unwrap();
-    let lines: Vec<String> = String::from_utf8(out).unwrap().lines().map(String::from).collect();
+    let lines: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     let events = s.read_all(0, EVENTS as usize).unwrap();
     let mut tree = MemoryTree::default();
     let mut roots = serde_json::Map::new();
@@ -114,7 +141,12 @@ fn the_committed_vectors_are_what_the_ledger_computes() {
         assert_eq!(e.position, c["position"].as_u64().unwrap());
         assert_eq!(e.prev_hash, prev, "position {}", e.position);
         assert_eq!(e.prev_hash, hex32(&c["prev_hash"]));
-        assert_eq!(chain_hash(&prev, &e.as_ref()), e.hash, "position {}", e.position);
+        assert_eq!(
+            chain_hash(&prev, &e.as_ref()),
+            e.hash,
+            "position {}",
+            e.position
+        );
         assert_eq!(e.hash, hex32(&c["hash"]));
         assert_eq!(leaf_hash(&e.hash), hex32(&v["leaf_hashes"][i]));
         prev = e.hash;
@@ -129,26 +161,56 @@ fn the_committed_vectors_are_what_the_ledger_computes() {
         Ok(ids.iter().map(|id| tree.node(*id).unwrap()).collect())
     };
     for p in v["inclusion"].as_array().unwrap() {
-        let (i, n) = (p["leaf_index"].as_u64().unwrap(), p["tree_size"].as_u64().unwrap());
-        let path: Vec<[u8; 32]> = p["audit_path"].as_array().unwrap().iter().map(hex32).collect();
-        assert_eq!(path, merkle::prove(&merkle::inclusion_plan(i, n), lookup).unwrap());
+        let (i, n) = (
+            p["leaf_index"].as_u64().unwrap(),
+            p["tree_size"].as_u64().unwrap(),
+        );
+        let path: Vec<[u8; 32]> = p["audit_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(hex32)
+            .collect();
+        assert_eq!(
+            path,
+            merkle::prove(&merkle::inclusion_plan(i, n), lookup).unwrap()
+        );
         let leaf = hex32(&v["leaf_hashes"][i as usize]);
-        assert!(merkle::verify_inclusion(i, n, &leaf, &path, &root(n)), "{p}");
+        assert!(
+            merkle::verify_inclusion(i, n, &leaf, &path, &root(n)),
+            "{p}"
+        );
     }
     for p in v["consistency"].as_array().unwrap() {
         let (m, n) = (p["first"].as_u64().unwrap(), p["second"].as_u64().unwrap());
-        let path: Vec<[u8; 32]> =
-            p["consistency_path"].as_array().unwrap().iter().map(hex32).collect();
-        assert_eq!(path, merkle::prove(&merkle::consistency_plan(m, n), lookup).unwrap());
-        assert!(merkle::verify_consistency(m, n, &root(m), &root(n), &path), "{p}");
+        let path: Vec<[u8; 32]> = p["consistency_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(hex32)
+            .collect();
+        assert_eq!(
+            path,
+            merkle::prove(&merkle::consistency_plan(m, n), lookup).unwrap()
+        );
+        assert!(
+            merkle::verify_consistency(m, n, &root(m), &root(n), &path),
+            "{p}"
+        );
     }
     // The digest: signed by the test key, stating the tree of every event above.
     let key = v["test_public_key"].as_str().unwrap();
     let d: SignedDigest = serde_json::from_value(v["digest"].clone()).unwrap();
     d.check_signature(Some(key)).unwrap();
     assert_eq!(d.tree_size, Some(EVENTS));
-    assert_eq!(d.root_hash.as_deref(), Some(hex::encode(tree.root()).as_str()));
-    assert_eq!(d.ledger, Some(v["chain"][0]["hash"].as_str().unwrap().to_string()));
+    assert_eq!(
+        d.root_hash.as_deref(),
+        Some(hex::encode(tree.root()).as_str())
+    );
+    assert_eq!(
+        d.ledger,
+        Some(v["chain"][0]["hash"].as_str().unwrap().to_string())
+    );
     // The proof documents check.
     for doc in ["inclusion_proof", "consistency_proof"] {
         proofs::check(&v[doc].to_string(), Some(key)).unwrap_or_else(|e| panic!("{doc}: {e}"));
