@@ -230,7 +230,7 @@ def verify_consistency(first, second, first_root, second_root, path):
 # Signed digests.
 
 _SIGNED = ["format", "store", "position", "hash", "recorded_at", "signed_at"]
-_SIGNED_IF_PRESENT = ["ledger", "tree_size", "root_hash"]
+_SIGNED_IF_PRESENT = ["ledger", "tree_size", "root_hash", "access_log_size", "access_log_hash"]
 
 
 def check_digest(d, trusted):

@@ -371,6 +371,53 @@ fn the_http_api_serves_proofs_and_looks_a_person_up_by_ref_logging_it() {
         !entries.to_string().contains("p-proof-0001"),
         "the ref is never logged"
     );
+
+    // The access log is chained and covered by digests: a digest states its head, `audit
+    // verify` recomputes it, and a changed entry is named.
+    let (s, digest) = get("/v1/audit/digest", &auditor);
+    assert_eq!(s, 200);
+    assert_eq!(digest["access_log_size"].as_u64(), Some(2), "{digest}");
+    std::fs::write(d.join("d3.json"), digest.to_string()).unwrap();
+    let o = ok(&run(d, &["audit", "verify", "--digest", "d3.json"]));
+    assert!(
+        o.contains("ok: access log of 2 entries, chain intact"),
+        "{o}"
+    );
+    let c = rusqlite::Connection::open(d.join("ledger-data/ledger.access.db")).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER access_append_only_u; UPDATE access SET caller = 'someone-else' WHERE id = 2;",
+    )
+    .unwrap();
+    drop(c);
+    let o = run(d, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("BROKEN in the access log at entry 2"),
+        "{}",
+        stdout(&o)
+    );
+    // A digest of another ledger is named as such.
+    let other = tempfile::tempdir().unwrap();
+    let other_key = setup(other.path());
+    std::fs::copy(other.path().join("d1.json"), d.join("other.json")).unwrap();
+    let o = run(
+        d,
+        &[
+            "audit",
+            "verify",
+            "--digest",
+            "other.json",
+            "--public-key",
+            &other_key,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("another ledger"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }
 
 /// `examples/verify.py` (Python standard library only) on `args`, from `dir`.

@@ -4,9 +4,17 @@
 //! events, and how many refs were shown in clear. Its own SQLite file
 //! (`<store>.access.db` by default), append-only (triggers refuse updates and deletes);
 //! auditors read it with `GET /v1/audit/access-log` or `campaign-ledger audit access-log`.
+//!
+//! It is hash-chained like the log: entry n's hash is `SHA-256(hash of entry n−1 ‖ F(id) ‖ F(at)
+//! ‖ F(caller) ‖ F(role) ‖ F(route) ‖ F(persons) ‖ F(events) ‖ F(revealed))` (F as in the log's
+//! chain: a 4-byte big-endian length, then the UTF-8 bytes; numbers in decimal; `persons` the
+//! stored JSON text; 32 zero bytes before the first entry). Signed digests carry its head
+//! (`access_log_size`, `access_log_hash`) beside the log's, and `audit verify` recomputes it.
+//! Entries written before the chain existed have no stored hash; they are chained all the same
+//! (the first stored hash follows from them).
 
 use crate::store::StoreError;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -38,6 +46,104 @@ pub struct AccessLog {
     conn: Mutex<Connection>,
 }
 
+/// The head of the access log's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessHead {
+    /// Entries (the last id).
+    pub size: u64,
+    /// The last entry's hash (hex; zeros when empty).
+    pub hash: String,
+}
+
+/// Where the access log's chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessBreak {
+    /// The first bad entry id.
+    pub id: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// One stored row, as hashed.
+struct Row {
+    id: u64,
+    at: String,
+    caller: String,
+    role: String,
+    route: String,
+    persons: String,
+    events: i64,
+    revealed: i64,
+    hash: Option<Vec<u8>>,
+}
+
+fn entry_hash(prev: &[u8; 32], r: &Row) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(prev);
+    for x in [
+        r.id.to_string().as_str(),
+        &r.at,
+        &r.caller,
+        &r.role,
+        &r.route,
+        &r.persons,
+        r.events.to_string().as_str(),
+        r.revealed.to_string().as_str(),
+    ] {
+        h.update((x.len() as u32).to_be_bytes());
+        h.update(x.as_bytes());
+    }
+    h.finalize().into()
+}
+
+const ROW_COLUMNS: &str = "id, at, caller, role, route, persons, events, revealed, hash";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get::<_, i64>(0)? as u64,
+        at: r.get(1)?,
+        caller: r.get(2)?,
+        role: r.get(3)?,
+        route: r.get(4)?,
+        persons: r.get(5)?,
+        events: r.get(6)?,
+        revealed: r.get(7)?,
+        hash: r.get(8)?,
+    })
+}
+
+/// Recomputes the chain of every entry: the head, or where it breaks.
+fn walk(conn: &Connection) -> Result<Result<AccessHead, AccessBreak>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM access ORDER BY id"))?;
+    let mut rows = st.query([])?;
+    let (mut prev, mut n) = ([0u8; 32], 0u64);
+    while let Some(r) = rows.next()? {
+        let r = row(r)?;
+        if r.id != n + 1 {
+            return Ok(Err(AccessBreak {
+                id: n + 1,
+                reason: format!("entry {} is missing (the next one is {})", n + 1, r.id),
+            }));
+        }
+        let h = entry_hash(&prev, &r);
+        if r.hash.as_ref().is_some_and(|s| s.as_slice() != h) {
+            return Ok(Err(AccessBreak {
+                id: r.id,
+                reason:
+                    "its content is not what was recorded (its hash differs): the entry was changed"
+                        .into(),
+            }));
+        }
+        prev = h;
+        n = r.id;
+    }
+    Ok(Ok(AccessHead {
+        size: n,
+        hash: hex::encode(prev),
+    }))
+}
+
 impl AccessLog {
     /// Opens (creating if needed) the log at `path`.
     pub fn open(path: &Path) -> Result<AccessLog, StoreError> {
@@ -59,7 +165,8 @@ impl AccessLog {
                  route    TEXT NOT NULL,
                  persons  TEXT NOT NULL,
                  events   INTEGER NOT NULL,
-                 revealed INTEGER NOT NULL
+                 revealed INTEGER NOT NULL,
+                 hash     BLOB
              );
              CREATE TRIGGER IF NOT EXISTS access_append_only_u BEFORE UPDATE ON access
                  BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
@@ -68,6 +175,16 @@ impl AccessLog {
             )
         })
         .map_err(|e| unavailable(&e))?;
+        // A log written before the chain: add the column (its old rows stay without a hash).
+        let has_hash: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('access') WHERE name = 'hash'")?
+            .exists([])?;
+        if !has_hash {
+            crate::support::sqlite::retry_busy(|| {
+                conn.execute_batch("ALTER TABLE access ADD COLUMN hash BLOB")
+            })
+            .map_err(|e| unavailable(&e))?;
+        }
         Ok(AccessLog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -89,20 +206,135 @@ impl AccessLog {
         events: u64,
         revealed: u64,
     ) -> Result<(), StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.prepare_cached(
-            "INSERT INTO access (at, caller, role, route, persons, events, revealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // The previous entry's hash: stored, or (entries from before the chain) recomputed.
+        let last: Option<(i64, Option<Vec<u8>>)> = tx
+            .prepare_cached("SELECT id, hash FROM access ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (id, prev) = match last {
+            None => (1, [0u8; 32]),
+            Some((id, Some(h))) if h.len() == 32 => {
+                (id as u64 + 1, <[u8; 32]>::try_from(h).expect("32 bytes"))
+            }
+            Some(_) => match walk(&tx)? {
+                Ok(head) => (
+                    head.size + 1,
+                    hex::decode(&head.hash)
+                        .ok()
+                        .and_then(|h| h.try_into().ok())
+                        .expect("hex of 32 bytes"),
+                ),
+                Err(b) => {
+                    return Err(StoreError::Corrupt(
+                        format!(
+                            "the access log's chain breaks at entry {}: {}; run `campaign-ledger audit verify`",
+                            b.id, b.reason
+                        )
+                        .into(),
+                    ))
+                }
+            },
+        };
+        let r = Row {
+            id,
+            at: crate::store::format_recorded_at(chrono::Utc::now()),
+            caller: caller.into(),
+            role: role.into(),
+            route: route.into(),
+            persons: serde_json::to_string(persons).expect("strings serialize"),
+            events: events as i64,
+            revealed: revealed as i64,
+            hash: None,
+        };
+        let h = entry_hash(&prev, &r);
+        tx.prepare_cached(
+            "INSERT INTO access (id, at, caller, role, route, persons, events, revealed, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
-            crate::store::format_recorded_at(chrono::Utc::now()),
-            caller,
-            role,
-            route,
-            serde_json::to_string(persons).expect("strings serialize"),
-            events as i64,
-            revealed as i64
+            r.id as i64,
+            r.at,
+            r.caller,
+            r.role,
+            r.route,
+            r.persons,
+            r.events,
+            r.revealed,
+            &h[..]
         ])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The head of the chain (recomputed when the last entry predates the chain).
+    pub fn head(&self) -> Result<AccessHead, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let last: Option<(i64, Option<Vec<u8>>)> = conn
+            .prepare_cached("SELECT id, hash FROM access ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match last {
+            None => Ok(AccessHead {
+                size: 0,
+                hash: hex::encode([0u8; 32]),
+            }),
+            Some((id, Some(h))) => Ok(AccessHead {
+                size: id as u64,
+                hash: hex::encode(h),
+            }),
+            Some(_) => walk(&conn)?.map_err(|b| {
+                StoreError::Corrupt(
+                    format!(
+                        "the access log's chain breaks at entry {}: {}",
+                        b.id, b.reason
+                    )
+                    .into(),
+                )
+            }),
+        }
+    }
+
+    /// Recomputes the whole chain: its head, or the first entry that breaks it.
+    pub fn verify(&self) -> Result<Result<AccessHead, AccessBreak>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        walk(&conn)
+    }
+
+    /// Checks that the log extends the log whose head a digest names: the chain verifies and
+    /// entry `size` has `hash`.
+    pub fn verify_extends(
+        &self,
+        size: u64,
+        hash: &str,
+    ) -> Result<Result<AccessHead, AccessBreak>, StoreError> {
+        let head = match self.verify()? {
+            Ok(h) => h,
+            Err(b) => return Ok(Err(b)),
+        };
+        if head.size < size {
+            return Ok(Err(AccessBreak {
+                id: head.size + 1,
+                reason: format!("the access log ends at entry {} but the digest was taken at {size}: entries were removed", head.size),
+            }));
+        }
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM access WHERE id <= ?1 ORDER BY id"
+        ))?;
+        let mut rows = st.query([size as i64])?;
+        let mut prev = [0u8; 32];
+        while let Some(r) = rows.next()? {
+            prev = entry_hash(&prev, &row(r)?);
+        }
+        if size > 0 && hex::encode(prev) != hash {
+            return Ok(Err(AccessBreak {
+                id: size,
+                reason: "the access log was rewritten at or before the digest's entry (its hash differs from the digest's)".into(),
+            }));
+        }
+        Ok(Ok(head))
     }
 
     /// Entries after `after`, oldest first, at most `limit`; only those naming `person` when

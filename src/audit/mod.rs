@@ -8,7 +8,7 @@ pub mod proofs;
 mod signing;
 pub mod tree;
 
-pub use access_log::{AccessEntry, AccessLog};
+pub use access_log::{AccessBreak, AccessEntry, AccessHead, AccessLog};
 pub use export::{
     export, import, verify_export, ExportOptions, Exported, Imported, VerifiedExport,
 };
@@ -54,6 +54,9 @@ pub enum VerifyError {
     /// An export could not be read (not a file of `campaign-ledger export`, I/O error).
     #[error("{0}")]
     Input(String),
+    /// A digest of another ledger: the wrong file, not evidence of tampering.
+    #[error("{0}")]
+    OtherLedger(String),
 }
 
 /// Logs shorter than this are verified on one thread.
@@ -168,6 +171,18 @@ pub struct Digest {
     pub tree_size: u64,
     /// Root of that tree (hex), RFC 9162 `MTH`.
     pub root_hash: String,
+    /// The access log's head, when the digest is taken where the access log is.
+    pub access_log: Option<AccessHead>,
+}
+
+impl Digest {
+    /// The same digest, stating the access log's head too.
+    pub fn with_access_log(mut self, log: Option<&AccessLog>) -> Result<Digest, StoreError> {
+        if let Some(log) = log {
+            self.access_log = Some(log.head()?);
+        }
+        Ok(self)
+    }
 }
 
 /// The current digest.

@@ -5,7 +5,7 @@
 //! (`audit keygen`; default `signing.key` beside the store file). The signature covers the
 //! canonical JSON of every field but `public_key` and `signature`, in this order:
 //! `format, store, position, hash, recorded_at, signed_at`, then, when present, `ledger,
-//! tree_size, root_hash` (digests made before the Merkle tree have none of them and verify as
+//! tree_size, root_hash, access_log_size, access_log_hash` (digests made before the Merkle tree have none of them and verify as
 //! they always did).
 
 use super::{verify, Digest, Verified, VerifyError};
@@ -43,6 +43,12 @@ pub struct SignedDigest {
     /// The tree's root (hex); absent in digests made before the tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_hash: Option<String>,
+    /// Entries in the access log of person-level reads when taken; absent where there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_size: Option<u64>,
+    /// The access log's chain head (hex) at that entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_hash: Option<String>,
     /// The signer's public key (hex, 32 bytes); absent when unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
@@ -65,6 +71,10 @@ struct Signed<'a> {
     tree_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     root_hash: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_log_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_log_hash: &'a Option<String>,
 }
 
 impl SignedDigest {
@@ -80,6 +90,8 @@ impl SignedDigest {
             ledger: d.ledger,
             tree_size: Some(d.tree_size),
             root_hash: Some(d.root_hash),
+            access_log_size: d.access_log.as_ref().map(|h| h.size),
+            access_log_hash: d.access_log.map(|h| h.hash),
             public_key: None,
             signature: None,
         }
@@ -97,6 +109,8 @@ impl SignedDigest {
             ledger: &self.ledger,
             tree_size: self.tree_size,
             root_hash: &self.root_hash,
+            access_log_size: self.access_log_size,
+            access_log_hash: &self.access_log_hash,
         })
         .expect("digests serialize")
     }
@@ -205,6 +219,13 @@ pub fn verify_extends(
     store: &dyn EventStore,
     digest: &SignedDigest,
 ) -> Result<Verified, VerifyError> {
+    if let (Some(theirs), Some(ours)) = (digest.ledger.as_deref(), super::tree::ledger_id(store)?) {
+        if theirs != ours {
+            return Err(VerifyError::OtherLedger(format!(
+                "this digest is of another ledger (id {theirs}); this ledger's id is {ours}: give a digest taken from this ledger"
+            )));
+        }
+    }
     let v = verify(store, &mut |_| {})?;
     if v.position < digest.position {
         return Err(VerifyError::Broken {

@@ -51,6 +51,7 @@ pub fn digest_at(store: &dyn EventStore, size: u64) -> Result<Digest, StoreError
         ledger,
         tree_size: size,
         root_hash: hex::encode(root_at(store, size)?),
+        access_log: None,
     })
 }
 

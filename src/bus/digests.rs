@@ -29,6 +29,8 @@ pub struct DigestOptions {
     pub nats_url: Option<String>,
     /// Stream replicas on NATS.
     pub replicas: usize,
+    /// The access log of person-level reads, whose head each digest states.
+    pub access_log: Option<Arc<crate::audit::AccessLog>>,
 }
 
 /// Takes, signs and publishes digests until `shutdown` completes (one at start when the log
@@ -52,15 +54,16 @@ pub async fn publish_digests(
             _ = tick.tick() => {}
         }
         let st = store.clone();
-        let digest =
-            match tokio::task::spawn_blocking(move || crate::audit::digest(st.as_ref())).await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot take a digest; trying at the next tick");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+        let log = options.access_log.clone();
+        let take = move || crate::audit::digest(st.as_ref())?.with_access_log(log.as_deref());
+        let digest = match tokio::task::spawn_blocking(take).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot take a digest; trying at the next tick");
+                continue;
+            }
+            Err(_) => continue,
+        };
         if digest.position == 0 || last_position == Some(digest.position) {
             continue;
         }

@@ -88,17 +88,38 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
             }
             match result {
                 Ok(v) => {
+                    let log = access_log_check(cli, digest.as_ref())?;
                     match format {
                         SubmitFormat::Json => println!(
                             "{}",
-                            serde_json::json!({"ok": true, "events": v.events, "position": v.position, "hash": v.hash})
+                            serde_json::json!({"ok": log.as_ref().is_none_or(|l| l.is_ok()), "events": v.events, "position": v.position, "hash": v.hash,
+                            "access_log": log.as_ref().map(|l| match l {
+                                Ok(h) => serde_json::json!({"ok": true, "entries": h.size, "hash": h.hash}),
+                                Err(b) => serde_json::json!({"ok": false, "entry": b.id, "reason": b.reason}),
+                            })})
                         ),
-                        SubmitFormat::Table => println!(
-                            "ok: {} events, chain intact; head {} {}",
-                            v.events, v.position, v.hash
-                        ),
+                        SubmitFormat::Table => {
+                            println!(
+                                "ok: {} events, chain intact; head {} {}",
+                                v.events, v.position, v.hash
+                            );
+                            match &log {
+                                Some(Ok(h)) => println!(
+                                    "ok: access log of {} entries, chain intact; head {}",
+                                    h.size, h.hash
+                                ),
+                                Some(Err(b)) => println!(
+                                    "BROKEN in the access log at entry {}: {}",
+                                    b.id, b.reason
+                                ),
+                                None => {}
+                            }
+                        }
                     }
-                    Ok(ExitCode::SUCCESS)
+                    Ok(match log {
+                        Some(Err(_)) => ExitCode::from(1),
+                        _ => ExitCode::SUCCESS,
+                    })
                 }
                 Err(audit::VerifyError::Broken { position, reason }) => {
                     Ok(print_broken(*format, position, &reason))
@@ -108,6 +129,25 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
         }
         _ => unreachable!("dispatched on its own action"),
     }
+}
+
+/// The access log beside the store, when there is one: its chain recomputed and, with a
+/// digest that states its head, shown to extend it.
+fn access_log_check(
+    cli: &Cli,
+    digest: Option<&audit::SignedDigest>,
+) -> Result<Option<Result<audit::AccessHead, audit::AccessBreak>>> {
+    let path = cli.access_log_path();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let log = audit::AccessLog::open(&path).map_err(|e| anyhow!("{e}"))?;
+    let checked =
+        match digest.and_then(|d| Some((d.access_log_size?, d.access_log_hash.as_deref()?))) {
+            Some((size, hash)) => log.verify_extends(size, hash),
+            None => log.verify(),
+        };
+    Ok(Some(checked.map_err(|e| anyhow!("{e}"))?))
 }
 
 /// `audit digest`.
@@ -120,7 +160,17 @@ fn digest(cli: &Cli) -> Result<ExitCode> {
             // A digest is worth keeping only signed: without the key, say how to make one.
             let env = cli.open(false, false)?;
             let signer = super::proofs::signer(cli, key.as_deref())?;
-            let d = signer.sign(audit::digest(env.store.as_ref()).map_err(|e| anyhow!("{e}"))?);
+            // The access log's head too, where the server keeps one beside the store.
+            let log_path = cli.access_log_path();
+            let log = if log_path.exists() {
+                Some(audit::AccessLog::open(&log_path).map_err(|e| anyhow!("{e}"))?)
+            } else {
+                None
+            };
+            let d = audit::digest(env.store.as_ref())
+                .and_then(|d| d.with_access_log(log.as_ref()))
+                .map_err(|e| anyhow!("{e}"))?;
+            let d = signer.sign(d);
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -58,6 +58,7 @@ pub(super) fn serve(
                 file: cli.data_dir().join("digests.jsonl"),
                 nats_url: cli.nats.clone(),
                 replicas: 1,
+                access_log: None,
             });
         }
     } else if !digest_every.is_zero() {
@@ -116,7 +117,10 @@ pub(super) fn serve(
             (Some(o), Some(key)) => Some(tokio::spawn(campaign_ledger::bus::publish_digests(
                 store.clone(),
                 key,
-                o,
+                campaign_ledger::bus::DigestOptions {
+                    access_log: state.access_log.clone(),
+                    ..o
+                },
                 stopped(stop_rx.clone()),
             ))),
             _ => None,

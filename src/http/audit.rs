@@ -72,7 +72,14 @@ pub(super) async fn digest(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor], "read the audit digest")?;
     let reader = state.reader();
-    let d = blocking(move || Ok(reader.digest()?)).await?;
+    let log = state.access_log.clone();
+    let d = blocking(move || {
+        Ok(reader
+            .digest()?
+            .with_access_log(log.as_deref())
+            .map_err(AppError::from)?)
+    })
+    .await?;
     Ok(Json(match &state.signing {
         Some(k) => k.sign(d),
         None => crate::audit::SignedDigest::unsigned(d),

@@ -443,7 +443,7 @@ fn components() -> Value {
                 "persons": {"type": "array", "items": {"type": "string"}, "description": "person_ids (pseudonyms)."},
                 "events": {"type": "integer"}, "revealed": {"type": "integer"}}},
             "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
-                "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at, then ledger, tree_size, root_hash when present (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
+                "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at, then ledger, tree_size, root_hash, access_log_size, access_log_hash when present (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
                 "properties": {
                 "format": {"const": "campaign-ledger-digest/1"},
                 "store": {"type": "string"}, "position": {"type": "integer"},
@@ -452,6 +452,8 @@ fn components() -> Value {
                 "ledger": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The ledger's id: the hash of its first event (absent while the log is empty)."},
                 "tree_size": {"type": "integer", "minimum": 0, "description": "Events in the Merkle tree (the position)."},
                 "root_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The RFC 9162 root of that tree."},
+                "access_log_size": {"type": "integer", "minimum": 0, "description": "Entries in the access log of person-level reads (absent where there is none)."},
+                "access_log_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The access log's chain head at that entry."},
                 "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}},
             "InclusionProof": {"type": "object", "additionalProperties": false,
