@@ -107,7 +107,16 @@ fn kill_9_during_a_load_loses_no_acknowledged_command_and_adds_nothing_else() {
         );
         assert!(store.command(e.command_id).unwrap().is_some());
     }
+    // The chain, and the Merkle tree (written in the transactions of the events it covers):
+    // its root is the root recomputed from the events, and every stored node is checked.
     campaign_ledger::audit::verify(store.as_ref(), &mut |_| {}).expect("the chain verifies");
+    let mut tree = campaign_ledger::envelope::merkle::MemoryTree::default();
+    events.iter().for_each(|e| tree.push(&e.hash));
+    assert_eq!(
+        campaign_ledger::audit::tree::root_at(store.as_ref(), events.len() as u64).unwrap(),
+        tree.root(),
+        "the stored tree's root after kill -9"
+    );
     // No event outlived the key its person ref was sealed with (keys are made durable before
     // the group that uses them commits), and each ref opens to what was submitted.
     let master = std::fs::read_to_string(dir.path().join("ledger-data/master.key")).unwrap();

@@ -117,6 +117,26 @@ fn a_reordered_pair_is_named() {
 }
 
 #[test]
+fn a_changed_node_of_the_merkle_tree_is_named() {
+    let (dir, _) = setup(300);
+    let c = raw(dir.path());
+    // Node at level 3, index 5: leaves 40..=47, positions 41 to 48.
+    c.execute_batch(&format!(
+        "DROP TRIGGER merkle_append_only_u; UPDATE merkle SET hash = zeroblob(32) WHERE id = {};",
+        (3i64 << 56) | 5
+    ))
+    .unwrap();
+    drop(c);
+    let o = run(dir.path(), &["audit", "verify"]);
+    broken_at(&o, 41);
+    assert!(
+        stdout(&o).contains("node at level 3 index 5 (positions 41 to 48)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
 fn a_deleted_tail_is_named() {
     let (dir, _) = setup(300);
     raw(dir.path())

@@ -215,7 +215,8 @@ fn a_persons_record_is_provable_alone_and_erasure_keeps_every_proof() {
 fn a_changed_log_cannot_be_proved_against_an_older_digest_and_another_ledgers_digest_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
+    let public = setup(d);
+    let old_proof = ok(&run(d, &["audit", "prove", "5", "--digest", "d2.json"]));
     // Change event 10 and recompute the chain after it, then drop the tree so that it is
     // rebuilt from the changed events (every trigger dropped): the log is self-consistent,
     // but it is not the log the digests state.
@@ -249,6 +250,15 @@ fn a_changed_log_cannot_be_proved_against_an_older_digest_and_another_ledgers_di
     }
     drop(c);
     ok(&run(d, &["audit", "verify"]));
+    // An old proof no longer checks against the changed log's new root.
+    let new_digest: Value = serde_json::from_str(&ok(&run(d, &["audit", "digest"]))).unwrap();
+    let mut moved: Value = serde_json::from_str(&old_proof).unwrap();
+    assert_eq!(moved["tree_size"], new_digest["tree_size"]);
+    moved["digest"] = new_digest;
+    failed(
+        &check_alone(&moved.to_string(), &public),
+        "does not lead to the digest's root",
+    );
     let o = run(d, &["audit", "prove", "500", "--digest", "d1.json"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(

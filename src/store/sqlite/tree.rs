@@ -130,10 +130,12 @@ pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
         return Ok(());
     }
     if done < head {
-        tracing::info!(
+        // A warning, so that the command line shows it by default: the first open after an
+        // upgrade takes a moment on a long log.
+        tracing::warn!(
             from = done,
             to = head,
-            "building the Merkle tree of this log (once; resumable)"
+            "building the Merkle tree of this log (once; resumable if interrupted)"
         );
     }
     loop {
@@ -152,7 +154,7 @@ pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
                 if to >= head {
                     return Ok(());
                 }
-                tracing::info!(done = to, of = head, "Merkle tree");
+                tracing::warn!(done = to, of = head, "Merkle tree built so far");
             }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
