@@ -2,10 +2,12 @@
 //! version; retry on conflict with a fresh read; idempotency by command id, forever.
 //! No business rules here: they live in `domain::decide`.
 
+mod changes;
 mod persons;
 mod read;
 mod submit;
 
+pub use changes::{ChangedEntry, Changes, FigureChange};
 use persons::Person;
 pub use persons::{Erasure, PersonView};
 pub use read::Reader;

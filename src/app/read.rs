@@ -14,8 +14,8 @@ use std::time::Duration;
 /// A ledger's read side: its log and its projections.
 #[derive(Clone)]
 pub struct Reader {
-    store: Arc<dyn EventStore>,
-    engine: Arc<Engine>,
+    pub(super) store: Arc<dyn EventStore>,
+    pub(super) engine: Arc<Engine>,
 }
 
 impl Reader {

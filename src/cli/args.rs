@@ -327,6 +327,23 @@ pub enum AuditCmd {
         #[arg(long)]
         to: Option<PathBuf>,
     },
+    /// What changed since a time: the entries recorded in a window that count on earlier
+    /// business dates (late paper records, reversals), with a projection's figures for each
+    /// date they touch as known before and after the window.
+    Changes {
+        /// The window's start (exclusive), RFC 3339, for example 2021-12-17T18:00:00+01:00.
+        #[arg(long, value_parser = parse_instant)]
+        known_since: DateTime<FixedOffset>,
+        /// The window's end (inclusive); default: everything recorded.
+        #[arg(long, value_parser = parse_instant)]
+        known_until: Option<DateTime<FixedOffset>>,
+        /// The projection whose figures are compared.
+        #[arg(long, default_value = "doses_by_directorate")]
+        projection: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
     /// Check a proof file from `audit prove` or `audit consistency` with no store: the events'
     /// hashes, the paths to the roots, the digests' signatures. Exit 0 if it holds, 1 naming
     /// what failed.

@@ -21,6 +21,12 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
         AuditCmd::Prove { .. } | AuditCmd::Consistency { .. } | AuditCmd::CheckProof { .. } => {
             super::proofs::run(cli)
         }
+        AuditCmd::Changes {
+            known_since,
+            known_until,
+            projection,
+            format,
+        } => super::changes::run(cli, *known_since, *known_until, projection, *format),
     }
 }
 

@@ -4,6 +4,7 @@
 mod args;
 mod audit;
 mod auth;
+mod changes;
 mod demo;
 mod docs;
 mod env;

@@ -86,3 +86,39 @@ pub(super) async fn digest(
     })
     .into_response())
 }
+
+#[derive(Deserialize)]
+pub(super) struct ChangesQuery {
+    known_since: String,
+    known_until: Option<String>,
+    projection: Option<String>,
+}
+
+/// `GET /v1/audit/changes?known_since=T&known_until=T&projection=NAME`: the entries recorded in
+/// that window for earlier business dates, and the projection's figures (default
+/// `doses_by_directorate`) for each date they touch, before and after (auditors).
+pub(super) async fn changes(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor], "read what changed")?;
+    let q = query_with(
+        q,
+        "known_since (and known_until) are times with an offset, for example ?known_since=2021-12-17T18:00:00%2B01:00",
+    )?;
+    let Some(since) = super::query::parse_known_at(Some(&q.known_since))? else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_known_at",
+            "known_since is required: a time with an offset, for example 2021-12-17T18:00:00+01:00",
+        ));
+    };
+    let until = super::query::parse_known_at(q.known_until.as_deref())?;
+    let projection = q
+        .projection
+        .unwrap_or_else(|| "doses_by_directorate".to_string());
+    let reader = state.reader();
+    let c = blocking(move || Ok(reader.changes(since, until, &projection)?)).await?;
+    Ok(Json(c).into_response())
+}

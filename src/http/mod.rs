@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/live", get(events::events_live))
         .route("/v1/audit/digest", get(audit::digest))
         .route("/v1/audit/access-log", get(audit::access_log))
+        .route("/v1/audit/changes", get(audit::changes))
         .route("/v1/audit/proofs/inclusion", get(proofs::inclusion))
         .route("/v1/audit/proofs/consistency", get(proofs::consistency))
         .route("/v1/persons/erase", post(persons::erase_person))

@@ -235,6 +235,21 @@ fn paths_events_and_audit() -> Value {
             "400": error_response("A bad query (code bad_query), or a person_ref given as person (code person_ref_not_pseudonym).")
         }))
     }},
+    "/v1/audit/changes": {"get": {
+        "operationId": "readChanges",
+        "summary": "What changed since a time: the entries recorded in a window of commit times that count on earlier business dates (late records, reversals), with a projection's figures for each date and directorate they touch, as known before and after the window (auditors).",
+        "parameters": [{"name": "known_since", "in": "query", "required": true,
+            "description": "The window's start (exclusive), RFC 3339 with an offset.", "schema": {"type": "string", "format": "date-time"}},
+            {"name": "known_until", "in": "query", "required": false,
+            "description": "The window's end (inclusive); default: everything recorded.", "schema": {"type": "string", "format": "date-time"}},
+            {"name": "projection", "in": "query", "required": false,
+            "description": "The projection compared.", "schema": {"type": "string", "default": "doses_by_directorate"}}],
+        "responses": auth_errors(json!({
+            "200": json_response("The entries and the figures.", reference("Changes")),
+            "400": error_response("A missing or bad time (code bad_known_at or bad_query)."),
+            "404": error_response("No projection of that name.")
+        }))
+    }},
     "/v1/audit/proofs/inclusion": {"get": {
         "operationId": "proveInclusion",
         "summary": "An RFC 9162 inclusion proof: the event at `position` is in the tree of `tree_size` events, with a digest of the log at that size (signed when the server has the ledger's key). Check it offline with `campaign-ledger audit check-proof` (auditors).",
@@ -479,6 +494,18 @@ fn components() -> Value {
                     "properties": {"leaf_index": {"type": "integer", "minimum": 0}, "leaf_hash": hex64(),
                     "audit_path": {"type": "array", "items": hex64()}, "event": {"type": "string"}}}},
                 "digest": reference("Digest")}},
+            "Changes": {"type": "object", "required": ["known_since", "known_until", "projection", "entries", "figures"],
+                "properties": {"known_since": {"type": "string"}, "known_until": {"type": ["string", "null"]},
+                "projection": {"type": "string"},
+                "entries": {"type": "array", "items": {"type": "object",
+                    "required": ["position", "recorded_at", "event_type", "kind", "directorate", "business_date"],
+                    "properties": {"position": {"type": "integer"}, "recorded_at": {"type": "string"},
+                    "event_type": {"type": "string"}, "kind": {"enum": ["late_entry", "reversal"]},
+                    "directorate": {"type": ["string", "null"]}, "business_date": {"type": "string", "format": "date"}}}},
+                "figures": {"type": "array", "items": {"type": "object",
+                    "required": ["as_of", "directorate", "before", "after"],
+                    "properties": {"as_of": {"type": "string", "format": "date"}, "directorate": {"type": ["string", "null"]},
+                    "before": {"type": ["object", "null"]}, "after": {"type": ["object", "null"]}}}}}},
             "PersonRecord": {"type": "object", "required": ["person_id", "events", "access_log"],
                 "properties": {"person_id": {"type": "string"},
                 "events": {"type": "array", "items": {"type": "object"}},

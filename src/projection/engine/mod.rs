@@ -146,6 +146,11 @@ impl Engine {
         })
     }
 
+    /// The campaign time zone business dates are read in.
+    pub fn time_zone(&self) -> Tz {
+        self.tz
+    }
+
     fn dberr(&self, e: rusqlite::Error) -> ProjectionError {
         ProjectionError::Db {
             path: self.path.display().to_string(),
