@@ -188,7 +188,7 @@ fn a_history_rewritten_with_its_chain_recomputed_is_caught_at_the_digest() {
     let alone = run(dir.path(), &["audit", "verify"]);
     assert!(!alone.status.success(), "{}", stdout(&alone));
     assert!(
-        stdout(&alone).contains("Merkle tree's node at level 1 index 49 (positions 99 to 100)"),
+        stdout(&alone).contains("Merkle tree's node at level 3 index 12 (positions 97 to 104)"),
         "{}",
         stdout(&alone)
     );

@@ -220,8 +220,13 @@ pub fn verify_tree(store: &dyn EventStore, size: u64) -> Result<(), VerifyError>
         pending.clear();
         Ok(())
     };
+    let kept = store.tree_min_stored_level();
     store.scan(0, size, &mut |e| {
-        frontier.push(&e.hash, |id, h| pending.push((id, h)));
+        frontier.push(&e.hash, |id, h| {
+            if id.level >= kept {
+                pending.push((id, h))
+            }
+        });
         if pending.len() >= CHECK_BATCH {
             if let Err(err) = compare(&mut pending) {
                 failure = Some(err);

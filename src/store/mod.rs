@@ -247,6 +247,12 @@ pub trait EventStore: Send + Sync {
         false
     }
 
+    /// The lowest level of the Merkle tree the store keeps; lower subtrees are recomputed from
+    /// the events when asked for (`audit verify` checks what is kept).
+    fn tree_min_stored_level(&self) -> u32 {
+        1
+    }
+
     /// Events the stored Merkle tree covers: the head position, unless events were removed
     /// under it (`audit verify` reports that).
     fn tree_size(&self) -> Result<u64, StoreError> {

@@ -532,6 +532,10 @@ impl EventStore for SqliteStore {
         true
     }
 
+    fn tree_min_stored_level(&self) -> u32 {
+        tree::MIN_STORED_LEVEL
+    }
+
     fn tree_size(&self) -> Result<u64, StoreError> {
         self.with_reader(tree::size)
     }

@@ -465,7 +465,11 @@ impl Writer {
             };
             r.hash = chain_hash(&self.head.1, &r);
             let nodes = &mut self.new_nodes;
-            self.tree.push(&r.hash, |id, h| nodes.push((id, h)));
+            self.tree.push(&r.hash, |id, h| {
+                if id.level >= super::tree::MIN_STORED_LEVEL {
+                    nodes.push((id, h))
+                }
+            });
             st.execute(params![
                 position as i64,
                 event_id.to_string(),
