@@ -120,10 +120,11 @@ fn a_reordered_pair_is_named() {
 fn a_changed_node_of_the_merkle_tree_is_named() {
     let (dir, _) = setup(300);
     let c = raw(dir.path());
-    // Node at level 3, index 5: leaves 40..=47, positions 41 to 48.
+    // Node at level 3, index 5: leaves 40..=47, positions 41 to 48; its row id is its last
+    // leaf × 64 + its level.
     c.execute_batch(&format!(
         "DROP TRIGGER merkle_append_only_u; UPDATE merkle SET hash = zeroblob(32) WHERE id = {};",
-        (3i64 << 56) | 5
+        47 * 64 + 3
     ))
     .unwrap();
     drop(c);

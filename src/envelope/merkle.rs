@@ -49,11 +49,6 @@ impl NodeId {
     pub fn first_leaf(&self) -> u64 {
         self.index << self.level
     }
-
-    /// One integer per node, for a store's key: the level in the top byte.
-    pub fn key(&self) -> i64 {
-        ((self.level as i64) << 56) | self.index as i64
-    }
 }
 
 /// The complete subtrees that make up leaves `[start, end)`, left to right, largest first. For

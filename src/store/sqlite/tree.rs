@@ -1,9 +1,12 @@
 //! The Merkle tree on SQLite: the hash of every complete subtree of 8 leaves or more (level ≥
-//! [`MIN_STORED_LEVEL`]) in table `merkle`, keyed by `NodeId::key`, written in the transaction
-//! of the events it covers. Smaller subtrees are recomputed from the events' own hashes when
-//! asked for (at most 4 consecutive rows): a quarter of the rows to write, 14 bytes per event
-//! instead of 54, for a few more reads per proof. `meta.merkle_size` is the number of leaves
-//! covered.
+//! [`MIN_STORED_LEVEL`]) in table `merkle`, written in the transaction of the events it covers.
+//! Smaller subtrees are recomputed from the events' own hashes when asked for (at most 4
+//! consecutive rows): a quarter of the rows to write, 15 bytes per event instead of 54, for a
+//! few more reads per proof. A node's row id is `last leaf × 64 + level`, so that nodes are
+//! inserted in increasing id order as the log grows: each group commit adds to one page.
+//!
+//! `meta.merkle_size` says how far a build of an older log got (a number), or `follows` once
+//! the tree covers the head and is kept with every group (nothing more is written to `meta`).
 //! A log written before the tree existed gets it built when it is opened, a chunk per
 //! transaction (an interrupted build resumes where it stopped).
 
@@ -26,18 +29,43 @@ pub(super) const MIN_STORED_LEVEL: u32 = 3;
 /// Events per transaction when building the tree of an older log.
 const BUILD_CHUNK: u64 = 100_000;
 
-/// Leaves the stored tree covers.
+/// The row id of a node: its last leaf × 64 + its level (increasing as the log grows).
+pub(super) fn row_id(id: &NodeId) -> i64 {
+    let last = ((id.index + 1) << id.level) - 1;
+    (last as i64) * 64 + id.level as i64
+}
+
+/// Leaves the stored tree covers: the head once it follows the log (more, if events were
+/// removed under it), else how far a build got.
 pub(super) fn size(conn: &Connection) -> Result<u64, StoreError> {
     let v: Option<String> = conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'merkle_size'")?
         .query_row([], |r| r.get(0))
         .optional()?;
-    match v {
+    match v.as_deref() {
         None => Ok(0),
+        Some("follows") => {
+            let head: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")?
+                .query_row([], |r| r.get(0))?;
+            let last: Option<i64> = conn
+                .prepare_cached("SELECT MAX(id) FROM merkle")?
+                .query_row([], |r| r.get(0))?;
+            Ok((head as u64).max(last.map_or(0, |id| (id / 64) as u64 + 1)))
+        }
         Some(v) => v.parse().map_err(|_| {
             StoreError::Corrupt(format!("meta.merkle_size is {v:?}, not a number").into())
         }),
     }
+}
+
+fn set_size(conn: &Connection, value: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('merkle_size', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([value])?;
+    Ok(())
 }
 
 /// The hashes of complete subtrees, in the order asked: leaves from the events' hashes, inner
@@ -60,7 +88,7 @@ pub(super) fn read_nodes(conn: &Connection, ids: &[NodeId]) -> Result<Vec<Hash>,
         .map(|id| {
             if id.level >= MIN_STORED_LEVEL {
                 return inner
-                    .query_row([id.key()], |r| hash_col(r, 0))
+                    .query_row([row_id(id)], |r| hash_col(r, 0))
                     .optional()
                     .map_err(corrupt)?
                     .ok_or_else(|| missing(id));
@@ -92,21 +120,13 @@ pub(super) fn frontier_at(conn: &Connection, size: u64) -> Result<Frontier, Stor
         .ok_or_else(|| StoreError::Corrupt("the Merkle tree's edge is incomplete".into()))
 }
 
-/// Writes nodes completed by the events up to `size` (inside the caller's transaction).
-pub(super) fn insert_nodes(
-    conn: &Connection,
-    size: u64,
-    nodes: &[(NodeId, Hash)],
-) -> Result<(), StoreError> {
+/// Writes the nodes a group completed (inside the caller's transaction); those below
+/// [`MIN_STORED_LEVEL`] are not kept.
+pub(super) fn insert_nodes(conn: &Connection, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
     let mut st = conn.prepare_cached("INSERT INTO merkle (id, hash) VALUES (?1, ?2)")?;
     for (id, h) in nodes.iter().filter(|(id, _)| id.level >= MIN_STORED_LEVEL) {
-        st.execute(params![id.key(), &h[..]])?;
+        st.execute(params![row_id(id), &h[..]])?;
     }
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('merkle_size', ?1) \
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([size.to_string()])?;
     Ok(())
 }
 
@@ -121,7 +141,11 @@ pub(super) fn extend(conn: &Connection, from: u64, to: u64) -> Result<(), StoreE
     let mut rows = st.query([from as i64, to as i64])?;
     while let Some(r) = rows.next()? {
         let h = hash_col(r, 0).map_err(corrupt)?;
-        frontier.push(&h, |id, n| nodes.push((id, n)));
+        frontier.push(&h, |id, n| {
+            if id.level >= MIN_STORED_LEVEL {
+                nodes.push((id, n))
+            }
+        });
     }
     if frontier.size() != to {
         return Err(StoreError::Corrupt(
@@ -132,13 +156,19 @@ pub(super) fn extend(conn: &Connection, from: u64, to: u64) -> Result<(), StoreE
             .into(),
         ));
     }
-    insert_nodes(conn, to, &nodes)
+    insert_nodes(conn, &nodes)
 }
 
 /// Builds what the stored tree lacks of a log of `head` events, a chunk per transaction, and
 /// says how far it got. Nothing to do on a log written since the tree exists.
 pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
+    let follows = conn
+        .prepare_cached("SELECT 1 FROM meta WHERE key = 'merkle_size' AND value = 'follows'")?
+        .exists([])?;
     let done = size(conn)?;
+    if follows && done == head {
+        return Ok(());
+    }
     if done > head {
         // Events were removed under the tree: opening still works, so that `audit verify` can
         // say what is missing; appending would collide with the tree's nodes and is refused.
@@ -162,10 +192,19 @@ pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         // Read again inside the transaction: another process may have built some of it.
         let step = size(conn).and_then(|done| {
-            let to = (done + BUILD_CHUNK).min(head);
+            let to = (done + BUILD_CHUNK).min(head).max(done);
             if done < to {
                 extend(conn, done, to)?;
             }
+            // From the head on, the writer keeps the tree with every group.
+            set_size(
+                conn,
+                &if to >= head {
+                    "follows".to_string()
+                } else {
+                    to.to_string()
+                },
+            )?;
             Ok(to)
         });
         match step {

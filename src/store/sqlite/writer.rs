@@ -301,7 +301,7 @@ impl Writer {
                 Step::Failed(e) => return Err(e),
             }
         }
-        super::tree::insert_nodes(&self.conn, self.head.0, &self.new_nodes)?;
+        super::tree::insert_nodes(&self.conn, &self.new_nodes)?;
         if let Err(e) = self.conn.prepare_cached("COMMIT")?.execute([]) {
             self.head = saved_head;
             self.tree = saved_tree;
