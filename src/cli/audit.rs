@@ -204,7 +204,17 @@ fn access_log(cli: &Cli) -> Result<ExitCode> {
                 let page = log
                     .entries(after, 1000, person.as_deref())
                     .map_err(|e| anyhow!("{e}"))?;
-                let Some(last) = page.last() else { break };
+                let Some(last) = page.last() else {
+                    // Nothing for a value that is no pseudonym: most likely a ref was given.
+                    if let Some(p) = person.as_deref().filter(|p| {
+                        after == 0 && !(p.len() == 32 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+                    }) {
+                        bail!(
+                            "no reads of {p:?}: --person takes a pseudonym (32 hex digits, the person_id events show), not a person_ref; find a person's pseudonym by ref with `audit prove --person REF` or GET /v1/persons/{{ref}}"
+                        );
+                    }
+                    break;
+                };
                 after = last.id;
                 for e in &page {
                     match format {
