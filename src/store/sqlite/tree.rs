@@ -51,7 +51,16 @@ pub(super) fn size(conn: &Connection) -> Result<u64, StoreError> {
             let last: Option<i64> = conn
                 .prepare_cached("SELECT MAX(id) FROM merkle")?
                 .query_row([], |r| r.get(0))?;
-            Ok((head as u64).max(last.map_or(0, |id| (id / 64) as u64 + 1)))
+            // The tree is whole up to just after its last stored node's last leaf. Kept with
+            // every group, that is the head rounded down to 8; more means events were removed
+            // under it, less that events were added without it (not by this ledger).
+            let (head, covered) = (head as u64, last.map_or(0, |id| (id / 64) as u64 + 1));
+            let whole = head / (1 << MIN_STORED_LEVEL) * (1 << MIN_STORED_LEVEL);
+            Ok(if covered > head || covered < whole {
+                covered
+            } else {
+                head
+            })
         }
         Some(v) => v.parse().map_err(|_| {
             StoreError::Corrupt(format!("meta.merkle_size is {v:?}, not a number").into())

@@ -81,6 +81,8 @@ pub(super) struct Writer {
     /// The Merkle tree's edge at the head, and the nodes the open transaction completed.
     pub(super) tree: Frontier,
     pub(super) new_nodes: Vec<(NodeId, Hash)>,
+    /// Why the tree cannot be kept (a damaged log): appends are refused, reads go on.
+    pub(super) tree_error: Option<String>,
 }
 
 pub(super) const MAX_BATCH: usize = 512;
@@ -108,10 +110,20 @@ impl Writer {
             pre_commit: Arc::new(RwLock::new(Vec::new())),
             tree: Frontier::new(),
             new_nodes: Vec::new(),
+            tree_error: None,
         };
         w.head = w.read_head()?;
-        super::tree::catch_up(&w.conn, w.head.0)?;
-        w.tree = super::tree::frontier_at(&w.conn, w.head.0)?;
+        // A log the tree cannot be built for (damaged) still opens, so that `audit verify`
+        // can say what is wrong; nothing can be appended to it.
+        match super::tree::catch_up(&w.conn, w.head.0)
+            .and_then(|()| super::tree::frontier_at(&w.conn, w.head.0))
+        {
+            Ok(t) => w.tree = t,
+            Err(e) => {
+                tracing::error!(error = %e, "the log's Merkle tree cannot be built; appends are refused: run `campaign-ledger audit verify`");
+                w.tree_error = Some(e.to_string());
+            }
+        }
         Ok(w)
     }
 
@@ -254,6 +266,11 @@ impl Writer {
         jobs: &[Job],
         settled: &mut [Option<Result<AppendResult, StoreError>>],
     ) -> Result<bool, StoreError> {
+        if let Some(why) = &self.tree_error {
+            return Err(StoreError::Corrupt(
+                format!("the log's Merkle tree cannot be kept ({why}); run `campaign-ledger audit verify`").into(),
+            ));
+        }
         self.conn
             .prepare_cached("BEGIN IMMEDIATE")?
             .execute([])
