@@ -11,7 +11,8 @@
 //! the path to the digest's root, and the digest's signature.
 
 use super::tree::{
-    check_size, digest_at, ledger_id, prove_consistency, prove_inclusion, root_at, ProofError,
+    check_consistency_request, check_inclusion_request, digest_at, ledger_id, prove_consistency,
+    prove_inclusion, root_at, ProofError,
 };
 use super::{Digest, SignedDigest};
 use crate::envelope::chain::chain_hash;
@@ -182,12 +183,7 @@ pub fn inclusion_at(
     tree_size: u64,
     sign: impl FnOnce(Digest) -> SignedDigest,
 ) -> Result<InclusionDocument, ProofError> {
-    check_size("tree_size", tree_size, store.head_position()?)?;
-    if position == 0 || position > tree_size {
-        return Err(ProofError::Invalid(format!(
-            "position {position} is outside the tree of {tree_size} events (positions 1 to {tree_size})"
-        )));
-    }
+    check_inclusion_request(position, tree_size, store.head_position()?)?;
     inclusion_document(store, position, sign(digest_at(store, tree_size)?))
 }
 
@@ -199,14 +195,7 @@ pub fn consistency_at(
     second: u64,
     sign: impl Fn(Digest) -> SignedDigest,
 ) -> Result<ConsistencyDocument, ProofError> {
-    let head = store.head_position()?;
-    check_size("first", first, head)?;
-    check_size("second", second, head)?;
-    if first > second {
-        return Err(ProofError::Invalid(format!(
-            "first ({first}) is larger than second ({second}): a consistency proof goes from an older tree to a newer one"
-        )));
-    }
+    check_consistency_request(first, second, store.head_position()?)?;
     consistency_document(
         store,
         sign(digest_at(store, first)?),

@@ -115,18 +115,38 @@ pub fn check_size(what: &str, size: u64, head: u64) -> Result<(), ProofError> {
     Ok(())
 }
 
+/// Refuses an inclusion proof of a position outside a tree of `tree_size` events, or of a
+/// tree the log of `head` events does not have, saying why.
+pub fn check_inclusion_request(position: u64, tree_size: u64, head: u64) -> Result<(), ProofError> {
+    check_size("tree_size", tree_size, head)?;
+    if position == 0 || position > tree_size {
+        return Err(ProofError::Invalid(format!(
+            "position {position} is outside the tree of {tree_size} events (positions 1 to {tree_size})"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a consistency proof between sizes the log of `head` events does not have, or from
+/// a newer tree to an older one, saying why.
+pub fn check_consistency_request(first: u64, second: u64, head: u64) -> Result<(), ProofError> {
+    check_size("first", first, head)?;
+    check_size("second", second, head)?;
+    if first > second {
+        return Err(ProofError::Invalid(format!(
+            "first ({first}) is larger than second ({second}): a consistency proof goes from an older tree to a newer one"
+        )));
+    }
+    Ok(())
+}
+
 /// The inclusion proof of the event at `position` in the tree of `tree_size` events.
 pub fn prove_inclusion(
     store: &dyn EventStore,
     position: u64,
     tree_size: u64,
 ) -> Result<InclusionProof, ProofError> {
-    check_size("tree_size", tree_size, store.head_position()?)?;
-    if position == 0 || position > tree_size {
-        return Err(ProofError::Invalid(format!(
-            "position {position} is outside the tree of {tree_size} events (positions 1 to {tree_size})"
-        )));
-    }
+    check_inclusion_request(position, tree_size, store.head_position()?)?;
     let index = position - 1;
     let leaf = store.tree_nodes(&[NodeId { level: 0, index }])?[0];
     let path = merkle::prove(&merkle::inclusion_plan(index, tree_size), |ids| {
@@ -147,14 +167,7 @@ pub fn prove_consistency(
     first: u64,
     second: u64,
 ) -> Result<ConsistencyProof, ProofError> {
-    let head = store.head_position()?;
-    check_size("first", first, head)?;
-    check_size("second", second, head)?;
-    if first > second {
-        return Err(ProofError::Invalid(format!(
-            "first ({first}) is larger than second ({second}): a consistency proof goes from an older tree to a newer one"
-        )));
-    }
+    check_consistency_request(first, second, store.head_position()?)?;
     let path = merkle::prove(&merkle::consistency_plan(first, second), |ids| {
         store.tree_nodes(ids)
     })?;

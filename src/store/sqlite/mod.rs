@@ -22,9 +22,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod errors;
 mod import;
 mod tree;
 mod writer;
+
+use errors::sqlite_time;
 
 use writer::Writer;
 
@@ -97,36 +100,6 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     notify: Arc<Notify>,
     pre_commit: Arc<RwLock<Vec<PreCommit>>>,
-}
-
-impl From<rusqlite::Error> for StoreError {
-    /// SQLite's errors as the shared kinds: a busy, locked, full or read-only database is
-    /// `Unavailable` (retry later); anything else is a `Backend` failure with SQLite's error
-    /// as its cause.
-    fn from(e: rusqlite::Error) -> StoreError {
-        sqlite_time(e)
-    }
-}
-
-fn sqlite_time(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseBusy
-                    | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::DiskFull
-                    | rusqlite::ErrorCode::CannotOpen
-                    | rusqlite::ErrorCode::ReadOnly
-            ) =>
-        {
-            StoreError::Unavailable(Cause::with_source(e.to_string(), e))
-        }
-        _ => StoreError::Backend {
-            backend: "SQLite",
-            source: Box::new(e),
-        },
-    }
 }
 
 fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
