@@ -11,8 +11,8 @@
 //! the path to the digest's root, and the digest's signature.
 
 use super::tree::{
-    check_consistency_request, check_inclusion_request, digest_at, ledger_id, prove_consistency,
-    prove_inclusion, root_at, ProofError,
+    audit_path, check_consistency_request, check_inclusion_request, consistency_path, digest_at,
+    other_ledger, root_at, ProofError,
 };
 use super::{Digest, SignedDigest};
 use crate::envelope::chain::chain_hash;
@@ -109,12 +109,8 @@ pub fn check_digest_against(
             "this digest was taken before the ledger kept a Merkle tree (it has no tree_size and root_hash): take a new one with `campaign-ledger audit digest`".into(),
         ));
     };
-    if let (Some(theirs), Some(ours)) = (digest.ledger.as_deref(), ledger_id(store)?) {
-        if theirs != ours {
-            return Err(ProofError::OtherLedger(format!(
-                "this digest is of another ledger (id {theirs}); this ledger's id is {ours}: give a digest taken from this ledger"
-            )));
-        }
+    if let Some(why) = other_ledger(store, digest.ledger.as_deref())? {
+        return Err(ProofError::OtherLedger(why));
     }
     let head = store.head_position()?;
     if size > head {
@@ -145,12 +141,14 @@ fn export_line(store: &dyn EventStore, position: u64) -> Result<String, ProofErr
     Ok(String::from_utf8(encode_export(&e.as_ref(), &content_hash)).expect("JSON is UTF-8"))
 }
 
+/// One event's path to the root of `size` events (the root itself was compared with the
+/// digest's by `check_digest_against`, once for every event of a document).
 fn proved(store: &dyn EventStore, position: u64, size: u64) -> Result<ProvedEvent, ProofError> {
-    let p = prove_inclusion(store, position, size)?;
+    let (leaf, path) = audit_path(store, position, size)?;
     Ok(ProvedEvent {
-        leaf_index: p.leaf_index,
-        leaf_hash: p.leaf_hash,
-        audit_path: p.audit_path,
+        leaf_index: position - 1,
+        leaf_hash: hex::encode(leaf),
+        audit_path: path.iter().map(hex::encode).collect(),
         event: export_line(store, position)?,
     })
 }
@@ -211,12 +209,12 @@ pub fn consistency_document(
 ) -> Result<ConsistencyDocument, ProofError> {
     let first = check_digest_against(store, &from)?;
     let second = check_digest_against(store, &to)?;
-    let p = prove_consistency(store, first, second)?;
+    let path = consistency_path(store, first, second)?;
     Ok(ConsistencyDocument {
         format: CONSISTENCY_FORMAT.into(),
         first,
         second,
-        consistency_path: p.consistency_path,
+        consistency_path: path.iter().map(hex::encode).collect(),
         from,
         to,
     })

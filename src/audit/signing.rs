@@ -219,12 +219,8 @@ pub fn verify_extends(
     store: &dyn EventStore,
     digest: &SignedDigest,
 ) -> Result<Verified, VerifyError> {
-    if let (Some(theirs), Some(ours)) = (digest.ledger.as_deref(), super::tree::ledger_id(store)?) {
-        if theirs != ours {
-            return Err(VerifyError::OtherLedger(format!(
-                "this digest is of another ledger (id {theirs}); this ledger's id is {ours}: give a digest taken from this ledger"
-            )));
-        }
+    if let Some(why) = super::tree::other_ledger(store, digest.ledger.as_deref())? {
+        return Err(VerifyError::OtherLedger(why));
     }
     let v = verify(store, &mut |_| {})?;
     if v.position < digest.position {

@@ -66,6 +66,20 @@ pub fn ledger_id(store: &dyn EventStore) -> Result<Option<String>, StoreError> {
     Ok(id)
 }
 
+/// Why a digest naming ledger `theirs` is not of this store's ledger, if it is not (a digest
+/// without an id, or an empty log, is not refused here).
+pub fn other_ledger(
+    store: &dyn EventStore,
+    theirs: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    Ok(match (theirs, ledger_id(store)?) {
+        (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
+            "this digest is of another ledger (id {theirs}); this ledger's id is {ours}: give a digest taken from this ledger"
+        )),
+        _ => None,
+    })
+}
+
 /// An inclusion proof (RFC 9162 §2.1.3): the event at position `leaf_index + 1` is in the
 /// tree of `tree_size` events whose root is `root_hash`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,20 +154,45 @@ pub fn check_consistency_request(first: u64, second: u64, head: u64) -> Result<(
     Ok(())
 }
 
-/// The inclusion proof of the event at `position` in the tree of `tree_size` events.
-pub fn prove_inclusion(
+/// The leaf hash and audit path of the event at `position` in the tree of `tree_size` events
+/// (the request checked; no root computed).
+pub fn audit_path(
     store: &dyn EventStore,
     position: u64,
     tree_size: u64,
-) -> Result<InclusionProof, ProofError> {
+) -> Result<(Hash, Vec<Hash>), ProofError> {
     check_inclusion_request(position, tree_size, store.head_position()?)?;
     let index = position - 1;
     let leaf = store.tree_nodes(&[NodeId { level: 0, index }])?[0];
     let path = merkle::prove(&merkle::inclusion_plan(index, tree_size), |ids| {
         store.tree_nodes(ids)
     })?;
+    Ok((leaf, path))
+}
+
+/// The consistency path between the trees of `first` and `second` events (the request
+/// checked; no root computed).
+pub fn consistency_path(
+    store: &dyn EventStore,
+    first: u64,
+    second: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    check_consistency_request(first, second, store.head_position()?)?;
+    Ok(merkle::prove(
+        &merkle::consistency_plan(first, second),
+        |ids| store.tree_nodes(ids),
+    )?)
+}
+
+/// The inclusion proof of the event at `position` in the tree of `tree_size` events.
+pub fn prove_inclusion(
+    store: &dyn EventStore,
+    position: u64,
+    tree_size: u64,
+) -> Result<InclusionProof, ProofError> {
+    let (leaf, path) = audit_path(store, position, tree_size)?;
     Ok(InclusionProof {
-        leaf_index: index,
+        leaf_index: position - 1,
         tree_size,
         leaf_hash: hex::encode(leaf),
         audit_path: path.iter().map(hex::encode).collect(),
@@ -167,10 +206,7 @@ pub fn prove_consistency(
     first: u64,
     second: u64,
 ) -> Result<ConsistencyProof, ProofError> {
-    check_consistency_request(first, second, store.head_position()?)?;
-    let path = merkle::prove(&merkle::consistency_plan(first, second), |ids| {
-        store.tree_nodes(ids)
-    })?;
+    let path = consistency_path(store, first, second)?;
     Ok(ConsistencyProof {
         first,
         second,
