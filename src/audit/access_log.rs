@@ -113,6 +113,36 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
+/// The last entry's id and hash: stored, or (entries from before the chain) recomputed.
+fn last_link(conn: &Connection) -> Result<(u64, [u8; 32]), StoreError> {
+    let last: Option<(i64, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT id, hash FROM access ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match last {
+        None => Ok((0, [0u8; 32])),
+        Some((id, Some(h))) if h.len() == 32 => {
+            Ok((id as u64, <[u8; 32]>::try_from(h).expect("32 bytes")))
+        }
+        Some(_) => match walk(conn)? {
+            Ok(head) => Ok((
+                head.size,
+                hex::decode(&head.hash)
+                    .ok()
+                    .and_then(|h| h.try_into().ok())
+                    .expect("hex of 32 bytes"),
+            )),
+            Err(b) => Err(StoreError::Corrupt(
+                format!(
+                    "the access log's chain breaks at entry {}: {}; run `campaign-ledger audit verify`",
+                    b.id, b.reason
+                )
+                .into(),
+            )),
+        },
+    }
+}
+
 /// Recomputes the chain of every entry: the head, or where it breaks.
 fn walk(conn: &Connection) -> Result<Result<AccessHead, AccessBreak>, StoreError> {
     let mut st = conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM access ORDER BY id"))?;
@@ -208,35 +238,8 @@ impl AccessLog {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // The previous entry's hash: stored, or (entries from before the chain) recomputed.
-        let last: Option<(i64, Option<Vec<u8>>)> = tx
-            .prepare_cached("SELECT id, hash FROM access ORDER BY id DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (id, prev) = match last {
-            None => (1, [0u8; 32]),
-            Some((id, Some(h))) if h.len() == 32 => {
-                (id as u64 + 1, <[u8; 32]>::try_from(h).expect("32 bytes"))
-            }
-            Some(_) => match walk(&tx)? {
-                Ok(head) => (
-                    head.size + 1,
-                    hex::decode(&head.hash)
-                        .ok()
-                        .and_then(|h| h.try_into().ok())
-                        .expect("hex of 32 bytes"),
-                ),
-                Err(b) => {
-                    return Err(StoreError::Corrupt(
-                        format!(
-                            "the access log's chain breaks at entry {}: {}; run `campaign-ledger audit verify`",
-                            b.id, b.reason
-                        )
-                        .into(),
-                    ))
-                }
-            },
-        };
+        let (size, prev) = last_link(&tx)?;
+        let id = size + 1;
         let r = Row {
             id,
             at: crate::store::format_recorded_at(chrono::Utc::now()),
@@ -271,29 +274,11 @@ impl AccessLog {
     /// The head of the chain (recomputed when the last entry predates the chain).
     pub fn head(&self) -> Result<AccessHead, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let last: Option<(i64, Option<Vec<u8>>)> = conn
-            .prepare_cached("SELECT id, hash FROM access ORDER BY id DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match last {
-            None => Ok(AccessHead {
-                size: 0,
-                hash: hex::encode([0u8; 32]),
-            }),
-            Some((id, Some(h))) => Ok(AccessHead {
-                size: id as u64,
-                hash: hex::encode(h),
-            }),
-            Some(_) => walk(&conn)?.map_err(|b| {
-                StoreError::Corrupt(
-                    format!(
-                        "the access log's chain breaks at entry {}: {}",
-                        b.id, b.reason
-                    )
-                    .into(),
-                )
-            }),
-        }
+        let (size, hash) = last_link(&conn)?;
+        Ok(AccessHead {
+            size,
+            hash: hex::encode(hash),
+        })
     }
 
     /// Recomputes the whole chain: its head, or the first entry that breaks it.
