@@ -206,24 +206,24 @@ impl JetStreamSource {
         tail.max(self.known_last.load(Ordering::SeqCst))
     }
 
-    /// What the tail holds of positions (after, to], if it holds `to`: the first position it
-    /// keeps there and the payloads from it to `to` (it forgets those up to `after`: a
-    /// follower does not read back; a read from further back, `head()` for one, is served by
-    /// the stream).
+    /// What the tail holds of positions (after, to]: the first position it keeps there and the
+    /// payloads from it on, up to `to` or as far as it has received (it forgets those up to
+    /// `after`: a follower does not read back; a read from further back, `head()` for one, is
+    /// served by the stream).
     fn kept_in_tail(&self, after: u64, to: u64) -> Option<(u64, Vec<bytes::Bytes>)> {
         let mut t = self.tail.state.lock().unwrap_or_else(|p| p.into_inner());
         while t.kept.front().is_some_and(|(p, _)| *p <= after) {
             t.kept.pop_front();
         }
         let first = t.kept.front()?.0;
-        if first > to || t.received < to {
+        if first > to {
             return None;
         }
         Some((
             first,
             t.kept
                 .iter()
-                .take((to + 1 - first) as usize)
+                .take_while(|(p, _)| *p <= to)
                 .map(|(_, b)| b.clone())
                 .collect(),
         ))
@@ -337,32 +337,49 @@ impl JetStreamSource {
             to.min(self.last_sequence()?)
         };
         let Some((first, kept)) = self.kept_in_tail(after, to) else {
-            let read =
-                crate::nats::positioned::read_events(&self.runtime, &self.stream, after, to, f)?;
-            self.read_from_stream.fetch_add(read, Ordering::Relaxed);
-            return Ok(read);
+            return self.read_stream(after, to, f).map(|(read, _)| read);
         };
-        // The tail holds (first - 1, to]. What comes before (a follower that fell further
-        // behind than the tail keeps, during a burst) is read from the stream, and only that.
+        // The tail holds [first, last]. What comes before (a follower that fell further behind
+        // than the tail keeps, during a burst) and after (what the stream stores but the tail
+        // has not yet received) is read from the stream, and only that.
+        let last = first + kept.len() as u64 - 1;
         let mut read = 0;
         if first > after + 1 {
-            let mut stopped = false;
-            read = crate::nats::positioned::read_events(
-                &self.runtime,
-                &self.stream,
-                after,
-                first - 1,
-                &mut |e| {
-                    stopped = !f(e);
-                    !stopped
-                },
-            )?;
-            self.read_from_stream.fetch_add(read, Ordering::Relaxed);
-            if stopped {
+            let (before, go_on) = self.read_stream(after, first - 1, f)?;
+            read += before;
+            if !go_on {
                 return Ok(read);
             }
         }
-        Ok(read + crate::nats::positioned::check_events(STREAM, first, &kept, f)?.0)
+        let (from_tail, go_on) = crate::nats::positioned::check_events(STREAM, first, &kept, f)?;
+        read += from_tail;
+        if go_on && last < to {
+            read += self.read_stream(last, to, f)?.0;
+        }
+        Ok(read)
+    }
+
+    /// Reads (after, to] from the stream itself: how many events `f` was given, and whether it
+    /// asked for more.
+    fn read_stream(
+        &self,
+        after: u64,
+        to: u64,
+        f: &mut dyn FnMut(EventRef<'_>) -> bool,
+    ) -> Result<(u64, bool), StoreError> {
+        let mut stopped = false;
+        let read = crate::nats::positioned::read_events(
+            &self.runtime,
+            &self.stream,
+            after,
+            to,
+            &mut |e| {
+                stopped = !f(e);
+                !stopped
+            },
+        )?;
+        self.read_from_stream.fetch_add(read, Ordering::Relaxed);
+        Ok((read, !stopped))
     }
 }
 
