@@ -240,10 +240,16 @@ fn browser(profile: &Path) -> (Group, Cdp) {
         }
     };
     let stream = TcpStream::connect(&addr).unwrap();
+    // The handshake waits as long as a loaded machine needs (a short read timeout here
+    // made it fail with "Interrupted" on CI); the session's reads then poll every 500 ms.
     stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let (ws, _) = tungstenite::client::client(page.as_str(), stream)
+        .unwrap_or_else(|e| panic!("the WebSocket handshake with Chromium failed: {e}"));
+    ws.get_ref()
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let (ws, _) = tungstenite::client::client(page.as_str(), stream).unwrap();
     (group, Cdp { ws, next: 0 })
 }
 
