@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod common;
-use common::{authorise_all, dose_command as dose, open_ledger, DTS};
+use common::{authorise_all, dose_command as dose, open_ledger, percentile, DTS};
 
 const TOKEN: &str = "clt_bench_agent_token";
 
@@ -31,10 +31,6 @@ fn open(dir: &Path) -> (Arc<Ledger>, Arc<Engine>) {
     )
     .unwrap();
     (Arc::new(ledger), Arc::new(engine))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// (commands/s, p50 ms, p99 ms) of `clients` threads each running `per` commands through `f`.

@@ -18,30 +18,6 @@ use uuid::Uuid;
 mod common;
 use common::*;
 
-/// CPU seconds (user, system) used by this process so far.
-fn cpu_secs() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let tick = 100.0;
-    let f = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / tick
-    };
-    (f(11), f(12))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 /// Raw SQLite: the same schema and bytes, inserted in durable batched transactions.
 fn raw_inserts(dir: &Path, rows: &[(String, String)], batch: usize) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
@@ -80,7 +56,20 @@ fn raw_inserts(dir: &Path, rows: &[(String, String)], batch: usize) -> f64 {
     rows.len() as f64 / t.elapsed().as_secs_f64()
 }
 
-fn bench_appends(out: &mut Vec<String>) {
+/// What one run of the 64 writers gave.
+struct AppendRun {
+    rate: f64,
+    /// CPU per command, µs (user, system).
+    cpu: (f64, f64),
+    /// Appends per group commit, on average.
+    group: f64,
+    /// The rows appended (stream id, data), for the raw baselines.
+    rows: Vec<(String, String)>,
+}
+
+/// 64 writers, each sending 500 `AdministerDose` commands through the whole command path, on a
+/// fresh store, with or without person keys.
+fn run_appends(keys: bool) -> AppendRun {
     let writers = 64;
     let per = 500u64;
     let dir = tempfile::tempdir().unwrap();
@@ -88,7 +77,7 @@ fn bench_appends(out: &mut Vec<String>) {
         store::SqliteStore::open(dir.path().join("ledger.db"), Arc::new(SystemClock)).unwrap(),
     );
     let store: Arc<dyn EventStore> = sqlite.clone();
-    let ledger = keyed_ledger(store.clone(), dir.path());
+    let ledger = keyed_ledger(store.clone(), dir.path(), keys);
     authorise_all(&ledger);
     let ledger = Arc::new(ledger);
     // People who will come back for their second dose (recorded before the timed run).
@@ -138,32 +127,83 @@ fn bench_appends(out: &mut Vec<String>) {
     let n = writers * per;
     let rate = n as f64 / t.elapsed().as_secs_f64();
     let cpu1 = cpu_secs();
-    eprintln!(
-        "CPU per command: {:.1} µs user, {:.1} µs system",
-        (cpu1.0 - cpu0.0) / n as f64 * 1e6,
-        (cpu1.1 - cpu0.1) / n as f64 * 1e6
-    );
     let stats1 = sqlite.commit_stats();
     let (commits, appends) = (stats1.0 - stats0.0, stats1.1 - stats0.1);
-    let group = appends as f64 / commits as f64;
-    eprintln!("group commits: {commits}, average {group:.1} appends each");
-    // The same bytes, raw.
     let events = store.read_all(19 + returning, n as usize).unwrap();
-    let rows: Vec<(String, String)> = events.into_iter().map(|e| (e.stream_id, e.data)).collect();
-    let raw = raw_inserts(dir.path(), &rows, 256);
+    AppendRun {
+        rate,
+        cpu: (
+            (cpu1.0 - cpu0.0) / n as f64 * 1e6,
+            (cpu1.1 - cpu0.1) / n as f64 * 1e6,
+        ),
+        group: appends as f64 / commits as f64,
+        rows: events.into_iter().map(|e| (e.stream_id, e.data)).collect(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn bench_appends(out: &mut Vec<String>) {
+    // With and without person keys, alternating (BENCH_ROUNDS rounds of each, default 3):
+    // the machine's drift falls on both alike; medians are reported.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    // BENCH_KEYS=with (or without) runs one side alone, for a profiler.
+    let side = std::env::var("BENCH_KEYS").unwrap_or_default();
+    if side == "with" || side == "without" {
+        let r = run_appends(side == "with");
+        eprintln!(
+            "person keys {side}: {:.0} commands/s ({:.1} + {:.1} µs CPU, groups of {:.1})",
+            r.rate, r.cpu.0, r.cpu.1, r.group
+        );
+        return;
+    }
+    let (mut keyed, mut clear) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let k = run_appends(true);
+        let c = run_appends(false);
+        eprintln!(
+            "round {round}: with person keys {:.0} commands/s ({:.1} + {:.1} µs CPU, groups of {:.1}); without {:.0} commands/s ({:.1} + {:.1} µs, groups of {:.1})",
+            k.rate, k.cpu.0, k.cpu.1, k.group, c.rate, c.cpu.0, c.cpu.1, c.group
+        );
+        keyed.push(k);
+        clear.push(c);
+    }
+    let rate = median(keyed.iter().map(|r| r.rate).collect());
+    let clear_rate = median(clear.iter().map(|r| r.rate).collect());
+    let cpu = |rs: &[AppendRun]| {
+        (
+            median(rs.iter().map(|r| r.cpu.0).collect()),
+            median(rs.iter().map(|r| r.cpu.1).collect()),
+        )
+    };
+    let (kc, cc) = (cpu(&keyed), cpu(&clear));
+    let group = median(keyed.iter().map(|r| r.group).collect());
+    // The same bytes, raw (the keyed run's rows: sealed refs, pseudonymous streams).
+    let rows = &keyed[0].rows;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_inserts(dir.path(), rows, 256);
     let raw_same_groups = raw_inserts(
         &dir.path().join("same"),
-        &rows,
+        rows,
         group.round().max(1.0) as usize,
     );
     out.push(format!(
-        "| durable commands, 64 concurrent writers, whole command path (group commit; ⅔ first doses of new people, ⅓ second doses that read the person's stream) | {:.0} commands/s | raw batched SQLite inserts of the same rows (256/transaction, WAL, synchronous=FULL, same unique index): {:.0} rows/s | **{:.2}×** |",
-        rate, raw, rate / raw
+        "| durable commands, 64 concurrent writers, whole command path with person keys (group commit; ⅔ first doses of new people, ⅓ second doses that read the person's stream; median of {rounds}) | {rate:.0} commands/s; CPU per command {:.1} µs user + {:.1} µs system | raw batched SQLite inserts of the same rows (256/transaction, WAL, synchronous=FULL, same unique index): {raw:.0} rows/s | **{:.2}×** |",
+        kc.0, kc.1, rate / raw
     ));
-
     out.push(format!(
-        "| the same run, against raw inserts in transactions of the ledger's own average group ({group:.0} rows) | {:.0} commands/s | {:.0} rows/s | **{:.2}×** |",
-        rate, raw_same_groups, rate / raw_same_groups
+        "| the same benchmark without person keys (refs in clear), alternating with it | {clear_rate:.0} commands/s; CPU per command {:.1} µs user + {:.1} µs system | with person keys: {rate:.0} commands/s | keys/none **{:.2}×** |",
+        cc.0, cc.1, rate / clear_rate
+    ));
+    out.push(format!(
+        "| the same run, against raw inserts in transactions of the ledger's own average group ({group:.0} rows) | {rate:.0} commands/s | {raw_same_groups:.0} rows/s | **{:.2}×** |",
+        rate / raw_same_groups
     ));
     // Single writer latency.
     let dir = tempfile::tempdir().unwrap();
@@ -173,7 +213,11 @@ fn bench_appends(out: &mut Vec<String>) {
         role: "bench".into(),
         ..Default::default()
     };
-    let mut lat = Vec::new();
+    // Interleaved, one command then one raw insert, so that the disk's slow moments fall on
+    // both alike.
+    let conn = rusqlite::Connection::open(dir.path().join("one.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);").unwrap();
+    let (mut lat, mut raw) = (Vec::new(), Vec::new());
     for i in 0..2000 {
         let c = dose_command(1_000_000 + i);
         let t = Instant::now();
@@ -182,20 +226,15 @@ fn bench_appends(out: &mut Vec<String>) {
             Outcome::Accepted(_)
         ));
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let conn = rusqlite::Connection::open(dir.path().join("one.db")).unwrap();
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);").unwrap();
-    let mut raw = Vec::new();
-    for i in 0..2000 {
         let t = Instant::now();
         conn.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")])
             .unwrap();
         raw.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     raw.sort_by(|a, b| a.partial_cmp(b).unwrap());
     out.push(format!(
-        "| single writer, command → durable acknowledgement | p50 {:.3} ms, p99 {:.3} ms | one durable single-row SQLite insert+commit: p50 {:.3} ms, p99 {:.3} ms | p99 {:.2}× |",
+        "| single writer, command → durable acknowledgement, with person keys (interleaved with the baseline) | p50 {:.3} ms, p99 {:.3} ms | one durable single-row SQLite insert+commit: p50 {:.3} ms, p99 {:.3} ms | p99 {:.2}× |",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         percentile(&raw, 0.5),
@@ -306,6 +345,7 @@ fn build_big_store(dir: &Path, n: u64) -> Arc<dyn EventStore> {
                     },
                 },
                 events,
+                person: None,
             })
             .unwrap();
     }

@@ -6,12 +6,14 @@
 //! rows of JetStream as the log with default server settings, against a consumer reading
 //! that log).
 
+mod common;
 use campaign_ledger::bus::{relay, JetStreamSource, RelayOptions};
 use campaign_ledger::envelope::cloudevents;
 use campaign_ledger::projection::{load_definitions, Engine};
 use campaign_ledger::store::{
     self, Actor, AppendRequest, CommandMeta, EventStore, ExpectedVersion, NewEvent, SystemClock,
 };
+use common::percentile;
 use std::collections::VecDeque;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -123,6 +125,7 @@ fn fill(store: &dyn EventStore, n: u64) {
                     },
                 },
                 events,
+                person: None,
             })
             .unwrap();
     }
@@ -189,6 +192,7 @@ fn one_command(i: u64) -> AppendRequest {
                 r#"{{"person_ref":"p-{i:012x}","age_band":"30-39","recipient":"user","directorate":"lyon","site":"x-dt","product":"comirnaty","lot":"FF2832","dose":"first","dose_number":1,"series_doses":2,"administered_at":"2021-10-04T10:00:00+02:00","prior_infection_counted":false}}"#
             ),
         }],
+        person: None,
     }
 }
 
@@ -266,10 +270,6 @@ fn log_throughput(rt: &tokio::runtime::Runtime, url: &str, commands: u64) -> (f6
         payloads.len() as f64 / t.elapsed().as_secs_f64()
     });
     (log_rate, raw_rate, open_rate)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Command → NATS-fed projection visible, at 100 commands/s: append to SQLite, relayed to

@@ -11,10 +11,12 @@
 //! The append rate with and without the tree is `cargo bench --bench ledger` run on this
 //! commit and on the one before the tree (BENCHMARKS.md says which).
 
+mod common;
 use campaign_ledger::audit::tree::{prove_consistency, prove_inclusion};
 use campaign_ledger::store::{
     self, Actor, AppendRequest, CommandMeta, EventStore, ExpectedVersion, NewEvent, SystemClock,
 };
+use common::percentile;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +56,7 @@ fn fill(path: &Path, n: u64) {
                 },
             },
             events,
+            person: None,
         })
         .unwrap();
     }
@@ -75,10 +78,6 @@ fn strip_tree(path: &Path) -> i64 {
     )
     .unwrap();
     with - pages(&c)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// A small deterministic generator (xorshift), so that runs ask for the same proofs.

@@ -117,6 +117,22 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
         all.windows(bytes.len()).any(|w| w == bytes)
     };
     assert!(in_file(&wrapped));
+    // The person index entry (lookup → pseudonym) is in the log's own file or its WAL.
+    let log_file = d.join("ledger-data/ledger.db");
+    let lookup: Vec<u8> = rusqlite::Connection::open(&log_file)
+        .unwrap()
+        .query_row(
+            "SELECT lookup FROM persons WHERE person_id = ?1",
+            [&person_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let in_log = |bytes: &[u8]| {
+        let mut all = std::fs::read(&log_file).unwrap();
+        all.extend(std::fs::read(d.join("ledger-data/ledger.db-wal")).unwrap_or_default());
+        all.windows(bytes.len()).any(|w| w == bytes)
+    };
+    assert!(in_log(&lookup));
 
     // Only admins erase.
     let body = json!({"person_ref": person});
@@ -207,6 +223,11 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
     assert!(
         std::fs::metadata(d.join("ledger-data/ledger.keys.db-wal")).map_or(0, |m| m.len()) == 0,
         "the key store's WAL still holds frames after the erasure"
+    );
+    assert!(
+        !in_log(&lookup),
+        "the person's index entry is still in {} or its WAL",
+        log_file.display()
     );
 
     // The ref no longer leads to the history: a third dose is judged on an empty history

@@ -47,7 +47,8 @@ fn open(dir: &Path) -> (Arc<Ledger>, Arc<Engine>) {
         Reference::builtin(),
         Arc::new(SystemClock),
     )
-    .with_keys(Arc::new(keys));
+    .with_keys(Arc::new(keys))
+    .unwrap();
     let engine = Engine::open(
         &dir.join("ledger.projections.db"),
         load_definitions(None).unwrap(),

@@ -38,37 +38,72 @@ pub fn at(day: i64, minute: i64) -> DateTime<FixedOffset> {
         + Duration::minutes(minute)
 }
 
+/// The one percentile definition of every benchmark: nearest rank (the smallest sample with
+/// at least `p` of the samples at or below it), over samples sorted ascending.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    assert!(!sorted.is_empty(), "no samples");
+    let rank = (sorted.len() as f64 * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// CPU seconds (user, system) used by this process so far.
+pub fn cpu_secs() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    let f = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    (f(11), f(12))
+}
+
+/// Whether the benchmarks run with person keys: `BENCH_NO_KEYS=1` leaves the key store out
+/// (refs in clear, as before crypto-shredding). The ledger benchmark runs both itself.
+pub fn keys_wanted() -> bool {
+    std::env::var_os("BENCH_NO_KEYS").is_none()
+}
+
 pub fn open_ledger(dir: &Path) -> (Arc<dyn EventStore>, Ledger) {
     let store = store::open(
         &format!("sqlite:{}", dir.join("ledger.db").display()),
         Arc::new(SystemClock),
     )
     .unwrap();
-    let ledger = keyed_ledger(store.clone(), dir);
+    let ledger = keyed_ledger(store.clone(), dir, keys_wanted());
     (store, ledger)
 }
 
-/// A ledger over `store` as the CLI and the server run it: person refs sealed with
-/// per-person keys from a key store in `dir`. `BENCH_NO_KEYS=1` leaves the key store out
-/// (refs in clear, as before crypto-shredding), to compare.
-pub fn keyed_ledger(store: Arc<dyn EventStore>, dir: &Path) -> Ledger {
+/// A ledger over `store` as the CLI and the server run it: with `keys`, person refs sealed
+/// with per-person keys from a key store in `dir`; without, refs in clear.
+pub fn keyed_ledger(store: Arc<dyn EventStore>, dir: &Path, keys: bool) -> Ledger {
     let ledger = Ledger::new(
         store,
         Policy::default(),
         Reference::builtin(),
         Arc::new(SystemClock),
     );
-    if std::env::var_os("BENCH_NO_KEYS").is_some() {
+    if !keys {
         return ledger;
     }
-    ledger.with_keys(Arc::new(
-        campaign_ledger::privacy::KeyStore::open(
-            &dir.join("ledger.keys.db"),
-            &campaign_ledger::privacy::MasterKey::generate().unwrap(),
-            true,
-        )
-        .unwrap(),
-    ))
+    ledger
+        .with_keys(Arc::new(
+            campaign_ledger::privacy::KeyStore::open(
+                &dir.join("ledger.keys.db"),
+                &campaign_ledger::privacy::MasterKey::generate().unwrap(),
+                true,
+            )
+            .unwrap(),
+        ))
+        .unwrap()
 }
 
 pub fn authorise_all(ledger: &Ledger) {

@@ -99,7 +99,7 @@ impl AppError {
         use crate::audit::tree::ProofError as P2;
         use crate::projection::ProjectionError as P;
         let store = |s: &StoreError| match s {
-            StoreError::Conflict { .. } => ErrorKind::Conflict,
+            StoreError::Conflict { .. } | StoreError::PersonTaken => ErrorKind::Conflict,
             StoreError::Invalid(_) => ErrorKind::Invalid,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             _ => ErrorKind::StoreFailure,
@@ -166,20 +166,14 @@ impl Ledger {
         }
     }
 
-    /// Stores person refs sealed with per-person keys from `keys` (see `app::privacy`).
-    pub fn with_keys(mut self, keys: Arc<crate::privacy::KeyStore>) -> Ledger {
+    /// Stores person refs sealed with per-person keys from `keys` (see `app::persons`). On a
+    /// log that keeps the person index, the key store's own assignments (an older build's)
+    /// are handed over to it first, once.
+    pub fn with_keys(mut self, keys: Arc<crate::privacy::KeyStore>) -> Result<Ledger, AppError> {
         self.legacy_log = keys.legacy();
-        // Where the log can make new keys durable just before each group commit, one fsync
-        // serves a whole group; otherwise the key store syncs its own writes.
-        let k = keys.clone();
-        if self
-            .store
-            .set_pre_commit(Arc::new(move |head| k.sync_pending(head)))
-        {
-            keys.defer_durability();
-        }
         self.keys = Some(keys);
-        self
+        self.take_over_persons()?;
+        Ok(self)
     }
 
     /// The key store, when person refs are sealed.
@@ -328,7 +322,11 @@ impl Ledger {
             code = Empty
         );
         let _entered = span.enter();
-        let result = self.handle_inner(envelope, actor);
+        // A new person another writer recorded at the same moment: once more, finding theirs.
+        let result = match self.handle_inner(envelope, actor) {
+            Err(AppError::Store(StoreError::PersonTaken)) => self.handle_inner(envelope, actor),
+            other => other,
+        };
         match &result {
             Ok(o) => {
                 span.record("outcome", o.label());
@@ -426,10 +424,12 @@ impl Ledger {
             if let Some((r, Person { key: Some(k), .. })) = &person {
                 self.seal_events(&mut events, r, k)?;
             }
+            let link = person.as_ref().and_then(|(_, p)| p.link.clone());
             let request = AppendRequest {
                 stream_id: target.clone(),
                 expected: ExpectedVersion::Exact(state.version),
                 command: meta.clone(),
+                person: link.clone(),
                 events: events
                     .iter()
                     .map(|e| NewEvent {
@@ -441,7 +441,15 @@ impl Ledger {
                     .collect(),
             };
             match self.store.append(request) {
-                Ok(AppendResult::Committed(rec)) => return Ok(Outcome::Accepted(rec)),
+                Ok(AppendResult::Committed(rec)) => {
+                    // The log now holds the new person's entry: their key is theirs.
+                    if let (Some(l), Some((_, Person { key: Some(k), .. })), Some(keys)) =
+                        (&link, &person, &self.keys)
+                    {
+                        keys.remember(&l.lookup, k);
+                    }
+                    return Ok(Outcome::Accepted(rec));
+                }
                 Ok(AppendResult::Duplicate(rec)) => return Ok(known(rec)),
                 Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
                     assume_empty = false;

@@ -20,7 +20,8 @@ use crate::domain::{streams, Event};
 use crate::privacy::{open_sealed, seal, sealed_person_id, sealed_ref_in};
 use crate::privacy::{KeyState, PersonKey};
 use crate::store::{
-    Actor, AppendRequest, CommandMeta, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
+    Actor, AppendRequest, CommandMeta, ExpectedVersion, NewEvent, PersonLink, RecordedEvent,
+    StoreError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -59,19 +60,81 @@ pub(super) struct Person {
     /// The key their fields are sealed with (`None`: a person recorded in clear before the
     /// key store existed).
     pub key: Option<PersonKey>,
+    /// A person seen for the first time on a log that keeps the person index: the entry the
+    /// append records with their first events.
+    pub link: Option<PersonLink>,
+}
+
+/// What the key store and the person index say about a ref.
+enum Found {
+    /// The person's key.
+    Key(PersonKey),
+    /// The person index still names this pseudonym, whose key is destroyed: an erasure was
+    /// interrupted (or is under way in another process).
+    Erasing(String),
+    /// Never recorded, or erased.
+    Nobody,
 }
 
 impl Ledger {
+    /// What the ref leads to: on a log that keeps the person index (SQLite), the index gives
+    /// the pseudonym and the key store its key; on the others, the key store gives both.
+    fn find_person(
+        &self,
+        keys: &crate::privacy::KeyStore,
+        person_ref: &str,
+    ) -> Result<Found, AppError> {
+        if !self.store.keeps_persons() {
+            return Ok(keys.find(person_ref)?.map_or(Found::Nobody, Found::Key));
+        }
+        let lookup = keys.lookup(person_ref);
+        if let Some(k) = keys.cached(&lookup)? {
+            return Ok(Found::Key(k));
+        }
+        let Some(person_id) = self.store.person_id(&lookup)? else {
+            return Ok(Found::Nobody);
+        };
+        Ok(match keys.state(&person_id)? {
+            KeyState::Present(key) => {
+                let key = PersonKey { person_id, key };
+                keys.remember(&lookup, &key);
+                Found::Key(key)
+            }
+            KeyState::Erased(_) => Found::Erasing(person_id),
+            KeyState::Unknown => {
+                return Err(StoreError::Corrupt(
+                    format!(
+                        "the log's person index names {person_id}, whose key {} never held: give the key store this log was written with (--keys)",
+                        keys.path().display()
+                    )
+                    .into(),
+                )
+                .into())
+            }
+        })
+    }
+
     /// The person a command names: their key (created on first sight) and stream.
     pub(super) fn person(&self, person_ref: &str) -> Result<Option<Person>, AppError> {
         let Some(keys) = &self.keys else {
             return Ok(None);
         };
-        if let Some(key) = keys.find(person_ref)? {
-            return Ok(Some(Person {
-                stream: streams::person(&key.person_id),
-                key: Some(key),
-            }));
+        match self.find_person(keys, person_ref)? {
+            Found::Key(key) => {
+                return Ok(Some(Person {
+                    stream: streams::person(&key.person_id),
+                    key: Some(key),
+                    link: None,
+                }))
+            }
+            Found::Erasing(_) => {
+                return Err(StoreError::Invalid(
+                    "this person's erasure is under way or was interrupted: if no erase-person is running, run it again to finish it; then the ref can be recorded afresh"
+                        .into(),
+                )
+                .into())
+            }
+            Found::Nobody => {}
         }
         if self.legacy_log {
             let clear = streams::person(person_ref);
@@ -79,65 +142,89 @@ impl Ledger {
                 return Ok(Some(Person {
                     stream: clear,
                     key: None,
+                    link: None,
                 }));
             }
         }
-        let key = keys.create(person_ref)?;
+        if !self.store.keeps_persons() {
+            let key = keys.create(person_ref)?;
+            return Ok(Some(Person {
+                stream: streams::person(&key.person_id),
+                key: Some(key),
+                link: None,
+            }));
+        }
+        let key = keys.take_new()?;
         Ok(Some(Person {
             stream: streams::person(&key.person_id),
+            link: Some(PersonLink {
+                lookup: keys.lookup(person_ref),
+                person_id: key.person_id.clone(),
+            }),
             key: Some(key),
         }))
     }
 
-    /// After a crash: finds the events appended since the key store last recorded its
-    /// assignments as durable whose key is assigned to nobody (the assignment was lost), and
-    /// assigns it again to the ref the event's sealed field opens to. Returns how many were
-    /// repaired. The CLI and the server run it when they open the ledger.
-    pub fn recover_keys(&self) -> Result<usize, AppError> {
+    /// On a log that keeps the person index, hands the key store's assignments over to it,
+    /// once: those an older build recorded in the key store, after repairing those a crash
+    /// lost there (events whose key is assigned to nobody: the sealed ref, opened with that
+    /// key, gives the ref back). Returns how many were repaired.
+    pub(super) fn take_over_persons(&self) -> Result<usize, AppError> {
         let Some(keys) = &self.keys else {
             return Ok(0);
         };
-        let from = keys.assignments_durable_upto()?;
-        let head = self.store.head_position()?;
-        if head <= from {
+        if !self.store.keeps_persons() || keys.persons_in_log()? {
             return Ok(0);
         }
+        let from = keys.assignments_durable_upto()?;
+        let head = self.store.head_position()?;
         let mut repairs: Vec<(String, String)> = Vec::new();
         let mut failed: Option<AppError> = None;
-        self.store.scan_data(from, head, &mut |e| {
-            let Some(value) = sealed_ref_in(e.data) else {
-                return true;
-            };
-            let Some(person_id) = sealed_person_id(value) else {
-                return true;
-            };
-            if repairs.iter().any(|(_, id)| id == person_id) {
-                return true;
-            }
-            match keys.unassigned(person_id) {
-                Ok(Some(k)) => {
-                    if let Some(r) = open_sealed(&k, value) {
-                        repairs.push((r, person_id.to_string()));
+        if head > from {
+            self.store.scan_data(from, head, &mut |e| {
+                let Some(value) = sealed_ref_in(e.data) else {
+                    return true;
+                };
+                let Some(person_id) = sealed_person_id(value) else {
+                    return true;
+                };
+                if repairs.iter().any(|(_, id)| id == person_id) {
+                    return true;
+                }
+                match keys.unassigned(person_id) {
+                    Ok(Some(k)) => {
+                        if let Some(r) = open_sealed(&k, value) {
+                            repairs.push((r, person_id.to_string()));
+                        }
+                        true
                     }
-                    true
+                    Ok(None) => true,
+                    Err(err) => {
+                        failed = Some(err.into());
+                        false
+                    }
                 }
-                Ok(None) => true,
-                Err(err) => {
-                    failed = Some(err.into());
-                    false
-                }
-            }
-        })?;
+            })?;
+        }
         if let Some(e) = failed {
             return Err(e);
         }
-        keys.assign(&repairs, head)?;
         if !repairs.is_empty() {
+            keys.assign(&repairs, head)?;
             tracing::warn!(
                 repaired = repairs.len(),
-                "person keys used by the log but not assigned (an interrupted run) were assigned again"
+                "person keys used by the log but not assigned (an interrupted run of an older build) were assigned again"
             );
         }
+        let links: Vec<PersonLink> = keys
+            .assignments()?
+            .into_iter()
+            .map(|(lookup, person_id)| PersonLink { lookup, person_id })
+            .collect();
+        if !links.is_empty() {
+            self.store.link_persons(&links)?;
+        }
+        keys.set_persons_in_log()?;
         Ok(repairs.len())
     }
 
@@ -165,7 +252,7 @@ impl Ledger {
         let Some(keys) = &self.keys else {
             return Ok(None);
         };
-        let Some(key) = keys.find(person_ref)? else {
+        let Found::Key(key) = self.find_person(keys, person_ref)? else {
             return Ok(None);
         };
         let id = key.person_id.clone();
@@ -243,24 +330,28 @@ impl Ledger {
             )
             .into());
         };
-        let Some(key) = keys.find(person_ref)? else {
-            if self.legacy_log
-                && !self
-                    .store
-                    .read_stream(&streams::person(person_ref))?
-                    .is_empty()
-            {
-                return Err(StoreError::Invalid(format!(
-                    "{person_ref} was recorded before the ledger encrypted person refs: those events hold the ref in clear and cannot be erased by destroying a key, and the ledger never rewrites its log. What to do instead: record the request in your register of erasure requests, restrict who may read this ledger's files, exports and NATS stream, and keep exports of it out of circulation; people recorded from now on are sealed and erasable"
-                ).into())
-                .into());
+        let person_id = match self.find_person(keys, person_ref)? {
+            Found::Key(key) => key.person_id,
+            Found::Erasing(person_id) => person_id,
+            Found::Nobody => {
+                if self.legacy_log
+                    && !self
+                        .store
+                        .read_stream(&streams::person(person_ref))?
+                        .is_empty()
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "{person_ref} was recorded before the ledger encrypted person refs: those events hold the ref in clear and cannot be erased by destroying a key, and the ledger never rewrites its log. What to do instead: record the request in your register of erasure requests, restrict who may read this ledger's files, exports and NATS stream, and keep exports of it out of circulation; people recorded from now on are sealed and erasable"
+                    ).into())
+                    .into());
+                }
+                return Ok(None);
             }
-            return Ok(None);
         };
         // One instant, to the microsecond, for the event and the key store.
         let now = self.clock.now();
         let erased_at = crate::store::format_recorded_at(now);
-        let stream = streams::person(&key.person_id);
+        let stream = streams::person(&person_id);
         let existing = self
             .store
             .read_stream(&stream)?
@@ -270,7 +361,7 @@ impl Ledger {
             Some(e) => e.position,
             None => {
                 let event = Event::PersonErased(crate::domain::PersonErased {
-                    person_id: key.person_id.clone(),
+                    person_id: person_id.clone(),
                     erased_at: chrono::DateTime::parse_from_rfc3339(&erased_at)
                         .unwrap_or_else(|_| now.fixed_offset()),
                 });
@@ -280,7 +371,7 @@ impl Ledger {
                     command: CommandMeta {
                         command_id: uuid::Uuid::now_v7(),
                         content_hash: Sha256::digest(
-                            format!("erase-person {}", key.person_id).as_bytes(),
+                            format!("erase-person {person_id}").as_bytes(),
                         )
                         .into(),
                         correlation_id: None,
@@ -292,6 +383,7 @@ impl Ledger {
                         occurred_at: event.occurred_at(),
                         data: event.data_json(),
                     }],
+                    person: None,
                 };
                 match self.store.append(request)? {
                     crate::store::AppendResult::Committed(r)
@@ -299,9 +391,14 @@ impl Ledger {
                 }
             }
         };
-        keys.erase(person_ref, &erased_at)?;
+        // The key first, then the index entry: an erasure interrupted between the two is
+        // found again by the entry (`Found::Erasing`) and finished by running it again.
+        keys.erase(&person_id, &erased_at)?;
+        if self.store.keeps_persons() {
+            self.store.forget_person(&keys.lookup(person_ref))?;
+        }
         Ok(Some(Erasure {
-            person_id: key.person_id,
+            person_id,
             position,
         }))
     }

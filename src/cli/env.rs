@@ -255,8 +255,9 @@ impl Cli {
             let master = self.master_key(!path.exists())?;
             let keys = campaign_ledger::privacy::KeyStore::open(&path, &master, empty)
                 .map_err(|e| anyhow!("{e}"))?;
-            ledger = ledger.with_keys(Arc::new(keys));
-            ledger.recover_keys().map_err(|e| anyhow!("{e}"))?;
+            ledger = ledger
+                .with_keys(Arc::new(keys))
+                .map_err(|e| anyhow!("{e}"))?;
         }
         Ok(Env {
             store,

@@ -71,6 +71,20 @@ pub struct AppendRequest {
     pub command: CommandMeta,
     /// Events, in order (at least one).
     pub events: Vec<NewEvent>,
+    /// A person seen for the first time: their entry in the log's person index, written in
+    /// the same transaction as the events (stores that keep the index, `keeps_persons`; the
+    /// others ignore it). Refused with `PersonTaken` when the index already holds the lookup.
+    pub person: Option<PersonLink>,
+}
+
+/// One entry of the person index: a person's lookup (an HMAC of their ref under the key
+/// store's lookup key; the ref itself is never stored) and the pseudonym their events use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonLink {
+    /// HMAC-SHA256 of the person's ref.
+    pub lookup: [u8; 32],
+    /// The person's pseudonym (`person/<person_id>` is their stream).
+    pub person_id: String,
 }
 
 /// What the store remembers of an accepted command, forever.
@@ -126,6 +140,10 @@ pub enum StoreError {
         /// Version found.
         actual: u64,
     },
+    /// The append names a new person the person index already holds: another writer recorded
+    /// the same person at the same moment. Look the person up again and retry.
+    #[error("the person was recorded by another writer at the same moment: look them up again and retry")]
+    PersonTaken,
     /// The request itself is wrong (no events, bad URL). Fix the call (HTTP 400).
     #[error("{0}")]
     Invalid(Cause),
@@ -158,7 +176,7 @@ impl StoreError {
                 c.source()
             }
             StoreError::Backend { source, .. } => Some(source.as_ref()),
-            StoreError::Conflict { .. } => None,
+            StoreError::Conflict { .. } | StoreError::PersonTaken => None,
         }
     }
 }
@@ -232,14 +250,33 @@ pub trait EventStore: Send + Sync {
     /// A description for messages (`sqlite:./ledger-data/ledger.db`).
     fn describe(&self) -> String;
 
-    /// Registers work that must be durable before any group of appends commits (the key
-    /// store's new keys, so that no event can outlive the key it was sealed with): called by
-    /// the writer with each group, after the group's appends were queued and before anything
-    /// of it is written. Returns `false` when the backend has no such hook (the caller then
-    /// makes its work durable itself).
-    fn set_pre_commit(&self, hook: PreCommit) -> bool {
-        let _ = hook;
+    /// Whether the store keeps the person index (lookup → pseudonym) in the log's own
+    /// database, written with the events (`AppendRequest::person`). Stores that do not leave it
+    /// to the key store.
+    fn keeps_persons(&self) -> bool {
         false
+    }
+
+    /// The pseudonym the person index gives a lookup, if it holds it.
+    fn person_id(&self, lookup: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let _ = lookup;
+        Ok(None)
+    }
+
+    /// Adds entries to the person index, keeping those it holds already (taking over the
+    /// entries an older key store kept). Durable on return.
+    fn link_persons(&self, links: &[PersonLink]) -> Result<(), StoreError> {
+        let _ = links;
+        Err(StoreError::Invalid(
+            format!("{} keeps no person index", self.describe()).into(),
+        ))
+    }
+
+    /// Removes a person's entry from the person index so that no byte of it stays in the
+    /// store's files (erasure). Durable on return; nothing to do when absent.
+    fn forget_person(&self, lookup: &[u8; 32]) -> Result<(), StoreError> {
+        let _ = lookup;
+        Ok(())
     }
 
     /// Whether the store keeps the log's Merkle tree (`tree_nodes` answers).
@@ -287,11 +324,6 @@ pub trait EventStore: Send + Sync {
         ))
     }
 }
-
-/// Work a backend runs before each group of appends commits (see `set_pre_commit`).
-/// Work a backend runs before each group of appends commits (see `set_pre_commit`); it is
-/// given the log's head before the group.
-pub type PreCommit = Arc<dyn Fn(u64) -> Result<(), StoreError> + Send + Sync>;
 
 /// One event of an import: its envelope as exported and its command's content hash.
 #[derive(Debug, Clone, PartialEq)]

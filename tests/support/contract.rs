@@ -40,6 +40,7 @@ pub fn request(
             },
         },
         events,
+        person: None,
     }
 }
 

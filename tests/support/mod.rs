@@ -139,6 +139,7 @@ pub fn fill(store: &dyn EventStore, n: u64) {
                     },
                 },
                 events,
+                person: None,
             })
             .unwrap();
     }

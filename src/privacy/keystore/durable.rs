@@ -1,95 +1,10 @@
-//! Making keys durable before the events sealed with them: new keys are written by a thread
-//! of their own and synced with the log's group commit; a pool of fresh keys; the record of
-//! which keys the log's events use (assignments), repaired after a crash.
+//! Making keys durable before the events sealed with them: new keys with their lookups are
+//! written by a thread of their own (group commit); a pool of keys made in advance for logs
+//! that keep the person index; and the assignments an older build recorded here after the
+//! log's group commit, repaired after a crash and then handed over to the log's person index.
 use super::*;
 
 impl KeyStore {
-    /// From now on, new keys are written without an fsync of their own: the caller promises
-    /// to call `sync_pending` before anything that uses them becomes durable (the SQLite log
-    /// calls it before each group commit).
-    pub fn defer_durability(&self) {
-        self.deferred
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-    /// Records the assignments (ref → key) made since the last call, in one transaction
-    /// without an fsync: the log calls it before each group commit, with its head before the
-    /// group. Assignments need no fsync of their own: the keys they name were made durable in
-    /// advance (`refill`), and the events sealed with them carry the ref, so an assignment a
-    /// crash loses is found again in the log (`assignments_durable_upto`, `assign`). Every
-    /// 256 groups or 2 s it fsyncs and records that every event up to `head` has its
-    /// assignment on disk. An assignment another process made first for the same person (both
-    /// saw them new at the same moment) fails the call: the commands using ours are refused
-    /// with "retry", and a retry finds theirs.
-    pub fn sync_pending(&self, head: u64) -> Result<(), StoreError> {
-        // Lock order: `inner`, then `wal` (as `refill`, which runs under `inner`).
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.unsynced_groups += 1;
-        let mark = inner.unsynced_groups >= 256
-            || inner.last_sync.elapsed() >= std::time::Duration::from_secs(2);
-        if inner.pending.is_empty() && !mark {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut inner.pending);
-        let written = (|| -> Result<Vec<[u8; 32]>, StoreError> {
-            let tx = inner
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let lost = write_assignments(&tx, &pending)?;
-            if mark {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('assigned_upto', ?1)",
-                    [head.to_string()],
-                )?;
-            }
-            tx.commit()?;
-            Ok(lost)
-        })();
-        let lost = match written {
-            Ok(lost) => lost,
-            Err(e) => {
-                // Nothing of it was written: keep them for the next call.
-                let mut again = pending;
-                again.append(&mut inner.pending);
-                inner.pending = again;
-                return Err(unavailable(&self.path, e));
-            }
-        };
-        for l in &lost {
-            inner.cache.remove(l);
-        }
-        if mark {
-            inner.unsynced_groups = 0;
-            inner.last_sync = std::time::Instant::now();
-            drop(inner);
-            let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-            self.sync_wal(&mut wal)?;
-        }
-        if !lost.is_empty() {
-            return Err(StoreError::Unavailable(
-                format!(
-                    "{} new person(s) were recorded at the same moment by another process; retry",
-                    lost.len()
-                )
-                .into(),
-            ));
-        }
-        Ok(())
-    }
-    /// Writes pending assignments now (before an erasure looks a person up).
-    pub(super) fn flush_assignments(&self) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut inner.pending);
-        let tx = inner.conn.transaction()?;
-        let lost = write_assignments(&tx, &pending)?;
-        tx.commit().map_err(|e| unavailable(&self.path, e))?;
-        for l in &lost {
-            inner.cache.remove(l);
-        }
-        Ok(())
-    }
     pub(super) fn sync_wal(&self, wal: &mut Option<std::fs::File>) -> Result<(), StoreError> {
         if wal.is_none() {
             let mut w = self.path.clone().into_os_string();
@@ -150,6 +65,57 @@ impl KeyStore {
         );
         Ok((person_id, key, wrapped))
     }
+    /// Whether this store's assignments (lookup → key) were handed over to the log's person
+    /// index; from then on the log records every new person.
+    pub fn persons_in_log(&self) -> Result<bool, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let v: Option<String> = inner
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'persons_in_log'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.as_deref() == Some("1"))
+    }
+    /// Records that the log's person index holds every assignment made here. Durable.
+    pub fn set_persons_in_log(&self) -> Result<(), StoreError> {
+        {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('persons_in_log', '1')",
+                [],
+            )?;
+        }
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_wal(&mut wal)
+    }
+    /// Every assignment recorded here: (lookup, person_id).
+    pub fn assignments(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = inner
+            .conn
+            .prepare("SELECT lookup, person_id FROM persons WHERE lookup IS NOT NULL")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (lookup, id) = row?;
+            let lookup: [u8; 32] = lookup.try_into().map_err(|_| {
+                StoreError::Corrupt(
+                    format!(
+                        "key store {}: the lookup of {id} is not 32 bytes",
+                        self.path.display()
+                    )
+                    .into(),
+                )
+            })?;
+            out.push((lookup, id));
+        }
+        Ok(out)
+    }
     /// The log position up to which every event's assignment is known to be on disk (0 when
     /// never recorded): after a crash, the log after it is searched for keys used but not
     /// assigned (see `assign`).
@@ -202,30 +168,6 @@ impl KeyStore {
         let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_wal(&mut wal)
     }
-}
-
-/// Writes assignments (ref lookup → a key made in advance); returns the lookups another
-/// process assigned first (to a key of its own), whose assignment here did not take.
-pub(super) fn write_assignments(
-    tx: &rusqlite::Transaction<'_>,
-    pending: &[([u8; 32], String)],
-) -> Result<Vec<[u8; 32]>, StoreError> {
-    let mut assign = tx
-        .prepare_cached("UPDATE persons SET lookup = ?1 WHERE person_id = ?2 AND lookup IS NULL")?;
-    let mut lost = Vec::new();
-    for (lookup, person_id) in pending {
-        match assign.execute(params![&lookup[..], person_id]) {
-            Ok(1) => {}
-            Ok(_) => lost.push(*lookup),
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                lost.push(*lookup)
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(lost)
 }
 
 /// The key writer: each batch of new keys in one transaction, then one fsync of the WAL,

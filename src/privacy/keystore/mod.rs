@@ -12,9 +12,13 @@
 //! - Erasure deletes the person's row with `secure_delete` on and a rollback journal, so the
 //!   wrapped key's bytes are overwritten in the file, not merely unlinked; the person_id is
 //!   kept in `erased` (when, not who), so reads can say "erased" rather than "unknown".
-//! - New keys are durable before they are used: a writer thread commits the keys asked for
-//!   together in one transaction and one fsync of the WAL (group commit), as the log does
-//!   with appends; the WAL is checkpointed into the file and truncated on erasure.
+//! - New keys are durable before they are used. Where the log keeps the person index (the
+//!   SQLite log: the lookup → pseudonym entry is written with the person's first events), a
+//!   new person takes a key made in advance (`take_new`: 1,024 at a time, written and fsynced
+//!   before any is handed out, assigned to nobody here). Elsewhere (a JetStream log) the key
+//!   store keeps the lookup itself: a writer thread commits the keys asked for together, with
+//!   their lookups, in one transaction and one fsync of the WAL (group commit).
+//! - The WAL is checkpointed into the file and truncated on erasure.
 //!
 //! The store knows no event type: it keeps keys by person.
 
@@ -64,15 +68,9 @@ pub enum KeyState {
 
 struct Inner {
     conn: Connection,
-    /// New keys not written yet (deferred mode): written, and made durable, by
-    /// `sync_pending`, which the log calls before it commits anything sealed with them.
-    pending: Vec<([u8; 32], String)>,
-    /// Keys made in advance (written and fsynced, assigned to nobody yet) that this process
-    /// hands to new people in deferred mode.
+    /// Keys made in advance (written and fsynced, assigned to nobody here) that this process
+    /// hands to new people (`take_new`).
     pool: Vec<PersonKey>,
-    /// Groups since the assignments were last made durable, and when.
-    unsynced_groups: u32,
-    last_sync: std::time::Instant,
     /// Erasures seen (the `erasures` counter in `meta`): the cache is dropped when it moves.
     erasures: i64,
     /// person lookup → key, for persons read recently (cleared when another connection
@@ -87,14 +85,11 @@ pub struct KeyStore {
     wrap: Aes256Gcm,
     lookup_key: [u8; 32],
     inner: Mutex<Inner>,
-    /// New keys go to the writer thread, which commits those that arrive together in one
-    /// transaction and one fsync (group commit), and answers each with the key stored for
-    /// its person (another thread's or process's, if it came first).
+    /// New keys with their lookup (`create`) go to the writer thread, which commits those that
+    /// arrive together in one transaction and one fsync (group commit), and answers each with
+    /// the key stored for its person (another thread's or process's, if it came first).
     writer: std::sync::mpsc::Sender<NewKey>,
-    /// Set when the log makes new keys durable before it commits (`sync_pending` as its
-    /// pre-commit hook): new keys are then written by the caller without an fsync of their own.
-    deferred: std::sync::atomic::AtomicBool,
-    /// The WAL, for `sync_pending` (one fsync at a time).
+    /// The WAL, for `refill` and `assign` (one fsync at a time).
     wal: Mutex<Option<std::fs::File>>,
 }
 
@@ -109,7 +104,7 @@ struct NewKey {
 
 const CHECK_LABEL: &str = "campaign-ledger key store check v1";
 const MAX_CACHED: usize = 100_000;
-/// Keys made in advance at a time (deferred mode).
+/// Keys made in advance at a time (`take_new`).
 const POOL: usize = 1024;
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -196,16 +191,12 @@ impl KeyStore {
             lookup_key: master.derive("campaign-ledger lookup v1"),
             inner: Mutex::new(Inner {
                 conn,
-                pending: Vec::new(),
                 pool: Vec::new(),
-                unsynced_groups: 0,
-                last_sync: std::time::Instant::now(),
                 erasures,
                 cache: HashMap::new(),
                 data_version,
             }),
             writer,
-            deferred: std::sync::atomic::AtomicBool::new(false),
             wal: Mutex::new(None),
         })
     }
@@ -228,7 +219,9 @@ impl KeyStore {
             .unwrap_or(false)
     }
 
-    fn lookup(&self, person_ref: &str) -> [u8; 32] {
+    /// A person's lookup: HMAC-SHA256 of their ref under a key derived from the master key
+    /// (what the person index and this store find people by; the ref is never stored).
+    pub fn lookup(&self, person_ref: &str) -> [u8; 32] {
         let mut m =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.lookup_key).expect("any key length");
         m.update(person_ref.as_bytes());
@@ -282,30 +275,21 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The key of a person, if the key store holds one.
+    /// The key of a person, if this store holds it under their lookup (a log that does not
+    /// keep the person index; on one that does, see `cached` and the index).
     pub fn find(&self, person_ref: &str) -> Result<Option<PersonKey>, StoreError> {
         let lookup = self.lookup(person_ref);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        self.fresh(&mut inner)?;
-        if let Some(k) = inner.cache.get(&lookup) {
-            return Ok(Some(k.clone()));
+        if let Some(k) = self.cached(&lookup)? {
+            return Ok(Some(k));
         }
-        let pending = inner
-            .pending
-            .iter()
-            .find(|(l, _)| *l == lookup)
-            .map(|(_, id)| id.clone());
-        let row: Option<(String, Vec<u8>)> = match pending {
-            Some(id) => inner
-                .conn
-                .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE person_id = ?1")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?,
-            None => inner
+        let row: Option<(String, Vec<u8>)> = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let row = inner
                 .conn
                 .prepare_cached("SELECT person_id, wrapped_key FROM persons WHERE lookup = ?1")?
                 .query_row([&lookup[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?,
+                .optional()?;
+            row
         };
         let Some((person_id, wrapped)) = row else {
             return Ok(None);
@@ -314,11 +298,36 @@ impl KeyStore {
             key: self.unwrap_key(&person_id, &wrapped)?,
             person_id,
         };
+        self.remember(&lookup, &key);
+        Ok(Some(key))
+    }
+
+    /// The key this process last saw for a lookup, unless a key was erased since (by any
+    /// process): then nothing is trusted and the cache starts again.
+    pub fn cached(&self, lookup: &[u8; 32]) -> Result<Option<PersonKey>, StoreError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        self.fresh(&mut inner)?;
+        Ok(inner.cache.get(lookup).cloned())
+    }
+
+    /// Remembers a person's key by lookup, once the log or this store records it as theirs.
+    pub fn remember(&self, lookup: &[u8; 32], key: &PersonKey) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.cache.len() >= MAX_CACHED {
             inner.cache.clear();
         }
-        inner.cache.insert(lookup, key.clone());
-        Ok(Some(key))
+        inner.cache.insert(*lookup, key.clone());
+    }
+
+    /// A key made in advance, durable and assigned to nobody here, for a new person whose
+    /// lookup → pseudonym entry the log records with their first events. A key whose entry
+    /// never reaches the log (the append failed) stays unused.
+    pub fn take_new(&self) -> Result<PersonKey, StoreError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.pool.is_empty() {
+            self.refill(&mut inner, POOL)?;
+        }
+        Ok(inner.pool.pop().expect("refilled"))
     }
 
     /// The key of a person, created (and durable) if the key store holds none.
@@ -329,27 +338,11 @@ impl KeyStore {
         self.create(person_ref)
     }
 
-    /// A new key for a person the caller just looked up in vain (the writer keeps the first
-    /// one committed, should another thread or process create one meanwhile).
+    /// A new key for a person the caller just looked up in vain, recorded here with their
+    /// lookup (the writer keeps the first one committed, should another thread or process
+    /// create one meanwhile).
     pub fn create(&self, person_ref: &str) -> Result<PersonKey, StoreError> {
         let lookup = self.lookup(person_ref);
-        if self.deferred.load(std::sync::atomic::Ordering::SeqCst) {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            // Another thread of this process may have made it meanwhile.
-            if let Some(k) = inner.cache.get(&lookup) {
-                return Ok(k.clone());
-            }
-            if inner.pool.is_empty() {
-                self.refill(&mut inner, POOL)?;
-            }
-            let key = inner.pool.pop().expect("refilled");
-            inner.pending.push((lookup, key.person_id.clone()));
-            if inner.cache.len() >= MAX_CACHED {
-                inner.cache.clear();
-            }
-            inner.cache.insert(lookup, key.clone());
-            return Ok(key);
-        }
         let (person_id, _, wrapped) = self.new_key()?;
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let closed = || StoreError::Unavailable("the key store's writer stopped".into());
@@ -366,11 +359,7 @@ impl KeyStore {
             key: self.unwrap_key(&person_id, &wrapped)?,
             person_id,
         };
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.cache.len() >= MAX_CACHED {
-            inner.cache.clear();
-        }
-        inner.cache.insert(lookup, key.clone());
+        self.remember(&lookup, &key);
         Ok(key)
     }
 
@@ -395,24 +384,14 @@ impl KeyStore {
     }
 
     /// Destroys a person's key: the row is deleted and its bytes overwritten in the file
-    /// (secure_delete), durably. Returns the person_id, or `None` if there was no key.
-    pub fn erase(&self, person_ref: &str, erased_at: &str) -> Result<Option<String>, StoreError> {
-        self.flush_assignments()?;
-        let lookup = self.lookup(person_ref);
+    /// (secure_delete), durably. Returns whether there was a key to destroy.
+    pub fn erase(&self, person_id: &str, erased_at: &str) -> Result<bool, StoreError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.cache.clear();
         let tx = inner.conn.transaction()?;
-        let person_id: Option<String> = tx
-            .query_row(
-                "SELECT person_id FROM persons WHERE lookup = ?1",
-                [&lookup[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(person_id) = person_id else {
-            return Ok(None);
-        };
-        tx.execute("DELETE FROM persons WHERE lookup = ?1", [&lookup[..]])?;
+        if tx.execute("DELETE FROM persons WHERE person_id = ?1", [person_id])? == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "INSERT OR REPLACE INTO erased (person_id, erased_at) VALUES (?1, ?2)",
             params![person_id, erased_at],
@@ -448,7 +427,7 @@ impl KeyStore {
         std::fs::File::open(&self.path)
             .and_then(|f| f.sync_all())
             .map_err(|e| unavailable(&self.path, format!("fsync: {e}")))?;
-        Ok(Some(person_id))
+        Ok(true)
     }
 }
 
@@ -497,10 +476,9 @@ mod tests {
         };
         assert!(has(&wrapped));
         assert!(!has(&k.key) && !has(b"p-1"));
-        assert_eq!(
-            ks.erase("p-1", "2021-12-01T00:00:00.000000Z").unwrap(),
-            Some(k.person_id.clone())
-        );
+        assert!(ks
+            .erase(&k.person_id, "2021-12-01T00:00:00.000000Z")
+            .unwrap());
         assert!(
             !has(&wrapped),
             "the wrapped key's bytes are still in the file"
@@ -510,10 +488,9 @@ mod tests {
             KeyState::Erased(_)
         ));
         assert!(ks.find("p-1").unwrap().is_none());
-        assert_eq!(
-            ks.erase("p-1", "2021-12-01T00:00:00.000000Z").unwrap(),
-            None
-        );
+        assert!(!ks
+            .erase(&k.person_id, "2021-12-01T00:00:00.000000Z")
+            .unwrap());
         // Another master key does not open it; the same one does.
         drop(ks);
         let wrong = KeyStore::open(&path, &MasterKey::generate().unwrap(), true);

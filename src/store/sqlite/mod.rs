@@ -11,7 +11,7 @@ use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
-use super::{Cause, DataRef, ImportedEvent, PreCommit};
+use super::{Cause, DataRef, ImportedEvent, PersonLink};
 use crate::envelope::merkle::{Frontier, Hash, NodeId};
 use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 mod errors;
 mod import;
+mod persons;
 mod tree;
 mod writer;
 
@@ -99,7 +100,6 @@ pub struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     notify: Arc<Notify>,
-    pre_commit: Arc<RwLock<Vec<PreCommit>>>,
 }
 
 fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
@@ -200,7 +200,7 @@ impl SqliteStore {
         let conn = open_conn(&path, true)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match conn.execute_batch(&format!("{SCHEMA}{}", tree::SCHEMA)) {
+            match conn.execute_batch(&format!("{SCHEMA}{}{}", tree::SCHEMA, persons::SCHEMA)) {
                 Ok(()) => break,
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.code == rusqlite::ErrorCode::DatabaseBusy
@@ -238,8 +238,6 @@ impl SqliteStore {
             commits: Mutex::new((0, 0)),
         });
         writer.notify = Some(notify.clone());
-        let pre_commit: Arc<RwLock<Vec<PreCommit>>> = Arc::new(RwLock::new(Vec::new()));
-        writer.pre_commit = pre_commit.clone();
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -253,7 +251,6 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
             notify,
-            pre_commit,
         })
     }
 
@@ -562,12 +559,20 @@ impl EventStore for SqliteStore {
         format!("sqlite:{}", self.path.display())
     }
 
-    fn set_pre_commit(&self, hook: PreCommit) -> bool {
-        self.pre_commit
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
+    fn keeps_persons(&self) -> bool {
         true
+    }
+
+    fn person_id(&self, lookup: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        self.with_reader(|c| Ok(persons::find(c, lookup)?))
+    }
+
+    fn link_persons(&self, links: &[PersonLink]) -> Result<(), StoreError> {
+        self.link_all(links)
+    }
+
+    fn forget_person(&self, lookup: &[u8; 32]) -> Result<(), StoreError> {
+        self.forget(lookup)
     }
 
     fn import(&self, events: &[ImportedEvent]) -> Result<Head, StoreError> {

@@ -46,6 +46,7 @@ fn an_older_logs_tree_is_built_at_open_and_an_interrupted_build_resumes() {
                     actor: crate::store::Actor::default(),
                 },
                 events: vec![event],
+                person: None,
             })
             .unwrap();
     }

@@ -77,7 +77,6 @@ pub(super) struct Writer {
     pub(super) head: (u64, [u8; 32], String),
     pub(super) versions: HashMap<String, u64>,
     pub(super) notify: Option<Arc<Notify>>,
-    pub(super) pre_commit: Arc<RwLock<Vec<PreCommit>>>,
     /// The Merkle tree's edge at the head, and the nodes the open transaction completed.
     pub(super) tree: Frontier,
     pub(super) new_nodes: Vec<(NodeId, Hash)>,
@@ -100,6 +99,8 @@ impl Writer {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Fewer, larger checkpoints: pages written many times are copied to the file once.
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // No stale copy of an erased person's index entry in rebalanced pages (`persons`).
+        conn.pragma_update(None, "secure_delete", true)?;
         let mut w = Writer {
             conn,
             wal_path,
@@ -107,7 +108,6 @@ impl Writer {
             head: (0, GENESIS_HASH, String::new()),
             versions: HashMap::new(),
             notify: None,
-            pre_commit: Arc::new(RwLock::new(Vec::new())),
             tree: Frontier::new(),
             new_nodes: Vec::new(),
             tree_error: None,
@@ -182,23 +182,7 @@ impl Writer {
             }
             last_group = jobs.len();
             let _span = tracing::debug_span!("group_commit", appends = jobs.len()).entered();
-            // What must be durable before these appends (new person keys), now: every job
-            // here was queued after its own work was done.
-            let hooks = self
-                .pre_commit
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let head = self.head.0;
-            let results = match hooks.iter().try_for_each(|h| h(head)) {
-                Ok(()) => self.commit_batch(&jobs),
-                Err(e) => {
-                    let msg = format!("nothing was recorded: {e}");
-                    jobs.iter()
-                        .map(|_| Err(StoreError::Unavailable(msg.clone().into())))
-                        .collect()
-                }
-            };
+            let results = self.commit_batch(&jobs);
             let replies: Vec<(Reply, Result<AppendResult, StoreError>)> =
                 jobs.into_iter().map(|j| j.reply).zip(results).collect();
             let group = Synced {
@@ -334,13 +318,19 @@ impl Writer {
     }
 
     /// After a constraint failure (outside any transaction): a known command id is a
-    /// duplicate, anything else a conflict on the stream.
+    /// duplicate, a new person the index holds already is taken, anything else a conflict on
+    /// the stream.
     pub(super) fn explain_constraint(
         &mut self,
         req: &AppendRequest,
     ) -> Result<AppendResult, StoreError> {
         if let Some(rec) = self.command_record(req.command.command_id)? {
             return Ok(AppendResult::Duplicate(rec));
+        }
+        if let Some(link) = &req.person {
+            if super::persons::find(&self.conn, &link.lookup)?.is_some() {
+                return Err(StoreError::PersonTaken);
+            }
         }
         let actual = self.stream_version(&req.stream_id)?;
         Err(StoreError::Conflict {
@@ -457,6 +447,9 @@ impl Writer {
                 rec.last_position as i64,
                 rec.recorded_at
             ])?;
+        if let Some(link) = &req.person {
+            super::persons::insert(&self.conn, link)?;
+        }
         let mut st = self.conn.prepare_cached(&format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ))?;
