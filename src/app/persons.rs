@@ -79,10 +79,15 @@ enum Found {
 impl Ledger {
     /// What the ref leads to: on a log that keeps the person index (SQLite), the index gives
     /// the pseudonym and the key store its key; on the others, the key store gives both.
+    ///
+    /// Commands look up without `fresh` (a person another process recorded a moment ago and
+    /// this one does not know yet is refused by the index when recorded again, and looked up
+    /// afresh); erasure and reads by ref look at the log itself.
     fn find_person(
         &self,
         keys: &crate::privacy::KeyStore,
         person_ref: &str,
+        fresh: bool,
     ) -> Result<Found, AppError> {
         if !self.store.keeps_persons() {
             return Ok(keys.find(person_ref)?.map_or(Found::Nobody, Found::Key));
@@ -91,7 +96,7 @@ impl Ledger {
         if let Some(k) = keys.cached(&lookup)? {
             return Ok(Found::Key(k));
         }
-        let Some(person_id) = self.store.person_id(&lookup)? else {
+        let Some(person_id) = self.store.person_id(&lookup, fresh)? else {
             return Ok(Found::Nobody);
         };
         Ok(match keys.state(&person_id)? {
@@ -100,6 +105,8 @@ impl Ledger {
                 keys.remember(&lookup, &key);
                 Found::Key(key)
             }
+            // Erased by another process since this one remembered the entry? The log says.
+            KeyState::Erased(_) if !fresh => return self.find_person(keys, person_ref, true),
             KeyState::Erased(_) => Found::Erasing(person_id),
             KeyState::Unknown => {
                 return Err(StoreError::Corrupt(
@@ -119,7 +126,7 @@ impl Ledger {
         let Some(keys) = &self.keys else {
             return Ok(None);
         };
-        match self.find_person(keys, person_ref)? {
+        match self.find_person(keys, person_ref, false)? {
             Found::Key(key) => {
                 return Ok(Some(Person {
                     stream: streams::person(&key.person_id),
@@ -252,7 +259,7 @@ impl Ledger {
         let Some(keys) = &self.keys else {
             return Ok(None);
         };
-        let Found::Key(key) = self.find_person(keys, person_ref)? else {
+        let Found::Key(key) = self.find_person(keys, person_ref, true)? else {
             return Ok(None);
         };
         let id = key.person_id.clone();
@@ -330,7 +337,7 @@ impl Ledger {
             )
             .into());
         };
-        let person_id = match self.find_person(keys, person_ref)? {
+        let person_id = match self.find_person(keys, person_ref, true)? {
             Found::Key(key) => key.person_id,
             Found::Erasing(person_id) => person_id,
             Found::Nobody => {

@@ -257,9 +257,12 @@ pub trait EventStore: Send + Sync {
         false
     }
 
-    /// The pseudonym the person index gives a lookup, if it holds it.
-    fn person_id(&self, lookup: &[u8; 32]) -> Result<Option<String>, StoreError> {
-        let _ = lookup;
+    /// The pseudonym the person index gives a lookup, if it holds it. Without `fresh`, a
+    /// store may answer from what this process remembers: a person another process recorded
+    /// a moment ago may be missing (recording them again is refused with `PersonTaken`), and
+    /// one it erased may still be there. With `fresh`, the store itself is read.
+    fn person_id(&self, lookup: &[u8; 32], fresh: bool) -> Result<Option<String>, StoreError> {
+        let _ = (lookup, fresh);
         Ok(None)
     }
 

@@ -4,8 +4,8 @@
 //! chain, stay as they were.
 //!
 //! - A person is found by `lookup = HMAC-SHA256(lookup key, person_ref)` (the ref itself is
-//!   never stored) and has a random `person_id` (32 hex digits: the pseudonym the log uses,
-//!   `person/<person_id>`) and a random 256-bit data key.
+//!   never stored) and has a `person_id` (32 hex digits, at least 64 bits of them random: the
+//!   pseudonym the log uses, `person/<person_id>`) and a random 256-bit data key.
 //! - Each data key is stored wrapped (AES-256-GCM under a key derived from the master key,
 //!   bound to its person_id). The master key is given at start-up (`LEDGER_MASTER_KEY`, or
 //!   a key file) and never stored here; a check value tells a wrong master key at once.
@@ -73,9 +73,6 @@ struct Inner {
     pool: Vec<PersonKey>,
     /// Erasures seen (the `erasures` counter in `meta`): the cache is dropped when it moves.
     erasures: i64,
-    /// person lookup → key, for persons read recently (cleared when another connection
-    /// changes the file, and on erasure).
-    cache: HashMap<[u8; 32], PersonKey>,
     data_version: i64,
 }
 
@@ -91,6 +88,13 @@ pub struct KeyStore {
     writer: std::sync::mpsc::Sender<NewKey>,
     /// The WAL, for `refill` and `assign` (one fsync at a time).
     wal: Mutex<Option<std::fs::File>>,
+    /// person lookup → key, for persons seen recently (cleared on erasure, by this process
+    /// at once, by another within `FRESH_EVERY`).
+    cache: std::sync::RwLock<HashMap<[u8; 32], PersonKey>>,
+    /// When the cache was last checked against erasures by other processes (µs since
+    /// `opened`).
+    checked: std::sync::atomic::AtomicU64,
+    opened: std::time::Instant,
 }
 
 type NewKeyReply = std::sync::mpsc::SyncSender<Result<(String, Vec<u8>), StoreError>>;
@@ -104,6 +108,10 @@ struct NewKey {
 
 const CHECK_LABEL: &str = "campaign-ledger key store check v1";
 const MAX_CACHED: usize = 100_000;
+/// How often the cache is checked against erasures by other processes: an erasure another
+/// process makes is seen here within this time (this process's own, at once). The check is a
+/// read of the key store's file header; made for every command it cost as much as sealing.
+const FRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// Keys made in advance at a time (`take_new`).
 const POOL: usize = 1024;
 
@@ -193,11 +201,13 @@ impl KeyStore {
                 conn,
                 pool: Vec::new(),
                 erasures,
-                cache: HashMap::new(),
                 data_version,
             }),
             writer,
             wal: Mutex::new(None),
+            cache: std::sync::RwLock::new(HashMap::new()),
+            checked: std::sync::atomic::AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -268,11 +278,18 @@ impl KeyStore {
             inner.data_version = v;
             let e = erasure_count(&inner.conn)?;
             if e != inner.erasures {
-                inner.cache.clear();
+                self.forget_all();
                 inner.erasures = e;
             }
         }
         Ok(())
+    }
+
+    fn forget_all(&self) {
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The key of a person, if this store holds it under their lookup (a log that does not
@@ -303,20 +320,39 @@ impl KeyStore {
     }
 
     /// The key this process last saw for a lookup, unless a key was erased since (by any
-    /// process): then nothing is trusted and the cache starts again.
+    /// process; see `FRESH_EVERY`): then nothing is trusted and the cache starts again.
     pub fn cached(&self, lookup: &[u8; 32]) -> Result<Option<PersonKey>, StoreError> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        self.fresh(&mut inner)?;
-        Ok(inner.cache.get(lookup).cloned())
+        use std::sync::atomic::Ordering;
+        let now = self.opened.elapsed().as_micros() as u64;
+        let last = self.checked.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= FRESH_EVERY.as_micros() as u64
+            && self
+                .checked
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = self.fresh(&mut inner) {
+                // Checked again by the next caller.
+                self.checked.store(last, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(lookup)
+            .cloned())
     }
 
     /// Remembers a person's key by lookup, once the log or this store records it as theirs.
     pub fn remember(&self, lookup: &[u8; 32], key: &PersonKey) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.cache.len() >= MAX_CACHED {
-            inner.cache.clear();
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
         }
-        inner.cache.insert(*lookup, key.clone());
+        cache.insert(*lookup, key.clone());
     }
 
     /// A key made in advance, durable and assigned to nobody here, for a new person whose
@@ -343,7 +379,7 @@ impl KeyStore {
     /// create one meanwhile).
     pub fn create(&self, person_ref: &str) -> Result<PersonKey, StoreError> {
         let lookup = self.lookup(person_ref);
-        let (person_id, _, wrapped) = self.new_key()?;
+        let (person_id, _, wrapped) = self.new_key(None)?;
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let closed = || StoreError::Unavailable("the key store's writer stopped".into());
         self.writer
@@ -387,7 +423,7 @@ impl KeyStore {
     /// (secure_delete), durably. Returns whether there was a key to destroy.
     pub fn erase(&self, person_id: &str, erased_at: &str) -> Result<bool, StoreError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.cache.clear();
+        self.forget_all();
         let tx = inner.conn.transaction()?;
         if tx.execute("DELETE FROM persons WHERE person_id = ?1", [person_id])? == 0 {
             return Ok(false);

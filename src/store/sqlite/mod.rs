@@ -100,6 +100,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     notify: Arc<Notify>,
+    /// The person index in memory (`persons::Memo`), shared with the writer.
+    persons: Arc<persons::Memo>,
 }
 
 fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
@@ -230,7 +232,9 @@ impl SqliteStore {
         }
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
+        let persons = Arc::new(persons::Memo::load(&conn)?);
         let mut writer = Writer::new(conn, clock, PathBuf::from(wal))?;
+        writer.persons = Some(persons.clone());
         let notify = Arc::new(Notify {
             head: Mutex::new(writer.head.0),
             durable: std::sync::atomic::AtomicU64::new(0),
@@ -251,6 +255,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
             notify,
+            persons,
         })
     }
 
@@ -563,8 +568,8 @@ impl EventStore for SqliteStore {
         true
     }
 
-    fn person_id(&self, lookup: &[u8; 32]) -> Result<Option<String>, StoreError> {
-        self.with_reader(|c| Ok(persons::find(c, lookup)?))
+    fn person_id(&self, lookup: &[u8; 32], fresh: bool) -> Result<Option<String>, StoreError> {
+        self.find_person(lookup, fresh)
     }
 
     fn link_persons(&self, links: &[PersonLink]) -> Result<(), StoreError> {

@@ -13,7 +13,81 @@
 use super::{open_conn, SqliteStore, StoreError};
 use crate::store::PersonLink;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
+
+/// Entries the in-memory copy holds at most (about 60 bytes each); beyond, lookups read the
+/// table.
+const MEMO_MAX: usize = 2_000_000;
+
+/// The index in memory, loaded at open and kept by this process's writer (a lookup of a
+/// person costs a hash-map read instead of a read transaction on the file). What another
+/// process wrote since is not in it: a new person it recorded is found by the index's primary
+/// key when this process tries to record them again (`PersonTaken`, and the entry is then
+/// added here), and readers that must see the file itself ask with `fresh`.
+pub(super) struct Memo {
+    /// `None`: too many entries (or one whose pseudonym is not 32 hex digits): not used.
+    map: RwLock<Option<HashMap<[u8; 32], [u8; 16]>>>,
+}
+
+impl Memo {
+    /// Loads every entry of the table.
+    pub(super) fn load(conn: &Connection) -> Result<Memo, StoreError> {
+        let mut map = HashMap::new();
+        let mut usable = true;
+        let mut st = conn.prepare("SELECT lookup, person_id FROM persons")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let lookup: Vec<u8> = r.get(0)?;
+            let id: String = r.get(1)?;
+            match (<[u8; 32]>::try_from(lookup.as_slice()), decode_id(&id)) {
+                (Ok(l), Some(i)) if map.len() < MEMO_MAX => {
+                    map.insert(l, i);
+                }
+                _ => {
+                    usable = false;
+                    break;
+                }
+            }
+        }
+        Ok(Memo {
+            map: RwLock::new(usable.then_some(map)),
+        })
+    }
+
+    /// `Some(answer)` when the copy is in use.
+    pub(super) fn get(&self, lookup: &[u8; 32]) -> Option<Option<String>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.as_ref().map(|m| m.get(lookup).map(hex::encode))
+    }
+
+    pub(super) fn put(&self, lookup: &[u8; 32], person_id: &str) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let fits = map.as_ref().is_some_and(|m| m.len() < MEMO_MAX);
+        match (decode_id(person_id), map.as_mut()) {
+            (Some(id), Some(m)) if fits => {
+                m.insert(*lookup, id);
+            }
+            _ => *map = None,
+        }
+    }
+
+    pub(super) fn remove(&self, lookup: &[u8; 32]) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.as_mut() {
+            m.remove(lookup);
+        }
+    }
+}
+
+fn decode_id(id: &str) -> Option<[u8; 16]> {
+    // Lower-case hex only, so that encoding it again gives the same text.
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    hex::decode(id).ok()?.try_into().ok()
+}
 
 /// The index's part of the schema.
 pub(super) const SCHEMA: &str = r#"
@@ -44,6 +118,24 @@ impl SqliteStore {
         Ok(conn)
     }
 
+    pub(super) fn find_person(
+        &self,
+        lookup: &[u8; 32],
+        fresh: bool,
+    ) -> Result<Option<String>, StoreError> {
+        if !fresh {
+            if let Some(answer) = self.persons.get(lookup) {
+                return Ok(answer);
+            }
+        }
+        let found = self.with_reader(|c| Ok(find(c, lookup)?))?;
+        match &found {
+            Some(id) => self.persons.put(lookup, id),
+            None => self.persons.remove(lookup),
+        }
+        Ok(found)
+    }
+
     pub(super) fn link_all(&self, links: &[PersonLink]) -> Result<(), StoreError> {
         let mut conn = self.index_conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -56,6 +148,10 @@ impl SqliteStore {
             }
         }
         tx.commit()?;
+        for l in links {
+            // What the index holds (an entry it had already stays).
+            self.find_person(&l.lookup, true)?;
+        }
         Ok(())
     }
 
@@ -68,6 +164,7 @@ impl SqliteStore {
         // still empties the WAL of older frames.
         conn.execute("DELETE FROM persons WHERE lookup = ?1", [&lookup[..]])
             .map_err(|e| unavailable("removing the person's index entry", &e))?;
+        self.persons.remove(lookup);
         // Copy the zeroed page into the file and empty the WAL, whose older frames still hold
         // the entry. A reader in the middle of a read blocks it for a moment: retry for 10 s.
         let deadline = Instant::now() + Duration::from_secs(10);

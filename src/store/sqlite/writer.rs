@@ -77,6 +77,8 @@ pub(super) struct Writer {
     pub(super) head: (u64, [u8; 32], String),
     pub(super) versions: HashMap<String, u64>,
     pub(super) notify: Option<Arc<Notify>>,
+    /// The person index in memory: the entries of each committed group are added to it.
+    pub(super) persons: Option<Arc<super::persons::Memo>>,
     /// The Merkle tree's edge at the head, and the nodes the open transaction completed.
     pub(super) tree: Frontier,
     pub(super) new_nodes: Vec<(NodeId, Hash)>,
@@ -108,6 +110,7 @@ impl Writer {
             head: (0, GENESIS_HASH, String::new()),
             versions: HashMap::new(),
             notify: None,
+            persons: None,
             tree: Frontier::new(),
             new_nodes: Vec::new(),
             tree_error: None,
@@ -311,6 +314,14 @@ impl Writer {
             }
             return Err(sqlite_time(e));
         }
+        if let Some(m) = &self.persons {
+            for (i, r) in &tentative {
+                if let (Some(link), Ok(AppendResult::Committed(_))) = (&jobs[*i].request.person, r)
+                {
+                    m.put(&link.lookup, &link.person_id);
+                }
+            }
+        }
         for (i, r) in tentative {
             settled[i] = Some(r);
         }
@@ -328,7 +339,12 @@ impl Writer {
             return Ok(AppendResult::Duplicate(rec));
         }
         if let Some(link) = &req.person {
-            if super::persons::find(&self.conn, &link.lookup)?.is_some() {
+            if let Some(theirs) = super::persons::find(&self.conn, &link.lookup)? {
+                // Recorded by another process since this one loaded the index: remember it,
+                // so that the caller's next lookup finds it.
+                if let Some(m) = &self.persons {
+                    m.put(&link.lookup, &theirs);
+                }
                 return Err(StoreError::PersonTaken);
             }
         }
