@@ -31,6 +31,50 @@ fn report(dir: &std::path::Path, pre: &[&str], name: &str, extra: &[&str]) -> se
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// `POST /v1/commands` on a server whose log is JetStream (its commands run on a blocking
+/// thread; on the SQLite log they are awaited): accepted once, then a duplicate.
+#[test]
+fn commands_over_http_on_the_nats_log_are_recorded_once() {
+    let nats = NatsServer::start();
+    let store = format!("nats://127.0.0.1:{}", nats.port);
+    let dir = tempfile::tempdir().unwrap();
+    let site = r#"{"type":"AuthoriseSite","command_id":"0193ffff-0000-7000-8000-00000000aa01","directorate":"lyon","site":"lyon-dt","site_kind":"dt_premises","authorised_on":"2021-09-01"}"#;
+    std::fs::write(dir.path().join("site.jsonl"), format!("{site}\n")).unwrap();
+    let o = run(dir.path(), &["--store", &store, "submit", "site.jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        dir.path(),
+        &[
+            "auth",
+            "token",
+            "--file",
+            "tokens.json",
+            "--id",
+            "lyon-1",
+            "--role",
+            "agent",
+            "--directorate",
+            "lyon",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_string();
+    let (_server, addr) = support::serve_with_tokens_on(dir.path(), &["--store", &store]);
+    let dose: serde_json::Value = serde_json::from_str(r#"{"type":"AdministerDose","command_id":"0193ffff-0000-7000-8000-00000000aa02","person_ref":"lyon-1","age_band":"30-39","recipient":"user","directorate":"lyon","site":"lyon-dt","product":"comirnaty","lot":"L","dose":"first","administered_at":"2021-10-01T10:00:00+02:00"}"#).unwrap();
+    let (s, first) = support::http(&addr, "POST", "/v1/commands", &token, Some(&dose));
+    assert_eq!(
+        (s, first["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{first}"
+    );
+    let (s, again) = support::http(&addr, "POST", "/v1/commands", &token, Some(&dose));
+    assert_eq!(
+        (s, again["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "{again}"
+    );
+}
+
 #[test]
 fn the_scenario_on_the_nats_log_reports_what_the_sqlite_store_reports() {
     let nats = NatsServer::start();

@@ -12,8 +12,8 @@ use persons::Person;
 pub use persons::{Erasure, PersonView};
 pub use read::Reader;
 pub use submit::{
-    handle_envelope, handle_text, invalid_outcome, submit_lines, ErrorBody, LineOutcome,
-    SubmitSummary,
+    handle_envelope, handle_text, invalid_outcome, line_outcome, submit_lines, ErrorBody,
+    LineOutcome, SubmitSummary,
 };
 
 use crate::domain::{
@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tracing::field::Empty;
+use tracing::Instrument as _;
 
 /// What became of a command.
 #[derive(Debug, Clone, PartialEq)]
@@ -312,8 +313,39 @@ impl Ledger {
         })
     }
 
-    /// Handles one command on behalf of `actor`.
+    /// Handles one command on behalf of `actor`; returns once the outcome is durable.
     pub fn handle(&self, envelope: &CommandEnvelope, actor: &Actor) -> Result<Outcome, AppError> {
+        use futures_util::FutureExt as _;
+        // Every await below is on a ready future: one poll settles it.
+        let append = |r: AppendRequest| std::future::ready(self.store.append(r));
+        self.traced(envelope, actor, &append)
+            .now_or_never()
+            .expect("a blocking append is ready when polled")
+    }
+
+    /// `handle` for a caller on an async runtime (the HTTP server): where the store queues
+    /// appends (`EventStore::appends_async`, SQLite), the task waits for the group commit
+    /// without holding a thread, so concurrent requests join the same group. Elsewhere the
+    /// append blocks: call it off the async threads then (`handle` in `spawn_blocking`).
+    pub async fn handle_async(
+        &self,
+        envelope: &CommandEnvelope,
+        actor: &Actor,
+    ) -> Result<Outcome, AppError> {
+        let append = |r: AppendRequest| self.store.start_append(r).outcome();
+        self.traced(envelope, actor, &append).await
+    }
+
+    async fn traced<A, F>(
+        &self,
+        envelope: &CommandEnvelope,
+        actor: &Actor,
+        append: &A,
+    ) -> Result<Outcome, AppError>
+    where
+        A: Fn(AppendRequest) -> F,
+        F: std::future::Future<Output = Result<AppendResult, StoreError>>,
+    {
         let span = tracing::info_span!(
             "command",
             command_id = %envelope.command_id,
@@ -321,12 +353,20 @@ impl Ledger {
             outcome = Empty,
             code = Empty
         );
-        let _entered = span.enter();
         // A new person another writer recorded at the same moment: once more, finding theirs.
-        let result = match self.handle_inner(envelope, actor) {
-            Err(AppError::Store(StoreError::PersonTaken)) => self.handle_inner(envelope, actor),
+        let result = match self
+            .handle_inner(envelope, actor, append)
+            .instrument(span.clone())
+            .await
+        {
+            Err(AppError::Store(StoreError::PersonTaken)) => {
+                self.handle_inner(envelope, actor, append)
+                    .instrument(span.clone())
+                    .await
+            }
             other => other,
         };
+        let _entered = span.enter();
         match &result {
             Ok(o) => {
                 span.record("outcome", o.label());
@@ -343,7 +383,16 @@ impl Ledger {
         result
     }
 
-    fn handle_inner(&self, envelope: &CommandEnvelope, actor: &Actor) -> Result<Outcome, AppError> {
+    async fn handle_inner<A, F>(
+        &self,
+        envelope: &CommandEnvelope,
+        actor: &Actor,
+        append: &A,
+    ) -> Result<Outcome, AppError>
+    where
+        A: Fn(AppendRequest) -> F,
+        F: std::future::Future<Output = Result<AppendResult, StoreError>>,
+    {
         let content_hash: [u8; 32] = Sha256::digest(envelope.content_bytes()).into();
         let known = |rec: CommandRecord| {
             if rec.content_hash == content_hash {
@@ -440,7 +489,7 @@ impl Ledger {
                     })
                     .collect(),
             };
-            match self.store.append(request) {
+            match append(request).await {
                 Ok(AppendResult::Committed(rec)) => {
                     // The log now holds the new person's entry: their key is theirs.
                     if let (Some(l), Some((_, Person { key: Some(k), .. })), Some(keys)) =

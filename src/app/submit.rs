@@ -99,8 +99,16 @@ pub fn handle_envelope(
     envelope: &CommandEnvelope,
     actor: &Actor,
 ) -> Result<LineOutcome, super::AppError> {
-    let o = ledger.handle(envelope, actor)?;
-    Ok(LineOutcome {
+    Ok(line_outcome(
+        line,
+        envelope,
+        ledger.handle(envelope, actor)?,
+    ))
+}
+
+/// What a line reports of a handled command.
+pub fn line_outcome(line: usize, envelope: &CommandEnvelope, o: Outcome) -> LineOutcome {
+    LineOutcome {
         line,
         command_id: Some(envelope.command_id),
         outcome: o.label(),
@@ -111,7 +119,7 @@ pub fn handle_envelope(
             }),
             _ => None,
         },
-    })
+    }
 }
 
 /// Runs `(line number, bytes)` pairs in order; a line that is not UTF-8 is `invalid`. Blank lines and lines starting with `#` are

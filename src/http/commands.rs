@@ -6,7 +6,7 @@ use super::metrics::Metrics;
 use super::state::AppState;
 use super::{blocking, BODY_LIMIT, MAX_COMMANDS};
 use crate::access::Role;
-use crate::app::{handle_envelope, invalid_outcome, CommandScope, Ledger, LineOutcome};
+use crate::app::{invalid_outcome, line_outcome, CommandScope, Ledger, LineOutcome};
 use crate::domain::CommandEnvelope;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -36,7 +36,20 @@ pub(super) async fn commands(
     }
     let (items, single) = read_commands(&headers, body)?;
     let (ledger, metrics) = (state.ledger.clone(), state.metrics.clone());
-    let outcomes = blocking(move || run_commands(&ledger, &metrics, &caller, items)).await?;
+    // On a store that queues appends (SQLite), the request waits for its group commit
+    // without holding a thread; its reads are short reads of the local file. Elsewhere (the
+    // NATS log blocks on its own runtime) the commands run on a blocking thread.
+    let outcomes = if ledger.store().appends_async() {
+        run_commands(&ledger, &metrics, &caller, items).await?
+    } else {
+        blocking(move || {
+            use futures_util::FutureExt as _;
+            run_commands(&ledger, &metrics, &caller, items)
+                .now_or_never()
+                .expect("with a store that does not queue appends, every await is ready")
+        })
+        .await?
+    };
     Ok(if single {
         Json(&outcomes[0]).into_response()
     } else {
@@ -109,7 +122,7 @@ fn read_commands(
 }
 
 /// Authorises every command of the request before running any, then runs them in order.
-fn run_commands(
+async fn run_commands(
     ledger: &Ledger,
     metrics: &Metrics,
     caller: &Caller,
@@ -161,7 +174,11 @@ fn run_commands(
             scope
         };
         let started = std::time::Instant::now();
-        match handle_envelope(ledger, i + 1, &envelope, &caller.actor(&scope)) {
+        let handled = ledger
+            .handle_async(&envelope, &caller.actor(&scope))
+            .await
+            .map(|o| line_outcome(i + 1, &envelope, o));
+        match handled {
             Ok(o) => {
                 if o.outcome == "accepted" {
                     metrics.append_latency(started.elapsed());

@@ -187,6 +187,21 @@ pub trait EventStore: Send + Sync {
     /// was never recorded; durable on return.
     fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError>;
 
+    /// `append` for a caller that awaits the outcome rather than blocking a thread on it (an
+    /// HTTP request): the append is queued at once and its outcome comes once durable. A
+    /// backend whose appends do not queue answers at once (`PendingAppend::Ready`), having
+    /// blocked for it; `appends_async` says which.
+    fn start_append(&self, request: AppendRequest) -> PendingAppend {
+        PendingAppend::Ready(self.append(request))
+    }
+
+    /// Whether `start_append` queues without blocking the caller, and the backend's reads
+    /// are short reads of local files (no runtime of its own to block on), so that the command
+    /// path may run on an async runtime's threads.
+    fn appends_async(&self) -> bool {
+        false
+    }
+
     /// All events of one stream, in version order.
     fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
 
@@ -325,6 +340,28 @@ pub trait EventStore: Send + Sync {
         Err(StoreError::Invalid(
             format!("{} cannot import events", self.describe()).into(),
         ))
+    }
+}
+
+/// An append handed to the store: its outcome now, or once the store has made it durable.
+pub enum PendingAppend {
+    /// The outcome.
+    Ready(Result<AppendResult, StoreError>),
+    /// The outcome to come.
+    Waiting(tokio::sync::oneshot::Receiver<Result<AppendResult, StoreError>>),
+}
+
+impl PendingAppend {
+    /// Waits for the outcome without blocking a thread.
+    pub async fn outcome(self) -> Result<AppendResult, StoreError> {
+        match self {
+            PendingAppend::Ready(r) => r,
+            PendingAppend::Waiting(rx) => rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the writer stopped before the append was settled; retry: a command already recorded is reported as a duplicate".into(),
+                ))
+            }),
+        }
     }
 }
 

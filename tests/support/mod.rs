@@ -292,9 +292,15 @@ pub fn token(dir: &Path, id: &str, role: &str) -> String {
 /// `serve` on a free port of 127.0.0.1 in `dir`, with the token file `tokens.json` and no
 /// periodic digests: the running server (killed when dropped) and its address.
 pub fn serve_with_tokens(dir: &Path) -> (Running, String) {
+    serve_with_tokens_on(dir, &[])
+}
+
+/// `serve_with_tokens` with global options before the subcommand (`--store nats://…`).
+pub fn serve_with_tokens_on(dir: &Path, global: &[&str]) -> (Running, String) {
     use std::io::BufRead as _;
     let mut server = bin()
         .current_dir(dir)
+        .args(global)
         .args([
             "serve",
             "--listen",

@@ -11,7 +11,7 @@ use super::{
     format_occurred_at, format_recorded_at, AppendRequest, AppendResult, Clock, CommandRecord,
     EventStore, ExpectedVersion, Head, RecordedEvent, StoreError,
 };
-use super::{Cause, DataRef, ImportedEvent, PersonLink};
+use super::{Cause, DataRef, ImportedEvent, PendingAppend, PersonLink};
 use crate::envelope::merkle::{Frontier, Hash, NodeId};
 use crate::envelope::{chain_hash, EventRef, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -74,7 +74,25 @@ const EVENT_COLUMNS: &str =
     "position, event_id, stream_id, stream_version, event_type, schema_version, \
      occurred_at, recorded_at, command_id, correlation_id, actor, data, prev_hash, hash";
 
-type Reply = mpsc::SyncSender<Result<AppendResult, StoreError>>;
+/// Where an append's outcome goes once durable: a thread waiting for it, or a task.
+enum Reply {
+    Thread(mpsc::SyncSender<Result<AppendResult, StoreError>>),
+    Task(tokio::sync::oneshot::Sender<Result<AppendResult, StoreError>>),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<AppendResult, StoreError>) {
+        // A caller that stopped waiting loses nothing: the outcome is in the store.
+        match self {
+            Reply::Thread(s) => {
+                let _ = s.send(outcome);
+            }
+            Reply::Task(s) => {
+                let _ = s.send(outcome);
+            }
+        }
+    }
+}
 
 struct Job {
     request: AppendRequest,
@@ -339,6 +357,21 @@ impl SqliteStore {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Hands an append to the writer thread.
+    fn queue(&self, request: AppendRequest, reply: Reply) -> Result<(), StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
+        }
+        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        let tx = jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        tx.send(Job { request, reply })
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))
+    }
+
     /// Stops the writer after the appends already queued; later appends fail with `Unavailable`.
     pub fn close(&self) {
         self.jobs.write().unwrap_or_else(|e| e.into_inner()).take();
@@ -356,23 +389,19 @@ impl Drop for SqliteStore {
 
 impl EventStore for SqliteStore {
     fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::Invalid(
-                "an append needs at least one event".into(),
-            ));
-        }
         let (reply, answer) = mpsc::sync_channel(1);
-        {
-            let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
-            let tx = jobs
-                .as_ref()
-                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-            tx.send(Job { request, reply })
-                .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?;
-        }
+        self.queue(request, Reply::Thread(reply))?;
         answer
             .recv()
             .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
+    }
+
+    fn start_append(&self, request: AppendRequest) -> PendingAppend {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.queue(request, Reply::Task(reply)) {
+            Ok(()) => PendingAppend::Waiting(answer),
+            Err(e) => PendingAppend::Ready(Err(e)),
+        }
     }
 
     fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -562,6 +591,10 @@ impl EventStore for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    fn appends_async(&self) -> bool {
+        true
     }
 
     fn keeps_persons(&self) -> bool {

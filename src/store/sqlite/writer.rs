@@ -22,7 +22,7 @@ pub(super) struct Synced {
 impl Synced {
     pub(super) fn fail(self, why: &str) {
         for (reply, _) in self.replies {
-            let _ = reply.send(Err(StoreError::Unavailable(why.to_string().into())));
+            reply.send(Err(StoreError::Unavailable(why.to_string().into())));
         }
     }
 }
@@ -51,7 +51,7 @@ pub(super) fn sync_loop(rx: mpsc::Receiver<Synced>, wal: PathBuf, notify: Option
             match &synced {
                 Ok(()) => {
                     for (reply, result) in g.replies {
-                        let _ = reply.send(result);
+                        reply.send(result);
                     }
                 }
                 Err(e) => g.fail(&format!("the commit could not be made durable (fsync: {e}); retry: a command already recorded is reported as a duplicate")),
