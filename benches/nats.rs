@@ -3,8 +3,8 @@
 //! Run: `cargo bench --bench nats` (BENCH_EVENTS=N, default 200,000; BENCH_ONLY=relay stops
 //! after the relay rows, BENCH_ONLY=catchup skips the raw publish baselines and stops after
 //! the catch-up rows, BENCH_ONLY=latency runs only the latency row, BENCH_ONLY=log only the
-//! rows of JetStream as the log with default server settings, against a consumer reading
-//! that log).
+//! rows of JetStream as the log, with default server settings and with `sync_interval:
+//! always`; BENCH_PUBLISH=each runs the log with `?publish=each`).
 
 mod common;
 use campaign_ledger::bus::{relay, JetStreamSource, RelayOptions};
@@ -199,7 +199,12 @@ fn one_command(i: u64) -> AppendRequest {
 /// JetStream as the log: `commands` single-event commands from 64 writer threads, against
 /// 64 concurrent raw publishes (each awaiting its ack) of the same CloudEvent payloads.
 fn log_throughput(rt: &tokio::runtime::Runtime, url: &str, commands: u64) -> (f64, f64, f64) {
-    let store = Arc::new(store::JetStreamStore::open(url, Arc::new(SystemClock)).unwrap());
+    // BENCH_PUBLISH=each: the store's `publish=each` mode (default: atomic batches).
+    let store_url = match std::env::var("BENCH_PUBLISH").as_deref() {
+        Ok("each") => format!("{url}?publish=each"),
+        _ => url.to_string(),
+    };
+    let store = Arc::new(store::JetStreamStore::open(&store_url, Arc::new(SystemClock)).unwrap());
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let t = Instant::now();
     let writers: Vec<_> = (0..64)
@@ -489,11 +494,18 @@ fn main() {
         let consume_rate = consume_alone(&rt, &url, store::LOG_STREAM, log_commands);
         let _ = server.kill();
         let _ = server.wait();
+        let d = tempfile::tempdir().unwrap();
+        let (mut server, url) = start_server(&bin, d.path(), true);
+        let (sync_rate, sync_raw, _) = log_throughput(&rt, &url, log_commands);
+        let _ = server.kill();
+        let _ = server.wait();
         println!(
             "| JetStream as the log, default settings: {log_commands} commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes: {log_raw:.0} msgs/s | **{:.2}×** |\n\
-             | opening the JetStream log: index of {log_commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone reading that log: {consume_rate:.0} msgs/s | **{:.2}×** |",
+             | opening the JetStream log: index of {log_commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone reading that log: {consume_rate:.0} msgs/s | **{:.2}×** |\n\
+             | JetStream as the log, `sync_interval: always`: {log_commands} commands, 64 writers | {sync_rate:.0} commands/s | the same raw publishes on that server: {sync_raw:.0} msgs/s | **{:.2}×** |",
             log_rate / log_raw,
-            open_rate / consume_rate
+            open_rate / consume_rate,
+            sync_rate / sync_raw
         );
         return;
     }

@@ -19,6 +19,24 @@ fn nats() -> (Arc<dyn EventStore>, NatsServer) {
 
 store_contract!(nats);
 
+/// The same contract with `publish=each`: a group of single-event commands published one
+/// message each, pipelined, rather than as one atomic batch.
+mod publish_each {
+    use super::*;
+
+    fn nats_each() -> (Arc<dyn EventStore>, NatsServer) {
+        let server = NatsServer::start();
+        let store = JetStreamStore::open(
+            &format!("{}?publish=each", server.url()),
+            Arc::new(SystemClock),
+        )
+        .expect("the NATS log opens");
+        (Arc::new(store), server)
+    }
+
+    store_contract!(nats_each);
+}
+
 #[test]
 fn nats_command_ids_and_the_chain_survive_a_reopen_and_a_server_restart() {
     let mut server = NatsServer::start();

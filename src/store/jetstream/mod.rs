@@ -1,4 +1,4 @@
-//! JetStream as the log: `--store nats://HOST:PORT[,nats://HOST:PORT…][?replicas=N]`.
+//! JetStream as the log: `--store nats://HOST:PORT[,nats://HOST:PORT…][?replicas=N][&publish=batch|each]`.
 //!
 //! The log is the JetStream stream `LEDGER_LOG` (file storage, direct gets, atomic batch
 //! publish, no deletes, no purges). One message per event, on the subject
@@ -18,7 +18,11 @@
 //!   `Nats-Expected-Last-Subject-Sequence` for its stream's subject, checked by the server.
 //! - **All-or-nothing appends.** Appends are gathered into groups (group commit) and each
 //!   group is one atomic batch (`Nats-Batch-Id`, servers ≥ 2.12, at most 1,000 messages): the
-//!   server stores all of it or none.
+//!   server stores all of it or none, with one write and, under `sync_interval: always`, one
+//!   fsync. Only the commit message asks for a reply. With `publish=each` a group of
+//!   single-event commands is published one message each, pipelined, each chained to the one
+//!   before (`Nats-Expected-Last-Msg-Id`): faster on a server that does not fsync each write
+//!   (its default), slower on one that does (see BENCHMARKS.md).
 //! - **Permanent idempotency.** A command id is a duplicate if the log holds it, not only
 //!   within the server's dedupe window: the index of command ids (with each command's
 //!   content hash, carried in the `Ledger-Command-Hash` header) is built from the log itself
@@ -136,15 +140,25 @@ pub struct JetStreamStore {
     js: jetstream::Context,
 }
 
-/// Parses `nats://HOST:PORT[,nats://HOST:PORT…][?replicas=N]`.
-fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
+/// Parses `nats://HOST:PORT[,nats://HOST:PORT…][?replicas=N][&publish=batch|each]`: the
+/// servers, the replicas asked for, and whether a group of single-event commands is one
+/// atomic batch (`batch`, the default) or one pipelined publish per event (`each`).
+fn parse_url(url: &str) -> Result<(String, Option<usize>, bool), StoreError> {
     let (servers, query) = match url.split_once('?') {
         Some((s, q)) => (s, Some(q)),
         None => (url, None),
     };
     let mut replicas = None;
+    let mut batch = true;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
+            Some(("publish", "batch")) => batch = true,
+            Some(("publish", "each")) => batch = false,
+            Some(("publish", other)) => {
+                return Err(StoreError::Invalid(format!(
+                    "The store URL {url:?} asks for publish={other:?}; give publish=batch (each group commit is one atomic batch: one write, one fsync; the default) or publish=each (one publish per event, pipelined: faster on a server that does not fsync every write)."
+                ).into()))
+            }
             Some(("replicas", n)) => match n.parse::<usize>() {
                 Ok(n @ 1..=5) => replicas = Some(n),
                 _ => {
@@ -155,7 +169,7 @@ fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
             },
             _ => {
                 return Err(StoreError::Invalid(format!(
-                    "The store URL {url:?} has the option {pair:?}, which is not understood; the only option is replicas=N."
+                    "The store URL {url:?} has the option {pair:?}, which is not understood; the options are replicas=N and publish=batch|each."
                 ).into()))
             }
         }
@@ -171,7 +185,7 @@ fn parse_url(url: &str) -> Result<(String, Option<usize>), StoreError> {
     crate::nats::server_addrs(servers).map_err(|e| {
         StoreError::Invalid(format!("The store URL {url:?} is not understood: {e}").into())
     })?;
-    Ok((servers.to_string(), replicas))
+    Ok((servers.to_string(), replicas, batch))
 }
 
 /// Runs `f` on `runtime` and waits for it from any thread (also from inside another runtime).
@@ -191,7 +205,7 @@ impl JetStreamStore {
     /// Connects, creates `LEDGER_LOG` if needed (with `replicas` from the URL, default 1),
     /// and builds the index from the log, verifying its chain.
     pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<JetStreamStore, StoreError> {
-        let (servers, replicas) = parse_url(url)?;
+        let (servers, replicas, batch) = parse_url(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("nats-store")
@@ -245,6 +259,7 @@ impl JetStreamStore {
             stream: stream.clone(),
             shared: shared.clone(),
             clock,
+            batch,
         };
         runtime.spawn(writer.run(rx));
         Ok(JetStreamStore {

@@ -12,19 +12,25 @@ fn subjects_hold_any_stream_id_and_tell_them_apart() {
 }
 
 #[test]
-fn urls_take_several_servers_and_replicas() {
+fn urls_take_several_servers_replicas_and_the_publish_mode() {
     assert_eq!(
         parse_url("nats://127.0.0.1:4222,nats://127.0.0.1:4223?replicas=3").unwrap(),
         (
             "nats://127.0.0.1:4222,nats://127.0.0.1:4223".into(),
-            Some(3)
+            Some(3),
+            true
         )
     );
     assert_eq!(
         parse_url("nats://127.0.0.1:4222").unwrap(),
-        ("nats://127.0.0.1:4222".into(), None)
+        ("nats://127.0.0.1:4222".into(), None, true)
+    );
+    assert_eq!(
+        parse_url("nats://127.0.0.1:4222?replicas=3&publish=each").unwrap(),
+        ("nats://127.0.0.1:4222".into(), Some(3), false)
     );
     for bad in [
+        "nats://127.0.0.1:4222?publish=sometimes",
         "nats://127.0.0.1:4222?replicas=0",
         "nats://127.0.0.1:4222?replicas=x",
         "nats://127.0.0.1:4222?stream=X",

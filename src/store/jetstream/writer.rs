@@ -29,6 +29,9 @@ pub(super) struct Writer {
     pub(super) stream: stream::Stream,
     pub(super) shared: Arc<Shared>,
     pub(super) clock: Arc<dyn Clock>,
+    /// A group of single-event commands is one atomic batch (`publish=batch`), rather than
+    /// one publish per event (`publish=each`).
+    pub(super) batch: bool,
 }
 
 impl Writer {
@@ -73,9 +76,12 @@ impl Writer {
             if plan.jobs.is_empty() {
                 return deferred;
             }
-            // Single-event commands (the usual case) are published one message each, pipelined;
-            // a group holding a multi-event command is one atomic batch.
-            let (committed, published) = if plan.events.len() == plan.jobs.len() {
+            // A group is one atomic batch (NATS 2.12): the server stores it whole or not at
+            // all, with one write (and, with `sync_interval: always`, one fsync). A lone event,
+            // or single-event commands under `publish=each`, go one publish each, pipelined; a
+            // group holding a multi-event command is always a batch.
+            let single = plan.events.len() == plan.jobs.len();
+            let (committed, published) = if plan.events.len() == 1 || (single && !self.batch) {
                 self.publish_each(&plan).await
             } else {
                 match self.publish(&plan).await {
@@ -376,9 +382,10 @@ impl Writer {
             }
             let payload: bytes::Bytes = encode(&e.as_ref(), SOURCE).into();
             let subject = log_subject(&e.stream_id);
-            if i == 0 || i + 1 == n {
-                // The first message opens the batch (the server answers it), the last one
-                // commits it (the server answers with the publish acknowledgement).
+            if i + 1 == n {
+                // The last message commits the batch: the server answers with the publish
+                // acknowledgement, or the error of whichever message failed a check. The
+                // others go without a reply (no round trip each).
                 let r = self
                     .client
                     .send_request(
