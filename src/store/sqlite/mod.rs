@@ -25,10 +25,12 @@ use uuid::Uuid;
 mod errors;
 mod import;
 mod persons;
+mod rows;
 mod tree;
 mod writer;
 
 use errors::sqlite_time;
+use rows::{command_from_row, corrupt, event_from_row, hash_col, text};
 
 use writer::Writer;
 
@@ -141,69 +143,6 @@ fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
         };
         StoreError::Unavailable(Cause::with_source(message, e))
     })
-}
-
-fn uuid_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Uuid> {
-    let s: String = row.get(i)?;
-    Uuid::parse_str(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn hash_col(row: &rusqlite::Row, i: usize) -> rusqlite::Result<[u8; 32]> {
-    let v: Vec<u8> = row.get(i)?;
-    v.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Blob,
-            "hash is not 32 bytes".into(),
-        )
-    })
-}
-
-fn event_from_row(row: &rusqlite::Row) -> rusqlite::Result<RecordedEvent> {
-    Ok(RecordedEvent {
-        position: row.get::<_, i64>(0)? as u64,
-        event_id: uuid_col(row, 1)?,
-        stream_id: row.get(2)?,
-        stream_version: row.get::<_, i64>(3)? as u64,
-        event_type: row.get(4)?,
-        schema_version: row.get::<_, i64>(5)? as u32,
-        occurred_at: row.get(6)?,
-        recorded_at: row.get(7)?,
-        command_id: uuid_col(row, 8)?,
-        correlation_id: row.get(9)?,
-        actor: row.get(10)?,
-        data: row.get(11)?,
-        prev_hash: hash_col(row, 12)?,
-        hash: hash_col(row, 13)?,
-    })
-}
-
-fn command_from_row(row: &rusqlite::Row) -> rusqlite::Result<CommandRecord> {
-    Ok(CommandRecord {
-        command_id: uuid_col(row, 0)?,
-        content_hash: hash_col(row, 1)?,
-        stream_id: row.get(2)?,
-        first_position: row.get::<_, i64>(3)? as u64,
-        last_position: row.get::<_, i64>(4)? as u64,
-        recorded_at: row.get(5)?,
-    })
-}
-
-fn text<'r>(row: &'r rusqlite::Row, i: usize) -> Result<&'r str, StoreError> {
-    let v = row.get_ref(i)?;
-    v.as_str()
-        .map_err(|e| StoreError::Corrupt(format!("column {i} is not text: {e}").into()))
-}
-
-fn corrupt(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
-            StoreError::Corrupt(Cause::with_source(e.to_string(), e))
-        }
-        other => sqlite_time(other),
-    }
 }
 
 impl SqliteStore {
