@@ -488,3 +488,51 @@ fn a_store_refuses_events_that_do_not_continue_its_head() {
     );
     assert_eq!(store.import(&events[cut..]).unwrap().position, 40);
 }
+
+/// A log exported and imported elsewhere (another SQLite file, the NATS log) goes on with the
+/// key store it was written with: a person recorded before the export is found again on the
+/// new log (the sealed ref, opened with their key, gives the ref back, and the new log's
+/// person index is rebuilt from it), so their second dose is judged on their first.
+#[test]
+fn an_imported_log_finds_the_people_recorded_before_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let site = r#"{"type":"AuthoriseSite","command_id":"0193ffff-0000-7000-8000-00000000bb01","directorate":"lyon","site":"lyon-dt","site_kind":"dt_premises","authorised_on":"2021-09-01"}"#;
+    let first = r#"{"type":"AdministerDose","command_id":"0193ffff-0000-7000-8000-00000000bb02","person_ref":"lyon-imp-1","age_band":"30-39","recipient":"user","directorate":"lyon","site":"lyon-dt","product":"comirnaty","lot":"L","dose":"first","administered_at":"2021-10-01T10:00:00+02:00"}"#;
+    std::fs::write(d.join("first.jsonl"), format!("{site}\n{first}\n")).unwrap();
+    ok(&run(d, &["submit", "first.jsonl"]));
+    ok(&run(d, &["export", "-o", "all.jsonl"]));
+    let keys = d.join("ledger-data/ledger.keys.db");
+    let master = std::fs::read_to_string(d.join("ledger-data/master.key")).unwrap();
+    let second = |n: u32| {
+        format!(
+            r#"{{"type":"AdministerDose","command_id":"0193ffff-0000-7000-8000-00000000bc{n:02}","person_ref":"lyon-imp-1","age_band":"30-39","recipient":"user","directorate":"lyon","site":"lyon-dt","product":"comirnaty","lot":"L","dose":"second","administered_at":"2021-11-01T10:00:00+01:00"}}"#
+        )
+    };
+    let nats = support::nats::NatsServer::start();
+    for (n, store) in [(1, "sqlite:copy/ledger.db".to_string()), (2, nats.url())] {
+        ok(&run(d, &["import", "all.jsonl", "--store", &store]));
+        std::fs::write(d.join("second.jsonl"), format!("{}\n", second(n))).unwrap();
+        let o = support::bin()
+            .current_dir(d)
+            .args([
+                "submit",
+                "second.jsonl",
+                "--format",
+                "json",
+                "--store",
+                &store,
+            ])
+            .arg("--key-store")
+            .arg(&keys)
+            .env("LEDGER_MASTER_KEY", master.trim())
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&o).contains("\"accepted\""),
+            "{store}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}

@@ -167,13 +167,13 @@ impl Ledger {
         }
     }
 
-    /// Stores person refs sealed with per-person keys from `keys` (see `app::persons`). On a
-    /// log that keeps the person index, the key store's own assignments (an older build's)
-    /// are handed over to it first, once.
+    /// Stores person refs sealed with per-person keys from `keys` (see `app::persons`). First
+    /// makes every person of the log findable by ref (`index_persons`: after an import, or on
+    /// a log of an older build).
     pub fn with_keys(mut self, keys: Arc<crate::privacy::KeyStore>) -> Result<Ledger, AppError> {
         self.legacy_log = keys.legacy();
         self.keys = Some(keys);
-        self.take_over_persons()?;
+        self.index_persons()?;
         Ok(self)
     }
 

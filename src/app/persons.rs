@@ -172,67 +172,113 @@ impl Ledger {
         }))
     }
 
-    /// On a log that keeps the person index, hands the key store's assignments over to it,
-    /// once: those an older build recorded in the key store, after repairing those a crash
-    /// lost there (events whose key is assigned to nobody: the sealed ref, opened with that
-    /// key, gives the ref back). Returns how many were repaired.
-    pub(super) fn take_over_persons(&self) -> Result<usize, AppError> {
+    /// Makes every person of the log findable by ref again, where events reached the log
+    /// without their index entry: a log imported from an export, a log of an older build (whose
+    /// key store recorded the assignments, lazily), or an assignment a crash took back there.
+    /// The events after the last search are read; each person they seal whom the index lacks
+    /// is found again from their event (the sealed ref, opened with their key, gives the ref
+    /// back) and indexed: in the log's person index where the log keeps one, else in the key
+    /// store. Returns how many were indexed. Run when the ledger opens with its keys.
+    pub(super) fn index_persons(&self) -> Result<usize, AppError> {
         let Some(keys) = &self.keys else {
             return Ok(0);
         };
-        if !self.store.keeps_persons() || keys.persons_in_log()? {
-            return Ok(0);
-        }
-        let from = keys.assignments_durable_upto()?;
         let head = self.store.head_position()?;
-        let mut repairs: Vec<(String, String)> = Vec::new();
+        if !self.store.keeps_persons() {
+            let from = keys.assignments_durable_upto()?;
+            let found = self.sealed_persons(from, head, &mut |id| Ok(keys.unassigned(id)?))?;
+            keys.assign(&found, head)?;
+            return Ok(self.found_again(found.len()));
+        }
+        // The assignments an older build kept in the key store, taken over once.
+        let mut links: Vec<PersonLink> = Vec::new();
+        let older = !keys.persons_in_log()?;
+        if older {
+            links.extend(
+                keys.assignments()?
+                    .into_iter()
+                    .map(|(lookup, person_id)| PersonLink { lookup, person_id }),
+            );
+        }
+        let (from, known) = self.store.person_index_state()?;
+        let found = if head > from {
+            self.sealed_persons(from, head, &mut |id| {
+                if known.contains(id) {
+                    return Ok(None);
+                }
+                Ok(match keys.state(id)? {
+                    KeyState::Present(k) => Some(k),
+                    _ => None,
+                })
+            })?
+        } else {
+            Vec::new()
+        };
+        let again = found.len();
+        links.extend(found.into_iter().map(|(r, person_id)| PersonLink {
+            lookup: keys.lookup(&r),
+            person_id,
+        }));
+        if !links.is_empty() || head > from {
+            self.store.link_persons(&links, head)?;
+        }
+        if older {
+            keys.set_persons_in_log()?;
+        }
+        Ok(self.found_again(again))
+    }
+
+    fn found_again(&self, n: usize) -> usize {
+        if n > 0 {
+            tracing::warn!(
+                persons = n,
+                "people of the log the person index lacked (an import, an older build, or an interrupted run) were found again from their events"
+            );
+        }
+        n
+    }
+
+    /// The people sealed in events (from, to] for whom `key_of` gives a key: (ref, person_id),
+    /// each once, the ref read back from their sealed field.
+    fn sealed_persons(
+        &self,
+        from: u64,
+        to: u64,
+        key_of: &mut dyn FnMut(&str) -> Result<Option<[u8; 32]>, AppError>,
+    ) -> Result<Vec<(String, String)>, AppError> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut failed: Option<AppError> = None;
-        if head > from {
-            self.store.scan_data(from, head, &mut |e| {
+        if to > from {
+            self.store.scan_data(from, to, &mut |e| {
                 let Some(value) = sealed_ref_in(e.data) else {
                     return true;
                 };
                 let Some(person_id) = sealed_person_id(value) else {
                     return true;
                 };
-                if repairs.iter().any(|(_, id)| id == person_id) {
+                if !seen.insert(person_id.to_string()) {
                     return true;
                 }
-                match keys.unassigned(person_id) {
+                match key_of(person_id) {
                     Ok(Some(k)) => {
                         if let Some(r) = open_sealed(&k, value) {
-                            repairs.push((r, person_id.to_string()));
+                            found.push((r, person_id.to_string()));
                         }
                         true
                     }
                     Ok(None) => true,
                     Err(err) => {
-                        failed = Some(err.into());
+                        failed = Some(err);
                         false
                     }
                 }
             })?;
         }
-        if let Some(e) = failed {
-            return Err(e);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(found),
         }
-        if !repairs.is_empty() {
-            keys.assign(&repairs, head)?;
-            tracing::warn!(
-                repaired = repairs.len(),
-                "person keys used by the log but not assigned (an interrupted run of an older build) were assigned again"
-            );
-        }
-        let links: Vec<PersonLink> = keys
-            .assignments()?
-            .into_iter()
-            .map(|(lookup, person_id)| PersonLink { lookup, person_id })
-            .collect();
-        if !links.is_empty() {
-            self.store.link_persons(&links)?;
-        }
-        keys.set_persons_in_log()?;
-        Ok(repairs.len())
     }
 
     /// Seals the person-level field of events that carry `person_ref` in clear.

@@ -281,10 +281,19 @@ pub trait EventStore: Send + Sync {
         Ok(None)
     }
 
-    /// Adds entries to the person index, keeping those it holds already (taking over the
-    /// entries an older key store kept). Durable on return.
-    fn link_persons(&self, links: &[PersonLink]) -> Result<(), StoreError> {
-        let _ = links;
+    /// Adds entries to the person index, keeping those it holds already, and records that
+    /// the log up to `upto` was searched for people the index lacks (events imported from an
+    /// export, or written by an older build). Durable on return.
+    fn link_persons(&self, links: &[PersonLink], upto: u64) -> Result<(), StoreError> {
+        let _ = (links, upto);
+        Err(StoreError::Invalid(
+            format!("{} keeps no person index", self.describe()).into(),
+        ))
+    }
+
+    /// How far the log was searched for people the person index lacks (`link_persons`), and
+    /// the pseudonyms the index holds: what a search from there needs.
+    fn person_index_state(&self) -> Result<(u64, std::collections::HashSet<String>), StoreError> {
         Err(StoreError::Invalid(
             format!("{} keeps no person index", self.describe()).into(),
         ))

@@ -544,8 +544,12 @@ impl EventStore for SqliteStore {
         self.find_person(lookup, fresh)
     }
 
-    fn link_persons(&self, links: &[PersonLink]) -> Result<(), StoreError> {
-        self.link_all(links)
+    fn link_persons(&self, links: &[PersonLink], upto: u64) -> Result<(), StoreError> {
+        self.link_all(links, upto)
+    }
+
+    fn person_index_state(&self) -> Result<(u64, std::collections::HashSet<String>), StoreError> {
+        self.with_reader(|c| Ok(persons::state(c)?))
     }
 
     fn forget_person(&self, lookup: &[u8; 32]) -> Result<(), StoreError> {

@@ -109,6 +109,26 @@ pub(super) fn find(conn: &Connection, lookup: &[u8; 32]) -> rusqlite::Result<Opt
         .optional()
 }
 
+/// How far the log was searched for people the index lacks, and the pseudonyms it holds.
+pub(super) fn state(
+    conn: &Connection,
+) -> rusqlite::Result<(u64, std::collections::HashSet<String>)> {
+    let upto: Option<i64> = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'persons_upto'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut ids = std::collections::HashSet::new();
+    let mut st = conn.prepare("SELECT person_id FROM persons")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        ids.insert(r.get::<_, String>(0)?);
+    }
+    Ok((upto.unwrap_or(0).max(0) as u64, ids))
+}
+
 impl SqliteStore {
     /// A connection of its own for the index's rare writes (taking over, erasure), with
     /// `secure_delete` on; it waits for the writer's lock like any other process would.
@@ -136,7 +156,7 @@ impl SqliteStore {
         Ok(found)
     }
 
-    pub(super) fn link_all(&self, links: &[PersonLink]) -> Result<(), StoreError> {
+    pub(super) fn link_all(&self, links: &[PersonLink], upto: u64) -> Result<(), StoreError> {
         let mut conn = self.index_conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
@@ -147,6 +167,11 @@ impl SqliteStore {
                 ins.execute(params![&l.lookup[..], l.person_id])?;
             }
         }
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('persons_upto', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            [upto.to_string()],
+        )?;
         tx.commit()?;
         for l in links {
             // What the index holds (an entry it had already stays).
