@@ -65,6 +65,9 @@ pub(super) struct Person {
     pub link: Option<PersonLink>,
 }
 
+/// The key of a pseudonym, if it is to be found again (`Ledger::sealed_persons`).
+type KeyOf<'a> = dyn FnMut(&str) -> Result<Option<[u8; 32]>, AppError> + 'a;
+
 /// What the key store and the person index say about a ref.
 enum Found {
     /// The person's key.
@@ -244,7 +247,7 @@ impl Ledger {
         &self,
         from: u64,
         to: u64,
-        key_of: &mut dyn FnMut(&str) -> Result<Option<[u8; 32]>, AppError>,
+        key_of: &mut KeyOf<'_>,
     ) -> Result<Vec<(String, String)>, AppError> {
         let mut found: Vec<(String, String)> = Vec::new();
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
