@@ -203,8 +203,9 @@ impl Ledger {
                     .map(|(lookup, person_id)| PersonLink { lookup, person_id }),
             );
         }
-        let (from, known) = self.store.person_index_state()?;
+        let from = self.store.person_index_upto()?;
         let found = if head > from {
+            let known = self.store.person_ids()?;
             self.sealed_persons(from, head, &mut |id| {
                 if known.contains(id) {
                     return Ok(None);

@@ -291,9 +291,16 @@ pub trait EventStore: Send + Sync {
         ))
     }
 
-    /// How far the log was searched for people the person index lacks (`link_persons`), and
-    /// the pseudonyms the index holds: what a search from there needs.
-    fn person_index_state(&self) -> Result<(u64, std::collections::HashSet<String>), StoreError> {
+    /// How far the log was searched for people the person index lacks (`link_persons`).
+    fn person_index_upto(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Invalid(
+            format!("{} keeps no person index", self.describe()).into(),
+        ))
+    }
+
+    /// Every pseudonym the person index holds (for a search of the log after
+    /// `person_index_upto`).
+    fn person_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         Err(StoreError::Invalid(
             format!("{} keeps no person index", self.describe()).into(),
         ))

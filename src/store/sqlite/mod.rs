@@ -548,8 +548,12 @@ impl EventStore for SqliteStore {
         self.link_all(links, upto)
     }
 
-    fn person_index_state(&self) -> Result<(u64, std::collections::HashSet<String>), StoreError> {
-        self.with_reader(|c| Ok(persons::state(c)?))
+    fn person_index_upto(&self) -> Result<u64, StoreError> {
+        self.with_reader(|c| Ok(persons::upto(c)?))
+    }
+
+    fn person_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.with_reader(|c| Ok(persons::ids(c)?))
     }
 
     fn forget_person(&self, lookup: &[u8; 32]) -> Result<(), StoreError> {

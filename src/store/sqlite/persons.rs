@@ -109,10 +109,8 @@ pub(super) fn find(conn: &Connection, lookup: &[u8; 32]) -> rusqlite::Result<Opt
         .optional()
 }
 
-/// How far the log was searched for people the index lacks, and the pseudonyms it holds.
-pub(super) fn state(
-    conn: &Connection,
-) -> rusqlite::Result<(u64, std::collections::HashSet<String>)> {
+/// How far the log was searched for people the index lacks.
+pub(super) fn upto(conn: &Connection) -> rusqlite::Result<u64> {
     let upto: Option<i64> = conn
         .query_row(
             "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'persons_upto'",
@@ -120,13 +118,18 @@ pub(super) fn state(
             |r| r.get(0),
         )
         .optional()?;
+    Ok(upto.unwrap_or(0).max(0) as u64)
+}
+
+/// The pseudonyms the index holds.
+pub(super) fn ids(conn: &Connection) -> rusqlite::Result<std::collections::HashSet<String>> {
     let mut ids = std::collections::HashSet::new();
     let mut st = conn.prepare("SELECT person_id FROM persons")?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
         ids.insert(r.get::<_, String>(0)?);
     }
-    Ok((upto.unwrap_or(0).max(0) as u64, ids))
+    Ok(ids)
 }
 
 impl SqliteStore {
