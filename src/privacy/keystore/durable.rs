@@ -137,9 +137,10 @@ impl KeyStore {
         }
         Ok(out)
     }
-    /// The log position up to which every event's assignment is known to be on disk (0 when
-    /// never recorded): after a crash, the log after it is searched for keys used but not
-    /// assigned (see `assign`).
+    /// The log position up to which the log was searched for keys its events use but this
+    /// store has not assigned (0 when never recorded): a log that does not keep the person
+    /// index (NATS) is searched after it when it opens (see `assign`), and so is, once, the
+    /// log of an older build whose assignments were made durable lazily.
     pub fn assignments_durable_upto(&self) -> Result<u64, StoreError> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let v: Option<String> = inner
@@ -152,8 +153,9 @@ impl KeyStore {
             .optional()?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
-    /// The key of a person_id made in advance and assigned to nobody (a crash lost its
-    /// assignment, or it is still in some process's pool).
+    /// The key of a person_id that no lookup here leads to: made in advance (its entry is in
+    /// the log's person index, or it is still in some process's pool), or an assignment an
+    /// older build's crash lost.
     pub fn unassigned(&self, person_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let row: Option<Vec<u8>> = inner
