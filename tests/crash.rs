@@ -239,17 +239,25 @@ fn an_older_key_store_is_handed_over_to_the_log_with_the_assignments_a_crash_los
     );
     // The state an older build leaves: the assignments in the key store, none in the log;
     // a power cut took back those of 10 people, and the record of how far they were durable.
-    let log = rusqlite::Connection::open(dir.path().join("ledger-data/ledger.db")).unwrap();
-    let links: Vec<(Vec<u8>, String)> = log
-        .prepare("SELECT lookup, person_id FROM persons ORDER BY person_id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    // The log's person index: (lookup, person_id), in order.
+    let index = || {
+        let log = rusqlite::Connection::open(dir.path().join("ledger-data/ledger.db")).unwrap();
+        let mut links: Vec<(Vec<u8>, String)> = log
+            .prepare("SELECT lookup, person_id FROM persons")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        links.sort();
+        links
+    };
+    let links = index();
     assert_eq!(links.len(), 20);
-    log.execute("DELETE FROM persons", []).unwrap();
-    drop(log);
+    rusqlite::Connection::open(dir.path().join("ledger-data/ledger.db"))
+        .unwrap()
+        .execute("DELETE FROM persons", [])
+        .unwrap();
     let keys = rusqlite::Connection::open(dir.path().join("ledger-data/ledger.keys.db")).unwrap();
     for (lookup, id) in &links[..10] {
         keys.execute(
@@ -277,18 +285,11 @@ fn an_older_key_store_is_handed_over_to_the_log_with_the_assignments_a_crash_los
         "{out}{}",
         support::stderr(&o)
     );
-    let log = rusqlite::Connection::open(dir.path().join("ledger-data/ledger.db")).unwrap();
-    let mut now: Vec<(Vec<u8>, String)> = log
-        .prepare("SELECT lookup, person_id FROM persons ORDER BY person_id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    now.sort();
-    let mut was = links;
-    was.sort();
-    assert_eq!(now, was, "every person is in the log's index, as before");
+    assert_eq!(
+        index(),
+        links,
+        "every person is in the log's index, as before"
+    );
 }
 
 /// A log read that fails part-way through a catch-up (a NATS outage, a failed fsync) must not
