@@ -110,12 +110,16 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
             |r| r.get(0),
         )
         .unwrap();
-    // The key store file and its WAL (new keys land there first).
-    let in_file = |bytes: &[u8]| {
-        let mut all = std::fs::read(&keys_file).unwrap();
-        all.extend(std::fs::read(d.join("ledger-data/ledger.keys.db-wal")).unwrap_or_default());
+    // Whether a SQLite file or its WAL holds these bytes.
+    let holds = |file: &Path, bytes: &[u8]| {
+        let mut all = std::fs::read(file).unwrap();
+        let mut wal = file.as_os_str().to_owned();
+        wal.push("-wal");
+        all.extend(std::fs::read(wal).unwrap_or_default());
         all.windows(bytes.len()).any(|w| w == bytes)
     };
+    // The key store file and its WAL (new keys land there first).
+    let in_file = |bytes: &[u8]| holds(&keys_file, bytes);
     assert!(in_file(&wrapped));
     // The person index entry (lookup → pseudonym) is in the log's own file or its WAL.
     let log_file = d.join("ledger-data/ledger.db");
@@ -127,11 +131,7 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
             |r| r.get(0),
         )
         .unwrap();
-    let in_log = |bytes: &[u8]| {
-        let mut all = std::fs::read(&log_file).unwrap();
-        all.extend(std::fs::read(d.join("ledger-data/ledger.db-wal")).unwrap_or_default());
-        all.windows(bytes.len()).any(|w| w == bytes)
-    };
+    let in_log = |bytes: &[u8]| holds(&log_file, bytes);
     assert!(in_log(&lookup));
 
     // Only admins erase.

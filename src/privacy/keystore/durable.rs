@@ -89,16 +89,7 @@ impl KeyStore {
     /// Whether this store's assignments (lookup → key) were handed over to the log's person
     /// index; from then on the log records every new person.
     pub fn persons_in_log(&self) -> Result<bool, StoreError> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let v: Option<String> = inner
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'persons_in_log'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(v.as_deref() == Some("1"))
+        Ok(self.meta("persons_in_log")?.as_deref() == Some("1"))
     }
     /// Records that the log's person index holds every assignment made here. Durable.
     pub fn set_persons_in_log(&self) -> Result<(), StoreError> {
@@ -142,16 +133,10 @@ impl KeyStore {
     /// index (NATS) is searched after it when it opens (see `assign`), and so is, once, the
     /// log of an older build whose assignments were made durable lazily.
     pub fn assignments_durable_upto(&self) -> Result<u64, StoreError> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let v: Option<String> = inner
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'assigned_upto'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(self
+            .meta("assigned_upto")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
     /// The key of a person_id that no lookup here leads to: made in advance (its entry is in
     /// the log's person index, or it is still in some process's pool), or an assignment an

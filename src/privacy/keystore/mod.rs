@@ -219,14 +219,18 @@ impl KeyStore {
     /// Whether the log held events before this key store existed (they may name people in
     /// clear, in streams `person/<person_ref>`).
     pub fn legacy(&self) -> bool {
+        self.meta("legacy").ok().flatten().as_deref() == Some("1")
+    }
+
+    /// A value of the `meta` table.
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
+        let v = inner
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'legacy'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .map(|v| v == "1")
-            .unwrap_or(false)
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        Ok(v)
     }
 
     /// A person's lookup: HMAC-SHA256 of their ref under a key derived from the master key
