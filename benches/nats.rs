@@ -2,7 +2,8 @@
 //! nats-server started by the benchmark (`$NATS_SERVER` or `nats-server` on PATH, 2.11+).
 //! Run: `cargo bench --bench nats` (BENCH_EVENTS=N, default 200,000; BENCH_ONLY=relay stops
 //! after the relay rows, BENCH_ONLY=catchup skips the raw publish baselines and stops after
-//! the catch-up rows, BENCH_ONLY=latency runs only the latency row, BENCH_ONLY=log only the
+//! the catch-up rows (BENCH_ROUNDS alternating rounds of catch-up and its baseline, default 3),
+//! BENCH_ONLY=latency runs only the latency row, BENCH_ONLY=log only the
 //! rows of JetStream as the log, with default server settings and with `sync_interval:
 //! always`; BENCH_PUBLISH=each runs the log with `?publish=each`).
 
@@ -279,15 +280,18 @@ fn log_throughput(rt: &tokio::runtime::Runtime, url: &str, commands: u64) -> (f6
 
 /// Command → NATS-fed projection visible, at 100 commands/s: append to SQLite, relayed to
 /// LEDGER_EVENTS, folded by a NATS-fed engine; against a raw JetStream publish → ordered
-/// consumer delivery at the same rate. Returns, in ms: p50 and p99 visible, raw p50 and p99,
-/// and the parts: the durable SQLite append (p50, p99), the relayed event seen on the wire
-/// (p50, p99).
+/// consumer delivery at the same rate, **at the same time** (the raw publishes run 5 ms after
+/// each command, on their own stream: both sides see the same moments of a shared machine).
+/// Returns, in ms: p50 and p99 visible, raw p50 and p99, and the parts: the durable SQLite
+/// append (p50, p99), the relayed event seen on the wire (p50, p99), and the path after the
+/// append's acknowledgement (relay → stream → engine: p50, p99), the part a NATS publish →
+/// consume compares with (the raw publish is not fsynced on a server at its defaults).
 fn visible_latency(
     rt: &tokio::runtime::Runtime,
     url: &str,
     dir: &std::path::Path,
     commands: u64,
-) -> [f64; 8] {
+) -> [f64; 10] {
     let store: Arc<dyn EventStore> = store::open(
         &format!("sqlite:{}", dir.join("latency.db").display()),
         Arc::new(SystemClock),
@@ -322,11 +326,12 @@ fn visible_latency(
     )
     .unwrap();
     engine.catch_up(&source).unwrap();
-    let sent: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let sent: Arc<std::sync::Mutex<Vec<(u64, Instant, Instant)>>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = {
         let (sent, done) = (sent.clone(), done.clone());
         std::thread::spawn(move || {
+            // (command → visible, append acknowledged → visible), in ms
             let mut lat = Vec::new();
             let mut pos = 1;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
@@ -334,9 +339,12 @@ fn visible_latency(
                 pos = engine.catch_up(&source).unwrap();
                 let now = Instant::now();
                 let mut s = sent.lock().unwrap();
-                s.retain(|(p, t)| {
+                s.retain(|(p, t, acked)| {
                     if *p <= pos {
-                        lat.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                        lat.push((
+                            now.duration_since(*t).as_secs_f64() * 1000.0,
+                            now.duration_since(*acked).as_secs_f64() * 1000.0,
+                        ));
                         false
                     } else {
                         true
@@ -363,9 +371,16 @@ fn visible_latency(
             }
         });
     }
+    let payload = bytes::Bytes::from(cloudevents::encode(
+        &store.read_all(0, 1).unwrap()[0].as_ref(),
+        "x",
+    ));
     std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now() + Duration::from_millis(50);
+    // The baseline, at the same time: a raw publish 5 ms after each command, an ordered
+    // consumer receiving; publish start → delivery.
+    let raw_task = rt.spawn(raw_latency(url.to_string(), payload, start, commands));
     let mut starts = Vec::new();
-    let start = Instant::now();
     let mut appended = Vec::new();
     for i in 0..commands {
         let due = start + Duration::from_millis(10 * i);
@@ -378,11 +393,14 @@ fn visible_latency(
             store::AppendResult::Committed(r) => r,
             store::AppendResult::Duplicate(r) => r,
         };
-        appended.push(t.elapsed().as_secs_f64() * 1000.0);
+        let acked = Instant::now();
+        appended.push(acked.duration_since(t).as_secs_f64() * 1000.0);
         starts.push((rec.last_position, t));
-        sent.lock().unwrap().push((rec.last_position, t));
+        sent.lock().unwrap().push((rec.last_position, t, acked));
     }
     appended.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut raw = rt.block_on(raw_task).unwrap();
+    raw.sort_by(|a, b| a.partial_cmp(b).unwrap());
     std::thread::sleep(Duration::from_millis(200));
     let mut on_wire: Vec<f64> = {
         let w = wire.lock().unwrap();
@@ -398,64 +416,20 @@ fn visible_latency(
 
     std::thread::sleep(Duration::from_millis(300));
     done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut lat = worker.join().unwrap();
+    let seen = worker.join().unwrap();
     let _ = stop_tx.send(());
     rt.block_on(relay_task).unwrap();
     assert!(
-        lat.len() as u64 >= commands * 99 / 100,
+        seen.len() as u64 >= commands * 99 / 100,
         "only {} of {commands} seen",
-        lat.len()
+        seen.len()
     );
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-
-    // Raw: publish at the same rate, an ordered consumer receives; publish start → delivery.
-    let mut raw = rt.block_on(async {
-        use futures_util::StreamExt;
-        let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let stream = js
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: "RAWLAT".into(),
-                subjects: vec!["rawlat.>".into()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let recv = tokio::spawn(async move {
-            let mut at = Vec::new();
-            for _ in 0..commands {
-                messages.next().await.unwrap().unwrap();
-                at.push(Instant::now());
-            }
-            at
-        });
-        let payload = bytes::Bytes::from(cloudevents::encode(
-            &store.read_all(1, 1).unwrap()[0].as_ref(),
-            "x",
-        ));
-        let start = Instant::now();
-        let mut sent_at = Vec::new();
-        for i in 0..commands {
-            tokio::time::sleep_until((start + Duration::from_millis(10 * i)).into()).await;
-            sent_at.push(Instant::now());
-            js.publish("rawlat.x", payload.clone())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-        let at = recv.await.unwrap();
-        at.iter()
-            .zip(&sent_at)
-            .map(|(r, s)| r.duration_since(*s).as_secs_f64() * 1000.0)
-            .collect::<Vec<_>>()
-    });
-    raw.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    let lat = sorted(seen.iter().map(|s| s.0).collect());
+    let after_append = sorted(seen.iter().map(|s| s.1).collect());
     [
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
@@ -465,7 +439,54 @@ fn visible_latency(
         percentile(&appended, 0.99),
         percentile(&on_wire, 0.5),
         percentile(&on_wire, 0.99),
+        percentile(&after_append, 0.5),
+        percentile(&after_append, 0.99),
     ]
+}
+
+/// The latency baseline: `n` raw JetStream publishes of `payload`, one every 10 ms from 5 ms
+/// after `start`, each awaiting its ack; an ordered consumer receives them. Publish start →
+/// delivery, in ms.
+async fn raw_latency(url: String, payload: bytes::Bytes, start: Instant, n: u64) -> Vec<f64> {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "RAWLAT".into(),
+            subjects: vec!["rawlat.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let recv = tokio::spawn(async move {
+        let mut at = Vec::new();
+        for _ in 0..n {
+            messages.next().await.unwrap().unwrap();
+            at.push(Instant::now());
+        }
+        at
+    });
+    let mut sent_at = Vec::new();
+    for i in 0..n {
+        tokio::time::sleep_until((start + Duration::from_millis(10 * i + 5)).into()).await;
+        sent_at.push(Instant::now());
+        js.publish("rawlat.x", payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let at = recv.await.unwrap();
+    at.iter()
+        .zip(&sent_at)
+        .map(|(r, s)| r.duration_since(*s).as_secs_f64() * 1000.0)
+        .collect()
 }
 
 fn main() {
@@ -516,8 +537,9 @@ fn main() {
         let _ = server.kill();
         let _ = server.wait();
         println!(
-            "| command → NATS-fed projection visible, 100 commands/s; parts: durable append p50 {:.2} / p99 {:.2} ms, on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw publish → ordered consumer: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |",
-            l[4], l[5], l[6], l[7], l[0], l[1], l[2], l[3], l[1] / l[3]
+            "| command → NATS-fed projection visible, 100 commands/s; parts: durable append p50 {:.2} / p99 {:.2} ms, on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw publish → ordered consumer, at the same time: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |\n\
+             | the same, from the append's acknowledgement (relay → stream → engine) | p50 {:.2} ms, p99 {:.2} ms | (same) | p99 **{:.2}×** |",
+            l[4], l[5], l[6], l[7], l[0], l[1], l[2], l[3], l[1] / l[3], l[8], l[9], l[9] / l[3]
         );
         return;
     }
@@ -624,33 +646,50 @@ fn main() {
     // CPU seconds of the server and of this process over a phase: on two shared cores, what
     // the server spends delivering bounds what is left for the reader.
     let cpu = || (cpu_seconds(server.id()), cpu_seconds(std::process::id()));
-    let cpu_before = cpu();
-    // Ceiling: an ordered consumer (push, as the projection worker's) reading the stream,
-    // nothing else.
-    let consume_rate = consume_alone(&rt, &url, campaign_ledger::bus::STREAM, n);
-    let consume_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
-    eprintln!(
-        "ordered consumer alone: {consume_rate:.0} msgs/s; CPU s: server {:.2}, client {:.2}",
-        consume_cpu.0, consume_cpu.1
-    );
-    // NATS-fed catch-up of every shipped projection, from the stream.
-    let source = JetStreamSource::connect(&url).unwrap();
-    let engine = Engine::open(
-        &dir.path().join("nats-p.db"),
-        load_definitions(None).unwrap(),
-        chrono_tz::Europe::Paris,
-    )
-    .unwrap();
-    let (t, cpu_before) = (Instant::now(), cpu());
-    let pos = engine.catch_up(&source).unwrap();
-    let fed_rate = pos as f64 / t.elapsed().as_secs_f64();
-    let fed_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
-    eprintln!(
-        "NATS-fed catch-up: {fed_rate:.0} events/s in {:.2} s; CPU s: server {:.2}, client {:.2}",
-        t.elapsed().as_secs_f64(),
-        fed_cpu.0,
-        fed_cpu.1
-    );
+    // Alternating rounds (BENCH_ROUNDS, default 3) of the ceiling, an ordered consumer (push,
+    // as the projection worker's) reading the stream and nothing else, and the NATS-fed
+    // catch-up of every shipped projection into a new projection file: each ratio is of two
+    // neighbours in time. The rows give the median round (by ratio) and every round's ratio.
+    let rounds = number("BENCH_ROUNDS", 3).max(1);
+    let mut measured = Vec::new();
+    for round in 0..rounds {
+        let cpu_before = cpu();
+        let consume_rate = consume_alone(&rt, &url, campaign_ledger::bus::STREAM, n);
+        let consume_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
+        let source = JetStreamSource::connect(&url).unwrap();
+        let engine = Engine::open(
+            &dir.path().join(format!("nats-p-{round}.db")),
+            load_definitions(None).unwrap(),
+            chrono_tz::Europe::Paris,
+        )
+        .unwrap();
+        let (t, cpu_before) = (Instant::now(), cpu());
+        let pos = engine.catch_up(&source).unwrap();
+        let fed_rate = pos as f64 / t.elapsed().as_secs_f64();
+        let fed_cpu = (cpu().0 - cpu_before.0, cpu().1 - cpu_before.1);
+        eprintln!(
+            "round {round}: ordered consumer alone {consume_rate:.0} msgs/s (CPU s: server {:.2}, client {:.2}); NATS-fed catch-up {fed_rate:.0} events/s (CPU s: server {:.2}, client {:.2}): {:.2}×",
+            consume_cpu.0,
+            consume_cpu.1,
+            fed_cpu.0,
+            fed_cpu.1,
+            fed_rate / consume_rate
+        );
+        measured.push((
+            fed_rate / consume_rate,
+            fed_rate,
+            fed_cpu,
+            consume_rate,
+            consume_cpu,
+        ));
+    }
+    measured.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let every_round = measured
+        .iter()
+        .map(|m| format!("{:.2}", m.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (_, fed_rate, fed_cpu, consume_rate, consume_cpu) = measured[measured.len() / 2];
     let local = Engine::open(
         &dir.path().join("local-p.db"),
         load_definitions(None).unwrap(),
@@ -663,7 +702,7 @@ fn main() {
     if catchup_only {
         println!(
             "| NATS-fed catch-up | {fed_rate:.0} events/s | embedded catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |\n\
-             | (same run) | | the ordered consumer alone: {consume_rate:.0} msgs/s | **{:.2}×** |\n\
+             | (same round; median of {rounds} rounds, each: {every_round}) | | the ordered consumer alone: {consume_rate:.0} msgs/s | **{:.2}×** |\n\
              | CPU seconds (server, client) for {n} events | catch-up: {:.2}, {:.2} | consumer alone: {:.2}, {:.2} | |",
             fed_rate / local_rate,
             fed_rate / consume_rate,
@@ -707,8 +746,9 @@ fn main() {
          | relay: {n} events from SQLite to JetStream (file storage, 1 replica), exactly once | {relay_rate:.0} events/s | raw async-nats JetStream publish of the same payloads, 4096 acks in flight: {raw_rate:.0} msgs/s | **{:.2}×** |\n\
          | relay (same run) | {relay_rate:.0} events/s | the same raw publish with the headers the relay must send (`Nats-Msg-Id`, `Nats-Expected-Last-Sequence`, `Ledger-Position`): {raw_headers_rate:.0} msgs/s | **{:.2}×** |\n\
          | NATS-fed catch-up of all shipped projections from LEDGER_EVENTS (CPU s, server and client: {:.2} and {:.2}) | {fed_rate:.0} events/s | the embedded engine's catch-up from SQLite: {local_rate:.0} events/s | **{:.2}×** |\n\
-         | NATS-fed catch-up (same run) | {fed_rate:.0} events/s | the ordered consumer alone (CPU s, server and client: {:.2} and {:.2}): {consume_rate:.0} msgs/s | **{:.2}×** |\n\
-         | command → NATS-fed projection visible, 100 commands/s, 1,000 commands (SQLite append → relay → LEDGER_EVENTS → engine); parts: durable append p50 {:.2} / p99 {:.2} ms, relayed event on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw JetStream publish → ordered consumer delivery at the same rate: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |\n\
+         | NATS-fed catch-up (median of {rounds} alternating rounds, each: {every_round}) | {fed_rate:.0} events/s | the ordered consumer alone, the round's neighbour (CPU s, server and client: {:.2} and {:.2}): {consume_rate:.0} msgs/s | **{:.2}×** |\n\
+         | command → NATS-fed projection visible, 100 commands/s, 1,000 commands (SQLite append → relay → LEDGER_EVENTS → engine), the baseline running at the same time; parts: durable append p50 {:.2} / p99 {:.2} ms, relayed event on the wire p50 {:.2} / p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms | raw JetStream publish → ordered consumer delivery at the same rate and time: p50 {:.2} ms, p99 {:.2} ms | p99 **{:.2}×** |\n\
+         | the same commands, from the durable append's acknowledgement to the projection (relay → LEDGER_EVENTS → engine) | p50 {:.2} ms, p99 {:.2} ms | the raw publish → consume above | p99 **{:.2}×** |\n\
          | JetStream as the log, default server settings (flush every 2 min): {log_commands} single-event commands, 64 writers | {log_rate:.0} commands/s | 64 concurrent raw publishes awaiting acks, same payloads: {log_raw:.0} msgs/s | **{:.2}×** |\n\
          | opening the JetStream log: index of {log_commands} events rebuilt, chain verified | {open_rate:.0} events/s | the ordered consumer alone (above): {consume_rate:.0} msgs/s | **{:.2}×** |\n\
          | JetStream as the log, `sync_interval: always` (fsync before every ack): {log_commands} commands, 64 writers | {sync_rate:.0} commands/s | the same raw publishes on that server: {sync_raw:.0} msgs/s | **{:.2}×** |",
@@ -729,6 +769,9 @@ fn main() {
         latency[2],
         latency[3],
         latency[1] / latency[3],
+        latency[8],
+        latency[9],
+        latency[9] / latency[3],
         log_rate / log_raw,
         open_rate / consume_rate,
         sync_rate / sync_raw,
