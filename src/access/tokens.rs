@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::domain::Reference;
 
@@ -90,10 +91,11 @@ pub struct Principal {
     pub token_id: String,
     /// Its role.
     pub role: Role,
-    /// Its directorates (agents, supervisors).
-    pub directorates: BTreeSet<String>,
-    /// Its partner centres (partners).
-    pub partner_centres: BTreeSet<String>,
+    /// Its directorates (agents, supervisors); shared with the loaded token file, so that a
+    /// request's check copies no set.
+    pub directorates: Arc<BTreeSet<String>>,
+    /// Its partner centres (partners), shared likewise.
+    pub partner_centres: Arc<BTreeSet<String>>,
 }
 
 /// Why a request's token was refused (HTTP 401).
@@ -133,7 +135,7 @@ impl TokenError {
 /// The loaded tokens, by hash.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    by_hash: HashMap<String, TokenEntry>,
+    by_hash: HashMap<String, (TokenEntry, Principal)>,
 }
 
 /// SHA-256 of a token, hex.
@@ -228,7 +230,16 @@ impl Auth {
                     ),
                 });
             }
-            if by_hash.insert(t.sha256.to_ascii_lowercase(), t).is_some() {
+            let principal = Principal {
+                token_id: t.id.clone(),
+                role: t.role,
+                directorates: Arc::new(t.directorates.iter().cloned().collect()),
+                partner_centres: Arc::new(t.partner_centres.iter().cloned().collect()),
+            };
+            if by_hash
+                .insert(t.sha256.to_ascii_lowercase(), (t, principal))
+                .is_some()
+            {
                 return Err(format!("{at}: the same token hash appears twice"));
             }
         }
@@ -287,7 +298,7 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(TokenError::Malformed)?;
-        let entry = self
+        let (entry, principal) = self
             .by_hash
             .get(&hash_token(token))
             .ok_or(TokenError::Unknown)?;
@@ -299,12 +310,7 @@ impl Auth {
                 });
             }
         }
-        Ok(Principal {
-            token_id: entry.id.clone(),
-            role: entry.role,
-            directorates: entry.directorates.iter().cloned().collect(),
-            partner_centres: entry.partner_centres.iter().cloned().collect(),
-        })
+        Ok(principal.clone())
     }
 }
 

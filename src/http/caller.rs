@@ -65,7 +65,7 @@ impl Caller {
             Caller::Open => Ok(ReadScope::All),
             Caller::Token(p) => match p.role {
                 Role::Auditor => Ok(ReadScope::All),
-                Role::Supervisor => Ok(ReadScope::Directorates(p.directorates.clone())),
+                Role::Supervisor => Ok(ReadScope::Directorates((*p.directorates).clone())),
                 r => Err(forbidden(format!(
                     "{} cannot read the ledger's data: reads need a supervisor or auditor token (the {} role sends {})",
                     self.describe(),

@@ -17,7 +17,7 @@ pub(super) async fn whoami(caller: Caller) -> Json<serde_json::Value> {
             "directorates": [], "partner_centres": [], "suppressed": false}),
         Caller::Token(p) => serde_json::json!({
             "token_id": p.token_id, "role": p.role.as_str(), "auth": true,
-            "directorates": p.directorates, "partner_centres": p.partner_centres,
+            "directorates": &*p.directorates, "partner_centres": &*p.partner_centres,
             "suppressed": caller.suppresses_small_counts(),
         }),
     })
