@@ -213,7 +213,10 @@ fn spawn_serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, St
 #[test]
 fn serve_binds_port_0_prints_its_address_answers_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_serve(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    let (mut child, addr) = spawn_serve(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--create"],
+    );
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         conn,
@@ -610,6 +613,7 @@ fn sigterm_under_load_loses_no_acknowledged_command() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--create",
         ],
     );
     let site = json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(), "directorate": "lyon",

@@ -228,6 +228,11 @@ pub enum Cmd {
         /// 1h…; 0 turns it off. Needs the signing key (`audit keygen`).
         #[arg(long, default_value = "1h", value_parser = parse_every)]
         digest_every: std::time::Duration,
+        /// Start a new, empty ledger when --store names none (a missing SQLite file, or a NATS
+        /// log without events). Without it `serve` refuses, naming the path it looked at: a
+        /// server started in the wrong directory must not serve a new empty ledger.
+        #[arg(long)]
+        create: bool,
     },
     /// Tokens for the HTTP API.
     Auth {

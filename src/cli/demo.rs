@@ -198,6 +198,7 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
             as_of: s.as_of,
         }),
         std::time::Duration::from_secs(3600),
+        false, // the demo's ledger was just written above
     )
 }
 

@@ -205,13 +205,80 @@ impl Cli {
     /// Opens the store, its projections and the command handler. Only commands that write
     /// (`demo`, `submit`) may create a new store; the others refuse a store that is not there.
     pub(super) fn open(&self, business_clock: bool, create: bool) -> Result<Env> {
-        if let Some(p) = self.store.strip_prefix("sqlite:") {
-            if !create && !p.is_empty() && !Path::new(p).exists() {
+        let sqlite = self.store.strip_prefix("sqlite:").filter(|p| !p.is_empty());
+        let missing = sqlite.is_some_and(|p| !Path::new(p).exists());
+        if let Some(p) = sqlite.filter(|_| missing && !create) {
+            bail!(
+                "there is no ledger at {p} (looked for {}); run this in the directory that holds it or name it with --store sqlite:PATH. \
+                 `campaign-ledger demo`, `submit FILE` or `import` create one",
+                absolute(Path::new(p)).display()
+            );
+        }
+        let env = self.open_store(business_clock)?;
+        if missing {
+            self.say_created(sqlite.map(Path::new));
+        }
+        Ok(env)
+    }
+
+    /// `serve`'s open: never a new ledger unless `create` (`serve --create`), so that a server
+    /// started in the wrong directory, or with a mistyped --store, says so instead of serving
+    /// a new empty ledger (and making a new master key).
+    pub(super) fn open_for_serve(&self, create: bool) -> Result<Env> {
+        if create {
+            return self.open(false, true);
+        }
+        if let Some(p) = self.store.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+            if !Path::new(p).exists() {
                 bail!(
-                    "there is no ledger at {p}; run `campaign-ledger demo` or `campaign-ledger submit FILE` first, or name another with --store sqlite:PATH"
+                    "there is no ledger at {p} (looked for {}): serve runs an existing ledger. Start it in the directory that holds \
+                     the ledger or name it with --store sqlite:PATH; to start a new, empty ledger there, add --create",
+                    absolute(Path::new(p)).display()
                 );
             }
+            return self.open(false, false);
         }
+        let env = self.open(false, false)?;
+        if env.store.head_position().map_err(|e| anyhow!("{e}"))? == 0 {
+            bail!(
+                "the log {} holds no event: serve runs an existing ledger. Check --store (the servers, and that LEDGER_LOG is this ledger's); \
+                 to start a new, empty ledger there, add --create",
+                env.store.describe()
+            );
+        }
+        Ok(env)
+    }
+
+    /// Says on standard error that a new ledger was made, and where its keys are.
+    fn say_created(&self, path: Option<&Path>) {
+        let Some(path) = path else { return };
+        let keys = if self.needs_keys() {
+            format!(
+                "; person keys in {}, opened by the master key ({}): keep the master key apart from the log and back both up",
+                absolute(&self.key_store_path()).display(),
+                match std::env::var_os("LEDGER_MASTER_KEY") {
+                    Some(_) => "LEDGER_MASTER_KEY".to_string(),
+                    None => absolute(
+                        &self
+                            .master_key
+                            .clone()
+                            .unwrap_or_else(|| self.data_dir().join("master.key")),
+                    )
+                    .display()
+                    .to_string(),
+                }
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "note: created a new ledger at {}{keys}",
+            absolute(path).display()
+        );
+    }
+
+    /// Opens the store, its projections and the command handler (the store may be created).
+    fn open_store(&self, business_clock: bool) -> Result<Env> {
         let business = business_clock
             .then(|| Arc::new(BusinessClock(ManualClock::new(DateTime::<Utc>::MIN_UTC))));
         let clock: Arc<dyn Clock> = match &business {
@@ -266,6 +333,11 @@ impl Cli {
             business,
         })
     }
+}
+
+/// `path` from the filesystem's root, for messages (as given when it cannot be resolved).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 pub(super) fn actor() -> Actor {

@@ -14,6 +14,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             listen,
             auth,
             digest_every,
+            create,
         } => {
             let auth = match auth {
                 Some(path) => Some(
@@ -22,7 +23,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            serve(cli, listen, auth, None, *digest_every)
+            serve(cli, listen, auth, None, *digest_every, *create)
         }
         _ => unreachable!("dispatched on its own subcommand"),
     }
@@ -36,9 +37,10 @@ pub(super) fn serve(
     auth: Option<campaign_ledger::access::Auth>,
     banner: Option<DemoBanner>,
     digest_every: std::time::Duration,
+    create: bool,
 ) -> Result<ExitCode> {
     let addr = listen_addr(listen, auth.is_some())?;
-    let env = cli.open(false, true)?;
+    let env = cli.open_for_serve(create)?;
     let engine = Arc::new(env.engine?);
     let store = env.store.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

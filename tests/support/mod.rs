@@ -309,6 +309,7 @@ pub fn serve_with_tokens_on(dir: &Path, global: &[&str]) -> (Running, String) {
             "tokens.json",
             "--digest-every",
             "0",
+            "--create",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
