@@ -233,6 +233,11 @@ pub enum Cmd {
         /// server started in the wrong directory must not serve a new empty ledger.
         #[arg(long)]
         create: bool,
+        /// The most live clients (server-sent events: `/v1/events/live`, `/v1/projections/
+        /// NAME/live`, the dashboard) served at once; one more is answered 503 with
+        /// Retry-After. Each costs a task and a bounded buffer, no thread.
+        #[arg(long, env = "LEDGER_MAX_LIVE_CLIENTS", default_value_t = campaign_ledger::http::DEFAULT_MAX_LIVE as u32, value_parser = clap::value_parser!(u32).range(1..))]
+        max_live_clients: u32,
     },
     /// Tokens for the HTTP API.
     Auth {

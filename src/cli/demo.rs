@@ -199,6 +199,7 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         }),
         std::time::Duration::from_secs(3600),
         false, // the demo's ledger was just written above
+        campaign_ledger::http::DEFAULT_MAX_LIVE,
     )
 }
 

@@ -15,6 +15,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             auth,
             digest_every,
             create,
+            max_live_clients,
         } => {
             let auth = match auth {
                 Some(path) => Some(
@@ -23,7 +24,15 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            serve(cli, listen, auth, None, *digest_every, *create)
+            serve(
+                cli,
+                listen,
+                auth,
+                None,
+                *digest_every,
+                *create,
+                *max_live_clients as usize,
+            )
         }
         _ => unreachable!("dispatched on its own subcommand"),
     }
@@ -38,6 +47,7 @@ pub(super) fn serve(
     banner: Option<DemoBanner>,
     digest_every: std::time::Duration,
     create: bool,
+    max_live_clients: usize,
 ) -> Result<ExitCode> {
     let addr = listen_addr(listen, auth.is_some())?;
     let env = cli.open_for_serve(create)?;
@@ -45,7 +55,8 @@ pub(super) fn serve(
     let store = env.store.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut state = campaign_ledger::http::AppState::new(Arc::new(env.ledger), engine.clone())
-        .with_stopping(stop_rx.clone());
+        .with_stopping(stop_rx.clone())
+        .with_live_limit(max_live_clients);
     if let Some(a) = auth {
         state = state.with_auth(a);
     }

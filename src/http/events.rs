@@ -4,7 +4,7 @@
 use super::caller::Caller;
 use super::error::ApiError;
 use super::query::{check_after, query_with};
-use super::sse::{blocking_feed, Next};
+use super::sse::{admit, error_event, feed, head_watch};
 use super::state::AppState;
 use super::{blocking, MAX_EVENTS, MAX_SCAN};
 use crate::app::AppError;
@@ -228,29 +228,72 @@ pub(super) async fn events_live(
         None => None,
     };
     let after = check_after(resume.or(q.after))?;
-    let mut sub = state.reader().subscribe(after);
-    let feed = blocking_feed(state.stopping.clone(), 256, move || {
-        match sub.next_timeout(std::time::Duration::from_secs(1)) {
-            Ok(Some(e)) if scope.allows(event_directorate(&e).as_deref()) => {
-                match axum::response::sse::Event::default()
+    let permit = match admit(&state) {
+        Ok(p) => p,
+        Err(refused) => return Ok(*refused),
+    };
+    let mut head = head_watch(&state);
+    let reader = state.reader();
+    let feed = feed(&state, permit, 256, move |out| async move {
+        let mut at = after;
+        loop {
+            let read = {
+                let reader = reader.clone();
+                tokio::task::spawn_blocking(move || reader.events_after(at, 256)).await
+            };
+            let batch = match read {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "live events stopped");
+                    let _ = out
+                        .send(error_event(&format!(
+                            "the log cannot be read now ({e}); reconnect to resume"
+                        )))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a live read failed");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                if !out.beyond(&mut head, at).await {
+                    return;
+                }
+                continue;
+            }
+            for e in batch {
+                // No gap, no duplicate: each event must follow the last one sent.
+                if e.position != at + 1 {
+                    tracing::error!(
+                        expected = at + 1,
+                        read = e.position,
+                        "live events: positions do not follow"
+                    );
+                    let _ = out
+                        .send(error_event(&format!(
+                            "expected position {} after {at}, read {}; reconnect to resume",
+                            at + 1,
+                            e.position
+                        )))
+                        .await;
+                    return;
+                }
+                at = e.position;
+                if !scope.allows(event_directorate(&e).as_deref()) {
+                    continue;
+                }
+                let Ok(event) = axum::response::sse::Event::default()
                     .id(e.position.to_string())
                     .event("ledger-event")
                     .json_data(&e)
-                {
-                    Ok(event) => Next::Send(event),
-                    Err(_) => Next::Idle,
+                else {
+                    continue;
+                };
+                if !out.send(event).await {
+                    return;
                 }
-            }
-            Ok(_) => Next::Idle,
-            Err(e) => {
-                tracing::warn!(error = %e, "live events stopped");
-                Next::End(Some(
-                    axum::response::sse::Event::default()
-                        .event("error")
-                        .data(format!(
-                            "the log cannot be read now ({e}); reconnect to resume"
-                        )),
-                ))
             }
         }
     });

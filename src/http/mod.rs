@@ -35,6 +35,7 @@ pub use crate::audit::{AccessEntry, AccessLog};
 pub use caller::{Caller, ReadScope};
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use sse::{LiveHub, DEFAULT_MAX_LIVE, SLOW_CLIENT};
 pub use state::AppState;
 
 use axum::extract::DefaultBodyLimit;
@@ -77,10 +78,36 @@ pub async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Graceful, within bounds: once asked to stop, connections get SHUTDOWN_GRACE to finish
+    // (live streams end at once); a client that does not read its last bytes is not waited
+    // for beyond that.
+    let (asked, stop_asked) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = asked.send(());
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        done = &mut server => done,
+        _ = async {
+            if stop_asked.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(
+                "connections still open {}s after the stop was asked; closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
 }
+
+/// How long a stopping server waits for its open connections.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {

@@ -9,6 +9,13 @@ fn error_response(description: &str) -> Value {
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+/// A live endpoint's 503: the server follows as many live clients as it may.
+fn live_limit_response() -> Value {
+    json!({"description": "The server already follows as many live clients as it may (code too_many_live_clients; serve --max-live-clients): retry after the delay given.",
+           "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}}},
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
 fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
@@ -150,7 +157,8 @@ fn paths_commands_and_projections() -> Value {
         "responses": auth_errors(json!({
             "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
             "400": error_response("A bad as_of (code bad_as_of), or known_at given (code known_at_not_live)."),
-            "404": error_response("No projection of that name.")
+            "404": error_response("No projection of that name."),
+            "503": live_limit_response()
         }))
     }},
     "/v1/projections/{name}/rebuild": {"post": {
@@ -212,7 +220,8 @@ fn paths_events_and_audit() -> Value {
             "schema": {"type": "integer"}}],
         "responses": auth_errors(json!({
             "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            "400": error_response("A bad after or Last-Event-ID.")
+            "400": error_response("A bad after or Last-Event-ID."),
+            "503": live_limit_response()
         }))
     }},
     "/v1/audit/digest": {"get": {

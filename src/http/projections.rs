@@ -4,7 +4,7 @@ use super::blocking;
 use super::caller::{forbidden, Caller, ReadScope};
 use super::error::ApiError;
 use super::query::{known_at_for, parse_as_of, query, ReportQuery};
-use super::sse::{blocking_feed, Next};
+use super::sse::{admit, error_event, feed, head_watch};
 use super::state::AppState;
 use crate::access::Role;
 use crate::projection::{ProjectionError, Report};
@@ -168,47 +168,63 @@ pub(super) async fn projection_live(
         blocking(move || Ok(reader.report(&name, as_of, None)?)).await?
     };
     shape_report(&first, &caller)?;
-    let mut shown = None;
-    let mut next = Some(Ok(first));
-    let feed = blocking_feed(state.stopping.clone(), 4, move || {
-        if next.is_none() {
-            let at = shown.unwrap_or(0);
-            if reader
-                .wait_beyond(at, std::time::Duration::from_secs(1))
-                .is_err()
-            {
-                std::thread::sleep(std::time::Duration::from_secs(1));
+    let permit = match admit(&state) {
+        Ok(p) => p,
+        Err(refused) => return Ok(*refused),
+    };
+    let mut head = head_watch(&state);
+    let feed = feed(&state, permit, 4, move |out| async move {
+        let mut report = first;
+        loop {
+            let shown = report.position;
+            let Ok(v) = shape_report(&report, &caller) else {
+                return;
+            };
+            let Ok(event) = axum::response::sse::Event::default()
+                .id(shown.to_string())
+                .event("snapshot")
+                .json_data(&v)
+            else {
+                return;
+            };
+            if !out.send(event).await {
+                return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100)); // coalesce a burst
-        }
-        let report = next
-            .take()
-            .unwrap_or_else(|| reader.report(&name, as_of, None));
-        match report {
-            Ok(r) if shown != Some(r.position) => {
-                shown = Some(r.position);
-                let Ok(v) = shape_report(&r, &caller) else {
-                    return Next::End(None);
-                };
-                match axum::response::sse::Event::default()
-                    .id(r.position.to_string())
-                    .event("snapshot")
-                    .json_data(&v)
-                {
-                    Ok(event) => Next::Send(event),
-                    Err(_) => Next::End(None),
+            // The next snapshot: after the log moves, coalescing a burst (at most ten a
+            // second), and only when the projection moved.
+            let mut seen = shown;
+            loop {
+                if !out.beyond(&mut head, seen).await {
+                    return;
                 }
-            }
-            Ok(_) => Next::Idle,
-            Err(e) => {
-                tracing::warn!(error = %e, "live projection stopped");
-                Next::End(Some(
-                    axum::response::sse::Event::default()
-                        .event("error")
-                        .data(format!(
-                            "the projection cannot be read now ({e}); reconnect"
-                        )),
-                ))
+                seen = *head.borrow();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let read = {
+                    let (reader, name) = (reader.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || reader.report(&name, as_of, None)).await
+                };
+                match read {
+                    Ok(Ok(r)) if r.position != shown => {
+                        report = r;
+                        break;
+                    }
+                    // Not folded that far yet: look again after the next pause.
+                    Ok(Ok(r)) if r.position < seen => seen = r.position,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "live projection stopped");
+                        let _ = out
+                            .send(error_event(&format!(
+                                "the projection cannot be read now ({e}); reconnect"
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a live read failed");
+                        return;
+                    }
+                }
             }
         }
     });

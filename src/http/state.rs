@@ -28,6 +28,8 @@ pub struct AppState {
     /// The log of person-level reads. Without it (and without the ledger's key store) reads
     /// show person refs only as stored (sealed).
     pub access_log: Option<Arc<AccessLog>>,
+    /// The live clients (SSE): their head notification and their limit.
+    pub live: Arc<super::sse::LiveHub>,
 }
 
 impl AppState {
@@ -44,7 +46,15 @@ impl AppState {
             relay: None,
             signing: None,
             access_log: None,
+            live: Arc::new(super::sse::LiveHub::new(super::sse::DEFAULT_MAX_LIVE)),
         }
+    }
+
+    /// Admits at most `limit` live (SSE) clients at once; one more is answered 503 with
+    /// `Retry-After`.
+    pub fn with_live_limit(mut self, limit: usize) -> AppState {
+        self.live = Arc::new(super::sse::LiveHub::new(limit));
+        self
     }
 
     /// Reveals person refs to the roles that read events, recording each such read here.
