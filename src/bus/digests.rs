@@ -31,7 +31,13 @@ pub struct DigestOptions {
     pub replicas: usize,
     /// The access log of person-level reads, whose head each digest states.
     pub access_log: Option<Arc<crate::audit::AccessLog>>,
+    /// Where the publisher says how it stands (part `digests`), as it happens.
+    pub health: crate::support::health::Health,
 }
+
+/// The most digests kept in memory while NATS cannot take them: beyond it the oldest are let
+/// go from memory (each stays in the digest file, and a later digest proves more).
+pub const MAX_UNPUBLISHED: usize = 1000;
 
 /// Takes, signs and publishes digests until `shutdown` completes (one at start when the log
 /// holds events, then every `options.every`).
@@ -42,6 +48,8 @@ pub async fn publish_digests(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let health = options.health.clone();
+    health.starting("digests");
     let mut last_position: Option<u64> = None;
     let mut unpublished: Vec<SignedDigest> = Vec::new();
     let mut js: Option<jetstream::Context> = None;
@@ -60,11 +68,19 @@ pub async fn publish_digests(
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot take a digest; trying at the next tick");
+                health.failing("digests", format!("cannot take a digest: {e}"));
                 continue;
             }
-            Err(_) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "the digest task failed; trying at the next tick");
+                health.failing("digests", format!("the digest task failed: {e}"));
+                continue;
+            }
         };
         if digest.position == 0 || last_position == Some(digest.position) {
+            if unpublished.is_empty() {
+                health.running("digests");
+            }
             continue;
         }
         let signed = key.sign(digest);
@@ -74,36 +90,63 @@ pub async fn publish_digests(
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot write the digest file; trying at the next tick");
+                tracing::warn!(error = %e, file = %options.file.display(), "cannot write the digest file; trying at the next tick");
+                health.failing(
+                    "digests",
+                    format!("cannot write {}: {e}", options.file.display()),
+                );
                 continue;
             }
-            Err(_) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "the digest file task failed; trying at the next tick");
+                health.failing("digests", format!("the digest file task failed: {e}"));
+                continue;
+            }
         }
         last_position = Some(signed.position);
         let Some(url) = &options.nats_url else {
+            health.running("digests");
             continue;
         };
         unpublished.push(signed);
-        if js.is_none() {
-            js = connect(url, options.replicas).await.ok();
+        if unpublished.len() > MAX_UNPUBLISHED {
+            let dropped = unpublished.len() - MAX_UNPUBLISHED;
+            unpublished.drain(..dropped);
+            tracing::warn!(
+                kept = MAX_UNPUBLISHED,
+                "NATS has not taken digests for long: the oldest are let go from memory (they stay in the digest file)"
+            );
         }
-        let Some(context) = &js else {
-            if !warned {
-                tracing::warn!("NATS is unreachable: digests will be published when it is back");
-                warned = true;
+        if js.is_none() {
+            match connect(url, options.replicas).await {
+                Ok(c) => js = Some(c),
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "NATS is unreachable: digests will be published when it is back");
+                        warned = true;
+                    }
+                    health.failing("digests", format!("NATS unreachable: {e}"));
+                    continue;
+                }
             }
-            continue;
-        };
+        }
+        let Some(context) = &js else { continue };
         match publish(context, &unpublished).await {
             Ok(()) => {
                 unpublished.clear();
-                warned = false;
+                if std::mem::replace(&mut warned, false) {
+                    tracing::warn!(
+                        "NATS reachable again: the digests kept meanwhile are published"
+                    );
+                }
+                health.running("digests");
             }
             Err(e) => {
                 if !warned {
                     tracing::warn!(error = %e, "cannot publish digests; they will be published when NATS is back");
                     warned = true;
                 }
+                health.failing("digests", format!("cannot publish: {e}"));
                 js = None;
             }
         }

@@ -369,13 +369,16 @@ pub(super) fn holds_sealed_refs(store: &dyn EventStore) -> Result<bool> {
 pub(super) fn follow_projections(
     engine: &Engine,
     store: &dyn EventStore,
+    health: &campaign_ledger::support::health::Health,
     stop: &mut dyn FnMut(std::time::Duration) -> bool,
 ) -> u64 {
     let (mut at, mut failing) = (0, false);
+    health.starting("projections");
     loop {
         match engine.catch_up(store) {
             Ok(p) => {
                 at = p;
+                health.running("projections");
                 if std::mem::replace(&mut failing, false) {
                     tracing::warn!(position = p, "projection catch-up works again");
                 }
@@ -396,6 +399,14 @@ pub(super) fn follow_projections(
                     } else {
                         tracing::warn!(error = %e, "projection catch-up failed; retrying every second");
                     }
+                }
+                if damaged {
+                    health.stopped(
+                        "projections",
+                        format!("the log was refused ({e}); retried every 30 s"),
+                    );
+                } else {
+                    health.failing("projections", &e);
                 }
                 let pause = if damaged { 30 } else { 1 };
                 if stop(std::time::Duration::from_secs(pause)) {

@@ -33,9 +33,10 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 runtime.block_on(shutdown_signal());
                 let _ = stop_tx.send(());
             });
-            let pos = follow_projections(&engine, source.as_ref(), &mut |wait| {
-                stop_rx.recv_timeout(wait).is_ok()
-            });
+            let pos =
+                follow_projections(&engine, source.as_ref(), &Default::default(), &mut |wait| {
+                    stop_rx.recv_timeout(wait).is_ok()
+                });
             eprintln!("projections folded up to position {pos}");
             Ok(ExitCode::SUCCESS)
         }

@@ -60,6 +60,9 @@ pub(super) fn serve(
     if let Some(a) = auth {
         state = state.with_auth(a);
     }
+    // What the background parts say of themselves, read by /readyz and /metrics.
+    let health = campaign_ledger::support::health::Health::default();
+    state = state.with_health(health.clone());
     let key_path = cli.key_path(None);
     let mut digests = None;
     if key_path.exists() {
@@ -72,6 +75,7 @@ pub(super) fn serve(
                 nats_url: cli.nats.clone(),
                 replicas: 1,
                 access_log: None,
+                health: health.clone(),
             });
         }
     } else if !digest_every.is_zero() {
@@ -84,10 +88,11 @@ pub(super) fn serve(
         campaign_ledger::audit::AccessLog::open(&cli.access_log_path())
             .map_err(|e| anyhow!("{e}"))?,
     );
-    let relay_options = cli
-        .nats
-        .clone()
-        .map(campaign_ledger::bus::RelayOptions::new);
+    let relay_options = cli.nats.clone().map(|url| {
+        let mut o = campaign_ledger::bus::RelayOptions::new(url);
+        o.health = health.clone();
+        o
+    });
     if let Some(o) = &relay_options {
         state = state.with_relay(o.progress.clone());
     }
@@ -118,7 +123,7 @@ pub(super) fn serve(
         let catch_up = {
             let (engine, store, stopping) = (engine.clone(), store.clone(), stop_rx.clone());
             tokio::task::spawn_blocking(move || {
-                follow_projections(&engine, store.as_ref(), &mut |wait| {
+                follow_projections(&engine, store.as_ref(), &health, &mut |wait| {
                     if !*stopping.borrow() {
                         std::thread::sleep(wait);
                     }

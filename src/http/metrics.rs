@@ -126,6 +126,34 @@ impl Metrics {
         }
         o
     }
+
+    /// The background parts' lines: `ledger_component_up{component}` (1 running, 0 starting,
+    /// failing or stopped) and `ledger_component_errors_total{component}`.
+    pub fn render_parts(
+        parts: &std::collections::BTreeMap<&'static str, crate::support::health::Part>,
+    ) -> String {
+        use crate::support::health::State;
+        let mut o = String::new();
+        if parts.is_empty() {
+            return o;
+        }
+        let _ = writeln!(o, "# HELP ledger_component_up Whether a background part of the server (relay, digests, projections) is running (1) or starting, failing or stopped (0).");
+        let _ = writeln!(o, "# TYPE ledger_component_up gauge");
+        for (name, p) in parts {
+            let up = u8::from(p.state == State::Running);
+            let _ = writeln!(o, "ledger_component_up{{component=\"{name}\"}} {up}");
+        }
+        let _ = writeln!(o, "# HELP ledger_component_errors_total Errors a background part of the server met (each retry that failed counts).");
+        let _ = writeln!(o, "# TYPE ledger_component_errors_total counter");
+        for (name, p) in parts {
+            let _ = writeln!(
+                o,
+                "ledger_component_errors_total{{component=\"{name}\"}} {}",
+                p.errors
+            );
+        }
+        o
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +179,17 @@ mod tests {
             "ledger_commands_total{outcome=\"rejected\"} 2",
             "ledger_projection_lag_events{projection=\"doses_by_day\"} 3",
             "ledger_relay_lag_events 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        let health = crate::support::health::Health::default();
+        health.running("projections");
+        health.failing("relay", "connection refused");
+        let text = Metrics::render_parts(&health.parts());
+        for line in [
+            "ledger_component_up{component=\"projections\"} 1",
+            "ledger_component_up{component=\"relay\"} 0",
+            "ledger_component_errors_total{component=\"relay\"} 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -365,10 +365,10 @@ fn paths_meta() -> Value {
     }},
     "/readyz": {"get": {
         "operationId": "readyz", "security": [],
-        "summary": "The store answers and every projection is caught up with it.",
+        "summary": "The store answers and every background part the server runs (projection follower, relay, digest publisher) is running.",
         "responses": {
-            "200": json_response("Ready.", json!({"type": "object", "properties": {"ready": {"const": true}, "position": {"type": "integer"}}})),
-            "503": json_response("Not ready (projections behind, or the store unreachable).", json!({"type": "object"}))
+            "200": json_response("Ready.", json!({"type": "object", "required": ["ready", "position", "reasons"], "properties": {"ready": {"const": true}, "position": {"type": "integer"}, "reasons": {"type": "array", "maxItems": 0}}})),
+            "503": json_response("Not ready: the store unreachable, or a part starting, failing or stopped; `reasons` says which and why.", json!({"type": "object", "required": ["ready", "reasons"], "properties": {"ready": {"const": false}, "position": {"type": "integer"}, "reasons": {"type": "array", "items": {"type": "string"}}}}))
         }
     }},
     "/dashboard/": {"get": {

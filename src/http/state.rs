@@ -30,6 +30,9 @@ pub struct AppState {
     pub access_log: Option<Arc<AccessLog>>,
     /// The live clients (SSE): their head notification and their limit.
     pub live: Arc<super::sse::LiveHub>,
+    /// What the server's background parts (relay, digests, projection follower) say of
+    /// themselves: `/readyz` is not ready while one is not running.
+    pub health: crate::support::health::Health,
 }
 
 impl AppState {
@@ -47,7 +50,14 @@ impl AppState {
             signing: None,
             access_log: None,
             live: Arc::new(super::sse::LiveHub::new(super::sse::DEFAULT_MAX_LIVE)),
+            health: Default::default(),
         }
+    }
+
+    /// Reads the background parts' health (`/readyz`, `/metrics`).
+    pub fn with_health(mut self, health: crate::support::health::Health) -> AppState {
+        self.health = health;
+        self
     }
 
     /// Admits at most `limit` live (SSE) clients at once; one more is answered 503 with

@@ -50,6 +50,9 @@ pub struct RelayOptions {
     /// error (None: retry for ever, as a following relay does). `relay --once` sets 30 s
     /// (`--retry-for`): a run from cron or a script must end, and the next one resumes.
     pub give_up_after: Option<Duration>,
+    /// Where the relay says how it stands (part `relay`): running, failing and retrying, or
+    /// stopped, each with its reason, as it happens (`serve`'s `/readyz` and `/metrics`).
+    pub health: crate::support::health::Health,
 }
 
 impl RelayOptions {
@@ -62,6 +65,7 @@ impl RelayOptions {
             max_in_flight: 4096,
             progress: Progress::default(),
             give_up_after: None,
+            health: Default::default(),
         }
     }
 }
@@ -133,8 +137,24 @@ enum SessionEnd {
 }
 
 /// Runs the relay until `shutdown` completes (or, without `follow`, until the stream holds the
-/// whole log). NATS outages are retried with backoff, logged once each.
+/// whole log). NATS outages are retried with backoff, logged once each. How it stands is
+/// said in `options.health` as it happens; an error that ends it is logged when it happens.
 pub async fn relay(
+    store: Arc<dyn EventStore>,
+    options: RelayOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RelayReport, BusError> {
+    let health = options.health.clone();
+    health.starting("relay");
+    let run = run(store, options, shutdown).await;
+    if let Err(e) = &run {
+        tracing::error!(error = %e, "the relay stopped");
+        health.stopped("relay", e);
+    }
+    run
+}
+
+async fn run(
     store: Arc<dyn EventStore>,
     options: RelayOptions,
     shutdown: impl Future<Output = ()>,
@@ -174,6 +194,7 @@ pub async fn relay(
             }
             Err(BusError::Nats(e)) => {
                 outage.begin(&e);
+                options.health.failing("relay", &e);
                 let (since, at) = *unreachable.get_or_insert((Instant::now(), report.position));
                 if at != report.position {
                     unreachable = Some((Instant::now(), report.position));
@@ -192,6 +213,7 @@ pub async fn relay(
             Err(BusError::Refused(why)) => {
                 // Not an outage: NATS answers, and refuses. Said once per reason.
                 unreachable = None;
+                options.health.failing("relay", &why);
                 if refused.as_deref() != Some(why.as_str()) {
                     tracing::warn!(
                         "{why}; the relay retries with backoff: fix the stream's limits or the server's storage"
@@ -270,6 +292,7 @@ async fn session(
         check_stream_end(store, &s, last, options).await?;
     }
     outage.end();
+    options.health.running("relay");
     let generation = outage.generation.load(Ordering::SeqCst);
     report.position = last;
     report.progress.set(last);
