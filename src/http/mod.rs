@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod findings;
 mod health;
+mod live_hub;
 pub mod metrics;
 pub mod openapi;
 mod persons;
@@ -34,8 +35,8 @@ pub use crate::access::{Auth, Principal, Role};
 pub use crate::audit::{AccessEntry, AccessLog};
 pub use caller::{Caller, ReadScope};
 pub use error::ApiError;
+pub use live_hub::{LiveHub, DEFAULT_MAX_LIVE, SLOW_CLIENT};
 pub use metrics::Metrics;
-pub use sse::{LiveHub, DEFAULT_MAX_LIVE, SLOW_CLIENT};
 pub use state::AppState;
 
 use axum::extract::DefaultBodyLimit;

@@ -3,14 +3,15 @@
 //! - **One notification of new positions.** A single thread per server waits on the log
 //!   (`wait_beyond`) and publishes its head on a `watch` channel; every live client's task
 //!   awaits that channel, then reads what is new on a blocking thread for the time of one read.
-//! - **A limit on live clients** (`serve --max-live-clients`, default [`DEFAULT_MAX_LIVE`]):
-//!   one more is answered 503 `too_many_live_clients` with `Retry-After`.
+//! - **A limit on live clients** (`serve --max-live-clients`, default `DEFAULT_MAX_LIVE`):
+//!   one more is answered 503 `too_many_live_clients` with `Retry-After` (`LiveHub`).
 //! - **A client that does not read** holds at most `capacity` events waiting in its channel;
 //!   when one has waited [`SLOW_CLIENT`] to be taken, its stream ends (the client reconnects with
 //!   `Last-Event-ID`). It never slows the others: each client has its own task and buffer.
 //! - **Shutdown** ends every live stream at once (`stopping`).
 
 use super::error::ApiError;
+use super::live_hub::{RETRY_AFTER_SECS, SLOW_CLIENT};
 use super::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -18,45 +19,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-
-/// Live clients served at once unless `serve --max-live-clients` says otherwise.
-pub const DEFAULT_MAX_LIVE: usize = 2000;
-/// How long an event may wait for a client to take it before that client's stream ends.
-pub const SLOW_CLIENT: Duration = Duration::from_secs(30);
-/// What `Retry-After` tells a client refused for the limit, in seconds.
-const RETRY_AFTER_SECS: u64 = 5;
-
-/// The live clients' shared parts: the head notification (started with the first client) and
-/// the limit.
-pub struct LiveHub {
-    head: OnceLock<watch::Receiver<u64>>,
-    permits: Arc<Semaphore>,
-    limit: usize,
-}
-
-impl LiveHub {
-    /// A hub admitting at most `limit` live clients at once.
-    pub fn new(limit: usize) -> LiveHub {
-        LiveHub {
-            head: OnceLock::new(),
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-        }
-    }
-
-    /// Live clients connected now.
-    pub fn connected(&self) -> usize {
-        self.limit - self.permits.available_permits()
-    }
-
-    /// The most live clients admitted at once.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-}
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 /// A place for one more live client, or the 503 that says to come back.
 pub(super) fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, Box<Response>> {

@@ -29,7 +29,7 @@ pub struct AppState {
     /// show person refs only as stored (sealed).
     pub access_log: Option<Arc<AccessLog>>,
     /// The live clients (SSE): their head notification and their limit.
-    pub live: Arc<super::sse::LiveHub>,
+    pub live: Arc<super::live_hub::LiveHub>,
     /// What the server's background parts (relay, digests, projection follower) say of
     /// themselves: `/readyz` is not ready while one is not running.
     pub health: crate::support::health::Health,
@@ -49,7 +49,9 @@ impl AppState {
             relay: None,
             signing: None,
             access_log: None,
-            live: Arc::new(super::sse::LiveHub::new(super::sse::DEFAULT_MAX_LIVE)),
+            live: Arc::new(super::live_hub::LiveHub::new(
+                super::live_hub::DEFAULT_MAX_LIVE,
+            )),
             health: Default::default(),
         }
     }
@@ -63,7 +65,7 @@ impl AppState {
     /// Admits at most `limit` live (SSE) clients at once; one more is answered 503 with
     /// `Retry-After`.
     pub fn with_live_limit(mut self, limit: usize) -> AppState {
-        self.live = Arc::new(super::sse::LiveHub::new(limit));
+        self.live = Arc::new(super::live_hub::LiveHub::new(limit));
         self
     }
 
