@@ -461,3 +461,35 @@ fn demo_explains_a_scenario_loaded_on_the_system_clock() {
         stdout(&o)
     );
 }
+
+#[test]
+fn submit_to_an_output_that_cannot_be_written_stops_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["scenario", "ofii-2021"]);
+    std::fs::write(dir.path().join("s.jsonl"), stdout(&o)).unwrap();
+    // Standard output is a full device: every write fails (ENOSPC). (A closed pipe ends the
+    // process by SIGPIPE, as `| head` expects, before anything more is run.)
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = support::bin()
+        .current_dir(dir.path())
+        .args(["submit", "s.jsonl"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot write the outcomes to standard output"),
+        "{}",
+        stderr(&o)
+    );
+    // It stopped at the first outcome it could not write: the rest of the file was not run.
+    let verify = stdout(&run(dir.path(), &["audit", "verify"]));
+    let events: u64 = verify
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{verify}"));
+    assert!(events < 10, "{verify}");
+}

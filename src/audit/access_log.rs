@@ -343,7 +343,15 @@ impl AccessLog {
                 caller: r.get(2)?,
                 role: r.get(3)?,
                 route: r.get(4)?,
-                persons: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+                // A damaged row is an error, not "no persons": an auditor must not read it as
+                // a read of nobody.
+                persons: serde_json::from_str(&r.get::<_, String>(5)?).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        format!("the access log's entry has a damaged person list ({e})").into(),
+                    )
+                })?,
                 events: r.get::<_, i64>(6)? as u64,
                 revealed: r.get::<_, i64>(7)? as u64,
             })

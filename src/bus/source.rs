@@ -138,7 +138,15 @@ impl JetStreamSource {
                 match crate::nats::positioned::ordered_messages(&stream, from).await {
                     Ok(mut messages) => {
                         let mut pause = Duration::from_millis(250);
-                        while let Some(Ok(m)) = messages.next().await {
+                        while let Some(next) = messages.next().await {
+                            let m = match next {
+                                Ok(m) => m,
+                                Err(e) => {
+                                    // Said, then followed again from the last position held.
+                                    tracing::warn!(error = %e, "following {STREAM}: the consumer failed; following again from where the tail is");
+                                    break;
+                                }
+                            };
                             let Ok(info) = m.info() else { continue };
                             let seq = info.stream_sequence;
                             let mut t = tail.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,7 +181,7 @@ impl JetStreamSource {
                         tokio::time::sleep(pause).await;
                         continue;
                     }
-                    Err(e) => tracing::debug!(error = %e, "following {STREAM}: retrying"),
+                    Err(e) => tracing::warn!(error = %e, "following {STREAM}: cannot start a consumer; retrying in 250 ms"),
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -33,7 +33,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             };
             let env = cli.open(*clock == ClockChoice::Business, true)?;
             let mut read_error = None;
+            // Set when the outcomes cannot be written: no further line is read.
+            let output_failed = std::rc::Rc::new(std::cell::Cell::new(false));
+            let stop_reading = output_failed.clone();
             let lines = reader.split(b'\n').enumerate().map_while(|(i, l)| match l {
+                _ if stop_reading.get() => None,
                 Ok(mut bytes) => {
                     if bytes.last() == Some(&b'\r') {
                         bytes.pop();
@@ -51,8 +55,15 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             let total = (std::io::stderr().is_terminal() && file.as_os_str() != "-")
                 .then(|| count_lines(file))
                 .flatten();
+            // A standard output that cannot be written (a closed pipe, a full disk) stops the
+            // run with that error: the outcomes would be lost. What ran before stays recorded.
+            let mut write_error: Option<std::io::Error> = None;
+            let failed = output_failed.clone();
             let summary = run_lines(&env, lines, total, |o| {
-                let _ = match format {
+                if write_error.is_some() {
+                    return;
+                }
+                let written = match format {
                     SubmitFormat::Json => {
                         writeln!(out, "{}", serde_json::to_string(o).unwrap_or_default())
                     }
@@ -69,9 +80,18 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                             .map(|e| format!("  {}: {}", e.code, e.message))
                             .unwrap_or_default()
                     ),
-                };
-                let _ = out.flush();
+                }
+                .and_then(|()| out.flush());
+                if let Err(e) = written {
+                    write_error = Some(e);
+                    failed.set(true);
+                }
             })?;
+            if let Some(e) = write_error {
+                bail!(
+                    "cannot write the outcomes to standard output ({e}); no further line was run. The lines before are recorded: run the file again to see every outcome (those are reported as duplicates)"
+                );
+            }
             if let Some(e) = read_error {
                 bail!(
                     "reading {} failed after some lines: {e}; the lines before were run",

@@ -159,6 +159,9 @@ impl Writer {
         let syncer = std::thread::Builder::new()
             .name("ledger-fsync".into())
             .spawn(move || sync_loop(sync_rx, wal, notify))
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot start the fsync thread: every append is refused");
+            })
             .ok();
         // Adaptive group size: when the last group carried many appends, many clients are
         // cycling; wait a little (at most LINGER) for most of them before committing, so one
