@@ -136,6 +136,16 @@ fn command_bodies_that_are_not_commands_get_400_and_oversized_ones_413() {
         (s, error_code(&v)),
         (StatusCode::BAD_REQUEST, "not_a_command")
     );
+    // Every command invalid: 422, with the same outcomes saying what was wrong.
+    let (s, v) = call("POST", "/v1/commands", "{}");
+    assert_eq!(
+        (s, v["outcome"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")),
+        "{v}"
+    );
+    let (s, v) = call("POST", "/v1/commands", "[{}, {\"type\": \"Nope\"}]");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
     let big = format!("[{}]", vec!["{}"; 600_000].join(","));
     let (s, v) = call("POST", "/v1/commands", big);
     assert_eq!(
@@ -173,11 +183,14 @@ fn streams_events_digest_and_health_read_the_log() {
     );
     let (s, v) = get("/v1/events?after=minus-one");
     assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_query"));
-    let (s, v) = get("/v1/events?after=0&limit=5000");
+    let (s, v) = get("/v1/events?after=0&limit=1000");
     assert_eq!(
         (s, v.as_array().map(Vec::len)),
         (StatusCode::OK, Some(1000))
     );
+    // Out of the documented range: refused, not clamped.
+    let (s, v) = get("/v1/events?after=0&limit=1001");
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_query"));
     let (s, v) = get("/v1/audit/digest");
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["position"].as_u64().unwrap() >= 2434);
@@ -765,6 +778,30 @@ fn requests_a_web_page_could_forge_and_odd_queries_get_clear_json_errors() {
             "/v1/events?limit=0",
             StatusCode::BAD_REQUEST,
             "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/audit/access-log?limit=0",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/audit/access-log?limit=1001",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "GET",
+            "/v1/projections/doses_by_directorate?known_at=",
+            StatusCode::BAD_REQUEST,
+            "bad_known_at",
+        ),
+        (
+            "GET",
+            "/v1/projections/doses_by_directorate?as_of=",
+            StatusCode::BAD_REQUEST,
+            "bad_as_of",
         ),
         (
             "GET",

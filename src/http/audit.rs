@@ -2,7 +2,7 @@
 
 use super::caller::Caller;
 use super::error::ApiError;
-use super::query::{check_after, query_with};
+use super::query::{check_after, check_limit, query_with};
 use super::state::AppState;
 use super::{blocking, MAX_EVENTS};
 use crate::access::Role;
@@ -32,6 +32,7 @@ pub(super) async fn access_log(
         q,
         "after and limit are whole numbers and person a person_id, for example ?after=0&limit=100",
     )?;
+    let (after, limit) = (check_after(q.after)?, check_limit(q.limit, MAX_EVENTS)?);
     let Some(log) = state.access_log.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -39,10 +40,6 @@ pub(super) async fn access_log(
             "this server keeps no access log (it reveals no person-level data)",
         ));
     };
-    let (after, limit) = (
-        check_after(q.after)?,
-        q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
-    );
     let ledger = state.ledger.clone();
     let entries = blocking(move || {
         // A ref where a pseudonym is expected would find nothing: say so instead of `[]`.

@@ -50,10 +50,17 @@ pub(super) async fn commands(
         })
         .await?
     };
-    Ok(if single {
-        Json(&outcomes[0]).into_response()
+    // A request whose every command is invalid (not a command of the contract) did nothing:
+    // 422, with the same outcomes saying what was wrong with each. Any other mix is 200.
+    let status = if !outcomes.is_empty() && outcomes.iter().all(|o| o.outcome == "invalid") {
+        StatusCode::UNPROCESSABLE_ENTITY
     } else {
-        Json(&outcomes).into_response()
+        StatusCode::OK
+    };
+    Ok(if single {
+        (status, Json(&outcomes[0])).into_response()
+    } else {
+        (status, Json(&outcomes)).into_response()
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::caller::Caller;
 use super::error::ApiError;
-use super::query::{check_after, query_with};
+use super::query::{check_after, check_limit, query_with};
 use super::sse::{admit, error_event, feed, head_watch};
 use super::state::AppState;
 use super::{blocking, MAX_EVENTS, MAX_SCAN};
@@ -148,17 +148,7 @@ pub(super) async fn events(
 ) -> Result<Response, ApiError> {
     let scope = caller.read_scope()?;
     let q = events_query(q)?;
-    if q.limit == Some(0) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            format!("limit must be from 1 to {MAX_EVENTS}"),
-        ));
-    }
-    let (after, limit) = (
-        check_after(q.after)?,
-        q.limit.unwrap_or(100).clamp(1, MAX_EVENTS),
-    );
+    let (after, limit) = (check_after(q.after)?, check_limit(q.limit, MAX_EVENTS)?);
     let reader = state.reader();
     let (events, next) = blocking(move || {
         let mut out = Vec::new();

@@ -104,7 +104,7 @@ fn common_params() -> (Value, Value, Value, Value, &'static str) {
         "schema": {"type": "string", "format": "date-time"}});
     let after = json!({"name": "after", "in": "query", "required": false,
         "description": "Events after this log position (default 0: from the start).",
-        "schema": {"type": "integer", "minimum": 0}});
+        "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX}});
     let report_shaping = "Supervisors get the rows of their directorates only (totals summed over them) and are refused national projections (no directorate column). For every role but auditor, counts from 1 to 4 of a single site are the string \"<5\" and `suppressed` is true.";
     (name_param, as_of, known_at, after, report_shaping)
 }
@@ -116,13 +116,15 @@ fn paths_commands_and_projections() -> Value {
     "/v1/commands": {"post": {
         "operationId": "sendCommands",
         "summary": "Send one command or an array of up to 1,000 (the `submit` contract).",
-        "description": "Rejections by the rules are outcomes (HTTP 200), one per command in request order. Agents send commands for their directorates (not AuthoriseSite), partners RedeemTicket for their partner centres, admins AuthoriseSite; supervisors and auditors never write. A request with one command the token may not send is refused whole (403) and records nothing. The actor (role, directorate, token id) is recorded in every event's envelope.",
+        "description": "Rejections by the rules are outcomes (HTTP 200), one per command in request order. A request whose every command is invalid (not a command of this schema) is answered 422 with the same outcomes, each saying what was wrong; a mix of invalid and other outcomes is 200. Agents send commands for their directorates (not AuthoriseSite), partners RedeemTicket for their partner centres, admins AuthoriseSite; supervisors and auditors never write. A request with one command the token may not send is refused whole (403) and records nothing. The actor (role, directorate, token id) is recorded in every event's envelope.",
         "requestBody": {"required": true, "content": {"application/json": {"schema": {
             "oneOf": [reference("Command"), {"type": "array", "maxItems": 1000, "items": reference("Command")}]}}}},
         "responses": auth_errors(json!({
             "200": json_response("One outcome, or an array of outcomes in request order.",
                 json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
             "400": error_response("The body is not JSON, or not an object or array (codes malformed_json, not_a_command)."),
+            "422": json_response("Every command is invalid (outcome `invalid`, with the reason in `error`): nothing was recorded.",
+                json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
             "409": error_response("A concurrency conflict survived the retries; send the command again."),
             "413": error_response("Over 1 MiB or over 1,000 commands (codes body_too_large, too_many_commands)."),
             "415": error_response("The body is not sent as Content-Type: application/json (code not_json_content_type): a web page cannot forge a command."),
@@ -234,7 +236,7 @@ fn paths_events_and_audit() -> Value {
         "summary": "The person-level reads (who read whose events, when), oldest first (auditors).",
         "parameters": [{"name": "after", "in": "query", "required": false,
             "description": "Entries after this entry id (0 for the first).",
-            "schema": {"type": "integer", "minimum": 0, "default": 0}},
+            "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX, "default": 0}},
             {"name": "limit", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
             {"name": "person", "in": "query", "required": false,

@@ -13,8 +13,25 @@ pub(super) struct ReportQuery {
     pub(super) known_at: Option<String>,
 }
 
+/// A parameter given empty (`?known_at=`): refused, not read as absent, so that a client
+/// whose value went missing learns it instead of getting an answer to another question.
+fn not_empty<'a>(
+    name: &str,
+    code: &'static str,
+    s: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
+    match s {
+        Some("") => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("{name}= is empty; leave {name} out, or give a value"),
+        )),
+        s => Ok(s),
+    }
+}
+
 pub(super) fn parse_known_at(s: Option<&str>) -> Result<Option<DateTime<FixedOffset>>, ApiError> {
-    s.filter(|s| !s.is_empty())
+    not_empty("known_at", "bad_known_at", s)?
         .map(|s| {
             DateTime::<FixedOffset>::parse_from_rfc3339(s).map_err(|_| {
                 ApiError::new(
@@ -30,7 +47,7 @@ pub(super) fn parse_known_at(s: Option<&str>) -> Result<Option<DateTime<FixedOff
 }
 
 pub(super) fn parse_as_of(s: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
-    s.filter(|s| !s.is_empty())
+    not_empty("as_of", "bad_as_of", s)?
         .map(|s| {
             NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
                 ApiError::new(
@@ -62,6 +79,19 @@ pub(super) fn query<T>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     query_with(q, "see /v1/openapi.json for this route's parameters")
+}
+
+/// A `limit` given by a client: from 1 to `max` (400 `bad_query` outside), 100 when absent.
+pub(super) fn check_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100.min(max)),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit={n} is out of range; give a number from 1 to {max}"),
+        )),
+    }
 }
 
 /// A position given by a client: at most the largest a log can hold.
