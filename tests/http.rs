@@ -819,7 +819,7 @@ fn requests_a_web_page_could_forge_and_odd_queries_get_clear_json_errors() {
             "GET",
             "/v1/projections/doses_by_day/live?known_at=2021-12-17T18:00:00Z",
             StatusCode::BAD_REQUEST,
-            "known_at_not_live",
+            "unknown_query_parameter",
         ),
     ] {
         assert_eq!(

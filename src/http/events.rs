@@ -217,7 +217,12 @@ pub(super) async fn events_live(
         ),
         None => None,
     };
-    let after = check_after(resume.or(q.after))?;
+    // Both are checked, also when the header wins: a bad query is refused, not ignored.
+    let after = check_after(q.after)?;
+    let after = match resume {
+        Some(r) => check_after(Some(r))?,
+        None => after,
+    };
     let permit = match admit(&state) {
         Ok(p) => p,
         Err(refused) => return Ok(*refused),

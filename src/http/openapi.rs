@@ -9,6 +9,14 @@ fn error_response(description: &str) -> Value {
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+/// One server-sent event as a client reads it (the fields of the SSE format; `data` is JSON
+/// text: the event, the snapshot, or an error message for `event: error`).
+fn sse_event() -> Value {
+    json!({"type": "object", "description": "One server-sent event.",
+           "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                          "id": {"type": "string"}, "retry": {"type": "integer"}}})
+}
+
 /// A live endpoint's 503: the server follows as many live clients as it may.
 fn live_limit_response() -> Value {
     json!({"description": "The server already follows as many live clients as it may (code too_many_live_clients; serve --max-live-clients): retry after the delay given.",
@@ -153,12 +161,10 @@ fn paths_commands_and_projections() -> Value {
         "operationId": "followProjection",
         "summary": "Server-sent events: a snapshot (event `snapshot`, id = log position, data = the report) at once and after every change, coalesced (at most ten a second).",
         "description": report_shaping,
-        "parameters": [name_param, as_of, {"name": "known_at", "in": "query", "required": false,
-            "description": "Not followed live: refused with 400 known_at_not_live (a live view follows the head; read GET /v1/projections/{name}?known_at= instead).",
-            "schema": {"type": "string", "format": "date-time"}}],
+        "parameters": [name_param, as_of],
         "responses": auth_errors(json!({
-            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            "400": error_response("A bad as_of (code bad_as_of), or known_at given (code known_at_not_live)."),
+            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": sse_event()}}},
+            "400": error_response("A bad as_of (code bad_as_of), or a parameter this route does not take (code unknown_query_parameter: a live view follows the head, so it takes no known_at; read a past state with GET /v1/projections/{name}?known_at=)."),
             "404": error_response("No projection of that name."),
             "503": live_limit_response()
         }))
@@ -177,8 +183,8 @@ fn paths_commands_and_projections() -> Value {
         "summary": "Open data-quality findings: people whose recorded series no longer holds after a correction (supervisors: their directorates; auditors and admins: all).",
         "description": "Derived from the log by the domain's fold (nothing is stored); a later entry that makes the series whole closes the finding. Each finding names the person by pseudonym only (never the ref) and lists the entries involved; the read is recorded in the access log.",
         "parameters": [{"name": "directorate", "in": "query", "required": false,
-            "description": "Only this directorate's findings (a supervisor: one of its own).",
-            "schema": {"type": "string", "examples": ["paris"]}}, as_of, known_at],
+            "description": "Only this directorate's findings (a supervisor: one of its own); an id of the reference list (any other is refused with 400 unknown_directorate).",
+            "schema": {"type": "string", "enum": crate::domain::Reference::builtin().directorates.keys().collect::<Vec<_>>(), "examples": ["paris"]}}, as_of, known_at],
         "responses": auth_errors(json!({
             "200": json_response("The findings.", reference("Findings")),
             "400": error_response("A bad as_of or known_at (codes bad_as_of, bad_known_at), or a directorate not in the reference list (code unknown_directorate).")
@@ -218,10 +224,10 @@ fn paths_events_and_audit() -> Value {
         "operationId": "followEvents",
         "summary": "Server-sent events: every event after `after` (or the Last-Event-ID header), then each new one; id = position, event = `ledger-event`. No gap, no duplicate.",
         "parameters": [after, {"name": "Last-Event-ID", "in": "header", "required": false,
-            "description": "Resume after this position (browsers send it when they reconnect).",
-            "schema": {"type": "integer"}}],
+            "description": "Resume after this position (browsers send it when they reconnect); it wins over `after`, which is checked all the same.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX}}],
         "responses": auth_errors(json!({
-            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "200": {"description": "An event stream.", "content": {"text/event-stream": {"schema": sse_event()}}},
             "400": error_response("A bad after or Last-Event-ID."),
             "503": live_limit_response()
         }))
@@ -378,9 +384,15 @@ fn paths_meta() -> Value {
         "summary": "The campaign dashboard (HTML; it asks for a token, or takes one from the URL fragment #token=…).",
         "description": "The page reads its query itself (the server ignores it): `as_of` (YYYY-MM-DD), `known_at` (RFC 3339, auditors) and `lang` (`fr`, the default, or `en`); it keeps them up to date as the user changes the view, so a view can be shared or reloaded.",
         "parameters": [
-            {"name": "as_of", "in": "query", "required": false, "schema": {"type": "string", "format": "date"}},
-            {"name": "known_at", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}},
-            {"name": "lang", "in": "query", "required": false, "schema": {"enum": ["fr", "en"], "default": "fr"}}],
+            {"name": "as_of", "in": "query", "required": false,
+                "description": "A date (YYYY-MM-DD) the page shows; the page reads it and ignores what it cannot read (the server ignores it).",
+                "schema": {"type": "string"}},
+            {"name": "known_at", "in": "query", "required": false,
+                "description": "A time (RFC 3339) the page shows to auditors; the page reads it and ignores what it cannot read (the server ignores it).",
+                "schema": {"type": "string"}},
+            {"name": "lang", "in": "query", "required": false,
+                "description": "`fr` or `en`; the page reads it, and shows French for any other value (the server ignores it).",
+                "schema": {"type": "string", "examples": ["fr", "en"], "default": "fr"}}],
         "responses": {"200": {"description": "The page.", "content": {"text/html": {}}}}
     }}
     })

@@ -112,11 +112,16 @@ struct Notify {
     commits: Mutex<(u64, u64)>,
 }
 
+/// The most appends waiting for the writer: beyond it a thread waits for a place and an
+/// async caller is told to retry (`Unavailable`, HTTP 503). Far above what the writer takes
+/// in one group (`MAX_BATCH`).
+pub const QUEUE_LIMIT: usize = 16_384;
+
 /// The SQLite event store.
 pub struct SqliteStore {
     path: PathBuf,
     /// Shared by every appending thread (a read lock); `close` takes it away (the write lock).
-    jobs: RwLock<Option<mpsc::Sender<Job>>>,
+    jobs: RwLock<Option<mpsc::SyncSender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     notify: Arc<Notify>,
@@ -199,7 +204,7 @@ impl SqliteStore {
             commits: Mutex::new((0, 0)),
         });
         writer.notify = Some(notify.clone());
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_LIMIT);
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
@@ -307,8 +312,18 @@ impl SqliteStore {
         let tx = jobs
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-        tx.send(Job { request, reply })
-            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))
+        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
+        match reply {
+            // A thread waits for its place in the queue (back-pressure to the caller)...
+            Reply::Thread(_) => tx.send(Job { request, reply }).map_err(|_| stopped()),
+            // ...an async task never blocks its runtime: a full queue is "retry shortly".
+            Reply::Task(_) => tx.try_send(Job { request, reply }).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => StoreError::Unavailable(
+                    format!("the log's write queue is full ({QUEUE_LIMIT} appends waiting); retry in a moment").into(),
+                ),
+                mpsc::TrySendError::Disconnected(_) => stopped(),
+            }),
+        }
     }
 
     /// Stops the writer after the appends already queued; later appends fail with `Unavailable`.
