@@ -128,3 +128,146 @@ fn a_relay_refused_inside_serve_is_said_at_once_and_readyz_gives_the_reason() {
     );
     drop(server);
 }
+
+/// One POST of `body` over a fresh connection: the answer, or `None` when the server is gone.
+fn post(addr: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST /v1/commands HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    Some((code, out.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+/// `serve --create` in `dir`: the process and its address.
+fn serve(dir: &std::path::Path) -> (Running, String) {
+    let mut child = support::bin()
+        .current_dir(dir)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--digest-every",
+            "0",
+            "--create",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("serve said {line:?}"))
+        .to_string();
+    (Running(child), addr)
+}
+
+fn session(command_id: uuid::Uuid) -> String {
+    serde_json::json!({"type": "OpenSession", "command_id": command_id,
+        "session_id": format!("S-kill-{command_id}"), "directorate": "lyon", "site": "lyon-dt",
+        "opened_at": "2021-12-20T09:00:00+01:00"})
+    .to_string()
+}
+
+#[test]
+fn kill_9_under_64_http_clients_loses_no_acknowledged_command_and_stores_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path());
+    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
+        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
+    assert_eq!(post(&addr, &site.to_string()).unwrap().0, 200);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Each client: (command id, whether it was answered 200 accepted).
+    let sent: Vec<(uuid::Uuid, bool)> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..64)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let id = uuid::Uuid::now_v7();
+                        match post(&addr, &session(id)) {
+                            Some((200, body)) => {
+                                assert!(body.contains("\"accepted\""), "{body}");
+                                mine.push((id, true));
+                            }
+                            // Sent, answer lost in the kill: it may or may not be stored.
+                            _ => mine.push((id, false)),
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        let pid = server.0.id() as i32;
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    drop(server);
+    let acked = sent.iter().filter(|s| s.1).count();
+    assert!(
+        acked > 50,
+        "only {acked} commands were answered before the kill"
+    );
+    eprintln!(
+        "{acked} commands answered before the kill, {} sent without an answer",
+        sent.len() - acked
+    );
+
+    // Restarted: every command answered 200 is there (a retry is a duplicate); a retry of one
+    // whose answer was lost is accepted or a duplicate, never stored twice.
+    let (_server, addr) = serve(dir.path());
+    let mut seen = std::collections::HashSet::new();
+    for (id, answered) in &sent {
+        let (code, body) = post(&addr, &session(*id)).expect("the restarted server answers");
+        assert_eq!(code, 200, "{body}");
+        let outcome = serde_json::from_str::<serde_json::Value>(&body).unwrap()["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if *answered {
+            assert_eq!(outcome, "duplicate", "acknowledged command {id}: {body}");
+        } else {
+            assert!(
+                ["accepted", "duplicate"].contains(&outcome.as_str()),
+                "{body}"
+            );
+        }
+        seen.insert(*id);
+    }
+    let o = support::run(dir.path(), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", support::stdout(&o));
+    // One SessionOpened per command, the site's event, nothing twice: the log holds exactly
+    // the distinct commands sent (plus the site).
+    let verify = support::stdout(&o);
+    let events: usize = verify
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{verify}"));
+    assert_eq!(events, seen.len() + 1, "{verify}");
+    // The projections, kept by the server across the kill, equal a rebuild from the log.
+    let o = support::run(
+        dir.path(),
+        &["projections", "rebuild", "session_attendance"],
+    );
+    let out = support::stdout(&o) + &support::stderr(&o);
+    assert!(out.contains("identical to the live state"), "{out}");
+}
