@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod common;
-use common::{authorise_all, cpu_secs, dose_command as dose, open_ledger, percentile, DTS};
+use common::{
+    authorise_all, cpu_secs, dose_command as dose, median_round, open_ledger, percentile, DTS,
+};
 
 const TOKEN: &str = "clt_bench_agent_token";
 
@@ -254,15 +256,9 @@ fn main() {
             per_command(c2 - c1),
             http.0 / base.0
         );
-        measured.push((http.0 / base.0, base, http));
+        measured.push((http.0 / base.0, (base, http)));
     }
-    measured.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    let every_round = measured
-        .iter()
-        .map(|m| format!("{:.2}", m.0))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (_, base, http) = measured[measured.len() / 2];
+    let ((base, http), every_round) = median_round(measured);
     let table = [
         "| what | result | baseline (same run) | ratio |".to_string(),
         "|---|---|---|---|".to_string(),

@@ -14,7 +14,7 @@ use campaign_ledger::projection::{load_definitions, Engine};
 use campaign_ledger::store::{
     self, Actor, AppendRequest, CommandMeta, EventStore, ExpectedVersion, NewEvent, SystemClock,
 };
-use common::percentile;
+use common::{median_round, percentile};
 use std::collections::VecDeque;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -677,19 +677,10 @@ fn main() {
         );
         measured.push((
             fed_rate / consume_rate,
-            fed_rate,
-            fed_cpu,
-            consume_rate,
-            consume_cpu,
+            (fed_rate, fed_cpu, consume_rate, consume_cpu),
         ));
     }
-    measured.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    let every_round = measured
-        .iter()
-        .map(|m| format!("{:.2}", m.0))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (_, fed_rate, fed_cpu, consume_rate, consume_cpu) = measured[measured.len() / 2];
+    let ((fed_rate, fed_cpu, consume_rate, consume_cpu), every_round) = median_round(measured);
     let local = Engine::open(
         &dir.path().join("local-p.db"),
         load_definitions(None).unwrap(),

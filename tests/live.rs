@@ -12,24 +12,20 @@ use support::Running;
 
 /// `serve` on the ledger in `dir` with at most `max` live clients: the process and its address.
 fn serve(dir: &std::path::Path, max: u32) -> (Running, String) {
-    let mut server = support::bin()
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--digest-every", "0"])
-        .args(["--max-live-clients", &max.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("serve said {line:?}"))
-        .to_string();
-    (Running(server), addr)
+    let max = max.to_string();
+    support::spawn_serve(
+        dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--digest-every",
+            "0",
+            "--max-live-clients",
+            &max,
+        ],
+        std::process::Stdio::null(),
+    )
 }
 
 /// Opens a live request; returns the connection once the response head has been read, with

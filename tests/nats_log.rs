@@ -227,7 +227,19 @@ fn a_three_node_cluster_loses_its_leader_to_kill_9_under_concurrent_commands_and
     cluster.restart(victim);
 
     // A fresh handle rebuilds its index from the replicated log, verifying the chain as it goes.
-    let fresh = JetStreamStore::open(&cluster.url(), Arc::new(SystemClock)).unwrap();
+    // (On a loaded machine the restarted node may still be catching up: a request of the
+    // opening can time out; it is tried again for up to 30 s, as an operator would.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let fresh = loop {
+        match JetStreamStore::open(&cluster.url(), Arc::new(SystemClock)) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("opening after the restart: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("the log cannot be opened 30 s after the restart: {e}"),
+        }
+    };
     for rec in &acked {
         assert_eq!(
             fresh.command(rec.command_id).unwrap().as_ref(),

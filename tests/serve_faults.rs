@@ -45,39 +45,31 @@ fn a_relay_refused_inside_serve_is_said_at_once_and_readyz_gives_the_reason() {
         support::sqlite_store_at(&b.path().join("b.db")).as_ref(),
         150,
     );
-    let mut child = support::bin()
-        .current_dir(b.path())
-        .args([
+    let nats_url = nats.url();
+    let (mut server, addr) = support::spawn_serve(
+        b.path(),
+        &[
             "--store",
             "sqlite:./b.db",
             "serve",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .args(["--digest-every", "0", "--nats", &nats.url()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--digest-every",
+            "0",
+            "--nats",
+            &nats_url,
+        ],
+        std::process::Stdio::piped(),
+    );
     let log = Arc::new(Mutex::new(String::new()));
     {
-        let (log, err) = (log.clone(), child.stderr.take().unwrap());
+        let (log, err) = (log.clone(), server.0.stderr.take().unwrap());
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 log.lock().unwrap().push_str(&(line + "\n"));
             }
         });
     }
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Running(child);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("serve said {line:?}"))
-        .to_string();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let (code, body) = loop {
@@ -147,30 +139,18 @@ fn post(addr: &str, body: &str) -> Option<(u16, String)> {
 
 /// `serve --create` in `dir`: the process and its address.
 fn serve(dir: &std::path::Path) -> (Running, String) {
-    let mut child = support::bin()
-        .current_dir(dir)
-        .args([
+    support::spawn_serve(
+        dir,
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--digest-every",
             "0",
             "--create",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("serve said {line:?}"))
-        .to_string();
-    (Running(child), addr)
+        ],
+        std::process::Stdio::null(),
+    )
 }
 
 fn session(command_id: uuid::Uuid) -> String {

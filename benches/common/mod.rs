@@ -46,6 +46,19 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Alternating rounds, each `(ratio, what the round measured)`: the median round by ratio, and
+/// every round's ratio (ascending, two decimals) for the table.
+pub fn median_round<T: Copy>(mut rounds: Vec<(f64, T)>) -> (T, String) {
+    assert!(!rounds.is_empty(), "no rounds");
+    rounds.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let every = rounds
+        .iter()
+        .map(|r| format!("{:.2}", r.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (rounds[rounds.len() / 2].1, every)
+}
+
 /// CPU seconds (user, system) used by this process so far.
 pub fn cpu_secs() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();

@@ -297,22 +297,21 @@ pub fn serve_with_tokens(dir: &Path) -> (Running, String) {
 
 /// `serve_with_tokens` with global options before the subcommand (`--store nats://…`).
 pub fn serve_with_tokens_on(dir: &Path, global: &[&str]) -> (Running, String) {
+    let mut args = global.to_vec();
+    args.extend(["serve", "--listen", "127.0.0.1:0", "--auth", "tokens.json"]);
+    args.extend(["--digest-every", "0", "--create"]);
+    spawn_serve(dir, &args, std::process::Stdio::null())
+}
+
+/// The binary with `args` (a `serve` on port 0) in `dir`, its standard error sent to `stderr`:
+/// the running server (killed when dropped) and the address it printed.
+pub fn spawn_serve(dir: &Path, args: &[&str], stderr: std::process::Stdio) -> (Running, String) {
     use std::io::BufRead as _;
     let mut server = bin()
         .current_dir(dir)
-        .args(global)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "tokens.json",
-            "--digest-every",
-            "0",
-            "--create",
-        ])
+        .args(args)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
