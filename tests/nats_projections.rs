@@ -260,7 +260,17 @@ fn a_follower_folds_every_event_through_a_burst_and_a_server_restart() {
         Duration::from_secs(30),
         "the relay did not publish the burst",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The tail receives the burst too (a slow debug build on a loaded machine takes a while):
+    // only then is the worker let go, so that what it reads is what the tail could not keep.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while source.tail_received() < 31_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the tail received {} of 31,000",
+            source.tail_received()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let from_stream = source.read_from_stream();
     paused.store(false, Ordering::SeqCst);
     wait_for(31_000);

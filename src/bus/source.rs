@@ -194,6 +194,16 @@ impl JetStreamSource {
         self.read_from_stream.load(Ordering::Relaxed)
     }
 
+    /// The last position the follower's tail has received (0 before `wait_beyond` starts it):
+    /// how far a follower could read without asking the stream.
+    pub fn tail_received(&self) -> u64 {
+        self.tail
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .received
+    }
+
     fn following(&self) -> bool {
         self.tail
             .state
