@@ -3,6 +3,7 @@
 //! person-level reads (`access_log`). Never mutates the log.
 
 pub mod access_log;
+pub mod backup;
 mod export;
 pub mod proofs;
 mod signing;

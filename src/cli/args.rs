@@ -188,6 +188,27 @@ pub enum Cmd {
         /// The export file.
         file: PathBuf,
     },
+    /// Copy the ledger (log, projections, key store, access log) into a new or empty
+    /// directory while it is being written (SQLite's online backup), then check the copy: the
+    /// chain and tree, the access log's chain, every sealed person's key. The master key and the
+    /// signing key are not copied: keep them apart. SQLite ledgers only (a JetStream log is
+    /// kept by its replicas).
+    Backup {
+        /// The directory to write (created; must be empty).
+        #[arg(long, required_unless_present = "check", conflicts_with = "check")]
+        to: Option<PathBuf>,
+        /// Check an existing backup directory instead (its files' hashes, chain and keys).
+        #[arg(long, value_name = "DIR")]
+        check: Option<PathBuf>,
+    },
+    /// Make a new ledger at --store (and its key store, projections and access log beside it)
+    /// from a directory written by `backup`, after checking it. Never overwrites a file. The
+    /// master key the backup's key store was made with must be given as for any command.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Tamper evidence.
     Audit {
         /// The ledger's Ed25519 signing key (default: signing.key beside the store file).

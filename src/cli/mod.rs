@@ -4,6 +4,7 @@
 mod args;
 mod audit;
 mod auth;
+mod backup;
 mod changes;
 mod demo;
 mod docs;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Audit { .. } => audit::run(&cli),
         Cmd::ErasePerson { .. } => erase::run(&cli),
         Cmd::Export { .. } => export::run(&cli),
+        Cmd::Backup { .. } | Cmd::Restore { .. } => backup::run(&cli),
         Cmd::Import { .. } => import::run(&cli),
         Cmd::Relay { .. } => relay::run(&cli),
         Cmd::Serve { .. } => serve::run(&cli),

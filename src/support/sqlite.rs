@@ -23,6 +23,9 @@ pub enum OpenError {
     /// It opened but is not a usable SQLite database (or stayed locked for 10 s).
     #[error("not a usable SQLite database: {0}")]
     Unusable(#[source] rusqlite::Error),
+    /// A copy could not be written to disk.
+    #[error("cannot write it: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// How to open a file.
@@ -70,6 +73,54 @@ pub fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Re
             other => return other,
         }
     }
+}
+
+/// Copies the SQLite file `source` to `dest` (a new file) while other connections, in this
+/// process or others, keep writing: SQLite's online backup, run inside one read transaction of
+/// the source, so the copy is the database as of that transaction's start, whole and
+/// consistent, and no write in the meantime makes the backup start over. A writer is never
+/// blocked (WAL). `progress(copied, total)` is called in pages after each step.
+pub fn backup(
+    source: &Path,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), OpenError> {
+    let src = open(
+        source,
+        Options {
+            create: false,
+            synchronous: "NORMAL",
+        },
+    )?;
+    let mut dst = Connection::open(dest).map_err(OpenError::Open)?;
+    // The read transaction starts at its first read: from then on the source's pages are
+    // those of one snapshot.
+    src.execute_batch("BEGIN")
+        .and_then(|_| src.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
+        .map_err(OpenError::Unusable)?;
+    {
+        use rusqlite::backup::{Backup, StepResult};
+        let b = Backup::new(&src, &mut dst).map_err(OpenError::Unusable)?;
+        loop {
+            let step = b.step(256).map_err(OpenError::Unusable)?;
+            let p = b.progress();
+            let total = p.pagecount.max(0) as u64;
+            progress(total.saturating_sub(p.remaining.max(0) as u64), total);
+            match step {
+                StepResult::Done => break,
+                StepResult::More => {}
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+    src.execute_batch("COMMIT").map_err(OpenError::Unusable)?;
+    // One self-contained file: the copy's pages written back from its own WAL.
+    dst.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .map_err(OpenError::Unusable)?;
+    drop(dst);
+    std::fs::File::open(dest)
+        .and_then(|f| f.sync_all())
+        .map_err(OpenError::Write)
 }
 
 #[cfg(test)]

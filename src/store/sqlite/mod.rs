@@ -144,7 +144,9 @@ fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
                 format!("{} is not a usable SQLite database: {e}", path.display())
             }
             OpenError::Open(e) => format!("cannot open {}: {e}", path.display()),
-            OpenError::Dir(e) => format!("cannot open {}: {e}", path.display()),
+            OpenError::Dir(e) | OpenError::Write(e) => {
+                format!("cannot open {}: {e}", path.display())
+            }
         };
         StoreError::Unavailable(Cause::with_source(message, e))
     })

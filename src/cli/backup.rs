@@ -1,0 +1,178 @@
+//! `backup` and `restore`: an online copy of a SQLite ledger, checked, and a new ledger made
+//! from one (`audit::backup`).
+
+use super::args::*;
+use super::output::*;
+use anyhow::{anyhow, bail, Result};
+use campaign_ledger::audit::backup::{self, KeptApart, LedgerFiles};
+use campaign_ledger::privacy::MasterKey;
+use campaign_ledger::projection::db_path_for;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Runs `backup` or `restore`.
+pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
+    let files = files(cli)?;
+    match &cli.command {
+        Cmd::Backup {
+            check: Some(dir), ..
+        } => {
+            let manifest = backup::read_manifest(dir).map_err(|e| anyhow!("{e}"))?;
+            let master = master_for(cli, manifest.files.iter().any(|f| f.role == "keys"))?;
+            let pb = progress(Some(manifest.position), "checking the chain");
+            let checked = backup::check(dir, master.as_ref(), &mut |n| pb.set_position(n));
+            pb.finish_and_clear();
+            let m = checked.map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+            println!(
+                "backup {} checks: log up to position {} ({}), access log {} entries, {} people with keys, {} erased",
+                dir.display(),
+                m.position,
+                m.hash,
+                m.access_log_size,
+                m.persons_with_keys,
+                m.persons_erased
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Backup { to: Some(to), .. } => {
+            let master = master_for(cli, files.keys.exists())?;
+            let pb = progress(None, "copying");
+            let mut role_now = String::new();
+            let result = backup::backup(
+                &files,
+                to,
+                master.as_ref(),
+                kept_apart(cli),
+                &mut |role, done, total| {
+                    if role != role_now {
+                        role_now = role.to_string();
+                        pb.set_message(format!("copying {role} (pages)"));
+                        pb.set_position(0);
+                    }
+                    pb.set_length(total);
+                    pb.set_position(done);
+                },
+            );
+            pb.finish_and_clear();
+            let m = result.map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "backed up to {}: log up to position {} ({}), access log {} entries, {} people with keys, {} erased; checked",
+                to.display(),
+                m.position,
+                m.hash,
+                m.access_log_size,
+                m.persons_with_keys,
+                m.persons_erased
+            );
+            for k in &m.kept_apart {
+                eprintln!(
+                    "not copied: {} ({}); keep it apart from the log and its backups",
+                    k.what, k.at
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restore { from } => {
+            let manifest = backup::read_manifest(from).map_err(|e| anyhow!("{e}"))?;
+            let keys = manifest.files.iter().any(|f| f.role == "keys");
+            let default_key = cli.data_dir().join("master.key");
+            let given = cli.master_key.is_some() || std::env::var_os("LEDGER_MASTER_KEY").is_some();
+            if keys && !given && !default_key.exists() {
+                let was = manifest
+                    .kept_apart
+                    .iter()
+                    .find(|k| k.what.starts_with("master key"))
+                    .map_or_else(String::new, |k| {
+                        format!(" (the backed-up ledger read it from {})", k.at)
+                    });
+                bail!(
+                    "the backup's key store opens only with the master key it was made with, and a backup never holds it{was}: \
+                     put that key at {} (where this ledger will look for it), or give it with --master-key FILE or LEDGER_MASTER_KEY",
+                    shown(&default_key)
+                );
+            }
+            let master = master_for(cli, keys)?;
+            let pb = progress(None, "restoring");
+            let result =
+                backup::restore(from, &files, master.as_ref(), &mut |role, done, total| {
+                    pb.set_message(format!("restoring {role} (bytes)"));
+                    pb.set_length(total);
+                    pb.set_position(done);
+                });
+            pb.finish_and_clear();
+            let m = result.map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "restored {} to {}: log up to position {} ({}), {} people with keys, {} erased",
+                from.display(),
+                files.log.display(),
+                m.position,
+                m.hash,
+                m.persons_with_keys,
+                m.persons_erased
+            );
+            eprintln!(
+                "the projections catch up when the ledger is next opened; the signing key is not part of a backup: \
+                 put it back at {} (or a new one is made, and digests signed before are checked with the old public key)",
+                cli.key_path(None).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => unreachable!("dispatched on its own subcommand"),
+    }
+}
+
+/// The ledger's four files, as the other subcommands find them.
+fn files(cli: &Cli) -> Result<LedgerFiles> {
+    let Some(log) = cli.store.strip_prefix("sqlite:").filter(|p| !p.is_empty()) else {
+        bail!(
+            "backup and restore copy a SQLite ledger's files; {} is not one. A JetStream log is kept by its replicas \
+             (a 3-node cluster, see the README); its key store ({}) and access log are SQLite files to copy while the server is stopped",
+            cli.store,
+            cli.key_store_path().display()
+        );
+    };
+    let log = PathBuf::from(log);
+    Ok(LedgerFiles {
+        projections: db_path_for(&log),
+        keys: cli.key_store_path(),
+        access_log: cli.access_log_path(),
+        log,
+    })
+}
+
+/// The master key, when a key store is to be checked.
+fn master_for(cli: &Cli, keys: bool) -> Result<Option<MasterKey>> {
+    if !keys {
+        return Ok(None);
+    }
+    cli.master_key(false).map(Some)
+}
+
+/// The secrets a backup leaves out, and where they are.
+fn kept_apart(cli: &Cli) -> Vec<KeptApart> {
+    let master = match std::env::var_os("LEDGER_MASTER_KEY") {
+        Some(_) => "the environment variable LEDGER_MASTER_KEY".to_string(),
+        None => shown(
+            &cli.master_key
+                .clone()
+                .unwrap_or_else(|| cli.data_dir().join("master.key")),
+        ),
+    };
+    vec![
+        KeptApart {
+            what: "master key (opens the key store)".into(),
+            at: master,
+        },
+        KeptApart {
+            what: "signing key (signs digests)".into(),
+            at: shown(&cli.key_path(None)),
+        },
+    ]
+}
+
+fn shown(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
