@@ -30,6 +30,25 @@ if ! nats_ok "$NATS_SERVER"; then
 fi
 export NATS_SERVER
 echo "== nats-server: $("$NATS_SERVER" --version)"
+# The API is checked against its own OpenAPI document by schemathesis (PyPI), 4.x.
+st_ok() { "$1" --version 2>/dev/null | grep -q 'version 4\.'; }
+if [ -z "${SCHEMATHESIS:-}" ]; then
+  SCHEMATHESIS="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/schemathesis"
+  if ! st_ok "$SCHEMATHESIS"; then
+    if command -v schemathesis >/dev/null 2>&1 && st_ok "$(command -v schemathesis)"; then
+      SCHEMATHESIS=$(command -v schemathesis)
+    else
+      echo "== installing schemathesis (pip install schemathesis)"
+      python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4.3,<5' >/dev/null
+    fi
+  fi
+fi
+if ! st_ok "$SCHEMATHESIS"; then
+  echo "schemathesis 4.x is needed (found: ${SCHEMATHESIS}); pip install 'schemathesis>=4.3,<5'" >&2
+  exit 1
+fi
+export SCHEMATHESIS
+echo "== schemathesis: $("$SCHEMATHESIS" --version)"
 # The dashboard's end-to-end test drives a real headless Chromium: Debian's package, installed
 # when none is on PATH (as root, or through sudo).
 chromium_bin() {

@@ -125,7 +125,7 @@ fn commands_take_one_object_or_an_array_and_answer_with_the_submit_contract() {
 }
 
 #[test]
-fn command_bodies_that_are_not_commands_get_400_and_oversized_ones_413() {
+fn command_bodies_that_are_not_commands_or_too_many_get_400_and_oversized_ones_413() {
     let (s, v) = call("POST", "/v1/commands", "{not json");
     assert_eq!(
         (s, error_code(&v)),
@@ -156,7 +156,7 @@ fn command_bodies_that_are_not_commands_get_400_and_oversized_ones_413() {
     let (s, v) = call("POST", "/v1/commands", many);
     assert_eq!(
         (s, error_code(&v)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_commands")
+        (StatusCode::BAD_REQUEST, "too_many_commands")
     );
 }
 

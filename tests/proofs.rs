@@ -328,20 +328,25 @@ fn the_http_api_serves_proofs_and_looks_a_person_up_by_ref_logging_it() {
     let (s, c) = get("/v1/audit/proofs/consistency?first=1000", &auditor);
     assert_eq!(s, 200, "{c}");
     ok(&check_alone(&c.to_string(), &public));
-    // Sizes and positions the log does not have: 400, saying why.
-    for (q, says) in [
-        ("inclusion?position=1&tree_size=0", "at least 1"),
+    // Malformed: 400; sizes and positions the log does not have: 404 (no such proof), saying why.
+    for (q, status, says) in [
+        ("inclusion?position=1&tree_size=0", 400, "at least 1"),
         (
             "inclusion?position=1&tree_size=99999999",
+            404,
             "beyond the log's head",
         ),
-        ("inclusion?position=1001&tree_size=1000", "outside the tree"),
-        ("inclusion?position=x", "bad_query"),
-        ("consistency?first=0", "at least 1"),
-        ("consistency?first=20&second=10", "larger than second"),
+        (
+            "inclusion?position=1001&tree_size=1000",
+            404,
+            "outside the tree",
+        ),
+        ("inclusion?position=x", 400, "bad_query"),
+        ("consistency?first=0", 400, "at least 1"),
+        ("consistency?first=20&second=10", 404, "larger than second"),
     ] {
         let (s, e) = get(&format!("/v1/audit/proofs/{q}"), &auditor);
-        assert_eq!(s, 400, "{q}: {e}");
+        assert_eq!(s, status, "{q}: {e}");
         assert!(e.to_string().contains(says), "{q}: {e}");
     }
     assert_eq!(

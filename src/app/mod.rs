@@ -86,6 +86,8 @@ pub enum ErrorKind {
     Unavailable,
     /// No projection of that name (HTTP 404).
     UnknownProjection,
+    /// A proof about a tree or a position the log does not have (HTTP 404).
+    NotInLog,
     /// The log cannot be read or written as it should: an operator must look (HTTP 500).
     StoreFailure,
     /// A stored event cannot be read back (HTTP 500).
@@ -112,6 +114,7 @@ impl AppError {
             AppError::Projection(P::Store(s)) => store(s),
             AppError::Projection(_) => ErrorKind::ProjectionFailure,
             AppError::Proof(P2::Invalid(_) | P2::OtherLedger(_)) => ErrorKind::Invalid,
+            AppError::Proof(P2::NotInLog(_)) => ErrorKind::NotInLog,
             AppError::Proof(P2::Store(s)) => store(s),
             AppError::Proof(P2::Diverged(_)) => ErrorKind::StoreFailure,
         }

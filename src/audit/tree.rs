@@ -10,9 +10,13 @@ use serde::{Deserialize, Serialize};
 /// Why a proof cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
-    /// The request names a tree or a position the log does not have. Fix the request (HTTP 400).
+    /// The request is malformed (a size of 0). Fix the request (HTTP 400).
     #[error("{0}")]
     Invalid(String),
+    /// The request names a tree the log does not have (yet), a position outside the tree, or a
+    /// proof from a newer tree to an older one: there is no such proof (HTTP 404).
+    #[error("{0}")]
+    NotInLog(String),
     /// A digest of another ledger: not evidence of tampering, the wrong file (exit 2).
     #[error("{0}")]
     OtherLedger(String),
@@ -122,7 +126,7 @@ pub fn check_size(what: &str, size: u64, head: u64) -> Result<(), ProofError> {
         )));
     }
     if size > head {
-        return Err(ProofError::Invalid(format!(
+        return Err(ProofError::NotInLog(format!(
             "{what} {size} is beyond the log's head ({head} events): give a size from 1 to {head}"
         )));
     }
@@ -133,8 +137,13 @@ pub fn check_size(what: &str, size: u64, head: u64) -> Result<(), ProofError> {
 /// tree the log of `head` events does not have, saying why.
 pub fn check_inclusion_request(position: u64, tree_size: u64, head: u64) -> Result<(), ProofError> {
     check_size("tree_size", tree_size, head)?;
-    if position == 0 || position > tree_size {
-        return Err(ProofError::Invalid(format!(
+    if position == 0 {
+        return Err(ProofError::Invalid(
+            "position must be at least 1: positions start at 1".into(),
+        ));
+    }
+    if position > tree_size {
+        return Err(ProofError::NotInLog(format!(
             "position {position} is outside the tree of {tree_size} events (positions 1 to {tree_size})"
         )));
     }
@@ -147,7 +156,7 @@ pub fn check_consistency_request(first: u64, second: u64, head: u64) -> Result<(
     check_size("first", first, head)?;
     check_size("second", second, head)?;
     if first > second {
-        return Err(ProofError::Invalid(format!(
+        return Err(ProofError::NotInLog(format!(
             "first ({first}) is larger than second ({second}): a consistency proof goes from an older tree to a newer one"
         )));
     }

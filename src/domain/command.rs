@@ -139,7 +139,9 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AuthoriseSite {
+    #[schemars(pattern(ID_PATTERN))]
     pub directorate: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub site: String,
     pub site_kind: SiteKind,
     pub authorised_on: NaiveDate,
@@ -150,16 +152,21 @@ pub struct AuthoriseSite {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AdministerDose {
+    #[schemars(pattern(ID_PATTERN))]
     pub person_ref: String,
     pub age_band: AgeBand,
     pub recipient: Recipient,
+    #[schemars(pattern(ID_PATTERN))]
     pub directorate: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub site: String,
     pub product: Product,
+    #[schemars(pattern(TEXT_PATTERN), length(max = 256))]
     pub lot: String,
     pub dose: DoseKind,
     pub administered_at: DateTime<FixedOffset>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(ID_PATTERN))]
     pub session_id: Option<String>,
     #[serde(default)]
     pub prior_infection_counted: bool,
@@ -170,6 +177,7 @@ pub struct AdministerDose {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RecordExternalDose {
+    #[schemars(pattern(ID_PATTERN))]
     pub person_ref: String,
     pub product: Product,
     pub dose: DoseKind,
@@ -182,8 +190,11 @@ pub struct RecordExternalDose {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RecordDoseNotAdministered {
+    #[schemars(pattern(ID_PATTERN))]
     pub person_ref: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub directorate: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub site: String,
     pub reason: NotAdministeredReason,
     pub at: DateTime<FixedOffset>,
@@ -203,11 +214,15 @@ pub struct ReverseDoseEntry {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct IssueTicket {
+    #[schemars(pattern(ID_PATTERN))]
     pub ticket_id: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub person_ref: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub directorate: String,
     /// The partner centre's id in the reference list (`reference/partner_centres.toml`): a
     /// centre of the ticket's directorate, active on the day the ticket is issued.
+    #[schemars(pattern(TEXT_PATTERN), length(max = 256))]
     pub partner_centre: String,
     pub issued_at: DateTime<FixedOffset>,
     pub valid_until: NaiveDate,
@@ -218,12 +233,14 @@ pub struct IssueTicket {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct RedeemTicket {
+    #[schemars(pattern(ID_PATTERN))]
     pub ticket_id: String,
     pub redeemed_at: DateTime<FixedOffset>,
     pub dose: DoseKind,
     /// The partner centre that reports the redemption (an id of the ticket's directorate,
     /// active that day); absent: the centre the ticket was issued for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(TEXT_PATTERN), length(max = 256))]
     pub partner_centre: Option<String>,
 }
 
@@ -232,6 +249,7 @@ pub struct RedeemTicket {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ExpireTicket {
+    #[schemars(pattern(ID_PATTERN))]
     pub ticket_id: String,
     pub at: DateTime<FixedOffset>,
 }
@@ -241,8 +259,11 @@ pub struct ExpireTicket {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct OpenSession {
+    #[schemars(pattern(ID_PATTERN))]
     pub session_id: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub directorate: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub site: String,
     pub opened_at: DateTime<FixedOffset>,
 }
@@ -252,6 +273,7 @@ pub struct OpenSession {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct CloseSession {
+    #[schemars(pattern(ID_PATTERN))]
     pub session_id: String,
     pub closed_at: DateTime<FixedOffset>,
     pub attendance: u32,
@@ -262,15 +284,25 @@ pub struct CloseSession {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AnswerCoverageSurvey {
+    #[schemars(pattern(ID_PATTERN))]
     pub survey_id: String,
+    #[schemars(pattern(ID_PATTERN))]
     pub structure_id: String,
     pub structure_type: StructureType,
+    #[schemars(pattern(ID_PATTERN))]
     pub directorate: String,
     pub as_of: NaiveDate,
     pub residents: u32,
     pub residents_with_one_dose: u32,
     pub residents_fully_vaccinated: u32,
 }
+
+/// What `check_id` accepts, as the JSON Schemas state it.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_:-]{1,128}$";
+/// What `check_text` accepts (with at most 256 characters), as the JSON Schemas state it:
+/// something besides white space, and no control character.
+pub const TEXT_PATTERN: &str =
+    "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
 
 /// Identifiers become stream ids and NATS subject tokens: keep them to a safe alphabet.
 /// Checks a person ref as every command does (for reads and erasure that name one).
@@ -294,16 +326,37 @@ fn check_id(field: &str, value: &str) -> Result<(), String> {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+    if value.trim().is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control)
+    {
         Err(format!("\"{field}\" must be non-empty text of at most 256 characters without control characters."))
     } else {
         Ok(())
     }
 }
 
+/// Numbers with nothing after the point (`12.0`) as integers: JSON Schema counts them as
+/// integers, and so does the ledger (the command is the same as with `12`).
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f >= 0.0 && f < 18_446_744_073_709_551_616.0 => {
+                Value::from(f as u64)
+            }
+            Some(f) if f.fract() == 0.0 && f < 0.0 && f >= -9_223_372_036_854_775_808.0 => {
+                Value::from(f as i64)
+            }
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(integral).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
+    }
+}
+
 /// Reads one command type's fields, naming the field at fault in errors.
 fn fields_of<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(integral(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let hint = if ["premature end of input", "input is out of range", "input contains invalid characters", "trailing input", "invalid characters"]
@@ -450,6 +503,17 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_integer_written_with_a_point_is_the_same_command() {
+        let a = r#"{"type":"CloseSession","command_id":"0193a1e2-7c4b-7d2e-9f00-2b1c3d4e5f60","session_id":"s1","closed_at":"2021-09-14T18:00:00+02:00","attendance":12}"#;
+        let b = a.replace(":12}", ":12.0}");
+        let a = CommandEnvelope::parse(a).unwrap();
+        let b = CommandEnvelope::parse(&b).unwrap();
+        assert_eq!(a.content_bytes(), b.content_bytes());
+        let c = r#"{"type":"CloseSession","command_id":"0193a1e2-7c4b-7d2e-9f00-2b1c3d4e5f60","session_id":"s1","closed_at":"2021-09-14T18:00:00+02:00","attendance":12.5}"#;
+        assert!(CommandEnvelope::parse(c).is_err());
+    }
 
     #[test]
     fn parses_a_dose_and_ignores_key_order_for_content() {

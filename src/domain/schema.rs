@@ -40,8 +40,30 @@ pub fn documents() -> Vec<(String, Value)> {
     out
 }
 
+/// States the range of fixed-width integers (schemars gives `format: uint32` and a minimum
+/// only), so that a validator refuses what the code cannot read.
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let max = match o.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some(u64::from(u8::MAX)),
+                Some("uint16") => Some(u64::from(u16::MAX)),
+                Some("uint32") => Some(u64::from(u32::MAX)),
+                _ => None,
+            };
+            if let Some(max) = max {
+                o.entry("maximum").or_insert(json!(max));
+            }
+            o.values_mut().for_each(bound_integers);
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
 fn event_document(name: &str, version: u32, schema: Schema) -> Value {
     let mut v = schema.to_value();
+    bound_integers(&mut v);
     v["$id"] = json!(format!("urn:campaign-ledger:events:{name}:v{version}"));
     v["title"] = json!(format!("{name} v{version}"));
     v["x-ledger-type"] = json!(format!("fr.ofii.campaign-ledger.{name}.v{version}"));
@@ -50,6 +72,7 @@ fn event_document(name: &str, version: u32, schema: Schema) -> Value {
 
 fn command_document(name: &str, schema: Schema) -> Value {
     let mut v = schema.to_value();
+    bound_integers(&mut v);
     v["$id"] = json!(format!("urn:campaign-ledger:commands:{name}:v1"));
     v["title"] = json!(format!("{name} command"));
     if let Some(props) = v.get_mut("properties").and_then(Value::as_object_mut) {

@@ -117,7 +117,7 @@ fn read_commands(
     };
     if items.len() > MAX_COMMANDS {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::BAD_REQUEST,
             "too_many_commands",
             format!(
                 "{} commands in one request; send at most {MAX_COMMANDS}",

@@ -71,6 +71,9 @@ impl From<AppError> for ApiError {
                 ),
                 _ => ApiError::new(StatusCode::NOT_FOUND, "unknown_projection", e.to_string()),
             },
+            ErrorKind::NotInLog => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_in_log", e.to_string())
+            }
             ErrorKind::StoreFailure => internal(
                 "store failure",
                 "the ledger could not read or write its log; an operator should run `campaign-ledger audit verify`",

@@ -4,7 +4,7 @@
 //! Errors are one JSON shape, `{"error": {"code": "...", "message": "..."}}`, with the
 //! status saying who must act: 400 a request to fix, 401 no valid token, 403 a token whose role
 //! or directorates do not allow this, 404 nothing of that name, 409 a concurrency conflict that
-//! survived the retries, 413 a body over 1 MiB, 503 the store cannot be reached now (retry),
+//! survived the retries, 413 a body over 1 MiB (over 1,000 commands: 400), 503 the store cannot be reached now (retry),
 //! 500 anything else (the details go to the log, not the body).
 //!
 //! Without a token file (`serve` without `--auth`) every request acts with full rights as

@@ -130,11 +130,11 @@ fn paths_commands_and_projections() -> Value {
         "responses": auth_errors(json!({
             "200": json_response("One outcome, or an array of outcomes in request order.",
                 json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
-            "400": error_response("The body is not JSON, or not an object or array (codes malformed_json, not_a_command)."),
+            "400": error_response("The body is not JSON, or not an object or array, or an array of over 1,000 commands (codes malformed_json, not_a_command, too_many_commands)."),
             "422": json_response("Every command is invalid (outcome `invalid`, with the reason in `error`): nothing was recorded.",
                 json!({"oneOf": [reference("Outcome"), {"type": "array", "items": reference("Outcome")}]})),
             "409": error_response("A concurrency conflict survived the retries; send the command again."),
-            "413": error_response("Over 1 MiB or over 1,000 commands (codes body_too_large, too_many_commands)."),
+            "413": error_response("A body over 1 MiB (code body_too_large)."),
             "415": error_response("The body is not sent as Content-Type: application/json (code not_json_content_type): a web page cannot forge a command."),
             "503": error_response("The store cannot be reached now; retry.")
         }))
@@ -271,24 +271,26 @@ fn paths_events_and_audit() -> Value {
         "operationId": "proveInclusion",
         "summary": "An RFC 9162 inclusion proof: the event at `position` is in the tree of `tree_size` events, with a digest of the log at that size (signed when the server has the ledger's key). Check it offline with `campaign-ledger audit check-proof` (auditors).",
         "parameters": [{"name": "position", "in": "query", "required": true,
-            "description": "The event's position (its leaf is position - 1).", "schema": {"type": "integer", "minimum": 1}},
+            "description": "The event's position (its leaf is position - 1).", "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}},
             {"name": "tree_size", "in": "query", "required": false,
-            "description": "Events in the tree (default: the head).", "schema": {"type": "integer", "minimum": 1}}],
+            "description": "Events in the tree (default: the head).", "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}}],
         "responses": auth_errors(json!({
             "200": json_response("The proof.", reference("InclusionProof")),
-            "400": error_response("A tree size of 0 or beyond the head, or a position outside the tree (code invalid), or a query that does not parse (code bad_query).")
+            "400": error_response("A position or tree size of 0 (code invalid), or a query that does not parse (code bad_query)."),
+            "404": error_response("A tree size beyond the head, or a position after tree_size: the log has no such proof (code not_in_log).")
         }))
     }},
     "/v1/audit/proofs/consistency": {"get": {
         "operationId": "proveConsistency",
         "summary": "An RFC 9162 consistency proof: the tree of `second` events extends the tree of `first`, with digests of the log at both sizes (auditors).",
         "parameters": [{"name": "first", "in": "query", "required": true,
-            "description": "Events in the older tree.", "schema": {"type": "integer", "minimum": 1}},
+            "description": "Events in the older tree.", "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}},
             {"name": "second", "in": "query", "required": false,
-            "description": "Events in the newer tree (default: the head).", "schema": {"type": "integer", "minimum": 1}}],
+            "description": "Events in the newer tree (default: the head).", "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}}],
         "responses": auth_errors(json!({
             "200": json_response("The proof.", reference("ConsistencyProof")),
-            "400": error_response("A size of 0 or beyond the head, or first larger than second (code invalid), or a query that does not parse (code bad_query).")
+            "400": error_response("A size of 0 (code invalid), or a query that does not parse (code bad_query)."),
+            "404": error_response("A size beyond the head, or first larger than second: the log has no such proof (code not_in_log).")
         }))
     }},
     "/v1/persons/{ref}": {"get": {
@@ -314,7 +316,7 @@ fn paths_events_and_audit() -> Value {
         "summary": "Erase a person (admins): records PersonErased and destroys their key. The log, its chain and every count stay; reads of their events say erased.",
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
             "required": ["person_ref"], "additionalProperties": false,
-            "properties": {"person_ref": {"type": "string"}}}}}},
+            "properties": {"person_ref": {"type": "string", "pattern": crate::domain::ID_PATTERN}}}}}},
         "responses": auth_errors(json!({
             "200": json_response("Erased.", json!({"type": "object", "required": ["person_id", "position"],
                 "properties": {"person_id": {"type": "string"}, "position": {"type": "integer",
@@ -408,15 +410,7 @@ fn components() -> Value {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string", "description": "Stable snake_case code."},
                                "message": {"type": "string", "description": "What was wrong and what to do."}}}}},
-            "Command": {"type": "object", "required": ["type", "command_id"],
-                "description": "One command, as in `submit` files; the fields of each type are in the README.",
-                "properties": {
-                    "type": {"enum": ["AuthoriseSite", "AdministerDose", "RecordExternalDose", "RecordDoseNotAdministered",
-                        "ReverseDoseEntry", "IssueTicket", "RedeemTicket", "ExpireTicket", "OpenSession", "CloseSession",
-                        "AnswerCoverageSurvey"]},
-                    "command_id": {"type": "string", "format": "uuid", "description": "Client-chosen; resending it is idempotent, forever."},
-                    "correlation_id": {"type": "string"}},
-                "additionalProperties": true},
+            "Command": command_schema(),
             "Outcome": {"type": "object", "required": ["line", "command_id", "outcome"], "properties": {
                 "line": {"type": "integer", "description": "The command's 1-based place in the request."},
                 "command_id": {"type": ["string", "null"], "format": "uuid"},
@@ -540,4 +534,47 @@ fn components() -> Value {
 /// The document as committed in `schemas/openapi.json` (pretty, with a final newline).
 pub fn document_text() -> String {
     serde_json::to_string_pretty(&document()).expect("json") + "\n"
+}
+
+/// One command: exactly one of the command documents `schemas/commands/*.json` (the same
+/// schemas `submit` files follow), each closed to unknown fields, their `$defs` written in
+/// place so that the OpenAPI document stands alone.
+fn command_schema() -> Value {
+    fn inline(v: &Value, defs: &serde_json::Map<String, Value>) -> Value {
+        match v {
+            Value::Object(o) => {
+                if let Some(name) = o
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix("#/$defs/"))
+                {
+                    if let Some(d) = defs.get(name) {
+                        return inline(d, defs);
+                    }
+                }
+                Value::Object(
+                    o.iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "$defs" | "$schema" | "$id"))
+                        .map(|(k, v)| (k.clone(), inline(v, defs)))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| inline(x, defs)).collect()),
+            other => other.clone(),
+        }
+    }
+    let one_of: Vec<Value> = crate::domain::schema::documents()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("commands/"))
+        .map(|(_, doc)| {
+            let defs = doc
+                .get("$defs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            inline(&doc, &defs)
+        })
+        .collect();
+    json!({"description": "One command, as in `submit` files: one of the command schemas (`schemas/commands/`), told apart by `type`.",
+        "oneOf": one_of})
 }
