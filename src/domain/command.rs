@@ -340,10 +340,10 @@ fn integral(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f >= 0.0 && f < 18_446_744_073_709_551_616.0 => {
+            Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
                 Value::from(f as u64)
             }
-            Some(f) if f.fract() == 0.0 && f < 0.0 && f >= -9_223_372_036_854_775_808.0 => {
+            Some(f) if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&f) => {
                 Value::from(f as i64)
             }
             _ => Value::Number(n),
