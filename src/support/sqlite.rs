@@ -75,6 +75,24 @@ pub fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Re
     }
 }
 
+/// What a write the file system refused means, and what to do.
+pub const DISK_REFUSED: &str =
+    "the disk is full or a file-size limit was reached; free space and send again \
+                                (nothing stored was changed, and writing resumes by itself)";
+
+/// Whether `e` is a full disk, or a write the file system refused (SQLITE_IOERR_WRITE, _FSYNC,
+/// _TRUNCATE, _SHMSIZE: ENOSPC, EFBIG, EDQUOT).
+pub fn disk_refused(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            f.code == rusqlite::ErrorCode::DiskFull
+                || (f.code == rusqlite::ErrorCode::SystemIoFailure
+                    && matches!(f.extended_code, 778 | 1034 | 1546 | 4874))
+        }
+        _ => false,
+    }
+}
+
 /// Copies the SQLite file `source` to `dest` (a new file) while other connections, in this
 /// process or others, keep writing: SQLite's online backup, run inside one read transaction of
 /// the source, so the copy is the database as of that transaction's start, whole and

@@ -152,6 +152,16 @@ impl Engine {
     }
 
     fn dberr(&self, e: rusqlite::Error) -> ProjectionError {
+        if crate::support::sqlite::disk_refused(&e) {
+            let why = format!(
+                "projection database {}: {}",
+                self.path.display(),
+                crate::support::sqlite::DISK_REFUSED
+            );
+            return ProjectionError::Store(crate::store::StoreError::Unavailable(
+                crate::store::Cause::with_source(why, e),
+            ));
+        }
         ProjectionError::Db {
             path: self.path.display().to_string(),
             message: e.to_string(),

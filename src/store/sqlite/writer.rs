@@ -228,8 +228,8 @@ impl Writer {
                     if let Ok(t) = super::tree::frontier_at(&self.conn, self.head.0) {
                         self.tree = t;
                     }
-                    tracing::error!(error = %e, "group commit failed; every append in it is refused");
-                    let msg = e.to_string();
+                    let msg = super::errors::write_failure(&e, &self.wal_path);
+                    tracing::error!(error = %msg, "group commit failed; every append in it is refused");
                     for slot in settled.iter_mut().filter(|s| s.is_none()) {
                         *slot = Some(Err(StoreError::Unavailable(msg.clone().into())));
                     }
