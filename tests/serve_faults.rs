@@ -251,3 +251,140 @@ fn kill_9_under_64_http_clients_loses_no_acknowledged_command_and_stores_none_tw
     let out = support::stdout(&o) + &support::stderr(&o);
     assert!(out.contains("identical to the live state"), "{out}");
 }
+
+#[test]
+fn a_nats_outage_under_serve_loses_nothing_and_the_digests_kept_meanwhile_are_published() {
+    use campaign_ledger::bus::{DIGEST_STREAM, STREAM};
+    use support::nats::{last_sequence, rt, stream_messages};
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    // A signing key, so that serve takes and publishes digests.
+    support::ok_output(&support::run(dir.path(), &["audit", "keygen"]));
+    let (server, addr) = support::spawn_serve(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--create",
+            "--nats",
+            &url,
+            "--digest-every",
+            "1s",
+        ],
+        std::process::Stdio::null(),
+    );
+    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
+        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
+    assert_eq!(post(&addr, &site.to_string()).unwrap().0, 200);
+
+    // Eight clients send commands before, during and after the outage: the log is SQLite, so
+    // every one is answered 200 whether NATS is there or not.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let during_outage = std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (code, body) = post(&addr, &session(uuid::Uuid::now_v7())).unwrap();
+                    assert_eq!(code, 200, "{body}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        nats.kill();
+        // While NATS is down, /readyz says so, with the relay's reason.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let (code, body) = get(&addr, "/readyz");
+            if code == 503 && body.contains("relay") {
+                break body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz stayed {code} {body} during the outage"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        std::thread::sleep(Duration::from_millis(2000));
+        nats.restart();
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        body
+    });
+    eprintln!("readyz during the outage: {during_outage}");
+
+    // The relay resumes: the stream is positions 1..N exactly once, N the log's head.
+    let o = support::run(dir.path(), &["audit", "verify"]);
+    let head: u64 = support::stdout(&o)
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt().block_on(last_sequence(&url, STREAM)) < head {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not catch up after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let messages = rt().block_on(stream_messages(&url, STREAM));
+    let positions: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            m.headers
+                .get("Ledger-Position")
+                .unwrap()
+                .as_str()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "positions 1..{head}, each once"
+    );
+    let ids: std::collections::HashSet<_> = messages
+        .iter()
+        .map(|m| m.headers.get("Nats-Msg-Id").unwrap().as_str().to_string())
+        .collect();
+    assert_eq!(ids.len() as u64, head);
+
+    // The digests taken while NATS was away were kept and published when it came back: every
+    // digest of the file is on the stream, in order, the last one at the head.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let file: Vec<u64> = std::fs::read_to_string(dir.path().join("ledger-data/digests.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["position"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        let published: Vec<u64> = rt()
+            .block_on(stream_messages(&url, DIGEST_STREAM))
+            .iter()
+            .map(|m| {
+                serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["position"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        if published == file && file.last() == Some(&head) {
+            eprintln!("{} digests, all published, the last at {head}", file.len());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "digests in the file {file:?}, on the stream {published:?}, head {head}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (code, body) = get(&addr, "/readyz");
+    assert_eq!(code, 200, "ready again after the outage: {body}");
+    drop(server);
+}
