@@ -290,3 +290,123 @@ fn a_full_disk_refuses_commands_clearly_damages_nothing_and_writing_resumes() {
         .unwrap();
     assert_eq!(events, accepted, "{}", support::stdout(&o));
 }
+
+#[test]
+fn a_full_key_store_volume_refuses_new_people_only_and_half_records_nobody() {
+    let base = tempfile::tempdir().unwrap();
+    let keys = base.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    // The key store on a volume of its own (as the README advises), which fills up.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&keys)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs for the key store (the full-disk test above covers the key store with a file-size limit)");
+        return;
+    }
+    let _unmount = Disk::Tmpfs {
+        mount: keys.clone(),
+        filler: keys.join("filler"),
+    };
+    let (server, addr) = support::spawn_serve(
+        base.path(),
+        &[
+            "--key-store",
+            "keys/ledger.keys.db",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--digest-every",
+            "0",
+            "--create",
+        ],
+        std::process::Stdio::null(),
+    );
+    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
+        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
+    assert_eq!(
+        request(&addr, "POST", "/v1/commands", &site.to_string()).0,
+        200
+    );
+    assert_eq!(
+        request(
+            &addr,
+            "POST",
+            "/v1/commands",
+            &dose(uuid::Uuid::now_v7(), "known")
+        )
+        .0,
+        200
+    );
+    let mut f = std::fs::File::create(keys.join("filler")).unwrap();
+    while f.write_all(&[0u8; 16 * 1024]).is_ok() {}
+    drop(f);
+
+    // New people take keys made in advance, then need new ones the full volume refuses: the
+    // request says how far it got, and nobody is recorded without a key.
+    let batch = |from: usize| {
+        let all: Vec<serde_json::Value> = (from..from + 700)
+            .map(|i| {
+                serde_json::from_str(&dose(uuid::Uuid::now_v7(), &format!("new-{i}"))).unwrap()
+            })
+            .collect();
+        serde_json::Value::Array(all).to_string()
+    };
+    let first = batch(0);
+    let (code, answer) = request(&addr, "POST", "/v1/commands", &first);
+    assert_eq!(code, 200, "{answer}");
+    let second = batch(700);
+    let (code, answer) = request(&addr, "POST", "/v1/commands", &second);
+    assert_eq!(code, 503, "{answer}");
+    assert!(
+        answer.contains("cannot write the key store") && answer.contains("the disk is full"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("commands of the request were handled"),
+        "{answer}"
+    );
+    eprintln!("a new person with the key store's volume full: {answer}");
+    // Commands naming nobody, and people who have a key, go on.
+    let (code, answer) = request(
+        &addr,
+        "POST",
+        "/v1/commands",
+        &session(uuid::Uuid::now_v7()),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let second_dose = serde_json::json!({"type": "AdministerDose", "command_id": uuid::Uuid::now_v7(),
+        "person_ref": "known", "age_band": "30-39", "recipient": "user", "directorate": "lyon",
+        "site": "lyon-dt", "product": "comirnaty", "lot": "FF1234", "dose": "second",
+        "administered_at": "2021-11-15T10:00:00+01:00"});
+    let (code, answer) = request(&addr, "POST", "/v1/commands", &second_dose.to_string());
+    assert_eq!(
+        (code, answer.contains("\"accepted\"")),
+        (200, true),
+        "{answer}"
+    );
+
+    // Space is back: the same request is handled whole (what was recorded is a duplicate).
+    std::fs::remove_file(keys.join("filler")).unwrap();
+    let (code, answer) = request(&addr, "POST", "/v1/commands", &second);
+    assert_eq!(code, 200, "{answer}");
+    let outcomes: Vec<serde_json::Value> = serde_json::from_str(&answer).unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["outcome"] == "accepted" || o["outcome"] == "duplicate"),
+        "{answer}"
+    );
+    drop(server);
+    // Everyone the log seals has a key that opens their ref: a backup's check says so.
+    let o = support::run(
+        base.path(),
+        &["--key-store", "keys/ledger.keys.db", "backup", "--to", "bk"],
+    );
+    let out = support::stdout(&o) + &support::stderr(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("1401 people with keys"), "{out}");
+}

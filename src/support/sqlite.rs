@@ -78,7 +78,7 @@ pub fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Re
 /// What a write the file system refused means, and what to do.
 pub const DISK_REFUSED: &str =
     "the disk is full or a file-size limit was reached; free space and send again \
-                                (nothing stored was changed, and writing resumes by itself)";
+                                (what is stored is intact, and writing resumes by itself)";
 
 /// Whether `e` is a full disk, or a write the file system refused (SQLITE_IOERR_WRITE, _FSYNC,
 /// _TRUNCATE, _SHMSIZE: ENOSPC, EFBIG, EDQUOT).

@@ -46,7 +46,7 @@ impl KeyStore {
                 made.push(PersonKey { person_id, key });
             }
         }
-        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        tx.commit().map_err(|e| write_error(&self.path, e))?;
         let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_wal(&mut wal)?;
         // Handed out from the end: the lowest first.
@@ -171,7 +171,7 @@ impl KeyStore {
                 [upto.to_string()],
             )?;
         }
-        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        tx.commit().map_err(|e| write_error(&self.path, e))?;
         drop(inner);
         let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_wal(&mut wal)

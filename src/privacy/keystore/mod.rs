@@ -119,6 +119,20 @@ fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("key store {}: {e}", path.display()).into())
 }
 
+/// A write to the key store that failed: a full disk (or file-size limit) says so and what to
+/// do; anything else as `unavailable`.
+fn write_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    if crate::support::sqlite::disk_refused(&e) {
+        let why = format!(
+            "cannot write the key store {}: {}",
+            path.display(),
+            crate::support::sqlite::DISK_REFUSED
+        );
+        return StoreError::Unavailable(crate::store::Cause::with_source(why, e));
+    }
+    unavailable(path, e)
+}
+
 impl KeyStore {
     /// Opens (creating if needed) the key store at `path` with the master key. A key store
     /// created for a log that already holds events (`log_was_empty` false) remembers that
@@ -441,7 +455,7 @@ impl KeyStore {
              ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
             [],
         )?;
-        tx.commit().map_err(|e| unavailable(&self.path, e))?;
+        tx.commit().map_err(|e| write_error(&self.path, e))?;
         // Copy the zeroed pages into the file and empty the WAL, whose older frames still
         // hold the key; then make the file durable.
         // A reader in another process blocks it for a moment: retry for up to 10 s.
