@@ -154,6 +154,16 @@ fn read_export(
             )),
         })?;
         chain.check(&event.as_ref())?;
+        // The command's content hash is what makes an imported command id idempotent: an
+        // export line without it is refused by verify as by import.
+        if command_hash.is_none() {
+            return Err(VerifyError::Broken {
+                position: event.position,
+                reason: format!(
+                    "line {number} has no ledgercommandhash: the file was not written by `campaign-ledger export`, or was changed"
+                ),
+            });
+        }
         f(event, command_hash)?;
     }
 }

@@ -24,6 +24,17 @@ pub enum WireError {
     /// A CloudEvents version this ledger does not write.
     #[error("unsupported CloudEvents specversion {0}")]
     SpecVersion(String),
+    /// An attribute the ledger derives from the envelope (`type`, `datacontenttype`) that is not
+    /// what the envelope gives: the line was changed.
+    #[error("{attribute} is {found:?}, but this event's envelope makes it {expected:?}: the line was changed")]
+    Derived {
+        /// The attribute.
+        attribute: &'static str,
+        /// What the line says.
+        found: String,
+        /// What the envelope gives.
+        expected: String,
+    },
     /// A hash attribute that is not 64 hex digits.
     #[error("{field} is not 32 bytes ({digits} hex digits instead of 64)")]
     HashLength {
@@ -179,6 +190,35 @@ fn wire<'a>(e: &'a EventRef<'a>, source: &'a str, data: &'a RawValue) -> Wire<'a
     }
 }
 
+/// The attributes the hash does not cover because the envelope gives them (`specversion`,
+/// `type`, `datacontenttype`) must be what the envelope gives: a line whose `type` says one
+/// event type while `ledgereventtype` says another is refused, not read. (`source` names where
+/// the line was written, the relay's ledger or an export, and is not evidence.)
+fn check_derived(w: &Wire<'_>) -> Result<(), WireError> {
+    if w.specversion != "1.0" {
+        return Err(WireError::SpecVersion(w.specversion.to_string()));
+    }
+    let ty = format!(
+        "fr.ofii.campaign-ledger.{}.v{}",
+        w.ledgereventtype, w.ledgerschemaversion
+    );
+    if w.ty != ty {
+        return Err(WireError::Derived {
+            attribute: "type",
+            found: w.ty.to_string(),
+            expected: ty,
+        });
+    }
+    if w.datacontenttype != "application/json" {
+        return Err(WireError::Derived {
+            attribute: "datacontenttype",
+            found: w.datacontenttype.to_string(),
+            expected: "application/json".into(),
+        });
+    }
+    Ok(())
+}
+
 fn hash(field: &'static str, h: &str) -> Result<[u8; 32], WireError> {
     // Two hashes per event: decoded by table, into the array (a general-purpose hex decoder
     // with a vector on the way was a tenth of a NATS-fed catch-up).
@@ -222,9 +262,7 @@ fn hash(field: &'static str, h: &str) -> Result<[u8; 32], WireError> {
 /// Decodes a CloudEvent and hands `f` a borrowed view of the event (no copies of its text).
 pub fn with_event<R>(payload: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Result<R, WireError> {
     let w: Wire = serde_json::from_slice(payload).map_err(WireError::Json)?;
-    if w.specversion != "1.0" {
-        return Err(WireError::SpecVersion(w.specversion.into_owned()));
-    }
+    check_derived(&w)?;
     Ok(f(EventRef {
         position: w.ledgerposition,
         event_id: w.id,
@@ -251,9 +289,7 @@ pub fn decode(payload: &[u8]) -> Result<RecordedEvent, WireError> {
 /// Decodes a line of an export: the event and its command's content hash, when present.
 pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>), WireError> {
     let w: Wire = serde_json::from_slice(payload).map_err(WireError::Json)?;
-    if w.specversion != "1.0" {
-        return Err(WireError::SpecVersion(w.specversion.into_owned()));
-    }
+    check_derived(&w)?;
     let event = RecordedEvent {
         position: w.ledgerposition,
         event_id: w.id,
@@ -281,6 +317,37 @@ pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>)
 mod tests {
     use super::*;
     use crate::store::{chain_hash, GENESIS_HASH};
+
+    #[test]
+    fn a_type_or_content_type_the_envelope_does_not_give_is_refused() {
+        let e = RecordedEvent {
+            position: 1,
+            event_id: Uuid::now_v7(),
+            stream_id: "s-1".into(),
+            stream_version: 1,
+            event_type: "SessionOpened".into(),
+            schema_version: 1,
+            occurred_at: "2021-10-04T10:00:00+02:00".into(),
+            recorded_at: "2021-10-04T08:05:00.000000Z".into(),
+            command_id: Uuid::now_v7(),
+            correlation_id: None,
+            actor: "{}".into(),
+            data: "{}".into(),
+            prev_hash: [0; 32],
+            hash: [1; 32],
+        };
+        let line = String::from_utf8(encode(&e.as_ref(), "/x")).unwrap();
+        assert!(decode(line.as_bytes()).is_ok());
+        for (from, to) in [
+            ("SessionOpened.v1\"", "SessionClosed.v1\""),
+            ("\"application/json\"", "\"text/plain\""),
+        ] {
+            let changed = line.replacen(from, to, 1);
+            assert_ne!(changed, line);
+            let err = decode(changed.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains("the line was changed"), "{err}");
+        }
+    }
 
     #[test]
     fn round_trip_is_exact_and_the_hash_verifies() {
