@@ -293,3 +293,71 @@ fn a_three_node_cluster_loses_its_leader_to_kill_9_under_concurrent_commands_and
         failed.load(Ordering::Relaxed)
     );
 }
+
+/// Readers of the log that stop reading (a slow consumer of `scan`, a stuck client) hold
+/// nothing the writer needs: appends go on at once while more readers than the store's runtime
+/// has threads sit on full buffers.
+#[test]
+fn stalled_readers_of_the_nats_log_do_not_stall_appends() {
+    let nats = NatsServer::start();
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let store: Arc<dyn EventStore> =
+        Arc::new(JetStreamStore::open(&url, Arc::new(SystemClock)).unwrap());
+    support::fill(store.as_ref(), 12_000);
+    let head = store.head_position().unwrap();
+    let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, release) = (store.clone(), release.clone());
+            std::thread::spawn(move || {
+                let mut first = true;
+                store
+                    .scan(0, head, &mut |_| {
+                        if std::mem::take(&mut first) {
+                            // Stalls on its first event until released.
+                            let (lock, cv) = &*release;
+                            let mut go = lock.lock().unwrap();
+                            while !*go {
+                                go = cv.wait(go).unwrap();
+                            }
+                        }
+                        true
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    // Long enough for every reader's buffer to fill.
+    std::thread::sleep(Duration::from_secs(2));
+    // The appends run on their own thread, so that a stall fails the test instead of hanging it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for _ in 0..5 {
+                support::fill(store.as_ref(), 10);
+            }
+            let _ = done_tx.send(started.elapsed());
+        });
+    }
+    let took = done_rx.recv_timeout(Duration::from_secs(30));
+    {
+        let (lock, cv) = &*release;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    let took = took.expect("50 appends did not finish within 30 s while readers were stalled");
+    for r in readers {
+        assert_eq!(
+            r.join().unwrap(),
+            head,
+            "each reader read the whole log once released"
+        );
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "50 appends took {took:?} while readers were stalled"
+    );
+    assert_eq!(store.head_position().unwrap(), head + 50);
+}

@@ -76,6 +76,26 @@ pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, NatsError>
     Ok(addrs)
 }
 
+/// Hands `item` to a thread that reads `tx`'s receiver, from a task of a runtime: waits while
+/// the channel is full without holding the runtime's thread (a blocking send there would stall
+/// every other task of the runtime, the log's writer among them, behind one slow reader).
+/// Returns false when the reader is gone.
+pub async fn hand_over<T>(tx: &std::sync::mpsc::SyncSender<T>, mut item: T) -> bool {
+    use std::sync::mpsc::TrySendError;
+    let mut wait = std::time::Duration::from_micros(100);
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                item = back;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

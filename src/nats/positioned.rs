@@ -48,13 +48,17 @@ pub fn read_events(
                 .buffered(64)
                 .try_collect()
                 .await;
-            let _ = tx.send(got.map(|ms| ms.into_iter().map(|m| m.payload).collect()));
+            let _ = super::hand_over(
+                &tx,
+                got.map(|ms| ms.into_iter().map(|m| m.payload).collect()),
+            )
+            .await;
             return;
         }
         let mut messages = match ordered_messages(&st, after + 1).await {
             Ok(m) => m,
             Err(e) => {
-                let _ = tx.send(Err(e));
+                let _ = super::hand_over(&tx, Err(e)).await;
                 return;
             }
         };
@@ -64,11 +68,11 @@ pub fn read_events(
                 next_chunk(&mut messages, to + 1 - left, CHUNK.min(left as usize)).await;
             left -= got.len() as u64;
             let chunk: Vec<_> = got.into_iter().map(|m| m.message.payload).collect();
-            if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+            if !chunk.is_empty() && !super::hand_over(&tx, Ok(chunk)).await {
                 return;
             }
             if let Some(e) = failed {
-                let _ = tx.send(Err(e));
+                let _ = super::hand_over(&tx, Err(e)).await;
                 return;
             }
         }

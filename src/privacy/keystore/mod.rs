@@ -85,7 +85,9 @@ pub struct KeyStore {
     /// New keys with their lookup (`create`) go to the writer thread, which commits those that
     /// arrive together in one transaction and one fsync (group commit), and answers each with
     /// the key stored for its person (another thread's or process's, if it came first).
-    writer: std::sync::mpsc::Sender<NewKey>,
+    /// Bounded (`WRITER_QUEUE`): a caller waits for a place (each caller also waits for its
+    /// answer, so the queue never holds more than the threads asking).
+    writer: std::sync::mpsc::SyncSender<NewKey>,
     /// The WAL, for `refill` and `assign` (one fsync at a time).
     wal: Mutex<Option<std::fs::File>>,
     /// person lookup → key, for persons seen recently (cleared on erasure, by this process
@@ -112,6 +114,8 @@ const MAX_CACHED: usize = 100_000;
 /// process makes is seen here within this time (this process's own, at once). The check is a
 /// read of the key store's file header; made for every command it cost as much as sealing.
 const FRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// New keys waiting for the key writer, at most.
+const WRITER_QUEUE: usize = 4096;
 /// Keys made in advance at a time (`take_new`).
 const POOL: usize = 1024;
 
@@ -197,7 +201,7 @@ impl KeyStore {
         let writer_conn =
             crate::support::sqlite::open(path, options).map_err(|e| unavailable(path, e))?;
         writer_conn.pragma_update(None, "secure_delete", true)?;
-        let (writer, jobs) = std::sync::mpsc::channel();
+        let (writer, jobs) = std::sync::mpsc::sync_channel(WRITER_QUEUE);
         let wal = {
             let mut w = path.as_os_str().to_owned();
             w.push("-wal");

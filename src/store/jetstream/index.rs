@@ -194,7 +194,7 @@ pub(super) async fn catch_up(
                 }
                 // What was received before a failure is indexed first: an earlier bad message
                 // is the one to report.
-                if tx.send(chunk).is_err() {
+                if !crate::nats::hand_over(&tx, chunk).await {
                     // The indexer stopped: its error says why.
                     break;
                 }

@@ -137,7 +137,7 @@ pub struct JetStreamStore {
     runtime: tokio::runtime::Runtime,
     stream: stream::Stream,
     shared: Arc<Shared>,
-    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
     /// For imports (appends go through the writer task).
     js: jetstream::Context,
 }
@@ -206,7 +206,7 @@ impl JetStreamStore {
             let (st, sh) = (stream.clone(), shared.clone());
             run_on(&runtime, async move { catch_up(&st, &sh).await })?;
         }
-        let (jobs, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (jobs, rx) = tokio::sync::mpsc::channel(crate::store::sqlite::QUEUE_LIMIT);
         let writer = Writer {
             js: writer_js.clone(),
             client,
@@ -370,9 +370,25 @@ impl EventStore for JetStreamStore {
             ).into()));
         }
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
-        self.jobs
-            .send(Job { request, reply })
-            .map_err(|_| StoreError::Unavailable("the NATS store is closed".into()))?;
+        let job = Job { request, reply };
+        let closed = || StoreError::Unavailable("the NATS store is closed".into());
+        // The queue is bounded: a thread waits for a place; a caller inside a runtime (which
+        // must not block) is told to retry.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            use tokio::sync::mpsc::error::TrySendError;
+            self.jobs.try_send(job).map_err(|e| match e {
+                TrySendError::Full(_) => StoreError::Unavailable(
+                    format!(
+                        "the NATS log's write queue is full ({} appends waiting); retry in a moment",
+                        crate::store::sqlite::QUEUE_LIMIT
+                    )
+                    .into(),
+                ),
+                TrySendError::Closed(_) => closed(),
+            })?;
+        } else {
+            self.jobs.blocking_send(job).map_err(|_| closed())?;
+        }
         rx.recv()
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the NATS store is closed".into())))
     }

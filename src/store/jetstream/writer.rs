@@ -35,7 +35,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    pub(super) async fn run(self, mut rx: tokio::sync::mpsc::Receiver<Job>) {
         let mut carry: Vec<Job> = Vec::new();
         loop {
             if carry.is_empty() {
