@@ -2,6 +2,8 @@
 //! the dose commands they send.
 #![allow(dead_code)]
 
+pub mod load;
+
 use campaign_ledger::app::{Ledger, Outcome};
 use campaign_ledger::domain::*;
 use campaign_ledger::store::{self, Actor, EventStore, SystemClock};
