@@ -18,7 +18,16 @@ pub struct LiveHub {
     pub(super) head: OnceLock<watch::Receiver<u64>>,
     pub(super) permits: Arc<Semaphore>,
     pub(super) limit: usize,
+    /// The newest snapshot of each live projection, as sent: one report and one JSON text
+    /// per (projection, as_of, reader's scope) and position, shared by every client that
+    /// follows it (a thousand dashboards cost one read per move of the head, not a thousand).
+    snapshots: std::sync::Mutex<std::collections::HashMap<SnapshotKey, (u64, Arc<str>)>>,
+    /// Held while a client reads a new snapshot, so that the others waiting find it kept.
+    pub(super) reading: tokio::sync::Mutex<()>,
 }
+
+/// What a live projection's snapshot depends on: its name, `as_of`, and the reader's scope.
+pub(super) type SnapshotKey = (String, Option<chrono::NaiveDate>, String);
 
 impl LiveHub {
     /// A hub admitting at most `limit` live clients at once.
@@ -27,6 +36,25 @@ impl LiveHub {
             head: OnceLock::new(),
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            snapshots: std::sync::Mutex::new(std::collections::HashMap::new()),
+            reading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The newest snapshot kept for `key`: its position and JSON.
+    pub(super) fn snapshot(&self, key: &SnapshotKey) -> Option<(u64, Arc<str>)> {
+        let map = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).cloned()
+    }
+
+    /// Keeps a snapshot for `key` unless a newer one is kept already.
+    pub(super) fn keep_snapshot(&self, key: &SnapshotKey, position: u64, json: Arc<str>) {
+        let mut map = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key) {
+            Some((p, _)) if *p >= position => {}
+            _ => {
+                map.insert(key.clone(), (position, json));
+            }
         }
     }
 

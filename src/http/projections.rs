@@ -3,6 +3,7 @@
 use super::blocking;
 use super::caller::{forbidden, Caller, ReadScope};
 use super::error::ApiError;
+use super::live_hub::SnapshotKey;
 use super::query::{known_at_for, parse_as_of, query, ReportQuery};
 use super::sse::{admit, error_event, feed, head_watch};
 use super::state::AppState;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The report as its reader may see it: a supervisor's rows are its directorates' (totals
 /// summed again over them), and a projection without a directorate column is national, so
@@ -167,31 +169,28 @@ pub(super) async fn projection_live(
         let (reader, name) = (reader.clone(), name.clone());
         blocking(move || Ok(reader.report(&name, as_of, None)?)).await?
     };
-    shape_report(&first, &caller)?;
+    let first_json: Arc<str> = shape_report(&first, &caller)?.to_string().into();
     let permit = match admit(&state) {
         Ok(p) => p,
         Err(refused) => return Ok(*refused),
     };
+    let key: SnapshotKey = (name.clone(), as_of, format!("{:?}", caller.read_scope()?));
+    let hub = state.live.clone();
+    hub.keep_snapshot(&key, first.position, first_json.clone());
     let mut head = head_watch(&state);
     let feed = feed(&state, permit, 4, move |out| async move {
-        let mut report = first;
+        let (mut shown, mut json) = (first.position, first_json);
         loop {
-            let shown = report.position;
-            let Ok(v) = shape_report(&report, &caller) else {
-                return;
-            };
-            let Ok(event) = axum::response::sse::Event::default()
+            let event = axum::response::sse::Event::default()
                 .id(shown.to_string())
                 .event("snapshot")
-                .json_data(&v)
-            else {
-                return;
-            };
+                .data(&*json);
             if !out.send(event).await {
                 return;
             }
             // The next snapshot: after the log moves, coalescing a burst (at most ten a
-            // second), and only when the projection moved.
+            // second), and only when the projection moved. Clients of the same projection,
+            // as_of and scope share one read per move (`LiveHub::snapshot`).
             let mut seen = shown;
             loop {
                 if !out.beyond(&mut head, seen).await {
@@ -199,18 +198,33 @@ pub(super) async fn projection_live(
                 }
                 seen = *head.borrow();
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let _reading = hub.reading.lock().await;
+                if let Some((p, j)) = hub.snapshot(&key) {
+                    if p != shown && p >= seen {
+                        (shown, json) = (p, j);
+                        break;
+                    }
+                }
                 let read = {
                     let (reader, name) = (reader.clone(), name.clone());
                     tokio::task::spawn_blocking(move || reader.report(&name, as_of, None)).await
                 };
                 match read {
-                    Ok(Ok(r)) if r.position != shown => {
-                        report = r;
-                        break;
+                    Ok(Ok(r)) => {
+                        let Ok(v) = shape_report(&r, &caller) else {
+                            return;
+                        };
+                        let j: Arc<str> = v.to_string().into();
+                        hub.keep_snapshot(&key, r.position, j.clone());
+                        if r.position != shown {
+                            (shown, json) = (r.position, j);
+                            break;
+                        }
+                        // Not folded that far yet: look again after the next pause.
+                        if r.position < seen {
+                            seen = r.position;
+                        }
                     }
-                    // Not folded that far yet: look again after the next pause.
-                    Ok(Ok(r)) if r.position < seen => seen = r.position,
-                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "live projection stopped");
                         let _ = out
