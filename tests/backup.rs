@@ -3,28 +3,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use support::plain as request;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// One request over a fresh connection (no token: `serve` without `--auth`, loopback only).
-fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    (
-        code,
-        out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string(),
-    )
-}
 
 fn dose(person: &str) -> String {
     serde_json::json!({"type": "AdministerDose", "command_id": uuid::Uuid::now_v7(),

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::nats::NatsServer;
@@ -12,17 +12,7 @@ use support::Running;
 
 /// One GET over a fresh connection: the status code and the body.
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (code, body.to_string())
+    support::plain(addr, "GET", path, "")
 }
 
 #[test]
@@ -123,18 +113,7 @@ fn a_relay_refused_inside_serve_is_said_at_once_and_readyz_gives_the_reason() {
 
 /// One POST of `body` over a fresh connection: the answer, or `None` when the server is gone.
 fn post(addr: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(
-        s,
-        "POST /v1/commands HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.get(9..12)?.parse().ok()?;
-    Some((code, out.split_once("\r\n\r\n")?.1.to_string()))
+    support::try_plain(addr, "POST", "/v1/commands", body)
 }
 
 /// `serve --create` in `dir`: the process and its address.

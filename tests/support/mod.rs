@@ -325,3 +325,31 @@ pub fn spawn_serve(dir: &Path, args: &[&str], stderr: std::process::Stdio) -> (R
         .to_string();
     (Running(server), addr)
 }
+
+/// One request without a token over a fresh connection (`serve` without `--auth`, loopback):
+/// the status and the body, or `None` when the server is gone or silent for 30 s.
+pub fn try_plain(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    Some((
+        code,
+        out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string(),
+    ))
+}
+
+/// `try_plain`, which must be answered.
+pub fn plain(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    try_plain(addr, method, path, body)
+        .unwrap_or_else(|| panic!("{method} {path}: no answer from {addr}"))
+}
