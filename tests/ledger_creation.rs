@@ -50,23 +50,15 @@ fn serve_refuses_a_missing_store_naming_the_path_it_looked_at() {
 
 #[test]
 fn serve_create_starts_a_new_ledger_and_says_where_it_and_its_keys_are() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = support::bin()
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--create"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on http://"), "{line:?}");
-    server.kill().unwrap();
-    let out = server.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (mut server, _addr) = support::spawn_serve(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--create"],
+        std::process::Stdio::piped(),
+    );
+    server.0.kill().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut server.0.stderr.take().unwrap(), &mut err).unwrap();
     let root = dir.path().canonicalize().unwrap();
     assert!(
         err.contains(&format!(
