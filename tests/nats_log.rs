@@ -73,6 +73,17 @@ fn commands_over_http_on_the_nats_log_are_recorded_once() {
         (200, Some("duplicate")),
         "{again}"
     );
+    // Each message of the log says it is a CloudEvent in structured mode.
+    let messages = rt().block_on(support::nats::stream_messages(&nats.url(), LOG_STREAM));
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        assert_eq!(
+            m.headers
+                .get("Content-Type")
+                .map(|v| v.as_str().to_string()),
+            Some("application/cloudevents+json".to_string())
+        );
+    }
 }
 
 #[test]

@@ -30,6 +30,13 @@ fn assert_stream_is_the_log(url: &str, store: &dyn EventStore) {
             m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()),
             Some(e.event_id.to_string())
         );
+        assert_eq!(
+            m.headers
+                .get("Content-Type")
+                .map(|v| v.as_str().to_string()),
+            Some("application/cloudevents+json".to_string()),
+            "structured mode of the CloudEvents NATS binding"
+        );
         let decoded = cloudevents::decode(&m.payload).unwrap();
         assert_eq!(&decoded, e, "position {}", e.position);
         // The same source for every event of this ledger, however its store was named.

@@ -63,6 +63,11 @@ impl WireError {
     }
 }
 
+/// The `Content-Type` header of every NATS message carrying a ledger event: the CloudEvents
+/// NATS binding reads a message with it as structured mode (the whole event in the payload);
+/// without it, as binary mode.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+
 /// Prefix of every event subject: `ledger.v1.events.<directorate>.<EventType>`.
 pub const SUBJECT_PREFIX: &str = "ledger.v1.events";
 

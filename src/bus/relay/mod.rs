@@ -346,6 +346,7 @@ async fn session(
                 (p.position - 1).to_string().as_str(),
             );
             headers.insert("Ledger-Position", p.position.to_string().as_str());
+            headers.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
             // The first message of a session is a checkpoint too: should the server refuse it
             // (a size or storage limit), its own error comes back instead of a wrong-sequence
             // error at the next checkpoint and an endless resync.

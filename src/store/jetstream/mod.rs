@@ -526,6 +526,7 @@ impl EventStore for JetStreamStore {
                 let mut h = HeaderMap::new();
                 h.insert("Ledger-Position", e.position.to_string().as_str());
                 h.insert("Ledger-Command-Hash", hex::encode(ie.content_hash).as_str());
+                h.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
                 h.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
                 h.insert(
                     "Nats-Expected-Last-Sequence",

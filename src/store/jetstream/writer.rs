@@ -286,6 +286,7 @@ impl Writer {
             let mut h = HeaderMap::new();
             h.insert("Ledger-Position", e.position.to_string().as_str());
             h.insert("Ledger-Command-Hash", hex::encode(content_hash).as_str());
+            h.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
             h.insert("Nats-Msg-Id", id.as_str());
             h.insert(
                 "Nats-Expected-Last-Sequence",
@@ -361,6 +362,7 @@ impl Writer {
             let mut h = HeaderMap::new();
             h.insert("Ledger-Position", e.position.to_string().as_str());
             h.insert("Ledger-Command-Hash", hex::encode(content_hash).as_str());
+            h.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
             if i == 0 {
                 h.insert(
                     "Nats-Expected-Last-Sequence",
