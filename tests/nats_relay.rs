@@ -555,6 +555,33 @@ fn a_stream_of_another_ledger_is_refused_by_name_and_left_as_it_is() {
             err.contains("belongs to another ledger") && err.contains(says) && err.contains(name),
             "{err}"
         );
+        // The remedy it names is a command of this tool, not one the user may not have.
+        assert!(
+            err.contains("campaign-ledger relay --delete-stream"),
+            "{err}"
+        );
     }
     assert_stream_is_the_log(&nats.url(), a.as_ref());
+    // Following that advice: the stream is deleted (saying what it held) and this ledger
+    // relayed from position 1.
+    let (_b, b_url, b) = ledger("b.db", 40);
+    let o = support::bin()
+        .args([
+            "--store",
+            &b_url,
+            "relay",
+            "--nats",
+            &nats.url(),
+            "--once",
+            "--delete-stream",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("deleted the stream LEDGER_EVENTS (100 messages)"),
+        "{err}"
+    );
+    assert_stream_is_the_log(&nats.url(), b.as_ref());
 }

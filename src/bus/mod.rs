@@ -9,7 +9,7 @@ pub use crate::support::progress::Progress;
 
 use crate::support::cause::Cause;
 pub use digests::{publish_digests, DigestOptions, DIGEST_STREAM, DIGEST_SUBJECT};
-pub use relay::{ledger_source, relay, RelayOptions, RelayReport, STREAM};
+pub use relay::{delete_stream, ledger_source, relay, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;
 
 /// Errors of the bus. Each says how a caller handles it.
@@ -26,8 +26,8 @@ pub enum BusError {
     Mismatch(String),
     /// The server refused one of the relay's messages for a reason of its own (a limit of the
     /// stream: messages, bytes, message size; storage full). The relay retries with backoff
-    /// and says so once per reason; fix the stream (`nats stream edit LEDGER_EVENTS`) or the
-    /// server's storage.
+    /// and says so once per reason; raise the stream's limits (with the NATS tools of the server's operator) or
+    /// free the server's storage.
     #[error("NATS refused a message: {0}")]
     Refused(String),
     /// The `--nats` value is not a server URL. Fix the flag; retrying cannot help.

@@ -232,6 +232,11 @@ pub enum Cmd {
         /// ends with an error, exit code 2 (90s, 5m…). A following relay retries for ever.
         #[arg(long, default_value = "30s", value_parser = parse_every)]
         retry_for: std::time::Duration,
+        /// First delete the stream LEDGER_EVENTS (one that belongs to another ledger and is not
+        /// needed: the relay refuses to publish into it), saying how many messages it held;
+        /// then relay this ledger from position 1. Its consumers must start again.
+        #[arg(long)]
+        delete_stream: bool,
     },
     /// Serve the HTTP API and the dashboard; with --nats also runs the relay. Stops
     /// gracefully on SIGTERM or Ctrl-C (commands in flight finish first).

@@ -12,6 +12,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             replicas,
             once,
             retry_for,
+            delete_stream,
         } => {
             let Some(nats) = &cli.nats else {
                 bail!("relay needs --nats URL (or LEDGER_NATS), for example --nats nats://127.0.0.1:4222");
@@ -37,6 +38,16 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 .build()?;
             // The signal handlers are installed now, by a task of their own: a SIGTERM that
             // comes while the relay is busy publishing still stops it cleanly.
+            if *delete_stream {
+                let stream = campaign_ledger::bus::STREAM;
+                match runtime
+                    .block_on(campaign_ledger::bus::delete_stream(nats))
+                    .map_err(|e| anyhow!("cannot delete the stream {stream}: {e}"))?
+                {
+                    Some(n) => eprintln!("deleted the stream {stream} ({n} messages); its consumers must start again from position 1"),
+                    None => eprintln!("there was no stream {stream} to delete"),
+                }
+            }
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             runtime.spawn(async move {
                 shutdown_signal().await;

@@ -386,6 +386,33 @@ async fn session(
     }
 }
 
+/// Deletes the stream `LEDGER_EVENTS` from the server(s) at `url` (`relay --delete-stream`),
+/// for a stream that belongs to another ledger and is not needed: returns how many messages it
+/// held (`None` when there was no such stream). Consumers of it must start again from position
+/// 1 of the ledger the relay then publishes.
+pub async fn delete_stream(url: &str) -> Result<Option<u64>, BusError> {
+    let addrs = crate::nats::server_addrs(url)?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(addrs)
+        .await
+        .map_err(BusError::nats)?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = match js.get_stream(STREAM).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(BusError::nats(e)),
+    };
+    let held = stream.info().await.map_err(BusError::nats)?.state.messages;
+    js.delete_stream(STREAM).await.map_err(BusError::nats)?;
+    Ok(Some(held))
+}
+
 /// A client whose connection events feed `outage` (a reconnection bumps its generation: what
 /// was in flight may be lost, so the session resyncs).
 async fn connect(
@@ -453,7 +480,7 @@ async fn check_stream_end(
         };
         return Err(BusError::Mismatch(format!(
             "stream {STREAM} at {} belongs to another ledger (or was written to by another publisher): {what}. \
-             Point --nats at this ledger's own NATS server, or, if that stream is not needed, delete it (`nats stream rm {STREAM}`) and the relay publishes this ledger from position 1",
+             Point --nats at this ledger's own NATS server, or, if that stream is not needed, delete it (`campaign-ledger relay --delete-stream`, which says how many messages it held) and the relay publishes this ledger from position 1",
             options.nats_url
         )));
     }
