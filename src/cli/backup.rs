@@ -2,12 +2,13 @@
 //! from one (`audit::backup`).
 
 use super::args::*;
+use super::env::absolute;
 use super::output::*;
 use anyhow::{anyhow, bail, Result};
 use campaign_ledger::audit::backup::{self, KeptApart, LedgerFiles};
 use campaign_ledger::privacy::MasterKey;
 use campaign_ledger::projection::db_path_for;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Runs `backup` or `restore`.
@@ -75,7 +76,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
         Cmd::Restore { from } => {
             let manifest = backup::read_manifest(from).map_err(|e| anyhow!("{e}"))?;
             let keys = manifest.files.iter().any(|f| f.role == "keys");
-            let default_key = cli.data_dir().join("master.key");
+            let default_key = cli.master_key_path();
             let given = cli.master_key.is_some() || std::env::var_os("LEDGER_MASTER_KEY").is_some();
             if keys && !given && !default_key.exists() {
                 let was = manifest
@@ -88,7 +89,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 bail!(
                     "the backup's key store opens only with the master key it was made with, and a backup never holds it{was}: \
                      put that key at {} (where this ledger will look for it), or give it with --master-key FILE or LEDGER_MASTER_KEY",
-                    shown(&default_key)
+                    absolute(&default_key).display()
                 );
             }
             let master = master_for(cli, keys)?;
@@ -152,11 +153,7 @@ fn master_for(cli: &Cli, keys: bool) -> Result<Option<MasterKey>> {
 fn kept_apart(cli: &Cli) -> Vec<KeptApart> {
     let master = match std::env::var_os("LEDGER_MASTER_KEY") {
         Some(_) => "the environment variable LEDGER_MASTER_KEY".to_string(),
-        None => shown(
-            &cli.master_key
-                .clone()
-                .unwrap_or_else(|| cli.data_dir().join("master.key")),
-        ),
+        None => cli.master_key_source(),
     };
     vec![
         KeptApart {
@@ -165,14 +162,7 @@ fn kept_apart(cli: &Cli) -> Vec<KeptApart> {
         },
         KeptApart {
             what: "signing key (signs digests)".into(),
-            at: shown(&cli.key_path(None)),
+            at: absolute(&cli.key_path(None)).display().to_string(),
         },
     ]
-}
-
-fn shown(path: &Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
 }

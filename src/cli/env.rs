@@ -23,6 +23,22 @@ impl Cli {
         }
     }
 
+    /// The master key file: `--master-key`, or `master.key` beside the store.
+    pub(super) fn master_key_path(&self) -> PathBuf {
+        self.master_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("master.key"))
+    }
+
+    /// Where the master key is read from, for messages: the environment variable when set,
+    /// else the file's absolute path.
+    pub(super) fn master_key_source(&self) -> String {
+        match std::env::var_os("LEDGER_MASTER_KEY") {
+            Some(_) => "LEDGER_MASTER_KEY".to_string(),
+            None => absolute(&self.master_key_path()).display().to_string(),
+        }
+    }
+
     /// The master key: LEDGER_MASTER_KEY, or the key file (created when missing, if the key
     /// store is new too: `create`).
     pub(super) fn master_key(&self, create: bool) -> Result<campaign_ledger::privacy::MasterKey> {
@@ -30,10 +46,7 @@ impl Cli {
             return campaign_ledger::privacy::MasterKey::from_hex(&hex)
                 .map_err(|e| anyhow!("LEDGER_MASTER_KEY is not usable: {e}"));
         }
-        let path = self
-            .master_key
-            .clone()
-            .unwrap_or_else(|| self.data_dir().join("master.key"));
+        let path = self.master_key_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => campaign_ledger::privacy::MasterKey::from_hex(&text)
                 .map_err(|e| anyhow!("{} is not a master key: {e}", path.display())),
@@ -256,17 +269,7 @@ impl Cli {
             format!(
                 "; person keys in {}, opened by the master key ({}): keep the master key apart from the log and back both up",
                 absolute(&self.key_store_path()).display(),
-                match std::env::var_os("LEDGER_MASTER_KEY") {
-                    Some(_) => "LEDGER_MASTER_KEY".to_string(),
-                    None => absolute(
-                        &self
-                            .master_key
-                            .clone()
-                            .unwrap_or_else(|| self.data_dir().join("master.key")),
-                    )
-                    .display()
-                    .to_string(),
-                }
+                self.master_key_source()
             )
         } else {
             String::new()
@@ -336,7 +339,7 @@ impl Cli {
 }
 
 /// `path` from the filesystem's root, for messages (as given when it cannot be resolved).
-fn absolute(path: &Path) -> PathBuf {
+pub(super) fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
