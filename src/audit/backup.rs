@@ -115,17 +115,22 @@ pub enum BackupError {
 
 /// The files in copy order, with their roles and names in the backup.
 fn plan(files: &LedgerFiles) -> [(&'static str, &'static str, &Path); 4] {
-    [
-        (
-            "projections",
-            "ledger.projections.db",
-            files.projections.as_path(),
-        ),
-        ("log", "ledger.db", files.log.as_path()),
-        ("keys", "ledger.keys.db", files.keys.as_path()),
-        ("access_log", "ledger.access.db", files.access_log.as_path()),
-    ]
+    let paths = [
+        files.projections.as_path(),
+        files.log.as_path(),
+        files.keys.as_path(),
+        files.access_log.as_path(),
+    ];
+    std::array::from_fn(|i| (FILES[i].0, FILES[i].1, paths[i]))
 }
+
+/// Each file's role and its name in a backup, in copy order.
+const FILES: [(&str, &str); 4] = [
+    ("projections", "ledger.projections.db"),
+    ("log", "ledger.db"),
+    ("keys", "ledger.keys.db"),
+    ("access_log", "ledger.access.db"),
+];
 
 /// Copies the ledger's files into `to` (a new or empty directory) while it may be written,
 /// writes the manifest, then checks the copy ([`check`]). Files that do not exist (no key
@@ -363,7 +368,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
         )));
     }
     for f in &manifest.files {
-        if !plan_names().contains(&f.name.as_str()) {
+        if !FILES.iter().any(|(_, name)| *name == f.name) {
             return Err(BackupError::Damaged(format!(
                 "{} lists a file {:?} that no backup holds",
                 path.display(),
@@ -372,15 +377,6 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
         }
     }
     Ok(manifest)
-}
-
-fn plan_names() -> [&'static str; 4] {
-    [
-        "ledger.projections.db",
-        "ledger.db",
-        "ledger.keys.db",
-        "ledger.access.db",
-    ]
 }
 
 /// A new directory, or an empty one.
@@ -486,19 +482,13 @@ fn check_keys(
     master: Option<&MasterKey>,
 ) -> Result<(u64, u64), BackupError> {
     let path = dir.join("ledger.keys.db");
-    let mut first: Option<(u64, String)> = None;
-    log.scan_data(
-        0,
-        log.head_position()?,
-        &mut |e| match sealed_ref_in(e.data).and_then(sealed_person_id) {
-            Some(id) => {
-                first = Some((e.position, id.to_string()));
-                false
-            }
-            None => true,
-        },
-    )?;
-    if first.is_none() {
+    // Whether the log seals anyone at all (the scan stops at the first who is).
+    let mut sealed = false;
+    log.scan_data(0, log.head_position()?, &mut |e| {
+        sealed = sealed_ref_in(e.data).and_then(sealed_person_id).is_some();
+        !sealed
+    })?;
+    if !sealed {
         return Ok((0, 0));
     }
     if !path.exists() {
