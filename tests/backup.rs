@@ -9,14 +9,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-fn dose(person: &str) -> String {
-    serde_json::json!({"type": "AdministerDose", "command_id": uuid::Uuid::now_v7(),
-        "person_ref": person, "age_band": "30-39", "recipient": "user", "directorate": "lyon",
-        "site": "lyon-dt", "product": "comirnaty", "lot": "FF1234", "dose": "first",
-        "administered_at": "2021-10-04T10:00:00+02:00"})
-    .to_string()
-}
-
 fn run_ok(dir: &Path, args: &[&str]) -> String {
     let o = support::run(dir, args);
     assert!(
@@ -41,24 +33,9 @@ fn run_err(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn a_backup_taken_while_serving_restores_to_the_same_log_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = support::spawn_serve(
-        dir.path(),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--digest-every",
-            "0",
-            "--create",
-        ],
-        std::process::Stdio::null(),
-    );
-    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
-        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
-    assert_eq!(
-        request(&addr, "POST", "/v1/commands", &site.to_string()).0,
-        200
-    );
+    let (server, addr) = support::serve_new(dir.path(), &[]);
+    let site = support::lyon_site();
+    assert_eq!(request(&addr, "POST", "/v1/commands", &site).0, 200);
 
     // Eight clients record new people (new keys) and one reads events naming them (access log
     // entries) while the backup runs.
@@ -70,8 +47,12 @@ fn a_backup_taken_while_serving_restores_to_the_same_log_byte_for_byte() {
             s.spawn(move || {
                 let mut i = 0;
                 while !stop.load(Ordering::SeqCst) {
-                    let (code, body) =
-                        request(addr, "POST", "/v1/commands", &dose(&format!("p-{c}-{i}")));
+                    let (code, body) = request(
+                        addr,
+                        "POST",
+                        "/v1/commands",
+                        &support::lyon_first_dose(uuid::Uuid::now_v7(), &format!("p-{c}-{i}")),
+                    );
                     assert_eq!(code, 200, "{body}");
                     i += 1;
                 }

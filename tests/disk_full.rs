@@ -7,25 +7,11 @@
 mod support;
 
 use support::plain as request;
+use support::{lyon_first_dose as dose, lyon_session as session};
 
 use std::io::Write;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-
-fn dose(id: uuid::Uuid, person: &str) -> String {
-    serde_json::json!({"type": "AdministerDose", "command_id": id,
-        "person_ref": person, "age_band": "30-39", "recipient": "user", "directorate": "lyon",
-        "site": "lyon-dt", "product": "comirnaty", "lot": "FF1234", "dose": "first",
-        "administered_at": "2021-10-04T10:00:00+02:00"})
-    .to_string()
-}
-
-fn session(id: uuid::Uuid) -> String {
-    serde_json::json!({"type": "OpenSession", "command_id": id,
-        "session_id": format!("S-{id}"), "directorate": "lyon", "site": "lyon-dt",
-        "opened_at": "2021-12-20T09:00:00+01:00"})
-    .to_string()
-}
 
 /// How the disk is made full, then given space again.
 enum Disk {
@@ -168,12 +154,8 @@ fn a_full_disk_refuses_commands_clearly_damages_nothing_and_writing_resumes() {
     let server = support::Running(child);
     let pid = server.0.id();
 
-    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
-        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
-    assert_eq!(
-        request(&addr, "POST", "/v1/commands", &site.to_string()).0,
-        200
-    );
+    let site = support::lyon_site();
+    assert_eq!(request(&addr, "POST", "/v1/commands", &site).0, 200);
     let mut accepted = 1;
     for i in 0..20 {
         let (code, body) = request(
@@ -295,26 +277,9 @@ fn a_full_key_store_volume_refuses_new_people_only_and_half_records_nobody() {
         mount: keys.clone(),
         filler: keys.join("filler"),
     };
-    let (server, addr) = support::spawn_serve(
-        base.path(),
-        &[
-            "--key-store",
-            "keys/ledger.keys.db",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--digest-every",
-            "0",
-            "--create",
-        ],
-        std::process::Stdio::null(),
-    );
-    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
-        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
-    assert_eq!(
-        request(&addr, "POST", "/v1/commands", &site.to_string()).0,
-        200
-    );
+    let (server, addr) = support::serve_new(base.path(), &["--key-store", "keys/ledger.keys.db"]);
+    let site = support::lyon_site();
+    assert_eq!(request(&addr, "POST", "/v1/commands", &site).0, 200);
     assert_eq!(
         request(
             &addr,

@@ -7,6 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::lyon_session as session;
 use support::nats::NatsServer;
 use support::Running;
 
@@ -118,34 +119,15 @@ fn post(addr: &str, body: &str) -> Option<(u16, String)> {
 
 /// `serve --create` in `dir`: the process and its address.
 fn serve(dir: &std::path::Path) -> (Running, String) {
-    support::spawn_serve(
-        dir,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--digest-every",
-            "0",
-            "--create",
-        ],
-        std::process::Stdio::null(),
-    )
-}
-
-fn session(command_id: uuid::Uuid) -> String {
-    serde_json::json!({"type": "OpenSession", "command_id": command_id,
-        "session_id": format!("S-kill-{command_id}"), "directorate": "lyon", "site": "lyon-dt",
-        "opened_at": "2021-12-20T09:00:00+01:00"})
-    .to_string()
+    support::serve_new(dir, &[])
 }
 
 #[test]
 fn kill_9_under_64_http_clients_loses_no_acknowledged_command_and_stores_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = serve(dir.path());
-    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
-        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
-    assert_eq!(post(&addr, &site.to_string()).unwrap().0, 200);
+    let site = support::lyon_site();
+    assert_eq!(post(&addr, &site).unwrap().0, 200);
     let stop = std::sync::atomic::AtomicBool::new(false);
     // Each client: (command id, whether it was answered 200 accepted).
     let sent: Vec<(uuid::Uuid, bool)> = std::thread::scope(|s| {
@@ -254,9 +236,8 @@ fn a_nats_outage_under_serve_loses_nothing_and_the_digests_kept_meanwhile_are_pu
         ],
         std::process::Stdio::null(),
     );
-    let site = serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
-        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"});
-    assert_eq!(post(&addr, &site.to_string()).unwrap().0, 200);
+    let site = support::lyon_site();
+    assert_eq!(post(&addr, &site).unwrap().0, 200);
 
     // Eight clients send commands before, during and after the outage: the log is SQLite, so
     // every one is answered 200 whether NATS is there or not.

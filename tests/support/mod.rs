@@ -303,6 +303,22 @@ pub fn serve_with_tokens_on(dir: &Path, global: &[&str]) -> (Running, String) {
     spawn_serve(dir, &args, std::process::Stdio::null())
 }
 
+/// `serve --create` (a new ledger, no token file, no periodic digests) on a free port of
+/// 127.0.0.1 in `dir`, with `global` options before the subcommand: the running server and its
+/// address.
+pub fn serve_new(dir: &Path, global: &[&str]) -> (Running, String) {
+    let mut args = global.to_vec();
+    args.extend([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--digest-every",
+        "0",
+        "--create",
+    ]);
+    spawn_serve(dir, &args, std::process::Stdio::null())
+}
+
 /// The binary with `args` (a `serve` on port 0) in `dir`, its standard error sent to `stderr`:
 /// the running server (killed when dropped) and the address it printed.
 pub fn spawn_serve(dir: &Path, args: &[&str], stderr: std::process::Stdio) -> (Running, String) {
@@ -352,4 +368,28 @@ pub fn try_plain(addr: &str, method: &str, path: &str, body: &str) -> Option<(u1
 pub fn plain(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     try_plain(addr, method, path, body)
         .unwrap_or_else(|| panic!("{method} {path}: no answer from {addr}"))
+}
+
+/// `AuthoriseSite` for lyon-dt (from 2021-08-01), as a request body.
+pub fn lyon_site() -> String {
+    serde_json::json!({"type": "AuthoriseSite", "command_id": uuid::Uuid::now_v7(),
+        "directorate": "lyon", "site": "lyon-dt", "site_kind": "dt_premises", "authorised_on": "2021-08-01"})
+    .to_string()
+}
+
+/// A first dose at lyon-dt for `person`, with the command id `id`, as a request body.
+pub fn lyon_first_dose(id: uuid::Uuid, person: &str) -> String {
+    serde_json::json!({"type": "AdministerDose", "command_id": id,
+        "person_ref": person, "age_band": "30-39", "recipient": "user", "directorate": "lyon",
+        "site": "lyon-dt", "product": "comirnaty", "lot": "FF1234", "dose": "first",
+        "administered_at": "2021-10-04T10:00:00+02:00"})
+    .to_string()
+}
+
+/// A session opened at lyon-dt, its id made from the command id `id`, as a request body.
+pub fn lyon_session(id: uuid::Uuid) -> String {
+    serde_json::json!({"type": "OpenSession", "command_id": id,
+        "session_id": format!("S-{id}"), "directorate": "lyon", "site": "lyon-dt",
+        "opened_at": "2021-12-20T09:00:00+01:00"})
+    .to_string()
 }
