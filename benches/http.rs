@@ -95,6 +95,8 @@ fn over_http(clients: u64, per: u64, bodies: &[String]) -> (f64, f64, f64) {
                 partner_centres: vec![],
                 sha256: hash_token(TOKEN),
                 expires_at: None,
+                revoked_at: None,
+                previous: vec![],
             }],
         },
         &Reference::builtin(),

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    cli::init_tracing();
+    cli::init_tracing(cli.default_log_filter());
     let result = cli::run(cli);
     cli::report_peak_rss();
     match result {

@@ -145,6 +145,8 @@ impl World {
             partner_centres: vec![],
             sha256: hash_token(token),
             expires_at: None,
+            revoked_at: None,
+            previous: vec![],
         };
         let auth = Auth::from_file(
             TokenFile {
@@ -445,6 +447,8 @@ fn partner_centres_come_from_the_reference_list() {
         partner_centres: vec![centre.into()],
         sha256: hash_token("x"),
         expires_at: None,
+        revoked_at: None,
+        previous: vec![],
     };
     let e = Auth::from_file(
         TokenFile {

@@ -80,7 +80,7 @@ fn the_relay_publishes_the_whole_log_once_and_a_consumer_can_verify_it() {
         .read_all(0, 100_000)
         .unwrap()
         .iter()
-        .filter(|e| cloudevents::directorate_of(&e.data) == "lyon")
+        .filter(|e| cloudevents::subject_directorate(&e.as_ref()) == "lyon")
         .count();
     let o = std::process::Command::new(&example)
         .args(["lyon", "--nats", &nats.url(), "--idle-exit", "2"])

@@ -2,8 +2,12 @@
 //! their scopes (directorates, partner centres). The HTTP layer checks requests with it; the
 //! CLI writes token files with it. It holds no business rule and knows no transport.
 
+pub mod live;
+pub mod token_file;
 pub mod tokens;
 
-pub use tokens::{
-    add_token, hash_token, new_token, Auth, Principal, Role, TokenEntry, TokenError, TokenFile,
+pub use live::LiveTokens;
+pub use token_file::{
+    add_token, revoke_token, rotate_token, PreviousSecret, TokenEntry, TokenFile, TokenStatus,
 };
+pub use tokens::{hash_token, new_token, Auth, Principal, Role, TokenError};

@@ -17,6 +17,7 @@
 //! What each role may do is decided here (see [`Principal`]) and documented in the README's
 //! role × endpoint table.
 
+use super::token_file::TokenFile;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,35 +56,6 @@ impl Role {
     }
 }
 
-/// One token as stored in the file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenEntry {
-    /// A name for the token, recorded in every event it causes (`agent_ref`).
-    pub id: String,
-    /// Its role.
-    pub role: Role,
-    /// Directorate ids (agents, supervisors).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub directorates: Vec<String>,
-    /// Partner-centre ids (partners).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub partner_centres: Vec<String>,
-    /// SHA-256 of the token, hex.
-    pub sha256: String,
-    /// After this time the token is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<FixedOffset>>,
-}
-
-/// The token file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenFile {
-    /// The tokens.
-    pub tokens: Vec<TokenEntry>,
-}
-
 /// Who is calling, once the token checked out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
@@ -118,6 +90,22 @@ pub enum TokenError {
         /// Expiry.
         at: String,
     },
+    /// Revoked (`auth revoke`).
+    #[error("token {id:?} was revoked at {at}; ask the ledger's operator for a new one")]
+    Revoked {
+        /// Token id.
+        id: String,
+        /// Revocation time.
+        at: String,
+    },
+    /// A secret replaced by `auth rotate`, past its overlap.
+    #[error("this secret of token {id:?} was replaced and stopped working at {at}; use the token's new secret")]
+    Rotated {
+        /// Token id.
+        id: String,
+        /// End of the overlap.
+        at: String,
+    },
 }
 
 impl TokenError {
@@ -128,14 +116,27 @@ impl TokenError {
             TokenError::Malformed => "malformed_token",
             TokenError::Unknown => "unknown_token",
             TokenError::Expired { .. } => "expired_token",
+            TokenError::Revoked { .. } => "revoked_token",
+            TokenError::Rotated { .. } => "rotated_token",
         }
     }
 }
 
-/// The loaded tokens, by hash.
+/// The loaded tokens, by the hash of each secret they accept.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    by_hash: HashMap<String, (TokenEntry, Principal)>,
+    by_hash: HashMap<String, Secret>,
+    tokens: usize,
+}
+
+/// One accepted secret: whose it is and until when.
+#[derive(Debug, Clone)]
+struct Secret {
+    principal: Principal,
+    expires_at: Option<DateTime<FixedOffset>>,
+    revoked_at: Option<DateTime<FixedOffset>>,
+    /// For a secret replaced by a rotation: the end of its overlap.
+    valid_until: Option<DateTime<FixedOffset>>,
 }
 
 /// SHA-256 of a token, hex.
@@ -158,6 +159,7 @@ impl Auth {
         let directorates: BTreeSet<String> = reference.directorates.keys().cloned().collect();
         let mut by_hash = HashMap::new();
         let mut ids = BTreeSet::new();
+        let tokens = file.tokens.len();
         for (i, t) in file.tokens.into_iter().enumerate() {
             let at = format!("token {} ({:?})", i + 1, t.id);
             if t.id.is_empty()
@@ -176,7 +178,10 @@ impl Auth {
                     "{at}: the id is used twice; token ids must be unique"
                 ));
             }
-            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if std::iter::once(&t.sha256)
+                .chain(t.previous.iter().map(|p| &p.sha256))
+                .any(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
                 return Err(format!(
                     "{at}: sha256 must be 64 hex digits (the SHA-256 of the token; `campaign-ledger auth token` writes it)"
                 ));
@@ -236,26 +241,39 @@ impl Auth {
                 directorates: Arc::new(t.directorates.iter().cloned().collect()),
                 partner_centres: Arc::new(t.partner_centres.iter().cloned().collect()),
             };
-            if by_hash
-                .insert(t.sha256.to_ascii_lowercase(), (t, principal))
-                .is_some()
+            let current = Secret {
+                principal,
+                expires_at: t.expires_at,
+                revoked_at: t.revoked_at,
+                valid_until: None,
+            };
+            let secrets = t.previous.iter().map(|p| {
+                let mut old = current.clone();
+                old.valid_until = Some(p.valid_until);
+                (p.sha256.to_ascii_lowercase(), old)
+            });
+            for (hash, secret) in std::iter::once((t.sha256.to_ascii_lowercase(), current.clone()))
+                .chain(secrets)
+                .collect::<Vec<_>>()
             {
-                return Err(format!("{at}: the same token hash appears twice"));
+                if by_hash.insert(hash, secret).is_some() {
+                    return Err(format!("{at}: the same token hash appears twice"));
+                }
             }
         }
-        Ok(Auth { by_hash })
+        Ok(Auth { by_hash, tokens })
     }
 
     /// Reads and checks a token file.
     pub fn load(path: &Path, reference: &Reference) -> Result<Auth, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
-        let file: TokenFile = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{} is not a token file ({e}); expected {{\"tokens\": [{{\"id\", \"role\", \"sha256\", …}}]}}",
-                path.display()
-            )
-        })?;
+        let file = TokenFile::read(path)?
+            .ok_or_else(|| {
+                format!(
+                    "cannot read the token file {}: there is none; create it with `campaign-ledger auth token --file {} --id NAME --role ROLE`",
+                    path.display(),
+                    path.display()
+                )
+            })?;
         {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = std::fs::metadata(path)
@@ -279,14 +297,14 @@ impl Auth {
         Auth::from_file(file, reference).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// How many tokens are loaded.
+    /// How many tokens the file lists (revoked and expired ones included).
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.tokens
     }
 
-    /// Whether no token is loaded.
+    /// Whether the file lists no token.
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.tokens == 0
     }
 
     /// Checks an `Authorization` header's value.
@@ -298,60 +316,37 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(TokenError::Malformed)?;
-        let (entry, principal) = self
+        let secret = self
             .by_hash
             .get(&hash_token(token))
             .ok_or(TokenError::Unknown)?;
-        if let Some(at) = entry.expires_at {
-            if at <= now {
-                return Err(TokenError::Expired {
-                    id: entry.id.clone(),
-                    at: at.to_rfc3339(),
-                });
-            }
+        let id = || secret.principal.token_id.clone();
+        if let Some(at) = secret.revoked_at.filter(|at| *at <= now) {
+            return Err(TokenError::Revoked {
+                id: id(),
+                at: at.to_rfc3339(),
+            });
         }
-        Ok(principal.clone())
-    }
-}
-
-/// Adds a token to a token file (created when missing) and returns the token in clear, the
-/// only time it is ever shown.
-pub fn add_token(
-    path: &Path,
-    mut entry: TokenEntry,
-    reference: &Reference,
-) -> Result<String, String> {
-    let mut file = if path.exists() {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
-        serde_json::from_str::<TokenFile>(&text)
-            .map_err(|e| format!("{} is not a token file ({e})", path.display()))?
-    } else {
-        TokenFile::default()
-    };
-    if let Some(at) = entry.expires_at {
-        if at <= Utc::now() {
-            return Err(format!(
-                "--expires-at {} is in the past: the token would never work",
-                at.to_rfc3339()
-            ));
+        if let Some(at) = secret.expires_at.filter(|at| *at <= now) {
+            return Err(TokenError::Expired {
+                id: id(),
+                at: at.to_rfc3339(),
+            });
         }
+        if let Some(at) = secret.valid_until.filter(|at| *at <= now) {
+            return Err(TokenError::Rotated {
+                id: id(),
+                at: at.to_rfc3339(),
+            });
+        }
+        Ok(secret.principal.clone())
     }
-    let token = new_token()?;
-    entry.sha256 = hash_token(&token);
-    file.tokens.push(entry);
-    Auth::from_file(file.clone(), reference)?;
-    crate::support::files::write_private(
-        path,
-        &(serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::token_file::{add_token, TokenEntry};
 
     fn dirs() -> Reference {
         Reference::builtin()
@@ -373,6 +368,8 @@ mod tests {
             },
             sha256: hash_token(token),
             expires_at: None,
+            revoked_at: None,
+            previous: vec![],
         }
     }
 

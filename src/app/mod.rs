@@ -376,7 +376,7 @@ impl Ledger {
                 if let Outcome::Rejected(r) = o {
                     span.record("code", r.code());
                 }
-                tracing::info!("handled");
+                tracing::debug!("handled");
             }
             Err(e) => {
                 span.record("outcome", "error");

@@ -430,6 +430,37 @@ pub enum AuthCmd {
         #[arg(long)]
         expires_at: Option<String>,
     },
+    /// List the tokens of a file: id, role, scope, status (active, expired, revoked), expiry,
+    /// and old secrets still accepted after a rotation. Never the secrets.
+    List {
+        /// The token file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: SubmitFormat,
+    },
+    /// Revoke a token: a running server refuses it within a second (it follows the file).
+    /// The entry stays, marked revoked: its id is in the events it caused.
+    Revoke {
+        /// The token file.
+        #[arg(long)]
+        file: PathBuf,
+        /// The token's id.
+        id: String,
+    },
+    /// Give a token a new secret (same id, role, scope and expiry), printed once. The old
+    /// secret keeps working for --overlap (default: refused at once).
+    Rotate {
+        /// The token file.
+        #[arg(long)]
+        file: PathBuf,
+        /// The token's id.
+        id: String,
+        /// How long the old secret is still accepted (90s, 15m, 24h; at most a year).
+        #[arg(long, default_value = "0s", value_parser = parse_every)]
+        overlap: std::time::Duration,
+    },
 }
 
 /// Projection subcommands.
@@ -457,11 +488,12 @@ pub(super) fn parse_every(s: &str) -> Result<std::time::Duration, String> {
     };
     let n: u64 = n.parse().map_err(|_| bad())?;
     let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
         _ => return Err(bad()),
-    };
+    }
+    .ok_or_else(bad)?;
     Ok(std::time::Duration::from_secs(secs))
 }
 

@@ -162,6 +162,8 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
             partner_centres,
             sha256: hash_token(&token),
             expires_at: None,
+            revoked_at: None,
+            previous: vec![],
         });
         clear.insert(role.as_str().into(), token.clone().into());
         printed.push((role, scope, token));
@@ -175,7 +177,8 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         &(serde_json::to_string_pretty(&clear)? + "\n"),
     )
     .map_err(|e| anyhow!(e))?;
-    let auth = campaign_ledger::access::Auth::from_file(file, &Reference::builtin())
+    // The server follows the file: `auth revoke`/`rotate` on it take effect at once.
+    let auth = campaign_ledger::access::LiveTokens::watch(&auth_file, Reference::builtin())
         .map_err(|e| anyhow!(e))?;
     // The demo signs its digests: a key of its own, made once.
     let key_path = cli.key_path(None);

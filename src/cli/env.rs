@@ -143,6 +143,18 @@ impl Env {
 }
 
 impl Cli {
+    /// The log filter when `RUST_LOG` is not set: a server logs at info (one access line per
+    /// request, token-file reloads, the relay's outages and recoveries); every other command,
+    /// `demo --serve` included (its terminal shows the banner), only warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Cmd::Serve { .. } | Cmd::Relay { .. } | Cmd::Project { .. } => {
+                "warn,campaign_ledger=info,tower_http=info"
+            }
+            _ => "warn",
+        }
+    }
+
     /// Whether this run only prints (a report, a scenario, outcomes) and talks to no network
     /// peer: it may then die quietly of SIGPIPE when its reader goes away (`report … | head`),
     /// as Unix tools do. A process holding sockets (relay, serve, project, anything with

@@ -57,10 +57,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (default: warnings).
-pub fn init_tracing() {
+/// Logs to standard error, filtered by `RUST_LOG` (default: `default`, see
+/// [`Cli::default_log_filter`]).
+pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

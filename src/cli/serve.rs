@@ -3,6 +3,7 @@
 use super::args::*;
 use super::env::*;
 use anyhow::{anyhow, bail, Result};
+use campaign_ledger::access::LiveTokens;
 use campaign_ledger::domain::Reference;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,8 +20,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
         } => {
             let auth = match auth {
                 Some(path) => Some(
-                    campaign_ledger::access::Auth::load(path, &Reference::builtin())
-                        .map_err(|e| anyhow!("{e}"))?,
+                    LiveTokens::watch(path, Reference::builtin()).map_err(|e| anyhow!("{e}"))?,
                 ),
                 None => None,
             };
@@ -43,7 +43,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
 pub(super) fn serve(
     cli: &Cli,
     listen: &str,
-    auth: Option<campaign_ledger::access::Auth>,
+    auth: Option<LiveTokens>,
     banner: Option<DemoBanner>,
     digest_every: std::time::Duration,
     create: bool,
@@ -57,8 +57,9 @@ pub(super) fn serve(
     let mut state = campaign_ledger::http::AppState::new(Arc::new(env.ledger), engine.clone())
         .with_stopping(stop_rx.clone())
         .with_live_limit(max_live_clients);
-    if let Some(a) = auth {
-        state = state.with_auth(a);
+    let tokens = auth.map(Arc::new);
+    if let Some(t) = &tokens {
+        state = state.with_live_tokens(t.clone());
     }
     // What the background parts say of themselves, read by /readyz and /metrics.
     let health = campaign_ledger::support::health::Health::default();
@@ -115,6 +116,9 @@ pub(super) fn serve(
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        if let Some(t) = tokens {
+            tokio::spawn(follow_token_file(t, stop_rx.clone()));
+        }
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -169,6 +173,51 @@ pub(super) fn serve(
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps the tokens in step with the token file: checked every second (one `stat`) and read
+/// again on SIGHUP. A file that does not read or check is logged and not taken.
+async fn follow_token_file(
+    tokens: Arc<LiveTokens>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(path) = tokens.path().map(|p| p.display().to_string()) else {
+        return;
+    };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = stopping.wait_for(|s| *s) => return,
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        let t = tokens.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if forced {
+                t.reload().map(Some)
+            } else {
+                t.reload_if_changed()
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(Some(n))) => {
+                tracing::info!(file = %path, tokens = n, sighup = forced, "token file reloaded")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(file = %path, "token file not reloaded, the tokens in force stay: {e}")
+            }
+            Err(e) => tracing::error!("token file reload failed: {e}"),
+        }
+    }
 }
 
 /// What `demo --serve` prints once the server listens.

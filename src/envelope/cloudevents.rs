@@ -111,12 +111,29 @@ struct Wire<'a> {
 
 /// The directorate an event's data names, or `_` (a subject token).
 pub fn directorate_of(data: &str) -> String {
+    named_directorate(data).unwrap_or_else(|| "_".to_string())
+}
+
+/// The directorate token of an event's subject: the directorate its data names; for an event
+/// whose data names none (a dose given elsewhere, its reversal, an erasure), the directorate of
+/// the actor who recorded it, which the event already carries (`ledgeractor`); `_` when
+/// neither names one (an unscoped administrator or the command line). A directorate's
+/// consumer reading `ledger.v1.events.<directorate>.>` thus gets every event its own agents
+/// recorded; `ledger.v1.events._.>` holds the few recorded by unscoped callers.
+pub fn subject_directorate(e: &EventRef<'_>) -> String {
+    named_directorate(e.data)
+        .or_else(|| named_directorate(e.actor))
+        .unwrap_or_else(|| "_".to_string())
+}
+
+/// The `directorate` member of a JSON object, when it is a valid subject token.
+fn named_directorate(json: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct D<'a> {
         #[serde(borrow, default)]
         directorate: Option<Cow<'a, str>>,
     }
-    serde_json::from_str::<D>(data)
+    serde_json::from_str::<D>(json)
         .ok()
         .and_then(|d| d.directorate)
         .filter(|d| {
@@ -125,14 +142,14 @@ pub fn directorate_of(data: &str) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(|d| d.into_owned())
-        .unwrap_or_else(|| "_".to_string())
 }
 
-/// The NATS subject of an event.
+/// The NATS subject of an event: `ledger.v1.events.<directorate>.<EventType>`, the directorate
+/// as [`subject_directorate`] gives it.
 pub fn subject_of(e: &EventRef<'_>) -> String {
     format!(
         "{SUBJECT_PREFIX}.{}.{}",
-        directorate_of(e.data),
+        subject_directorate(e),
         e.event_type
     )
 }
@@ -352,6 +369,40 @@ mod tests {
             let err = decode(changed.as_bytes()).unwrap_err();
             assert!(err.to_string().contains("the line was changed"), "{err}");
         }
+    }
+
+    #[test]
+    fn events_without_a_directorate_take_the_recording_actors() {
+        let mut e = RecordedEvent {
+            position: 1,
+            event_id: Uuid::nil(),
+            stream_id: "person/p-1".into(),
+            stream_version: 1,
+            event_type: "ExternalDoseRecorded".into(),
+            schema_version: 1,
+            occurred_at: "2021-06-01T10:00:00+02:00".into(),
+            recorded_at: "2021-06-01T10:00:00+02:00".into(),
+            command_id: Uuid::nil(),
+            correlation_id: None,
+            actor: r#"{"role":"agent","directorate":"lyon","agent_ref":"t1"}"#.into(),
+            data: r#"{"person_ref":"p-1"}"#.into(),
+            prev_hash: [0; 32],
+            hash: [1; 32],
+        };
+        assert_eq!(
+            subject_of(&e.as_ref()),
+            "ledger.v1.events.lyon.ExternalDoseRecorded"
+        );
+        // The data's own directorate wins over the actor's.
+        e.data = r#"{"directorate":"paris"}"#.into();
+        assert_eq!(subject_directorate(&e.as_ref()), "paris");
+        // Neither names one (an unscoped administrator): `_`.
+        e.data = r#"{"person_id":"p-1"}"#.into();
+        e.actor = r#"{"role":"admin"}"#.into();
+        assert_eq!(subject_directorate(&e.as_ref()), "_");
+        // A directorate that is not a subject token is not used.
+        e.actor = r#"{"role":"agent","directorate":"ly.on"}"#.into();
+        assert_eq!(subject_directorate(&e.as_ref()), "_");
     }
 
     #[test]

@@ -34,6 +34,15 @@ impl Actor {
     }
 }
 
+/// Stored JSON written as the JSON value it is, byte for byte (as the CloudEvent's `data`), not
+/// as a string holding JSON; text that is not JSON (never stored) is written as a string.
+fn raw_json_ser<S: serde::Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<&serde_json::value::RawValue>(json) {
+        Ok(raw) => raw.serialize(s),
+        Err(_) => s.serialize_str(json),
+    }
+}
+
 pub(crate) fn hex_ser<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(h))
 }
@@ -61,9 +70,11 @@ pub struct RecordedEvent {
     pub command_id: Uuid,
     /// Correlation id.
     pub correlation_id: Option<String>,
-    /// Actor as canonical JSON.
+    /// Actor as canonical JSON (serialized as that JSON object, not a string).
+    #[serde(serialize_with = "raw_json_ser")]
     pub actor: String,
-    /// Data as canonical JSON.
+    /// Data as canonical JSON (serialized as that JSON object, byte for byte).
+    #[serde(serialize_with = "raw_json_ser")]
     pub data: String,
     /// Hash of the previous event (zeros for the first).
     #[serde(serialize_with = "hex_ser")]

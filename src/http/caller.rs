@@ -231,7 +231,8 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        auth.check(header, Utc::now())
+        auth.current()
+            .check(header, Utc::now())
             .map(Caller::Token)
             .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
     }

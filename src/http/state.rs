@@ -1,7 +1,7 @@
 //! The state the handlers share.
 
 use super::metrics::Metrics;
-use crate::access::Auth;
+use crate::access::{Auth, LiveTokens};
 use crate::app::Ledger;
 use crate::audit::AccessLog;
 use crate::projection::Engine;
@@ -17,8 +17,9 @@ pub struct AppState {
     /// Set to `true` when the server stops: live streams end so that the graceful shutdown
     /// does not wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// The tokens; `None`: no authentication (loopback only).
-    pub auth: Option<Arc<Auth>>,
+    /// The tokens, kept in step with the token file; `None`: no authentication (loopback
+    /// only).
+    pub auth: Option<Arc<LiveTokens>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The relay's progress, when `serve` runs one.
@@ -82,8 +83,14 @@ impl AppState {
     }
 
     /// Requires a token on every API request.
-    pub fn with_auth(mut self, auth: Auth) -> AppState {
-        self.auth = Some(Arc::new(auth));
+    pub fn with_auth(self, auth: Auth) -> AppState {
+        self.with_live_tokens(Arc::new(LiveTokens::fixed(auth)))
+    }
+
+    /// Requires a token on every API request, checked against the token file as it is now
+    /// (the caller reloads it: `serve` on change and on SIGHUP).
+    pub fn with_live_tokens(mut self, tokens: Arc<LiveTokens>) -> AppState {
+        self.auth = Some(tokens);
         self
     }
 

@@ -9,8 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-/// The binary under test.
+/// The binary under test, logging warnings only (a server's info lines, one per request,
+/// would fill a pipe the test does not read).
 pub fn bin() -> Command {
+    let mut c = bin_default_log();
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// The binary under test, logging as it does by default (no `RUST_LOG`).
+pub fn bin_default_log() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_campaign-ledger"));
     c.env_remove("LEDGER_STORE")
         .env_remove("LEDGER_PROJECTIONS")
@@ -322,8 +330,18 @@ pub fn serve_new(dir: &Path, global: &[&str]) -> (Running, String) {
 /// The binary with `args` (a `serve` on port 0) in `dir`, its standard error sent to `stderr`:
 /// the running server (killed when dropped) and the address it printed.
 pub fn spawn_serve(dir: &Path, args: &[&str], stderr: std::process::Stdio) -> (Running, String) {
+    spawn_serve_with(bin(), dir, args, stderr)
+}
+
+/// `spawn_serve` of `cmd` (the binary with its environment).
+pub fn spawn_serve_with(
+    mut cmd: Command,
+    dir: &Path,
+    args: &[&str],
+    stderr: std::process::Stdio,
+) -> (Running, String) {
     use std::io::BufRead as _;
-    let mut server = bin()
+    let mut server = cmd
         .current_dir(dir)
         .args(args)
         .stdout(std::process::Stdio::piped())
