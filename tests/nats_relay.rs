@@ -286,6 +286,13 @@ fn a_nats_server_killed_and_restarted_under_load_loses_nothing() {
         1,
         "one log line per outage: {log}"
     );
+    // Its end is said once, with the count of failures, and the catching up after it.
+    assert_eq!(
+        log.matches("NATS reachable again after").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("relay caught up after the outage"), "{log}");
     assert_stream_is_the_log(&nats.url(), store.as_ref());
 }
 

@@ -135,8 +135,39 @@ fn revoked_rotated_and_new_tokens_take_effect_without_a_restart() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     assert!(works(&addr, &third));
+    // The refusals are counted by reason, the requests by route and status class.
+    let (status, _) = support::http(&addr, "GET", "/metrics", &third, None);
+    assert_eq!(status, 200);
+    let metrics = {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {third}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    for line in [
+        "ledger_auth_refusals_total{reason=\"revoked_token\"} 1",
+        "ledger_auth_refusals_total{reason=\"rotated_token\"} 1",
+        "ledger_http_requests_total{method=\"GET\",route=\"/v1/projections\",status=\"2xx\"}",
+        "ledger_http_requests_total{method=\"GET\",route=\"/v1/projections\",status=\"4xx\"}",
+        "# TYPE ledger_http_request_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
     drop(server);
     let log = std::fs::read_to_string(d.join("serve.log")).unwrap();
+    // One access line per request, naming the token by id, and each refusal with its reason.
+    assert!(
+        log.contains("request{method=GET route=\"/v1/projections\" token=\"auditor-1\"}")
+            && log.contains("finished processing request")
+            && log.contains("status=200"),
+        "{log}"
+    );
+    assert!(
+        log.contains("refused=\"revoked_token\"") && log.contains("authentication refused"),
+        "{log}"
+    );
     assert!(
         log.contains("token file not reloaded") && log.contains("not a token file"),
         "{log}"

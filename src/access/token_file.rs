@@ -11,96 +11,13 @@
 //! file stays as it was. A running `serve` picks the change up within a second or on SIGHUP.
 
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::{Deserialize, Serialize};
+
 use std::path::Path;
 
-use super::tokens::{hash_token, new_token, Auth, Role};
+use super::tokens::{
+    hash_token, new_token, Auth, PreviousSecret, TokenEntry, TokenFile, TokenStatus,
+};
 use crate::domain::Reference;
-
-/// One token as stored in the file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenEntry {
-    /// A name for the token, recorded in every event it causes (`agent_ref`).
-    pub id: String,
-    /// Its role.
-    pub role: Role,
-    /// Directorate ids (agents, supervisors).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub directorates: Vec<String>,
-    /// Partner-centre ids (partners).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub partner_centres: Vec<String>,
-    /// SHA-256 of the token, hex.
-    pub sha256: String,
-    /// After this time the token is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<FixedOffset>>,
-    /// When it was revoked: refused from then on, whatever its secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<DateTime<FixedOffset>>,
-    /// Secrets it had before a rotation, each accepted until its `valid_until`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub previous: Vec<PreviousSecret>,
-}
-
-/// A secret replaced by a rotation, still accepted during the overlap.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreviousSecret {
-    /// SHA-256 of the old token, hex.
-    pub sha256: String,
-    /// Until when the old token is still accepted.
-    pub valid_until: DateTime<FixedOffset>,
-}
-
-/// The token file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenFile {
-    /// The tokens.
-    pub tokens: Vec<TokenEntry>,
-}
-
-/// Where a token stands at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenStatus {
-    /// Accepted.
-    Active,
-    /// Past its `expires_at`.
-    Expired,
-    /// Revoked.
-    Revoked,
-}
-
-impl TokenStatus {
-    /// The status as `auth list` prints it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenStatus::Active => "active",
-            TokenStatus::Expired => "expired",
-            TokenStatus::Revoked => "revoked",
-        }
-    }
-}
-
-impl TokenEntry {
-    /// Where the token stands at `now`.
-    pub fn status(&self, now: DateTime<Utc>) -> TokenStatus {
-        if self.revoked_at.is_some_and(|at| at <= now) {
-            TokenStatus::Revoked
-        } else if self.expires_at.is_some_and(|at| at <= now) {
-            TokenStatus::Expired
-        } else {
-            TokenStatus::Active
-        }
-    }
-
-    /// The old secrets still accepted at `now` (a rotation's overlap).
-    pub fn overlapping(&self, now: DateTime<Utc>) -> impl Iterator<Item = &PreviousSecret> {
-        self.previous.iter().filter(move |p| p.valid_until > now)
-    }
-}
 
 impl TokenFile {
     /// Reads a token file; `None` when there is none at `path`.
@@ -161,6 +78,42 @@ impl TokenFile {
                     path.display()
                 )
             })
+    }
+}
+
+/// A time as the file keeps it: whole seconds, UTC.
+impl Auth {
+    /// Reads and checks a token file.
+    pub fn load(path: &Path, reference: &Reference) -> Result<Auth, String> {
+        let file = TokenFile::read(path)?
+            .ok_or_else(|| {
+                format!(
+                    "cannot read the token file {}: there is none; create it with `campaign-ledger auth token --file {} --id NAME --role ROLE`",
+                    path.display(),
+                    path.display()
+                )
+            })?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o002 != 0 {
+                return Err(format!(
+                    "{} can be written by any user of this machine, who could add a token: chmod o-w it (or 600)",
+                    path.display()
+                ));
+            }
+        }
+        if file.tokens.is_empty() {
+            return Err(format!(
+                "{} holds no token, so nobody could use the API; add one with `campaign-ledger auth token --file {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        Auth::from_file(file, reference).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -267,6 +220,7 @@ pub fn rotate_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Role;
 
     fn agent(id: &str) -> TokenEntry {
         TokenEntry {
@@ -346,5 +300,43 @@ mod tests {
         )
         .unwrap_err()
         .contains("at most a year"));
+    }
+
+    #[test]
+    fn fresh_tokens_differ_and_only_their_hash_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let t1 = add_token(
+            &path,
+            TokenEntry {
+                role: Role::Auditor,
+                directorates: vec![],
+                ..agent("a")
+            },
+            &Reference::builtin(),
+        )
+        .unwrap();
+        let t2 = add_token(
+            &path,
+            TokenEntry {
+                role: Role::Admin,
+                directorates: vec![],
+                ..agent("b")
+            },
+            &Reference::builtin(),
+        )
+        .unwrap();
+        assert_ne!(t1, t2);
+        assert!(t1.starts_with("clt_") && t1.len() == 68);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&t1) && text.contains(&hash_token(&t1)));
+        let auth = Auth::load(&path, &Reference::builtin()).unwrap();
+        assert_eq!(auth.len(), 2);
+        assert_eq!(
+            auth.check(Some(&format!("Bearer {t2}")), Utc::now())
+                .unwrap()
+                .role,
+            Role::Admin
+        );
     }
 }

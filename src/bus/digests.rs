@@ -78,8 +78,9 @@ pub async fn publish_digests(
             }
         };
         if digest.position == 0 || last_position == Some(digest.position) {
+            // Nothing new: the last signed digest still covers the whole log.
             if unpublished.is_empty() {
-                health.running("digests");
+                health.done("digests");
             }
             continue;
         }
@@ -105,7 +106,7 @@ pub async fn publish_digests(
         }
         last_position = Some(signed.position);
         let Some(url) = &options.nats_url else {
-            health.running("digests");
+            health.done("digests");
             continue;
         };
         unpublished.push(signed);
@@ -139,7 +140,7 @@ pub async fn publish_digests(
                         "NATS reachable again: the digests kept meanwhile are published"
                     );
                 }
-                health.running("digests");
+                health.done("digests");
             }
             Err(e) => {
                 if !warned {

@@ -211,7 +211,6 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        state.metrics.request();
         let Some(auth) = &state.auth else {
             // Without tokens, only this machine may call: a request naming another host (a web
             // page's DNS-rebinding trick) is refused.
@@ -231,9 +230,23 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        auth.current()
-            .check(header, Utc::now())
-            .map(Caller::Token)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
+        // The request's span (the access log line) names the token by id, never the token.
+        let span = tracing::Span::current();
+        match auth.current().check(header, Utc::now()) {
+            Ok(p) => {
+                span.record("token", p.token_id.as_str());
+                Ok(Caller::Token(p))
+            }
+            Err(e) => {
+                state.metrics.refused(e.code());
+                span.record("refused", e.code());
+                tracing::warn!(reason = e.code(), "authentication refused: {e}");
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    e.code(),
+                    e.to_string(),
+                ))
+            }
+        }
     }
 }

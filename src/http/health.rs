@@ -51,6 +51,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, Ap
 pub(super) async fn metrics(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor, Role::Admin], "read the metrics")?;
     let reader = state.reader();
@@ -69,16 +70,35 @@ pub(super) async fn metrics(
         ))
     })
     .await?;
-    let text = state
-        .metrics
-        .render(head, &projections, state.relay.as_ref().map(|p| p.get()))
-        + &super::metrics::Metrics::render_parts(&state.health.parts());
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let text = state.metrics.render(&super::metrics::Snapshot {
+        head,
+        projections,
+        relay: state.relay.as_ref().map(|p| p.get()),
+        parts: state.health.parts(),
+    });
+    // A scraper that asks for OpenMetrics gets it; any other the Prometheus text format.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    Ok(if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            super::metrics::to_prometheus_text(&text),
+        )
+            .into_response()
+    })
 }

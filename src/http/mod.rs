@@ -12,6 +12,7 @@
 //! needs `Authorization: Bearer TOKEN`; what each role may do is in [`Caller`] and in the
 //! README's role × endpoint table.
 
+mod access;
 mod audit;
 mod caller;
 mod commands;
@@ -152,5 +153,10 @@ pub fn router(state: AppState) -> Router {
         })
         .route_layer(axum::middleware::from_fn(strict::strict_query))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::count,
+        ))
+        .layer(access::trace_layer())
         .with_state(state)
 }

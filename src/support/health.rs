@@ -26,6 +26,8 @@ pub struct Part {
     pub state: State,
     /// Errors met since the start.
     pub errors: u64,
+    /// When it last finished its work (for the digests: the log's head signed).
+    pub last_done: Option<std::time::SystemTime>,
 }
 
 /// The server's parts, by name.
@@ -34,14 +36,22 @@ pub struct Health(Arc<Mutex<BTreeMap<&'static str, Part>>>);
 
 impl Health {
     fn set(&self, name: &'static str, state: State, error: bool) {
+        self.set_done(name, state, error, false);
+    }
+
+    fn set_done(&self, name: &'static str, state: State, error: bool, done: bool) {
         let mut parts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let part = parts.entry(name).or_insert(Part {
             state: State::Starting,
             errors: 0,
+            last_done: None,
         });
         part.state = state;
         if error {
             part.errors += 1;
+        }
+        if done {
+            part.last_done = Some(std::time::SystemTime::now());
         }
     }
 
@@ -53,6 +63,11 @@ impl Health {
     /// `name` works.
     pub fn running(&self, name: &'static str) {
         self.set(name, State::Running, false);
+    }
+
+    /// `name` works and has just finished its work (the digests: the head is signed).
+    pub fn done(&self, name: &'static str) {
+        self.set_done(name, State::Running, false, true);
     }
 
     /// `name` failed and retries (one more error).

@@ -79,6 +79,12 @@ struct Outage {
     generation: AtomicU64,
     /// When the last outage ended (ms since the Unix epoch).
     ended_ms: AtomicU64,
+    /// When the current outage began (ms since the Unix epoch).
+    began_ms: AtomicU64,
+    /// Errors seen during the current outage (one logged, the rest counted).
+    failures: AtomicU64,
+    /// Set when an outage ends, cleared when the relay has caught up with the log again.
+    catching_up: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -91,8 +97,13 @@ fn now_ms() -> u64 {
 impl Outage {
     fn begin(&self, why: &(impl std::fmt::Display + ?Sized)) {
         if self.down.swap(true, Ordering::SeqCst) {
+            // The same outage: counted, said when it ends.
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %why, "NATS still unavailable");
             return;
         }
+        self.failures.store(1, Ordering::Relaxed);
+        self.began_ms.store(now_ms(), Ordering::SeqCst);
         // Acknowledgements lost in an outage that just ended surface a little later: the same
         // outage, not a new one.
         if now_ms().saturating_sub(self.ended_ms.load(Ordering::SeqCst)) < 15_000
@@ -108,7 +119,24 @@ impl Outage {
         if self.down.swap(false, Ordering::SeqCst) {
             self.ended_ms.store(now_ms(), Ordering::SeqCst);
             // At the outage warning's level, so that whoever sees one sees the other.
-            tracing::warn!("NATS reachable again; the relay resumes where the stream ends");
+            let failures = self.failures.swap(0, Ordering::Relaxed);
+            let secs = now_ms().saturating_sub(self.began_ms.load(Ordering::SeqCst)) / 1000;
+            tracing::warn!(
+                failures,
+                outage_seconds = secs,
+                "NATS reachable again after {secs}s and {failures} failed attempt(s) (logged once); the relay resumes where the stream ends"
+            );
+            self.catching_up.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The relay has published everything the log holds: after an outage, says so once.
+    fn caught_up(&self, position: u64) {
+        if self.catching_up.swap(false, Ordering::SeqCst) {
+            tracing::warn!(
+                position,
+                "relay caught up after the outage: the stream holds positions 1..{position}"
+            );
         }
     }
 }
@@ -324,6 +352,7 @@ async fn session(
             if let Some(end) = acks.settle_all(report, outage, generation).await? {
                 return Ok(end);
             }
+            outage.caught_up(pos);
             if !options.follow {
                 return Ok(SessionEnd::Done);
             }

@@ -187,7 +187,21 @@ impl Writer {
                 }
             }
             last_group = jobs.len();
-            let _span = tracing::debug_span!("group_commit", appends = jobs.len()).entered();
+            // The commands of the group, by id: the writer thread's logs name them, as the
+            // request and command spans do on the caller's side.
+            let span = tracing::debug_span!(
+                "group_commit",
+                appends = jobs.len(),
+                commands = tracing::field::Empty
+            );
+            if !span.is_disabled() {
+                let ids: Vec<String> = jobs
+                    .iter()
+                    .map(|j| j.request.command.command_id.to_string())
+                    .collect();
+                span.record("commands", ids.join(",").as_str());
+            }
+            let _span = span.entered();
             let results = self.commit_batch(&jobs);
             let replies: Vec<(Reply, Result<AppendResult, StoreError>)> =
                 jobs.into_iter().map(|j| j.reply).zip(results).collect();
