@@ -165,7 +165,8 @@ fn append_line(path: &PathBuf, line: &str) -> std::io::Result<()> {
 
 async fn connect(url: &str, replicas: usize) -> Result<jetstream::Context, String> {
     let addrs = crate::nats::server_addrs(url).map_err(|e| e.to_string())?;
-    let client = async_nats::ConnectOptions::new()
+    let client = crate::nats::security::connect_options()
+        .map_err(|e| e.to_string())?
         .connection_timeout(Duration::from_secs(2))
         .connect(addrs)
         .await

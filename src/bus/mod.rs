@@ -30,6 +30,9 @@ pub enum BusError {
     /// free the server's storage.
     #[error("NATS refused a message: {0}")]
     Refused(String),
+    /// NATS identity or TLS settings that do not go together or do not read: fix the flags.
+    #[error("{0}")]
+    Settings(String),
     /// The `--nats` value is not a server URL. Fix the flag; retrying cannot help.
     #[error("--nats {0}")]
     BadUrl(String),
@@ -42,6 +45,7 @@ impl From<crate::nats::NatsError> for BusError {
     fn from(e: crate::nats::NatsError) -> BusError {
         match e {
             crate::nats::NatsError::BadUrl(m) => BusError::BadUrl(m),
+            crate::nats::NatsError::Settings(m) => BusError::Settings(m),
             crate::nats::NatsError::Unavailable(c) | crate::nats::NatsError::Corrupt(c) => {
                 BusError::Nats(c)
             }
@@ -66,7 +70,10 @@ impl BusError {
         match self {
             BusError::Nats(c) => c.source(),
             BusError::Store(e) => e.cause(),
-            BusError::Mismatch(_) | BusError::Refused(_) | BusError::BadUrl(_) => None,
+            BusError::Mismatch(_)
+            | BusError::Refused(_)
+            | BusError::BadUrl(_)
+            | BusError::Settings(_) => None,
         }
     }
 }

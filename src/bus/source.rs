@@ -96,14 +96,15 @@ impl JetStreamSource {
             .map_err(BusError::nats)?;
         let addrs = crate::nats::server_addrs(url)?;
         let stream = runtime.block_on(async {
-            let client = async_nats::ConnectOptions::new()
+            let client = crate::nats::security::connect_options()?
                 .connection_timeout(Duration::from_secs(3))
                 .connect(addrs)
                 .await
                 .map_err(|e| {
-                    BusError::Nats(Cause::with_source(format!(
+                    let message = crate::nats::security::refusal(&e.to_string()).unwrap_or_else(|| format!(
                         "cannot reach {url} ({e}); start nats-server -js there (and the relay) or fix --nats"
-                    ), e))
+                    ));
+                    BusError::Nats(Cause::with_source(message, e))
                 })?;
             let js = jetstream::new(client);
             js.get_stream(STREAM).await.map_err(|e| {

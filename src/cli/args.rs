@@ -24,6 +24,38 @@ pub struct Cli {
     /// publishes and where `project`, `report` and `projections` read with --nats.
     #[arg(long, global = true, env = "LEDGER_NATS")]
     pub nats: Option<String>,
+    /// NATS credentials file (user JWT and nkey seed, NATS accounts in operator mode), for every
+    /// NATS connection of this command (relay, digests, project, --store nats://).
+    #[arg(long, global = true, env = "LEDGER_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user name (with --nats-password).
+    #[arg(long, global = true, env = "LEDGER_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password; prefer the environment variable, which `ps` does not show.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// A file holding the NATS user's nkey seed (SU…).
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_NATS_NKEY_SEED",
+        value_name = "FILE"
+    )]
+    pub nats_nkey_seed: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that signed the NATS servers' certificates: TLS is then required.
+    #[arg(long, global = true, env = "LEDGER_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (with --nats-tls-key).
+    #[arg(long, global = true, env = "LEDGER_NATS_TLS_CERT", value_name = "FILE")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "LEDGER_NATS_TLS_KEY", value_name = "FILE")]
+    pub nats_tls_key: Option<PathBuf>,
     /// The projection database of the NATS-fed projections (default
     /// ./ledger-data/nats-projections.db).
     #[arg(long, global = true, env = "LEDGER_PROJECTIONS_DB")]

@@ -12,6 +12,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 impl Cli {
+    /// The NATS identity and TLS settings the flags give.
+    pub fn nats_security(&self) -> campaign_ledger::nats::security::Security {
+        campaign_ledger::nats::security::Security {
+            creds: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            nkey_seed: self.nats_nkey_seed.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+        }
+    }
+
     /// The key store's file.
     pub(super) fn key_store_path(&self) -> PathBuf {
         if let Some(p) = &self.key_store {

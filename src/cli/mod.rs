@@ -31,6 +31,8 @@ use std::process::ExitCode;
 
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // Every NATS connection of this process carries the identity and TLS settings given.
+    campaign_ledger::nats::security::set(cli.nats_security())?;
     match &cli.command {
         Cmd::Scenario { .. } => scenario::run(&cli),
         Cmd::Demo { .. } => demo::run(&cli),

@@ -1,8 +1,9 @@
-//! The NATS client side shared by the JetStream store and the bus: server addresses, and the
-//! positioned reads of a stream whose sequence is the ledger position. Its own error type;
+//! The NATS client side shared by the JetStream store and the bus: server addresses, the
+//! process's identity and TLS settings (`security`), and the positioned reads of a stream whose sequence is the ledger position. Its own error type;
 //! callers map it into theirs, keeping it as the cause.
 
 pub mod positioned;
+pub mod security;
 
 use crate::support::cause::Cause;
 
@@ -12,6 +13,10 @@ pub enum NatsError {
     /// A server URL that is not one. Fix the flag; retrying cannot help.
     #[error("--nats {0}")]
     BadUrl(String),
+    /// NATS identity or TLS settings that do not go together or whose files do not read. Fix
+    /// the flags; retrying cannot help.
+    #[error("{0}")]
+    Settings(String),
     /// NATS could not be reached or refused a request. Retry later.
     #[error("{0}")]
     Unavailable(Cause),
@@ -36,7 +41,7 @@ impl NatsError {
         use std::error::Error as _;
         match self {
             NatsError::Unavailable(c) | NatsError::Corrupt(c) => c.source(),
-            NatsError::BadUrl(_) => None,
+            NatsError::BadUrl(_) | NatsError::Settings(_) => None,
         }
     }
 }

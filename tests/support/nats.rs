@@ -11,6 +11,8 @@ pub struct NatsServer {
     pub port: u16,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// Arguments of its own (`-c FILE`), kept for restarts.
+    extra: Vec<String>,
 }
 
 /// The nats-server binary: `$NATS_SERVER` or `nats-server` on PATH, version 2.12 or newer.
@@ -69,12 +71,19 @@ pub fn free_port() -> u16 {
 impl NatsServer {
     /// A single JetStream server on a free port.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// A single JetStream server on a free port with arguments of its own (`-c FILE`: a
+    /// configuration's accounts and TLS; the port, address and store stay the test's).
+    pub fn start_with(extra: &[String]) -> NatsServer {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = NatsServer {
             child: None,
             port: free_port(),
             dir: tmp.path().to_path_buf(),
             _tmp: Some(tmp),
+            extra: extra.to_vec(),
         };
         s.spawn();
         s
@@ -85,7 +94,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        self.child = Some(spawn_server(self.port, &self.dir, &[]));
+        self.child = Some(spawn_server(self.port, &self.dir, &self.extra));
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -198,6 +207,7 @@ impl NatsCluster {
                 port: free_port(),
                 dir: tmp.path().to_path_buf(),
                 _tmp: Some(tmp),
+                extra: Vec::new(),
             });
         }
         let mut c = NatsCluster { nodes, routes };

@@ -85,6 +85,8 @@ struct Outage {
     failures: AtomicU64,
     /// Set when an outage ends, cleared when the relay has caught up with the log again.
     catching_up: AtomicBool,
+    /// The last error the server sent (a permission refused), said once until it changes.
+    server_said: std::sync::Mutex<String>,
 }
 
 fn now_ms() -> u64 {
@@ -104,6 +106,13 @@ impl Outage {
         }
         self.failures.store(1, Ordering::Relaxed);
         self.began_ms.store(now_ms(), Ordering::SeqCst);
+        if let Some(refused) = crate::nats::security::refusal(&why.to_string()) {
+            // Not the network: NATS refused who we are. Said plainly, and retried (the
+            // server's accounts may be fixed meanwhile).
+            self.count.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{refused}; the relay retries with backoff");
+            return;
+        }
         // Acknowledgements lost in an outage that just ended surface a little later: the same
         // outage, not a new one.
         if now_ms().saturating_sub(self.ended_ms.load(Ordering::SeqCst)) < 15_000
@@ -127,6 +136,23 @@ impl Outage {
                 "NATS reachable again after {secs}s and {failures} failed attempt(s) (logged once); the relay resumes where the stream ends"
             );
             self.catching_up.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// An error the server sent on the connection (a publish it refused): said once until it
+    /// changes, with what to do.
+    fn server_error(&self, error: &str) {
+        // One line per kind of refusal (not per subject refused): the subject of the first.
+        let kind = error.split(" to \"").next().unwrap_or(error);
+        let mut last = self.server_said.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != kind {
+            *last = kind.to_string();
+            match crate::nats::security::refusal(error) {
+                Some(refused) => tracing::warn!("{refused}"),
+                None => tracing::warn!(error, "the NATS server reports an error"),
+            }
+        } else {
+            tracing::debug!(error, "the NATS server reports an error (said before)");
         }
     }
 
@@ -228,12 +254,28 @@ async fn run(
                     unreachable = Some((Instant::now(), report.position));
                 } else if let Some(limit) = options.give_up_after.filter(|l| since.elapsed() >= *l)
                 {
-                    let message = format!(
-                        "{} unreachable for {}s, the last time: {e}. Start nats-server -js there or fix --nats, then run the relay again: it resumes where the stream ends (position {})",
-                        options.nats_url,
-                        limit.as_secs(),
-                        report.position
-                    );
+                    // A refusal the server sent (a publish this identity may not make) explains
+                    // a silence better than the silence does.
+                    let said = outage
+                        .server_said
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    let refused = crate::nats::security::refusal(&e.to_string())
+                        .or_else(|| crate::nats::security::refusal(&said));
+                    let message = match refused {
+                        Some(refused) => format!(
+                            "{refused}; gave up after {}s. The relay resumes where the stream ends (position {}) once NATS accepts it",
+                            limit.as_secs(),
+                            report.position
+                        ),
+                        None => format!(
+                            "{} unreachable for {}s, the last time: {e}. Start nats-server -js there or fix --nats, then run the relay again: it resumes where the stream ends (position {})",
+                            options.nats_url,
+                            limit.as_secs(),
+                            report.position
+                        ),
+                    };
                     return Err(BusError::Nats(Cause::with_source(message, e)));
                 }
                 true
@@ -421,7 +463,7 @@ async fn session(
 /// 1 of the ledger the relay then publishes.
 pub async fn delete_stream(url: &str) -> Result<Option<u64>, BusError> {
     let addrs = crate::nats::server_addrs(url)?;
-    let client = async_nats::ConnectOptions::new()
+    let client = crate::nats::security::connect_options()?
         .connection_timeout(Duration::from_secs(5))
         .connect(addrs)
         .await
@@ -450,7 +492,7 @@ async fn connect(
 ) -> Result<async_nats::Client, BusError> {
     let events = outage.clone();
     let lost = Arc::new(AtomicBool::new(false));
-    async_nats::ConnectOptions::new()
+    crate::nats::security::connect_options()?
         .connection_timeout(Duration::from_secs(2))
         .event_callback(move |event| {
             let (events, lost) = (events.clone(), lost.clone());
@@ -468,6 +510,7 @@ async fn connect(
                         }
                         events.end();
                     }
+                    async_nats::Event::ServerError(e) => events.server_error(&e.to_string()),
                     _ => {}
                 }
             }

@@ -86,6 +86,7 @@ impl From<NatsError> for StoreError {
     fn from(e: NatsError) -> StoreError {
         match e {
             NatsError::BadUrl(m) => StoreError::Invalid(format!("--nats {m}").into()),
+            NatsError::Settings(m) => StoreError::Invalid(m.into()),
             NatsError::Unavailable(c) => StoreError::Unavailable(c.prefixed("NATS: ")),
             NatsError::Corrupt(c) => StoreError::Corrupt(c),
         }
@@ -172,7 +173,7 @@ impl JetStreamStore {
             // Servers that are still starting get 5 s to accept the connection.
             let deadline = Instant::now() + Duration::from_secs(5);
             let client = loop {
-                let attempt = async_nats::ConnectOptions::new()
+                let attempt = crate::nats::security::connect_options()?
                     .connection_timeout(Duration::from_secs(5))
                     .max_reconnects(None)
                     .connect(addrs.clone())

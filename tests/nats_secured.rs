@@ -1,0 +1,268 @@
+//! NATS as a real deployment runs it: TLS with client certificates (a CA made at test time),
+//! an account with a relay user (user and password) that may publish and a consumer (an nkey)
+//! that may only read `LEDGER_EVENTS`. The relay publishes with its identity; the NATS-fed
+//! projections read with the consumer's; the consumer's identity is refused when it tries to
+//! publish; a wrong password and a missing CA give clear errors that name what was refused.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use support::nats::NatsServer;
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate.
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(vec!["ledger-client".to_string()]).unwrap();
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    Pki {
+        ca: ca_cert.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        client_cert: client_cert.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+const RELAY_PASSWORD: &str = "relay-secret-pw";
+
+/// The server's configuration: TLS verifying client certificates, one account with JetStream,
+/// a relay user and a read-only consumer.
+fn config(dir: &Path, consumer_public: &str) -> String {
+    let p = |f: &str| dir.join(f).display().to_string();
+    format!(
+        r#"
+tls {{
+  cert_file: "{server_cert}"
+  key_file: "{server_key}"
+  ca_file: "{ca}"
+  verify: true
+  timeout: 3
+}}
+accounts {{
+  LEDGER {{
+    jetstream: enabled
+    users: [
+      {{ user: relay, password: "{RELAY_PASSWORD}" }}
+      {{
+        nkey: {consumer_public}
+        permissions: {{
+          publish: {{
+            allow: ["$JS.API.INFO", "$JS.API.STREAM.INFO.LEDGER_EVENTS", "$JS.API.CONSUMER.>",
+                    "$JS.API.DIRECT.GET.LEDGER_EVENTS.>", "$JS.API.STREAM.MSG.GET.LEDGER_EVENTS",
+                    "$JS.ACK.LEDGER_EVENTS.>", "$JS.FC.>"]
+          }}
+          subscribe: {{ allow: ["_INBOX.>", "ledger.v1.events.>"] }}
+        }}
+      }}
+    ]
+  }}
+}}
+"#,
+        server_cert = p("server.pem"),
+        server_key = p("server-key.pem"),
+        ca = p("ca.pem"),
+    )
+}
+
+/// The binary with the client certificate and CA in the environment (as a service would have
+/// them), in `dir`.
+fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = support::bin();
+    c.current_dir(dir)
+        .env("LEDGER_NATS_TLS_CA", dir.join("ca.pem"))
+        .env("LEDGER_NATS_TLS_CERT", dir.join("client.pem"))
+        .env("LEDGER_NATS_TLS_KEY", dir.join("client-key.pem"))
+        .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = pki();
+    for (name, pem) in [
+        ("ca.pem", &pki.ca),
+        ("server.pem", &pki.server_cert),
+        ("server-key.pem", &pki.server_key),
+        ("client.pem", &pki.client_cert),
+        ("client-key.pem", &pki.client_key),
+    ] {
+        std::fs::write(d.join(name), pem).unwrap();
+    }
+    let consumer = nkeys::KeyPair::new_user();
+    std::fs::write(d.join("consumer.nk"), consumer.seed().unwrap() + "\n").unwrap();
+    std::fs::write(d.join("nats.conf"), config(d, &consumer.public_key())).unwrap();
+    let nats = NatsServer::start_with(&["-c".into(), d.join("nats.conf").display().to_string()]);
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+
+    let store = support::sqlite_store_at(&d.join("ledger.db"));
+    support::fill(store.as_ref(), 300);
+    drop(store);
+    let ledger = format!("sqlite:{}", d.join("ledger.db").display());
+    let relay_as = [
+        ("LEDGER_NATS_USER", "relay"),
+        ("LEDGER_NATS_PASSWORD", RELAY_PASSWORD),
+    ];
+
+    // The relay publishes with its own identity, over TLS with its client certificate.
+    let o = run(
+        d,
+        &relay_as,
+        &["--store", &ledger, "--nats", &url, "relay", "--once"],
+    );
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let said = support::stdout(&o) + &support::stderr(&o);
+    assert!(said.contains("positions 1..300"), "{said}");
+    // Its password is never written out.
+    assert!(!support::stderr(&o).contains(RELAY_PASSWORD));
+
+    // The consumer's identity reads LEDGER_EVENTS: the NATS-fed projections fold it.
+    let seed = d.join("consumer.nk").display().to_string();
+    let o = run(
+        d,
+        &[],
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &url,
+            "--nats-nkey-seed",
+            &seed,
+            "--projections-db",
+            "nats-projections.db",
+            "project",
+            "--once",
+        ],
+    );
+    assert!(o.status.success(), "{}", support::stderr(&o));
+
+    // The same identity may not publish there: the relay run with it is refused, and says so.
+    let more = support::sqlite_store_at(&d.join("ledger.db"));
+    support::fill(more.as_ref(), 10);
+    drop(more);
+    let o = run(
+        d,
+        &[],
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &url,
+            "--nats-nkey-seed",
+            &seed,
+            "relay",
+            "--once",
+            "--retry-for",
+            "3s",
+        ],
+    );
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: NATS: NATS refused what the nkey in")
+            && last.contains("Permissions Violation for Publish"),
+        "{err}"
+    );
+
+    // A wrong password: the error names the user refused, not the password.
+    let o = run(
+        d,
+        &[
+            ("LEDGER_NATS_USER", "relay"),
+            ("LEDGER_NATS_PASSWORD", "wrong-pw"),
+        ],
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &url,
+            "relay",
+            "--once",
+            "--retry-for",
+            "2s",
+        ],
+    );
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("NATS refused user \"relay\"")
+            && err.to_lowercase().contains("authorization violation"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pw"), "{err}");
+
+    // A CA file that is not there is said at once, before any connection.
+    let o = run(
+        d,
+        &relay_as,
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &url,
+            "--nats-tls-ca",
+            "nope.pem",
+            "relay",
+            "--once",
+        ],
+    );
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--nats-tls-ca nope.pem: cannot read it"),
+        "{err}"
+    );
+
+    // Without a client certificate the server refuses the TLS handshake: said as such.
+    let mut c = support::bin();
+    let o = c
+        .current_dir(d)
+        .env("LEDGER_NATS_TLS_CA", d.join("ca.pem"))
+        .envs(relay_as)
+        .args([
+            "--store",
+            &ledger,
+            "--nats",
+            &url,
+            "relay",
+            "--once",
+            "--retry-for",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: NATS: TLS with NATS failed") && err.contains("CertificateRequired"),
+        "{err}"
+    );
+}
