@@ -10,42 +10,6 @@ use std::path::Path;
 use std::process::Output;
 use support::nats::NatsServer;
 
-struct Pki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-}
-
-/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate.
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut server =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client = CertificateParams::new(vec!["ledger-client".to_string()]).unwrap();
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
-    Pki {
-        ca: ca_cert.pem(),
-        server_cert: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
-        client_cert: client_cert.pem(),
-        client_key: client_key.serialize_pem(),
-    }
-}
-
 const RELAY_PASSWORD: &str = "relay-secret-pw";
 
 /// The server's configuration: TLS verifying client certificates, one account with JetStream,
@@ -106,16 +70,8 @@ fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
 fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let pki = pki();
-    for (name, pem) in [
-        ("ca.pem", &pki.ca),
-        ("server.pem", &pki.server_cert),
-        ("server-key.pem", &pki.server_key),
-        ("client.pem", &pki.client_cert),
-        ("client-key.pem", &pki.client_key),
-    ] {
-        std::fs::write(d.join(name), pem).unwrap();
-    }
+    let pki = support::pki::Pki::new();
+    pki.write(d);
     let consumer = nkeys::KeyPair::new_user();
     std::fs::write(d.join("consumer.nk"), consumer.seed().unwrap() + "\n").unwrap();
     std::fs::write(d.join("nats.conf"), config(d, &consumer.public_key())).unwrap();

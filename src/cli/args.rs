@@ -296,6 +296,23 @@ pub enum Cmd {
         /// Retry-After. Each costs a task and a bounded buffer, no thread.
         #[arg(long, env = "LEDGER_MAX_LIVE_CLIENTS", default_value_t = campaign_ledger::http::DEFAULT_MAX_LIVE as u32, value_parser = clap::value_parser!(u32).range(1..))]
         max_live_clients: u32,
+        /// Serve HTTPS with this PEM certificate chain (the server's certificate first), for a
+        /// directorate without a TLS-terminating proxy. With --tls-key.
+        #[arg(
+            long,
+            env = "LEDGER_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key.
+        #[arg(
+            long,
+            env = "LEDGER_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
     },
     /// Tokens for the HTTP API.
     Auth {

@@ -2,7 +2,7 @@
 
 use super::args::*;
 use super::output::*;
-use super::serve::{serve, DemoBanner};
+use super::serve::{serve, DemoBanner, Endpoint};
 use anyhow::{anyhow, Context as _, Result};
 use campaign_ledger::domain::Reference;
 use campaign_ledger::scenario;
@@ -193,7 +193,10 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
     println!();
     serve(
         cli,
-        listen,
+        Endpoint {
+            listen: listen.to_string(),
+            tls: None,
+        },
         Some(auth),
         Some(DemoBanner {
             tokens: printed,

@@ -17,7 +17,15 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             digest_every,
             create,
             max_live_clients,
+            tls_cert,
+            tls_key,
         } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => {
+                    Some(campaign_ledger::http::TlsConfig::load(c, k).map_err(|e| anyhow!("{e}"))?)
+                }
+                _ => None,
+            };
             let auth = match auth {
                 Some(path) => Some(
                     LiveTokens::watch(path, Reference::builtin()).map_err(|e| anyhow!("{e}"))?,
@@ -26,7 +34,10 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             };
             serve(
                 cli,
-                listen,
+                Endpoint {
+                    listen: listen.clone(),
+                    tls,
+                },
                 auth,
                 None,
                 *digest_every,
@@ -38,18 +49,24 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
+/// Where the server listens, and with TLS or not.
+pub(super) struct Endpoint {
+    pub(super) listen: String,
+    pub(super) tls: Option<campaign_ledger::http::TlsConfig>,
+}
+
 /// Runs the HTTP server until SIGTERM or Ctrl-C: the API, the dashboard, a task that keeps the
 /// projections caught up, and with --nats the relay.
 pub(super) fn serve(
     cli: &Cli,
-    listen: &str,
+    endpoint: Endpoint,
     auth: Option<LiveTokens>,
     banner: Option<DemoBanner>,
     digest_every: std::time::Duration,
     create: bool,
     max_live_clients: usize,
 ) -> Result<ExitCode> {
-    let addr = listen_addr(listen, auth.is_some())?;
+    let addr = listen_addr(&endpoint.listen, auth.is_some(), endpoint.tls.is_some())?;
     let env = cli.open_for_serve(create)?;
     let engine = Arc::new(env.engine?);
     let store = env.store.clone();
@@ -106,7 +123,12 @@ pub(super) fn serve(
             .await
             .map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
         let bound = listener.local_addr()?;
-        println!("listening on http://{bound}");
+        let scheme = if endpoint.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("listening on {scheme}://{bound}");
         if let Some(b) = &banner {
             b.print(bound);
         }
@@ -154,7 +176,12 @@ pub(super) fn serve(
                 stopped(stop_rx.clone()),
             ))
         });
-        campaign_ledger::http::run(listener, state, stopped(stop_rx)).await?;
+        match &endpoint.tls {
+            Some(tls) => {
+                campaign_ledger::http::run_tls(listener, tls, state, stopped(stop_rx)).await?
+            }
+            None => campaign_ledger::http::run(listener, state, stopped(stop_rx)).await?,
+        }
         if let Some(r) = relay {
             match r.await {
                 Ok(Ok(report)) => eprintln!(
@@ -228,7 +255,7 @@ pub(super) struct DemoBanner {
 }
 
 /// The address to listen on: never one other machines reach without a token file.
-fn listen_addr(listen: &str, with_auth: bool) -> Result<std::net::SocketAddr> {
+fn listen_addr(listen: &str, with_auth: bool, tls: bool) -> Result<std::net::SocketAddr> {
     let addr: std::net::SocketAddr = match listen.parse() {
         Ok(a) => a,
         // A name (localhost:8080): its first address.
@@ -246,9 +273,9 @@ fn listen_addr(listen: &str, with_auth: bool) -> Result<std::net::SocketAddr> {
              or listen on 127.0.0.1:PORT"
         );
     }
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !tls {
         eprintln!(
-            "note: {addr} serves plain HTTP; put a TLS-terminating proxy in front so that tokens do not cross the network in clear"
+            "note: {addr} serves plain HTTP; put a TLS-terminating proxy in front (or give --tls-cert and --tls-key) so that tokens do not cross the network in clear"
         );
     }
     Ok(addr)

@@ -31,6 +31,7 @@ mod query;
 mod sse;
 mod state;
 mod strict;
+mod tls;
 
 pub use crate::access::{Auth, Principal, Role};
 pub use crate::audit::{AccessEntry, AccessLog};
@@ -39,6 +40,7 @@ pub use error::ApiError;
 pub use live_hub::{LiveHub, DEFAULT_MAX_LIVE, SLOW_CLIENT};
 pub use metrics::Metrics;
 pub use state::AppState;
+pub use tls::TlsConfig;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -80,6 +82,28 @@ pub async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    serve_on(listener, state, shutdown).await
+}
+
+/// [`run`] over HTTPS: each connection's TLS handshake first (see [`TlsConfig`]).
+pub async fn run_tls(
+    listener: tokio::net::TcpListener,
+    tls: &TlsConfig,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(tls::TlsListener::new(listener, tls)?, state, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     // Graceful, within bounds: once asked to stop, connections get SHUTDOWN_GRACE to finish
     // (live streams end at once); a client that does not read its last bytes is not waited
     // for beyond that.

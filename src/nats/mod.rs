@@ -1,6 +1,7 @@
 //! The NATS client side shared by the JetStream store and the bus: server addresses, the
-//! process's identity and TLS settings (`security`), and the positioned reads of a stream whose sequence is the ledger position. Its own error type;
-//! callers map it into theirs, keeping it as the cause.
+//! process's identity and TLS settings (`security`), and the positioned reads of a stream
+//! whose sequence is the ledger position. Its own error type; callers map it into theirs,
+//! keeping it as the cause.
 
 pub mod positioned;
 pub mod security;
