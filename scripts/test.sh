@@ -49,6 +49,14 @@ if ! st_ok "$SCHEMATHESIS"; then
 fi
 export SCHEMATHESIS
 echo "== schemathesis: $("$SCHEMATHESIS" --version)"
+# The Python example consumer (examples/consumer.py) runs against a real nats-server: nats-py.
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import nats' >/dev/null 2>&1; then
+  echo "== installing nats-py (pip install nats-py)"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check 'nats-py>=2.9,<3' >/dev/null
+fi
+export PYTHON
+echo "== nats-py: $("$PYTHON" -c 'import importlib.metadata as m; print(m.version("nats-py"))')"
 # The dashboard's end-to-end test drives a real headless Chromium: Debian's package, installed
 # when none is on PATH (as root, or through sudo).
 chromium_bin() {

@@ -8,11 +8,22 @@
 //! A filtered reader cannot check the links between consecutive events (it does not see them
 //! all); without a filter (`_all`) it checks those too.
 //!
+//!
+//! With `--durable NAME --state FILE` it is the consumer a downstream system runs: a durable
+//! JetStream consumer (the server remembers what was acknowledged), which resumes after a crash
+//! where it stopped. Each event is processed, then the state file (last position and hash,
+//! counts) is replaced atomically, then the message is acknowledged: a crash between the two
+//! redelivers a message already processed, which is recognised by its `ledgerposition` (not
+//! above the state's) and skipped. `--exit-before-ack-after N` simulates that crash.
+//!
 //! ```sh
 //! cargo run --example consumer -- lyon                      # LEDGER_NATS or nats://127.0.0.1:4222
+//! cargo run --example consumer -- lyon --durable lyon-dashboard --state lyon.json --idle-exit 2
 //! cargo run --example consumer -- _all --nats nats://127.0.0.1:4222 --stop-after 1000
 //! cargo run --example consumer -- paris --idle-exit 2       # stop after 2 s without news
 //! ```
+
+mod durable;
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use campaign_ledger::bus::STREAM;
@@ -23,13 +34,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: consumer [DIRECTORATE|_all] [--nats URL] [--stop-after N] [--idle-exit SECONDS]";
+    "usage: consumer [DIRECTORATE|_all] [--nats URL] [--stop-after N] [--idle-exit SECONDS]
+                [--durable NAME --state FILE [--ack-wait SECONDS] [--exit-before-ack-after N]]";
 
 struct Args {
     directorate: String,
     url: String,
     stop_after: Option<u64>,
     idle_exit: Option<Duration>,
+    durable: Option<String>,
+    state: Option<std::path::PathBuf>,
+    ack_wait: Duration,
+    exit_before_ack_after: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +53,8 @@ fn parse_args() -> Result<Args, String> {
     let mut directorate = None;
     let mut url = std::env::var("LEDGER_NATS").ok();
     let (mut stop_after, mut idle_exit) = (None, None);
+    let (mut durable, mut state, mut exit_before_ack_after) = (None, None, None);
+    let mut ack_wait = Duration::from_secs(30);
     while let Some(a) = args.next() {
         let mut value = |flag: &str| {
             args.next()
@@ -55,6 +73,17 @@ fn parse_args() -> Result<Args, String> {
                     value("--idle-exit")?,
                 )?))
             }
+            "--durable" => durable = Some(value("--durable")?),
+            "--state" => state = Some(std::path::PathBuf::from(value("--state")?)),
+            "--ack-wait" => {
+                ack_wait = Duration::from_secs(number("--ack-wait", value("--ack-wait")?)?.max(1))
+            }
+            "--exit-before-ack-after" => {
+                exit_before_ack_after = Some(number(
+                    "--exit-before-ack-after",
+                    value("--exit-before-ack-after")?,
+                )?)
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}\n{USAGE}")),
             d if directorate.is_none() => directorate = Some(d.to_string()),
@@ -65,11 +94,20 @@ fn parse_args() -> Result<Args, String> {
             }
         }
     }
+    if durable.is_some() != state.is_some() {
+        return Err(format!(
+            "--durable and --state go together: the server remembers what was acknowledged, the state file what was processed\n{USAGE}"
+        ));
+    }
     Ok(Args {
         directorate: directorate.unwrap_or_else(|| "_all".into()),
         url: url.unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
         stop_after,
         idle_exit,
+        durable,
+        state,
+        ack_wait,
+        exit_before_ack_after,
     })
 }
 
@@ -89,11 +127,15 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if args.durable.is_some() {
+        return durable::run(args).await;
+    }
     let Args {
         directorate,
         url,
         stop_after,
         idle_exit,
+        ..
     } = args;
     let client = async_nats::connect(&url).await.map_err(|e| {
         format!("cannot reach NATS at {url} ({e}): start nats-server -js there, or give --nats URL")
