@@ -459,6 +459,21 @@ mod tests {
     #[test]
     fn the_asyncapi_document_lists_every_event_type_and_attribute() {
         let doc = include_str!("../../schemas/asyncapi.yaml");
+        // Its example is a real event: it decodes, its hash is the hash of its content, and
+        // its subject follows the rule.
+        let example = doc
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("payload: {"))
+            .map(|rest| format!("{{{rest}"))
+            .expect("schemas/asyncapi.yaml has an example payload");
+        let real = decode(example.as_bytes()).unwrap();
+        assert_eq!(chain_hash(&real.prev_hash, &real.as_ref()), real.hash);
+        assert!(real.stream_id.starts_with("person/"));
+        assert!(!real.data.contains("\"person_ref\":\"p-"), "a ref in clear");
+        assert_eq!(
+            subject_of(&real.as_ref()),
+            format!("ledger.v1.events.limoges.{}", real.event_type)
+        );
         for t in crate::domain::Event::TYPES {
             assert!(
                 doc.contains(&format!("- {t}\n")),
