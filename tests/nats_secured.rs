@@ -222,3 +222,135 @@ fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_
         "{err}"
     );
 }
+
+/// A JWT signed by `issuer` (NATS's `ed25519-nkey`), with `claims` (iss, sub, nats…).
+fn jwt(issuer: &nkeys::KeyPair, mut claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    claims["iss"] = issuer.public_key().into();
+    claims["iat"] = 1_700_000_000u64.into();
+    claims["jti"] = uuid::Uuid::now_v7()
+        .simple()
+        .to_string()
+        .to_uppercase()
+        .into();
+    let head = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64.encode(claims.to_string());
+    let signed = format!("{head}.{body}");
+    let signature = b64.encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{signature}")
+}
+
+#[test]
+fn a_credentials_file_of_nats_accounts_in_operator_mode_is_used_and_a_bad_one_is_named() {
+    // Operator mode: an operator, an account with JetStream, a user whose creds file holds its
+    // JWT and seed (what the operator of the NATS accounts issues).
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        serde_json::json!({"sub": operator.public_key(), "name": "ledger-ops",
+            "nats": {"type": "operator", "version": 2}}),
+    );
+    let account_jwt = jwt(
+        &operator,
+        serde_json::json!({"sub": account.public_key(), "name": "LEDGER",
+            "nats": {"type": "account", "version": 2, "limits": {
+                "subs": -1, "conn": -1, "leaf": -1, "imports": -1, "exports": -1, "data": -1,
+                "payload": -1, "wildcards": true,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}}}),
+    );
+    let system_jwt = jwt(
+        &operator,
+        serde_json::json!({"sub": system.public_key(), "name": "SYS",
+            "nats": {"type": "account", "version": 2}}),
+    );
+    let user_jwt = jwt(
+        &account,
+        serde_json::json!({"sub": user.public_key(), "name": "relay",
+            "nats": {"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("nats.conf"),
+        format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {acc}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
+            acc = account.public_key(),
+            sys = system.public_key()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("relay.creds"),
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let nats = NatsServer::start_with(&["-c".into(), d.join("nats.conf").display().to_string()]);
+    let store = support::sqlite_store_at(&d.join("ledger.db"));
+    support::fill(store.as_ref(), 20);
+    drop(store);
+    let ledger = format!("sqlite:{}", d.join("ledger.db").display());
+    let o = support::run(
+        d,
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &nats.url(),
+            "--nats-creds",
+            "relay.creds",
+            "relay",
+            "--once",
+        ],
+    );
+    let said = support::stdout(&o) + &support::stderr(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("positions 1..20"), "{said}");
+    // Without credentials the server refuses, and the error says who was refused.
+    let o = support::run(
+        d,
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &nats.url(),
+            "relay",
+            "--once",
+            "--retry-for",
+            "2s",
+        ],
+    );
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("NATS refused no credentials (anonymous)"),
+        "{err}"
+    );
+    // A file that is not a credentials file is named at once.
+    std::fs::write(d.join("bad.creds"), "hello\n").unwrap();
+    let o = support::run(
+        d,
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &nats.url(),
+            "--nats-creds",
+            "bad.creds",
+            "relay",
+            "--once",
+        ],
+    );
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--nats-creds bad.creds: not a NATS credentials file"),
+        "{err}"
+    );
+}

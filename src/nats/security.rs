@@ -97,7 +97,7 @@ impl Security {
             let text = readable("--nats-creds", p)?;
             if !text.contains("BEGIN NATS USER JWT") || !text.contains("BEGIN USER NKEY SEED") {
                 return Err(bad(format!(
-                    "--nats-creds {}: not a NATS credentials file (it holds a user JWT and an nkey seed, as `nsc generate creds` writes)",
+                    "--nats-creds {}: not a NATS credentials file (it holds a user JWT and an nkey seed, as the operator of the NATS accounts issues it)",
                     p.display()
                 )));
             }
@@ -106,7 +106,7 @@ impl Security {
             let seed = readable("--nats-nkey-seed", p)?;
             if !seed.trim().starts_with("SU") {
                 return Err(bad(format!(
-                    "--nats-nkey-seed {}: not a user nkey seed (one line starting with SU, as `nk -gen user` writes)",
+                    "--nats-nkey-seed {}: not a user nkey seed (one line starting with SU: the user nkey seed the NATS server's operator gave)",
                     p.display()
                 )));
             }
