@@ -50,8 +50,9 @@ fn serve_speaks_https_with_the_certificate_given() {
     let pki = support::pki::Pki::new();
     pki.write(d);
     let token = support::token(d, "auditor-1", "auditor");
-    let (server, addr) = {
-        let args = [
+    let (server, addr) = support::spawn_serve(
+        d,
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -64,26 +65,9 @@ fn serve_speaks_https_with_the_certificate_given() {
             "server.pem",
             "--tls-key",
             "server-key.pem",
-        ];
-        use std::io::BufRead as _;
-        let mut child = support::bin()
-            .current_dir(d)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on https://")
-            .unwrap_or_else(|| panic!("serve said {line:?}"))
-            .to_string();
-        (support::Running(child), addr)
-    };
+        ],
+        std::process::Stdio::null(),
+    );
     let (status, body) = https_get(&addr, &pki.ca, "/healthz", "");
     assert_eq!((status, body.trim()), (200, "ok"), "{body}");
     let (status, body) = https_get(&addr, &pki.ca, "/v1/whoami", &token);

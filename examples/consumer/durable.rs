@@ -2,7 +2,7 @@
 //! `ledgerposition`), verifies each event's hash (and, reading every directorate, each link).
 
 use super::Args;
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use async_nats::jetstream::{consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use campaign_ledger::bus::STREAM;
 use campaign_ledger::envelope::cloudevents;
 use campaign_ledger::store::chain_hash;
@@ -57,25 +57,7 @@ pub(super) async fn run(args: Args) -> Result<(), String> {
         args.state.clone().unwrap_or_default(),
     );
     let mut state = State::load(&state_path)?;
-    let client = async_nats::connect(&args.url).await.map_err(|e| {
-        format!(
-            "cannot reach NATS at {} ({e}): start nats-server -js there, or give --nats URL",
-            args.url
-        )
-    })?;
-    let js = jetstream::new(client);
-    let stream = js.get_stream(STREAM).await.map_err(|e| {
-        format!(
-            "no stream {STREAM} at {} ({e}): run `campaign-ledger relay --nats {}` first",
-            args.url, args.url
-        )
-    })?;
-    let prefix = cloudevents::SUBJECT_PREFIX;
-    let filter = if args.directorate == "_all" {
-        format!("{prefix}.>")
-    } else {
-        format!("{prefix}.{}.>", args.directorate)
-    };
+    let (stream, filter) = super::open_stream(&args.url, &args.directorate).await?;
     let consumer = stream
         .get_or_create_consumer(
             &name,

@@ -126,18 +126,12 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    if args.durable.is_some() {
-        return durable::run(args).await;
-    }
-    let Args {
-        directorate,
-        url,
-        stop_after,
-        idle_exit,
-        ..
-    } = args;
-    let client = async_nats::connect(&url).await.map_err(|e| {
+/// The stream `LEDGER_EVENTS` at `url`, and the subject filter of `directorate` (`_all`: all).
+async fn open_stream(
+    url: &str,
+    directorate: &str,
+) -> Result<(jetstream::stream::Stream, String), String> {
+    let client = async_nats::connect(url).await.map_err(|e| {
         format!("cannot reach NATS at {url} ({e}): start nats-server -js there, or give --nats URL")
     })?;
     let js = jetstream::new(client);
@@ -150,6 +144,22 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         format!("{prefix}.{directorate}.>")
     };
+    Ok((stream, filter))
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    if args.durable.is_some() {
+        return durable::run(args).await;
+    }
+    let Args {
+        directorate,
+        url,
+        stop_after,
+        idle_exit,
+        ..
+    } = args;
+    let (stream, filter) = open_stream(&url, &directorate).await?;
+    let prefix = cloudevents::SUBJECT_PREFIX;
     if directorate != "_all" {
         // Say so when the stream holds nothing for that directorate: a typo reads nothing.
         let mut subjects = stream

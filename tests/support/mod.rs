@@ -356,6 +356,7 @@ pub fn spawn_serve_with(
     let addr = line
         .trim()
         .strip_prefix("listening on http://")
+        .or_else(|| line.trim().strip_prefix("listening on https://"))
         .unwrap_or_else(|| panic!("serve said {line:?}"))
         .to_string();
     (Running(server), addr)
