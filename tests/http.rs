@@ -456,9 +456,32 @@ fn metrics_count_commands_by_outcome_and_show_lags() {
             .unwrap(),
     );
     assert_eq!(s, StatusCode::OK);
+    // Requests are counted by matched route and status class; a path no route takes and a
+    // method nobody uses do not make new series of their own.
+    for (method, path) in [
+        ("GET", "/no/such/path/1"),
+        ("GET", "/no/such/2"),
+        ("BREW", "/v1/events"),
+    ] {
+        let (s, _) = send(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap(),
+        );
+        assert!(s.is_client_error(), "{method} {path}: {s}");
+    }
     let (s, text) = send(Request::get("/metrics").body(Body::empty()).unwrap());
     assert_eq!(s, StatusCode::OK);
+    assert!(
+        !text.contains("/no/such") && !text.contains("BREW"),
+        "{text}"
+    );
     for line in [
+        "ledger_http_requests_total{method=\"POST\",route=\"/v1/commands\",status=\"2xx\"} 1",
+        "ledger_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"4xx\"} 2",
+        "ledger_http_requests_total{method=\"other\",route=\"/v1/events\",status=\"4xx\"} 1",
         "ledger_commands_total{outcome=\"accepted\"} 1",
         "ledger_commands_total{outcome=\"invalid\"} 1",
         "ledger_append_duration_seconds_count 1",

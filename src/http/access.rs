@@ -8,6 +8,7 @@
 
 use super::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
@@ -58,11 +59,21 @@ pub(super) fn trace_layer() -> AccessLog {
 /// Counts the request in `/metrics`, by method, matched route and status class.
 pub(super) async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    // A method no route takes is `other`: the label's values stay few whatever a client sends.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
     let route = route_of(&req).to_string();
     let response = next.run(req).await;
     state.metrics.request(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed(),
