@@ -320,16 +320,10 @@ fn a_three_node_cluster_with_replicas_3_survives_kill_9_of_a_node_during_the_rel
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The following relay runs without --replicas, as `serve --nats` does: it keeps the
+    // stream's 3 replicas rather than scaling it down to its own default.
     let relay = support::bin()
-        .args([
-            "--store",
-            &url,
-            "--nats",
-            &cluster.url(),
-            "relay",
-            "--replicas",
-            "3",
-        ])
+        .args(["--store", &url, "--nats", &cluster.url(), "relay"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -360,6 +354,15 @@ fn a_three_node_cluster_with_replicas_3_survives_kill_9_of_a_node_during_the_rel
     relay.kill().unwrap();
     relay.wait().unwrap();
     assert_stream_is_the_log(&first, store.as_ref());
+    let replicas = rt().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&first).await.unwrap());
+        let mut s = js.get_stream(STREAM).await.unwrap();
+        s.info().await.unwrap().config.num_replicas
+    });
+    assert_eq!(
+        replicas, 3,
+        "a relay without --replicas scaled the stream down"
+    );
 }
 
 #[test]

@@ -35,7 +35,8 @@ accounts {{
         permissions: {{
           publish: {{
             allow: ["$JS.API.INFO", "$JS.API.STREAM.INFO.LEDGER_EVENTS", "$JS.API.CONSUMER.>",
-                    "$JS.API.DIRECT.GET.LEDGER_EVENTS.>", "$JS.API.STREAM.MSG.GET.LEDGER_EVENTS",
+                    "$JS.API.DIRECT.GET.LEDGER_EVENTS", "$JS.API.DIRECT.GET.LEDGER_EVENTS.>",
+                    "$JS.API.STREAM.MSG.GET.LEDGER_EVENTS",
                     "$JS.ACK.LEDGER_EVENTS.>", "$JS.FC.>"]
           }}
           subscribe: {{ allow: ["_INBOX.>", "ledger.v1.events.>"] }}
@@ -156,6 +157,33 @@ fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_
             && last.contains("Permissions Violation for Publish"),
         "{err}"
     );
+
+    // Published by the relay's identity, the 10 new events are a small catch-up for the
+    // consumer (read by direct gets, `$JS.API.DIRECT.GET.LEDGER_EVENTS` without a suffix):
+    // its read-only permissions allow that too.
+    let o = run(
+        d,
+        &relay_as,
+        &["--store", &ledger, "--nats", &url, "relay", "--once"],
+    );
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let o = run(
+        d,
+        &[],
+        &[
+            "--store",
+            &ledger,
+            "--nats",
+            &url,
+            "--nats-nkey-seed",
+            &seed,
+            "--projections-db",
+            "nats-projections.db",
+            "project",
+            "--once",
+        ],
+    );
+    assert!(o.status.success(), "{}", support::stderr(&o));
 
     // A wrong password: the error names the user refused, not the password.
     let o = run(

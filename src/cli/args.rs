@@ -254,9 +254,10 @@ pub enum Cmd {
     /// LEDGER_EVENTS (CloudEvents JSON); resumes where the stream ends; follows new commits
     /// until SIGTERM or Ctrl-C.
     Relay {
-        /// Stream replicas: 1 for one server, 3 for a production cluster.
-        #[arg(long, default_value_t = 1)]
-        replicas: usize,
+        /// Stream replicas: 1 for one server, 3 for a production cluster. Without it a new
+        /// stream gets 1 and an existing one keeps its own (a `serve` never scales it down).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+        replicas: Option<u8>,
         /// Stop once the stream holds the whole log instead of following new commits.
         #[arg(long)]
         once: bool,

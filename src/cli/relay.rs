@@ -19,7 +19,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             };
             let env = cli.open(false, false)?;
             let mut options = campaign_ledger::bus::RelayOptions::new(nats.clone());
-            options.replicas = *replicas;
+            options.replicas = replicas.map(usize::from);
             options.follow = !*once;
             options.give_up_after = once.then_some(*retry_for);
             eprintln!(

@@ -37,8 +37,9 @@ pub const STREAM: &str = "LEDGER_EVENTS";
 pub struct RelayOptions {
     /// NATS server URL(s), comma-separated.
     pub nats_url: String,
-    /// Stream replicas (1 for a single server, 3 for a production cluster).
-    pub replicas: usize,
+    /// Stream replicas (1 for a single server, 3 for a production cluster); `None`: a new
+    /// stream gets 1, an existing one keeps its own.
+    pub replicas: Option<usize>,
     /// Keep following new commits (`false`: stop once the stream holds the whole log).
     pub follow: bool,
     /// Events published and not yet covered by an acknowledgement, at most (the relay asks
@@ -60,7 +61,7 @@ impl RelayOptions {
     pub fn new(nats_url: impl Into<String>) -> RelayOptions {
         RelayOptions {
             nats_url: nats_url.into(),
-            replicas: 1,
+            replicas: None,
             follow: true,
             max_in_flight: 4096,
             progress: Progress::default(),
@@ -307,10 +308,11 @@ async fn run(
     }
 }
 
-/// Creates the stream, or updates its replicas; returns it.
+/// Creates the stream (with `replicas`, or 1), or updates an existing one's replicas when
+/// `replicas` is given and differs; returns it.
 async fn ensure_stream(
     js: &jetstream::Context,
-    replicas: usize,
+    replicas: Option<usize>,
 ) -> Result<stream::Stream, BusError> {
     let config = stream::Config {
         name: STREAM.to_string(),
@@ -319,7 +321,7 @@ async fn ensure_stream(
             crate::envelope::cloudevents::SUBJECT_PREFIX
         )],
         storage: stream::StorageType::File,
-        num_replicas: replicas,
+        num_replicas: replicas.unwrap_or(1),
         duplicate_window: Duration::from_secs(120),
         allow_direct: true,
         ..Default::default()
@@ -327,7 +329,7 @@ async fn ensure_stream(
     match js.get_stream(STREAM).await {
         Ok(mut s) => {
             let info = s.info().await.map_err(BusError::nats)?;
-            if info.config.num_replicas != replicas {
+            if let Some(replicas) = replicas.filter(|r| *r != info.config.num_replicas) {
                 let mut c = info.config.clone();
                 c.num_replicas = replicas;
                 js.update_stream(c).await.map_err(BusError::nats)?;
