@@ -50,24 +50,9 @@ fn serve_speaks_https_with_the_certificate_given() {
     let pki = support::pki::Pki::new();
     pki.write(d);
     let token = support::token(d, "auditor-1", "auditor");
-    let (server, addr) = support::spawn_serve(
-        d,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "tokens.json",
-            "--digest-every",
-            "0",
-            "--create",
-            "--tls-cert",
-            "server.pem",
-            "--tls-key",
-            "server-key.pem",
-        ],
-        std::process::Stdio::null(),
-    );
+    let mut args = support::SERVE_WITH_TOKENS.to_vec();
+    args.extend(["--tls-cert", "server.pem", "--tls-key", "server-key.pem"]);
+    let (server, addr) = support::spawn_serve(d, &args, std::process::Stdio::null());
     let (status, body) = https_get(&addr, &pki.ca, "/healthz", "");
     assert_eq!((status, body.trim()), (200, "ok"), "{body}");
     let (status, body) = https_get(&addr, &pki.ca, "/v1/whoami", &token);

@@ -31,20 +31,13 @@ fn revoked_rotated_and_new_tokens_take_effect_without_a_restart() {
     let d = dir.path();
     let auditor = support::token(d, "auditor-1", "auditor");
     let log = std::fs::File::create(d.join("serve.log")).unwrap();
-    let (server, addr) = {
-        let args = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "tokens.json",
-            "--digest-every",
-            "0",
-            "--create",
-        ];
-        // The server's own default log level (info): the reloads are logged.
-        support::spawn_serve_with(support::bin_default_log(), d, &args, log.into())
-    };
+    // The server's own default log level (info): the reloads are logged.
+    let (server, addr) = support::spawn_serve_with(
+        support::bin_default_log(),
+        d,
+        &support::SERVE_WITH_TOKENS,
+        log.into(),
+    );
     assert!(works(&addr, &auditor));
 
     // A token created while the server runs works within seconds.

@@ -304,11 +304,23 @@ pub fn serve_with_tokens(dir: &Path) -> (Running, String) {
     serve_with_tokens_on(dir, &[])
 }
 
+/// `serve` of a new ledger on a free port of 127.0.0.1 with the token file `tokens.json` and
+/// no periodic digests.
+pub const SERVE_WITH_TOKENS: [&str; 8] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--auth",
+    "tokens.json",
+    "--digest-every",
+    "0",
+    "--create",
+];
+
 /// `serve_with_tokens` with global options before the subcommand (`--store nats://…`).
 pub fn serve_with_tokens_on(dir: &Path, global: &[&str]) -> (Running, String) {
     let mut args = global.to_vec();
-    args.extend(["serve", "--listen", "127.0.0.1:0", "--auth", "tokens.json"]);
-    args.extend(["--digest-every", "0", "--create"]);
+    args.extend(SERVE_WITH_TOKENS);
     spawn_serve(dir, &args, std::process::Stdio::null())
 }
 
