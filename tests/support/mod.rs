@@ -227,6 +227,42 @@ pub fn oneshot(
     (status, v)
 }
 
+/// A runtime for a test's in-process requests.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends one request through the router on the scenario's state; returns the status and the
+/// body as JSON (or text).
+pub fn scenario_call(
+    method: &str,
+    uri: &str,
+    body: impl Into<axum::body::Body>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    let app = campaign_ledger::http::router(scenario_state());
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    oneshot(&rt(), app, req)
+}
+
+/// `scenario_call` of a GET.
+pub fn scenario_get(uri: &str) -> (axum::http::StatusCode, serde_json::Value) {
+    scenario_call("GET", uri, axum::body::Body::empty())
+}
+
+/// The `code` of a JSON error answer.
+pub fn error_code(v: &serde_json::Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
 /// The log written before DoseAdministered v2 and partner-centre ids (an export), as text.
 pub fn v1_fixture() -> String {
     use std::io::Read as _;
