@@ -97,13 +97,38 @@ fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_
         ("LEDGER_NATS_USER", "relay"),
         ("LEDGER_NATS_PASSWORD", RELAY_PASSWORD),
     ];
+    // `relay --once` with the relay's identity.
+    let relay = || {
+        run(
+            d,
+            &relay_as,
+            &["--store", &ledger, "--nats", &url, "relay", "--once"],
+        )
+    };
+    let seed = d.join("consumer.nk").display().to_string();
+    // `project --once` with the consumer's identity: it must read what the relay published.
+    let project = || {
+        let o = run(
+            d,
+            &[],
+            &[
+                "--store",
+                &ledger,
+                "--nats",
+                &url,
+                "--nats-nkey-seed",
+                &seed,
+                "--projections-db",
+                "nats-projections.db",
+                "project",
+                "--once",
+            ],
+        );
+        assert!(o.status.success(), "{}", support::stderr(&o));
+    };
 
     // The relay publishes with its own identity, over TLS with its client certificate.
-    let o = run(
-        d,
-        &relay_as,
-        &["--store", &ledger, "--nats", &url, "relay", "--once"],
-    );
+    let o = relay();
     assert!(o.status.success(), "{}", support::stderr(&o));
     let said = support::stdout(&o) + &support::stderr(&o);
     assert!(said.contains("positions 1..300"), "{said}");
@@ -111,24 +136,7 @@ fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_
     assert!(!support::stderr(&o).contains(RELAY_PASSWORD));
 
     // The consumer's identity reads LEDGER_EVENTS: the NATS-fed projections fold it.
-    let seed = d.join("consumer.nk").display().to_string();
-    let o = run(
-        d,
-        &[],
-        &[
-            "--store",
-            &ledger,
-            "--nats",
-            &url,
-            "--nats-nkey-seed",
-            &seed,
-            "--projections-db",
-            "nats-projections.db",
-            "project",
-            "--once",
-        ],
-    );
-    assert!(o.status.success(), "{}", support::stderr(&o));
+    project();
 
     // The same identity may not publish there: the relay run with it is refused, and says so.
     let more = support::sqlite_store_at(&d.join("ledger.db"));
@@ -161,29 +169,9 @@ fn the_relay_publishes_with_its_identity_a_consumer_only_reads_and_refusals_are_
     // Published by the relay's identity, the 10 new events are a small catch-up for the
     // consumer (read by direct gets, `$JS.API.DIRECT.GET.LEDGER_EVENTS` without a suffix):
     // its read-only permissions allow that too.
-    let o = run(
-        d,
-        &relay_as,
-        &["--store", &ledger, "--nats", &url, "relay", "--once"],
-    );
+    let o = relay();
     assert!(o.status.success(), "{}", support::stderr(&o));
-    let o = run(
-        d,
-        &[],
-        &[
-            "--store",
-            &ledger,
-            "--nats",
-            &url,
-            "--nats-nkey-seed",
-            &seed,
-            "--projections-db",
-            "nats-projections.db",
-            "project",
-            "--once",
-        ],
-    );
-    assert!(o.status.success(), "{}", support::stderr(&o));
+    project();
 
     // A wrong password: the error names the user refused, not the password.
     let o = run(
