@@ -181,7 +181,7 @@ impl StoreError {
     }
 }
 
-/// The contract every backend implements: the `tests/store_contract.rs` suite checks it.
+/// The contract every backend implements: the `tests/integration/store_contract.rs` suite checks it.
 pub trait EventStore: Send + Sync {
     /// Appends all events or none, if the stream is at the expected version and the command id
     /// was never recorded; durable on return.
