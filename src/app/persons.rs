@@ -3,8 +3,9 @@
 //! With a key store (`Ledger::with_keys`, which the CLI and the server always give), a
 //! command naming a person works on the stream `person/<person_id>` (a random pseudonym from
 //! the key store, never the ref), and the person-level field of every event it appends
-//! (`person_ref`) is stored sealed: `enc1:<person_id>:<base64url(nonce ‖ AES-256-GCM
-//! ciphertext)>`, the associated data binding it to the person and the field. The hash chain
+//! (`person_ref`) is stored sealed: `enc2:<person_id>:<base64url(nonce ‖ AES-256-GCM
+//! ciphertext)>`, the ref padded to one length, the associated data binding it to the person
+//! and the field (`privacy::seal`; `enc1:` values of older builds keep opening). The hash chain
 //! covers these bytes, so destroying the key (`erase-person`) changes nothing in the log:
 //! `audit verify` still passes, every projection (none reads `person_ref`) keeps its counts,
 //! and the ref no longer leads to the person's stream, so their history no longer takes part

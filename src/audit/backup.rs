@@ -277,7 +277,8 @@ impl Scratch {
             "campaign-ledger-backup-check-{}-{nanos}",
             std::process::id()
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        // 0700: the copies checked there hold health data.
+        crate::support::files::private_dir_all(&dir).map_err(|e| {
             BackupError::Io(format!(
                 "cannot make a scratch directory {}: {e}",
                 dir.display()
@@ -321,7 +322,7 @@ pub fn restore(
             continue;
         }
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::support::files::private_dir_all(dir)
                 .map_err(|e| BackupError::Io(format!("cannot create {}: {e}", dir.display())))?;
         }
         copy_synced(&from.join(name), dest, &mut |done, total| {
@@ -391,8 +392,10 @@ fn prepare_dir(to: &Path) -> Result<(), BackupError> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(to)
-            .map_err(|e| BackupError::Io(format!("cannot create {}: {e}", to.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::support::files::private_dir_all(to)
+                .map_err(|e| BackupError::Io(format!("cannot create {}: {e}", to.display())))
+        }
         Err(e) => Err(BackupError::Io(format!("cannot use {}: {e}", to.display()))),
     }
 }
@@ -426,7 +429,7 @@ fn copy_synced(from: &Path, to: &Path, progress: &mut dyn FnMut(u64, u64)) -> st
     use std::io::Write as _;
     let mut src = std::fs::File::open(from)?;
     let total = src.metadata()?.len();
-    let mut dst = std::fs::OpenOptions::new()
+    let mut dst = crate::support::files::private_options()
         .write(true)
         .create_new(true)
         .open(to)?;
@@ -446,7 +449,11 @@ fn copy_synced(from: &Path, to: &Path, progress: &mut dyn FnMut(u64, u64)) -> st
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     use std::io::Write as _;
-    let mut f = std::fs::File::create(path)
+    let mut f = crate::support::files::private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
         .map_err(|e| BackupError::Io(format!("cannot write {}: {e}", path.display())))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())

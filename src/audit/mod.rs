@@ -9,7 +9,7 @@ pub mod proofs;
 mod signing;
 pub mod tree;
 
-pub use access_log::{AccessBreak, AccessEntry, AccessHead, AccessLog};
+pub use access_log::{AccessBreak, AccessEntry, AccessHead, AccessLog, Disclosure, ENTRY_VERSION};
 pub use export::{
     export, import, verify_export, ExportOptions, Exported, Imported, VerifiedExport,
 };

@@ -173,7 +173,7 @@ impl LedgerKey {
         getrandom::getrandom(&mut seed)
             .map_err(|e| format!("the system gave no random bytes ({e})"))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::support::files::private_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         crate::support::files::write_private(path, &(hex::encode(seed) + "\n"))

@@ -155,7 +155,7 @@ pub async fn publish_digests(
 }
 
 fn append_line(path: &PathBuf, line: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::support::files::private_options()
         .create(true)
         .append(true)
         .open(path)?;

@@ -210,7 +210,7 @@ fn access_log(cli: &Cli) -> Result<ExitCode> {
                         after == 0 && !(p.len() == 32 && p.bytes().all(|b| b.is_ascii_hexdigit()))
                     }) {
                         bail!(
-                            "no reads of {p:?}: --person takes a pseudonym (32 hex digits, the person_id events show), not a person_ref; find a person's pseudonym by ref with `audit prove --person REF` or GET /v1/persons/{{ref}}"
+                            "no reads of {p:?}: --person takes a pseudonym (32 hex digits, the person_id events show), not a person_ref; find a person's pseudonym by ref with `audit prove --person REF` or POST /v1/persons/record"
                         );
                     }
                     break;

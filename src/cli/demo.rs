@@ -126,7 +126,8 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
     let reference = Reference::builtin();
     let s = scenario::ofii_2021(&reference).map_err(|e| anyhow!(e))?;
     let dir = cli.data_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    campaign_ledger::support::files::private_dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut centres: Vec<String> = s
         .commands
         .iter()

@@ -72,7 +72,7 @@ impl Cli {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = campaign_ledger::privacy::MasterKey::generate().map_err(|e| anyhow!(e))?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
+                    campaign_ledger::support::files::private_dir_all(dir)?;
                 }
                 // Written whole under a name of its own, then linked into place: the link fails
                 // if another process made the key first, and that key is used instead.

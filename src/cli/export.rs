@@ -29,9 +29,14 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             };
             let written = match output {
                 Some(path) => {
-                    let file = std::fs::File::create(path).with_context(|| {
-                        format!("cannot create {}; check the path", path.display())
-                    })?;
+                    let file = campaign_ledger::support::files::private_options()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(path)
+                        .with_context(|| {
+                            format!("cannot create {}; check the path", path.display())
+                        })?;
                     let mut out = std::io::BufWriter::new(file);
                     let w = audit::export(env.store.as_ref(), &options, &mut out)
                         .map_err(|e| anyhow!("{e}"))?;

@@ -68,6 +68,7 @@ pub(super) fn serve(
 ) -> Result<ExitCode> {
     let addr = listen_addr(&endpoint.listen, auth.is_some(), endpoint.tls.is_some())?;
     let env = cli.open_for_serve(create)?;
+    warn_readable_files(cli);
     let engine = Arc::new(env.engine?);
     let store = env.store.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -302,5 +303,30 @@ impl DemoBanner {
             println!("  {:<10} {:<52} {token}", role.as_str(), scope);
         }
         println!("API: http://{bound}/v1/openapi.json · stop with Ctrl-C");
+    }
+}
+
+/// Warns about each of the ledger's files that others than its owner may read: the ledger
+/// creates them 0600, so such a file was copied in or changed by hand.
+fn warn_readable_files(cli: &Cli) {
+    let mut files = vec![
+        cli.key_store_path(),
+        cli.access_log_path(),
+        cli.master_key_path(),
+        cli.key_path(None),
+        cli.data_dir().join("digests.jsonl"),
+    ];
+    if let Some(p) = cli.store.strip_prefix("sqlite:") {
+        let p = std::path::Path::new(p);
+        files.push(p.to_path_buf());
+        files.push(campaign_ledger::projection::db_path_for(p));
+    }
+    for (path, mode) in campaign_ledger::support::files::readable_by_others(&files) {
+        eprintln!(
+            "warning: {} has mode {mode:04o}: others can read or write it, and it holds health data or keys; \
+             `chmod 600 {}` (the ledger creates its files 0600)",
+            path.display(),
+            path.display()
+        );
     }
 }

@@ -56,6 +56,18 @@ pub(super) fn trace_layer() -> AccessLog {
         )
 }
 
+/// `Cache-Control: no-store` on every answer that says nothing of its own caching (all but the
+/// dashboard's files): the API's answers carry person data, counts small enough to single a
+/// person out, or tokens' scopes, none of which a browser or proxy cache may keep.
+pub(super) async fn no_store(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 /// Counts the request in `/metrics`, by method, matched route and status class.
 pub(super) async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -49,7 +49,7 @@ pub(super) async fn access_log(
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "person_ref_not_pseudonym",
-                    "person= takes a pseudonym (the person_id events and this log show), and this is a person_ref: look the person up with GET /v1/persons/{ref}, which gives their pseudonym and these entries (and is itself logged)",
+                    "person= takes a pseudonym (the person_id events and this log show), and this is a person_ref: look the person up with POST /v1/persons/record {\"person_ref\": …}, which gives their pseudonym and these entries (and is itself logged)",
                 ));
             }
         }

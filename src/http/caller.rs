@@ -45,6 +45,22 @@ pub(super) fn forbidden(message: impl Into<String>) -> ApiError {
 }
 
 impl Caller {
+    /// A disclosure by this caller, as the access log records it (token id and role; `-` and
+    /// `open` without tokens).
+    pub(super) fn disclosure(&self, route: &str, disclosed: &str) -> crate::audit::Disclosure {
+        let (caller, role) = match self {
+            Caller::Open => ("-".to_string(), "open".to_string()),
+            Caller::Token(p) => (p.token_id.clone(), p.role.as_str().to_string()),
+        };
+        crate::audit::Disclosure {
+            caller,
+            role,
+            route: route.to_string(),
+            disclosed: disclosed.to_string(),
+            ..Default::default()
+        }
+    }
+
     pub(super) fn role(&self) -> Option<Role> {
         match self {
             Caller::Open => None,

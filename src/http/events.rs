@@ -64,12 +64,13 @@ pub(super) fn reveal_all(
         shown.push(ShownEvent { event, person });
     }
     if named > 0 {
-        let (id, role) = match caller {
-            Caller::Open => ("-".to_string(), "open".to_string()),
-            Caller::Token(p) => (p.token_id.clone(), p.role.as_str().to_string()),
-        };
-        log.record(&id, &role, route, &persons, named, revealed)
-            .map_err(AppError::from)?;
+        log.record(&crate::audit::Disclosure {
+            persons,
+            events: named,
+            revealed,
+            ..caller.disclosure(route, "events")
+        })
+        .map_err(AppError::from)?;
     }
     Ok(shown)
 }

@@ -73,18 +73,12 @@ pub(super) async fn list(
                 .collect();
             persons.sort();
             persons.dedup();
-            let (id, role) = match &caller {
-                Caller::Open => ("-".to_string(), "open".to_string()),
-                Caller::Token(p) => (p.token_id.clone(), p.role.as_str().to_string()),
+            let d = crate::audit::Disclosure {
+                persons,
+                events: shown.len() as u64,
+                ..caller.disclosure(&format!("GET {uri}"), "findings")
             };
-            let route = format!("GET {uri}");
-            let named = shown.len() as u64;
-            blocking(move || {
-                Ok(log
-                    .record(&id, &role, &route, &persons, named, 0)
-                    .map_err(AppError::from)?)
-            })
-            .await?;
+            blocking(move || Ok(log.record(&d).map_err(AppError::from)?)).await?;
         }
     }
     let rows: Vec<_> = shown.iter().map(|f| f.view()).collect();

@@ -153,8 +153,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/proofs/inclusion", get(proofs::inclusion))
         .route("/v1/audit/proofs/consistency", get(proofs::consistency))
         .route("/v1/persons/erase", post(persons::erase_person))
-        .route("/v1/persons/{ref}", get(proofs::person))
-        .route("/v1/persons/{ref}/proof", get(proofs::person_proof))
+        .route("/v1/persons/record", post(persons::person))
+        .route("/v1/persons/proof", post(persons::person_proof))
         .route("/v1/whoami", get(health::whoami))
         .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/metrics", get(health::metrics))
@@ -176,6 +176,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .route_layer(axum::middleware::from_fn(strict::strict_query))
+        .layer(axum::middleware::from_fn(access::no_store))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

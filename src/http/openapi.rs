@@ -4,6 +4,13 @@
 
 use serde_json::{json, Value};
 
+/// The body of the person routes: the ref, never in a URL.
+fn person_body() -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"type": "object",
+        "required": ["person_ref"], "additionalProperties": false,
+        "properties": {"person_ref": {"type": "string", "pattern": crate::domain::ID_PATTERN}}}}}})
+}
+
 fn error_response(description: &str) -> Value {
     json!({"description": description,
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
@@ -239,14 +246,14 @@ fn paths_events_and_audit() -> Value {
     }},
     "/v1/audit/access-log": {"get": {
         "operationId": "readAccessLog",
-        "summary": "The person-level reads (who read whose events, when), oldest first (auditors).",
+        "summary": "The disclosures of person-level data (who was shown what of whom, when, through what: reads, lookups, proofs, findings, refusals of commands about known people), oldest first (auditors).",
         "parameters": [{"name": "after", "in": "query", "required": false,
             "description": "Entries after this entry id (0 for the first).",
             "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX, "default": 0}},
             {"name": "limit", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
             {"name": "person", "in": "query", "required": false,
-            "description": "Only the reads of this person_id (a pseudonym; a person_ref is refused with code person_ref_not_pseudonym: use /v1/persons/{ref}).", "schema": {"type": "string"}}],
+            "description": "Only the reads of this person_id (a pseudonym; a person_ref is refused with code person_ref_not_pseudonym: use POST /v1/persons/record).", "schema": {"type": "string"}}],
         "responses": auth_errors(json!({
             "200": json_response("The entries.", json!({"type": "array", "items": reference("AccessEntry")})),
             "400": error_response("A bad query (code bad_query), or a person_ref given as person (code person_ref_not_pseudonym).")
@@ -293,35 +300,37 @@ fn paths_events_and_audit() -> Value {
             "404": error_response("A size beyond the head, or first larger than second: the log has no such proof (code not_in_log).")
         }))
     }},
-    "/v1/persons/{ref}": {"get": {
+    "/v1/persons/record": {"post": {
         "operationId": "lookUpPerson",
-        "summary": "One person found by their ref: their pseudonym, their events and the access-log entries of reads of them. The lookup is itself logged as a reveal (auditors).",
-        "parameters": [{"name": "ref", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "summary": "One person found by their ref (in the body, never in a URL): their pseudonym, their events and the access-log entries of disclosures of their data. The lookup is itself logged as a reveal (auditors). Not cached (Cache-Control: no-store).",
+        "requestBody": person_body(),
         "responses": auth_errors(json!({
             "200": json_response("The person's record.", reference("PersonRecord")),
+            "400": error_response("Not a JSON body with person_ref (code bad_body), or a ref that is not one (code bad_person_ref)."),
+            "415": error_response("No Content-Type: application/json (code not_json_content_type)."),
             "404": error_response("No key for this ref: never recorded, or erased (code unknown_person); or no access log (code no_access_log).")
         }))
     }},
-    "/v1/persons/{ref}/proof": {"get": {
+    "/v1/persons/proof": {"post": {
         "operationId": "provePerson",
-        "summary": "One person's record provable alone: each of their events with its inclusion proof against one digest of the head, and nothing of anyone else. Logged in the access log (auditors).",
-        "parameters": [{"name": "ref", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "summary": "One person's record provable alone: each of their events with its inclusion proof against one digest of the head, and nothing of anyone else. The ref is in the body; logged in the access log (auditors).",
+        "requestBody": person_body(),
         "responses": auth_errors(json!({
             "200": json_response("The record and its proofs.", reference("PersonProof")),
+            "400": error_response("Not a JSON body with person_ref (code bad_body), or a ref that is not one (code bad_person_ref)."),
+            "415": error_response("No Content-Type: application/json (code not_json_content_type)."),
             "404": error_response("No key for this ref: never recorded, or erased (code unknown_person); or no access log (code no_access_log).")
         }))
     }},
     "/v1/persons/erase": {"post": {
         "operationId": "erasePerson",
         "summary": "Erase a person (admins): records PersonErased and destroys their key. The log, its chain and every count stay; reads of their events say erased.",
-        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
-            "required": ["person_ref"], "additionalProperties": false,
-            "properties": {"person_ref": {"type": "string", "pattern": crate::domain::ID_PATTERN}}}}}},
+        "requestBody": person_body(),
         "responses": auth_errors(json!({
             "200": json_response("Erased.", json!({"type": "object", "required": ["person_id", "position"],
                 "properties": {"person_id": {"type": "string"}, "position": {"type": "integer",
                 "description": "The position of the PersonErased event."}}})),
-            "400": error_response("Not a JSON body with person_ref (code bad_body), or a person recorded before encryption."),
+            "400": error_response("Not a JSON body with person_ref (code bad_body), a ref that is not one (code bad_person_ref), or a person recorded before encryption."),
             "415": error_response("No Content-Type: application/json (code not_json_content_type)."),
             "404": error_response("No key for this person_ref: never recorded, or erased already (code unknown_person).")
         }))
@@ -464,17 +473,19 @@ fn components() -> Value {
                 "data": {"type": "object", "description": "The event's data: its stored canonical JSON written as the object it is, byte for byte, exactly as the CloudEvent's data on NATS. The hash covers these bytes."},
                 "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256(prev_hash ‖ canonical bytes)."},
-                "person": {"type": "object", "description": "For an event naming a person (its data holds person_ref sealed: enc1:<person_id>:…): what the reader may see. Every answer carrying it is recorded in the access log.",
+                "person": {"type": "object", "description": "For an event naming a person (its data holds person_ref sealed: enc2:<person_id>:…, or enc1: in events of older builds): what the reader may see. Every answer carrying it is recorded in the access log.",
                     "required": ["status"], "properties": {
                     "status": {"enum": ["revealed", "erased", "clear", "no_key"]},
                     "person_id": {"type": "string"}, "person_ref": {"type": "string"},
                     "erased_at": {"type": "string", "format": "date-time"}}}}},
-            "AccessEntry": {"type": "object", "required": ["id", "at", "caller", "role", "route", "persons", "events", "revealed"],
+            "AccessEntry": {"type": "object", "required": ["id", "at", "caller", "role", "route", "persons", "events", "revealed", "version"],
                 "properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
-                "caller": {"type": "string", "description": "The token id (- without tokens)."},
-                "role": {"type": "string"}, "route": {"type": "string"},
+                "caller": {"type": "string", "description": "The token id (- without tokens; the user on the command line)."},
+                "role": {"type": "string"}, "route": {"type": "string", "description": "Through what: the HTTP method and path with query, or the command line's subcommand."},
                 "persons": {"type": "array", "items": {"type": "string"}, "description": "person_ids (pseudonyms)."},
-                "events": {"type": "integer"}, "revealed": {"type": "integer"}}},
+                "events": {"type": "integer"}, "revealed": {"type": "integer"},
+                "version": {"type": "integer", "description": "1: written before entries had a kind; 2: with disclosed."},
+                "disclosed": {"type": "string", "description": "What kind of fact: events, person_record, person_proof, event_proof, findings, or refusal:<code> (a refused command's message about a known person)."}}},
             "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
                 "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at, then ledger, tree_size, root_hash, access_log_size, access_log_hash when present (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
                 "properties": {

@@ -6,4 +6,6 @@ mod keystore;
 mod seal;
 
 pub use keystore::{KeyState, KeyStore, MasterKey, PersonKey};
-pub use seal::{open_sealed, seal, sealed_person_id, sealed_ref_in, SEALED};
+pub use seal::{
+    is_sealed, open_sealed, person_named, seal, sealed_person_id, sealed_ref_in, REF_BLOCK, SEALED,
+};

@@ -198,8 +198,7 @@ pub struct FindingView {
 impl PersonFinding {
     /// The person's pseudonym, when the log has one for them.
     pub fn person_id(&self) -> Option<&str> {
-        self.stored_ref
-            .starts_with("enc1:")
+        crate::privacy::is_sealed(&self.stored_ref)
             .then(|| self.stream_id.strip_prefix("person/"))
             .flatten()
     }

@@ -14,8 +14,8 @@ pub const BUSY_FOR: Duration = Duration::from_secs(10);
 /// Why a SQLite file could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// Its directory could not be created.
-    #[error("cannot create its directory: {0}")]
+    /// It (or its directory) could not be created.
+    #[error("cannot create it or its directory: {0}")]
     Dir(#[source] std::io::Error),
     /// The file could not be opened (missing and not to be created, no permission…).
     #[error("cannot open it: {0}")]
@@ -41,9 +41,8 @@ pub struct Options {
 /// Opens `path` in WAL mode with a busy timeout (see the module's doc).
 pub fn open(path: &Path, options: Options) -> Result<Connection, OpenError> {
     if options.create {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(OpenError::Dir)?;
-        }
+        // 0600 (and its directory 0700) before SQLite creates it: its -wal and -shm follow.
+        super::files::ensure_private_file(path).map_err(OpenError::Dir)?;
     }
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if options.create {
@@ -110,6 +109,7 @@ pub fn backup(
             synchronous: "NORMAL",
         },
     )?;
+    super::files::ensure_private_file(dest).map_err(OpenError::Write)?;
     let mut dst = Connection::open(dest).map_err(OpenError::Open)?;
     // The read transaction starts at its first read: from then on the source's pages are
     // those of one snapshot.

@@ -99,7 +99,7 @@ fn erasing_a_person_keeps_every_count_and_the_chain_and_destroys_their_key() {
     assert!(mine.iter().all(|e| e["data"]["person_ref"]
         .as_str()
         .unwrap()
-        .starts_with(&format!("enc1:{person_id}:"))));
+        .starts_with(&format!("enc2:{person_id}:"))));
 
     // The wrapped key is in the key store file now.
     let keys_file = d.join("ledger-data/ledger.keys.db");

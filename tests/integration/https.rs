@@ -62,7 +62,8 @@ fn serve_speaks_https_with_the_certificate_given() {
     let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
-    write!(tcp, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    // The server may close before the request is all written (it is no TLS hello).
+    let _ = write!(tcp, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let mut got = Vec::new();
     let _ = tcp.read_to_end(&mut got);
     assert!(!String::from_utf8_lossy(&got).contains("200 OK"));

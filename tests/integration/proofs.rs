@@ -313,6 +313,11 @@ fn the_http_api_serves_proofs_and_looks_a_person_up_by_ref_logging_it() {
     .to_string();
     let (_server, addr) = support::serve_with_tokens(d);
     let get = |path: &str, token: &str| support::http(&addr, "GET", path, token, None);
+    // The person routes take the ref in the body, never in the URL.
+    let person = |path: &str, person_ref: &str, token: &str| {
+        let body = serde_json::json!({ "person_ref": person_ref });
+        support::http(&addr, "POST", path, token, Some(&body))
+    };
 
     // An inclusion proof at an older tree size, checked offline.
     let (s, p) = get(
@@ -355,20 +360,24 @@ fn the_http_api_serves_proofs_and_looks_a_person_up_by_ref_logging_it() {
     );
 
     // A person by ref: pseudonym, events and the reads of them; the lookup is logged.
-    let (s, rec) = get("/v1/persons/p-proof-0001", &auditor);
+    let (s, rec) = person("/v1/persons/record", "p-proof-0001", &auditor);
     assert_eq!(s, 200, "{rec}");
     let pseudonym = rec["person_id"].as_str().unwrap().to_string();
     assert_eq!(rec["events"].as_array().unwrap().len(), 2, "{rec}");
     let logged = rec["access_log"].as_array().unwrap();
     assert_eq!(logged.len(), 1, "{rec}");
-    assert_eq!(logged[0]["route"], "GET /v1/persons/{ref}");
+    assert_eq!(logged[0]["route"], "POST /v1/persons/record");
+    assert_eq!(logged[0]["disclosed"], "person_record");
     assert_eq!(logged[0]["revealed"], 1);
-    let (s, bundle) = get("/v1/persons/p-proof-0001/proof", &auditor);
+    let (s, bundle) = person("/v1/persons/proof", "p-proof-0001", &auditor);
     assert_eq!(s, 200, "{bundle}");
     assert_eq!(bundle["person"], pseudonym.as_str());
     ok(&check_alone(&bundle.to_string(), &public));
-    assert_eq!(get("/v1/persons/nobody-known/proof", &auditor).0, 404);
-    assert_eq!(get("/v1/persons/p-proof-0001", &supervisor).0, 403);
+    assert_eq!(person("/v1/persons/proof", "nobody-known", &auditor).0, 404);
+    assert_eq!(
+        person("/v1/persons/record", "p-proof-0001", &supervisor).0,
+        403
+    );
     // The access log by ref says to look the person up; by pseudonym, it has both reads.
     let (s, e) = get("/v1/audit/access-log?person=p-proof-0001", &auditor);
     assert_eq!(

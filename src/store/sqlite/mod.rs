@@ -157,7 +157,7 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            crate::support::files::private_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(
                     format!("cannot create the directory {}: {e}", dir.display()).into(),
                 )

@@ -3,6 +3,7 @@
 
 pub mod contract;
 pub mod nats;
+pub mod needles;
 pub mod pki;
 
 use campaign_ledger::store::{self, EventStore, SystemClock};
