@@ -3,12 +3,15 @@
 //! No business rules here: they live in `domain::decide`.
 
 mod changes;
+mod command;
+mod hashes;
+mod person_writer;
 mod persons;
 mod read;
 mod submit;
 
 pub use changes::{ChangedEntry, Changes, FigureChange};
-use persons::Person;
+pub use hashes::migrate_content_hashes;
 pub use persons::{Erasure, PersonView};
 pub use read::Reader;
 pub use submit::{
@@ -16,19 +19,10 @@ pub use submit::{
     LineOutcome, SubmitSummary,
 };
 
-use crate::domain::{
-    self, Command, CommandEnvelope, Context, Event, Origin, Policy, Reference, Rejection,
-    StreamState,
-};
-use crate::store::{
-    Actor, AppendRequest, AppendResult, Clock, CommandMeta, CommandRecord, EventStore,
-    ExpectedVersion, NewEvent, StoreError,
-};
-use sha2::{Digest, Sha256};
+use crate::domain::{self, Command, Event, Origin, Policy, Reference, Rejection, StreamState};
+use crate::store::{Clock, CommandRecord, EventStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use tracing::field::Empty;
-use tracing::Instrument as _;
 
 /// What became of a command.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,9 +115,6 @@ impl AppError {
     }
 }
 
-/// How many times a command is decided again after a concurrency conflict.
-const MAX_ATTEMPTS: usize = 8;
-
 /// What a command concerns, for access control (see [`Ledger::command_scope`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandScope {
@@ -149,6 +140,15 @@ pub struct Ledger {
     keys: Option<Arc<crate::privacy::KeyStore>>,
     /// The log held events before the key store existed (some people are in clear).
     legacy_log: bool,
+    /// Where disclosures of person data this ledger makes are recorded (a refusal about a
+    /// known person), and through what channel it serves commands (`POST /v1/commands`,
+    /// `submit`).
+    access_log: Option<(Arc<crate::audit::AccessLog>, String)>,
+    /// Whether the log names this key store as its person writer, and how far this process
+    /// searched it for people the key store lacks (`person_writer`).
+    writer_checked: std::sync::Mutex<person_writer::WriterCheck>,
+    /// Where each erasure is recorded before the key is destroyed (see `privacy::journal`).
+    journal: Option<crate::privacy::ErasureJournal>,
 }
 
 impl Ledger {
@@ -167,13 +167,37 @@ impl Ledger {
             sites: RwLock::new(HashMap::new()),
             keys: None,
             legacy_log: false,
+            access_log: None,
+            writer_checked: Default::default(),
+            journal: None,
         }
+    }
+
+    /// Records every erasure in `journal` (kept apart from the backups) before the person's
+    /// key is destroyed, so that a restore of an older backup can apply it again.
+    pub fn with_erasure_journal(mut self, journal: crate::privacy::ErasureJournal) -> Ledger {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Records in `log` every refusal of a command about a person the ledger knows (its
+    /// message states facts of their history), as made through `via` (`POST /v1/commands`,
+    /// `submit`).
+    pub fn with_access_log(mut self, log: Arc<crate::audit::AccessLog>, via: &str) -> Ledger {
+        self.access_log = Some((log, via.to_string()));
+        self
+    }
+
+    /// The access log this ledger records disclosures in.
+    pub fn access_log(&self) -> Option<&Arc<crate::audit::AccessLog>> {
+        self.access_log.as_ref().map(|(log, _)| log)
     }
 
     /// Stores person refs sealed with per-person keys from `keys` (see `app::persons`). First
     /// makes every person of the log findable by ref (`index_persons`: after an import, or on
     /// a log of an older build).
     pub fn with_keys(mut self, keys: Arc<crate::privacy::KeyStore>) -> Result<Ledger, AppError> {
+        migrate_content_hashes(self.store.as_ref())?;
         self.legacy_log = keys.legacy();
         self.keys = Some(keys);
         self.index_persons()?;
@@ -314,205 +338,5 @@ impl Ledger {
                 }
             }
         })
-    }
-
-    /// Handles one command on behalf of `actor`; returns once the outcome is durable.
-    pub fn handle(&self, envelope: &CommandEnvelope, actor: &Actor) -> Result<Outcome, AppError> {
-        use futures_util::FutureExt as _;
-        // Every await below is on a ready future: one poll settles it.
-        let append = |r: AppendRequest| std::future::ready(self.store.append(r));
-        self.traced(envelope, actor, &append)
-            .now_or_never()
-            .expect("a blocking append is ready when polled")
-    }
-
-    /// `handle` for a caller on an async runtime (the HTTP server): where the store queues
-    /// appends (`EventStore::appends_async`, SQLite), the task waits for the group commit
-    /// without holding a thread, so concurrent requests join the same group. Elsewhere the
-    /// append blocks: call it off the async threads then (`handle` in `spawn_blocking`).
-    pub async fn handle_async(
-        &self,
-        envelope: &CommandEnvelope,
-        actor: &Actor,
-    ) -> Result<Outcome, AppError> {
-        let append = |r: AppendRequest| self.store.start_append(r).outcome();
-        self.traced(envelope, actor, &append).await
-    }
-
-    async fn traced<A, F>(
-        &self,
-        envelope: &CommandEnvelope,
-        actor: &Actor,
-        append: &A,
-    ) -> Result<Outcome, AppError>
-    where
-        A: Fn(AppendRequest) -> F,
-        F: std::future::Future<Output = Result<AppendResult, StoreError>>,
-    {
-        let span = tracing::info_span!(
-            "command",
-            command_id = %envelope.command_id,
-            kind = envelope.command.type_name(),
-            outcome = Empty,
-            code = Empty
-        );
-        // A new person another writer recorded at the same moment: once more, finding theirs.
-        let result = match self
-            .handle_inner(envelope, actor, append)
-            .instrument(span.clone())
-            .await
-        {
-            Err(AppError::Store(StoreError::PersonTaken)) => {
-                self.handle_inner(envelope, actor, append)
-                    .instrument(span.clone())
-                    .await
-            }
-            other => other,
-        };
-        let _entered = span.enter();
-        match &result {
-            Ok(o) => {
-                span.record("outcome", o.label());
-                if let Outcome::Rejected(r) = o {
-                    span.record("code", r.code());
-                }
-                tracing::debug!("handled");
-            }
-            Err(e) => {
-                span.record("outcome", "error");
-                tracing::warn!(error = %e, "command failed");
-            }
-        }
-        result
-    }
-
-    async fn handle_inner<A, F>(
-        &self,
-        envelope: &CommandEnvelope,
-        actor: &Actor,
-        append: &A,
-    ) -> Result<Outcome, AppError>
-    where
-        A: Fn(AppendRequest) -> F,
-        F: std::future::Future<Output = Result<AppendResult, StoreError>>,
-    {
-        let content_hash: [u8; 32] = Sha256::digest(envelope.content_bytes()).into();
-        let known = |rec: CommandRecord| {
-            if rec.content_hash == content_hash {
-                Outcome::Duplicate(rec)
-            } else {
-                Outcome::Rejected(Rejection::CommandIdReused(envelope.command_id))
-            }
-        };
-        let routing = envelope.command.routing();
-        // The person the command names: their pseudonymous stream and key.
-        let person = match envelope.command.person_ref() {
-            Some(r) => self.person(r)?.map(|p| (r, p)),
-            None => None,
-        };
-        let target = match (&routing.target, &envelope.command) {
-            (Some(t), _) => match &person {
-                Some((r, p)) if *t == domain::streams::person(r) => p.stream.clone(),
-                _ => t.clone(),
-            },
-            (None, Command::ReverseDoseEntry(r)) => match self.store.command(r.reverses)? {
-                Some(rec) if rec.stream_id.starts_with("person/") => rec.stream_id,
-                _ => return Ok(Outcome::Rejected(Rejection::UnknownEntry(r.reverses))),
-            },
-            (None, _) => unreachable!("only reversals look their stream up"),
-        };
-        let site = routing
-            .site
-            .as_deref()
-            .map(|s| self.load_site(s))
-            .transpose()?;
-        let session = routing
-            .session
-            .as_deref()
-            .map(|s| self.load(s))
-            .transpose()?;
-        let meta = CommandMeta {
-            command_id: envelope.command_id,
-            content_hash,
-            correlation_id: envelope.correlation_id.clone(),
-            actor: actor.clone(),
-        };
-        let mut attempt = 0;
-        // Decide on an empty state first when the command usually starts its stream; the
-        // append's expected version 0 then proves the stream was empty.
-        let mut assume_empty = routing.likely_new;
-        loop {
-            attempt += 1;
-            let state = if assume_empty {
-                StreamState::default()
-            } else {
-                self.load(&target)?
-            };
-            let ctx = Context {
-                now: self.clock.now(),
-                policy: &self.policy,
-                reference: &self.reference,
-                site: site.as_ref(),
-                session: session.as_ref(),
-            };
-            let mut events = match domain::decide(&envelope.command, &state, &ctx) {
-                Ok(events) => events,
-                // A resubmitted command is usually refused by the rules (its effect is there
-                // already): the command table tells a duplicate from a real rejection. Accepted
-                // decisions need no such read: the append itself refuses a known command id.
-                Err(_) if assume_empty => {
-                    // Refused on an assumed state: decide again on the real one.
-                    assume_empty = false;
-                    attempt -= 1;
-                    continue;
-                }
-                Err(rejection) => {
-                    return Ok(match self.store.command(envelope.command_id)? {
-                        Some(rec) => known(rec),
-                        None => Outcome::Rejected(rejection),
-                    })
-                }
-            };
-            if let Some((r, Person { key: Some(k), .. })) = &person {
-                self.seal_events(&mut events, r, k)?;
-            }
-            let link = person.as_ref().and_then(|(_, p)| p.link.clone());
-            let request = AppendRequest {
-                stream_id: target.clone(),
-                expected: ExpectedVersion::Exact(state.version),
-                command: meta.clone(),
-                person: link.clone(),
-                events: events
-                    .iter()
-                    .map(|e| NewEvent {
-                        event_type: e.event_type().to_string(),
-                        schema_version: e.schema_version(),
-                        occurred_at: e.occurred_at(),
-                        data: e.data_json(),
-                    })
-                    .collect(),
-            };
-            match append(request).await {
-                Ok(AppendResult::Committed(rec)) => {
-                    // The log now holds the new person's entry: their key is theirs.
-                    if let (Some(l), Some((_, Person { key: Some(k), .. })), Some(keys)) =
-                        (&link, &person, &self.keys)
-                    {
-                        keys.remember(&l.lookup, k);
-                    }
-                    return Ok(Outcome::Accepted(rec));
-                }
-                Ok(AppendResult::Duplicate(rec)) => return Ok(known(rec)),
-                Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
-                    assume_empty = false;
-                    tracing::debug!(
-                        attempt,
-                        "concurrency conflict; deciding again on a fresh read"
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
     }
 }

@@ -25,7 +25,6 @@ use crate::store::{
     StoreError,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// What a read shows of an event's person.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,7 +53,18 @@ pub struct Erasure {
     pub position: u64,
 }
 
+/// The person a command names, as the ledger knows them.
+pub(super) enum Named {
+    /// The command names no person, or the ledger runs without a key store.
+    Nobody,
+    /// A person the ledger knows.
+    Known(Person),
+    /// A ref the ledger does not know: nothing is made for them until the rules accept.
+    New,
+}
+
 /// The person a command works on.
+#[derive(Clone)]
 pub(super) struct Person {
     /// The stream the person's events go to.
     pub stream: String,
@@ -64,6 +74,17 @@ pub(super) struct Person {
     /// A person seen for the first time on a log that keeps the person index: the entry the
     /// append records with their first events.
     pub link: Option<PersonLink>,
+}
+
+impl Person {
+    /// Their pseudonym: their key's, or for a person recorded in clear by an older build the
+    /// ref itself (their stream's name).
+    pub fn person_id(&self, person_ref: Option<&str>) -> String {
+        match &self.key {
+            Some(k) => k.person_id.clone(),
+            None => person_ref.unwrap_or_default().to_string(),
+        }
+    }
 }
 
 /// The key of a pseudonym, if it is to be found again (`Ledger::sealed_persons`).
@@ -125,14 +146,16 @@ impl Ledger {
         })
     }
 
-    /// The person a command names: their key (created on first sight) and stream.
-    pub(super) fn person(&self, person_ref: &str) -> Result<Option<Person>, AppError> {
+    /// The person a command names, as the ledger knows them: their key and stream, a person
+    /// of an older build recorded in clear, or nobody yet (`New`: nothing is made for them
+    /// here; see `make_person`). With `fresh`, the store itself is read.
+    pub(super) fn named(&self, person_ref: &str, fresh: bool) -> Result<Named, AppError> {
         let Some(keys) = &self.keys else {
-            return Ok(None);
+            return Ok(Named::Nobody);
         };
-        match self.find_person(keys, person_ref, false)? {
+        match self.find_person(keys, person_ref, fresh)? {
             Found::Key(key) => {
-                return Ok(Some(Person {
+                return Ok(Named::Known(Person {
                     stream: streams::person(&key.person_id),
                     key: Some(key),
                     link: None,
@@ -150,30 +173,95 @@ impl Ledger {
         if self.legacy_log {
             let clear = streams::person(person_ref);
             if !self.store.read_stream(&clear)?.is_empty() {
-                return Ok(Some(Person {
+                return Ok(Named::Known(Person {
                     stream: clear,
                     key: None,
                     link: None,
                 }));
             }
         }
+        // A ref this key store does not know, where the key store records persons: unless it
+        // is the log's person writer, the ref may be a person another key store recorded,
+        // whose command must not be judged on an empty history.
         if !self.store.keeps_persons() {
-            let key = keys.create(person_ref)?;
-            return Ok(Some(Person {
-                stream: streams::person(&key.person_id),
-                key: Some(key),
-                link: None,
-            }));
+            self.check_person_writer(keys)?;
+        }
+        Ok(Named::New)
+    }
+
+    /// A key and stream for a person the rules just accepted a first command about. Where
+    /// the log keeps the person index (SQLite), a key made in advance, whose index entry the
+    /// append records with the events; elsewhere (the NATS log) the key store records the
+    /// person, keeping the one another process made first: `false` then (not made here).
+    pub(super) fn make_person(&self, person_ref: &str) -> Result<(Person, bool), AppError> {
+        let keys = self
+            .keys
+            .as_ref()
+            .expect("only a key store names new persons");
+        if !self.store.keeps_persons() {
+            self.check_person_writer(keys)?;
+            let (key, created) = keys.create(person_ref)?;
+            return Ok((
+                Person {
+                    stream: streams::person(&key.person_id),
+                    key: Some(key),
+                    link: None,
+                },
+                created,
+            ));
         }
         let key = keys.take_new()?;
-        Ok(Some(Person {
-            stream: streams::person(&key.person_id),
-            link: Some(PersonLink {
-                lookup: keys.lookup(person_ref),
-                person_id: key.person_id.clone(),
+        Ok((
+            Person {
+                stream: streams::person(&key.person_id),
+                link: Some(PersonLink {
+                    lookup: keys.lookup(person_ref),
+                    person_id: key.person_id.clone(),
+                }),
+                key: Some(key),
+            },
+            true,
+        ))
+    }
+
+    /// A key made in advance for a person whose append did not commit goes back to the pool
+    /// (it was never anyone's: the log holds no entry naming it).
+    pub(super) fn give_back(&self, made: bool, person: Option<Person>) {
+        if let (
+            true,
+            Some(keys),
+            Some(Person {
+                key: Some(key),
+                link: Some(_),
+                ..
             }),
-            key: Some(key),
-        }))
+        ) = (made, &self.keys, person)
+        {
+            keys.give_back(key);
+        }
+    }
+
+    /// Records in the access log that `actor` was shown a fact of a person's record (a
+    /// refusal's message) through this ledger's channel.
+    pub(super) fn disclosed(
+        &self,
+        actor: &Actor,
+        person_id: String,
+        disclosed: &str,
+    ) -> Result<(), AppError> {
+        let Some((log, via)) = &self.access_log else {
+            return Ok(());
+        };
+        log.record(&crate::audit::Disclosure {
+            caller: actor.agent_ref.clone().unwrap_or_else(|| "-".into()),
+            role: actor.role.clone(),
+            route: via.clone(),
+            persons: vec![person_id],
+            events: 0,
+            revealed: 0,
+            disclosed: disclosed.to_string(),
+        })?;
+        Ok(())
     }
 
     /// Makes every person of the log findable by ref again, where events reached the log
@@ -406,49 +494,15 @@ impl Ledger {
                 return Ok(None);
             }
         };
-        // One instant, to the microsecond, for the event and the key store.
-        let now = self.clock.now();
-        let erased_at = crate::store::format_recorded_at(now);
-        let stream = streams::person(&person_id);
-        let existing = self
-            .store
-            .read_stream(&stream)?
-            .into_iter()
-            .find(|e| e.event_type == "PersonErased");
-        let position = match existing {
-            Some(e) => e.position,
-            None => {
-                let event = Event::PersonErased(crate::domain::PersonErased {
-                    person_id: person_id.clone(),
-                    erased_at: chrono::DateTime::parse_from_rfc3339(&erased_at)
-                        .unwrap_or_else(|_| now.fixed_offset()),
-                });
-                let request = AppendRequest {
-                    stream_id: stream,
-                    expected: ExpectedVersion::Any,
-                    command: CommandMeta {
-                        command_id: uuid::Uuid::now_v7(),
-                        content_hash: Sha256::digest(
-                            format!("erase-person {person_id}").as_bytes(),
-                        )
-                        .into(),
-                        correlation_id: None,
-                        actor: actor.clone(),
-                    },
-                    events: vec![NewEvent {
-                        event_type: event.event_type().to_string(),
-                        schema_version: event.schema_version(),
-                        occurred_at: event.occurred_at(),
-                        data: event.data_json(),
-                    }],
-                    person: None,
-                };
-                match self.store.append(request)? {
-                    crate::store::AppendResult::Committed(r)
-                    | crate::store::AppendResult::Duplicate(r) => r.first_position,
-                }
-            }
-        };
+        let (position, erased_at) = self.record_erasure(&person_id, actor, None)?;
+        // In the journal before the key goes: a restore of an older backup applies it again.
+        if let Some(journal) = &self.journal {
+            journal.record(&crate::privacy::JournalEntry {
+                ledger: self.ledger_id()?,
+                person_id: person_id.clone(),
+                erased_at: erased_at.clone(),
+            })?;
+        }
         // The key first, then the index entry: an erasure interrupted between the two is
         // found again by the entry (`Found::Erasing`) and finished by running it again.
         keys.erase(&person_id, &erased_at)?;
@@ -459,5 +513,123 @@ impl Ledger {
             person_id,
             position,
         }))
+    }
+
+    /// The person's `PersonErased` in their stream (the one there, or one appended now, its
+    /// data carrying `erased_at` when given, else now): its position and erasure time.
+    fn record_erasure(
+        &self,
+        person_id: &str,
+        actor: &Actor,
+        erased_at: Option<&str>,
+    ) -> Result<(u64, String), AppError> {
+        let stream = streams::person(person_id);
+        let existing = self
+            .store
+            .read_stream(&stream)?
+            .into_iter()
+            .find(|e| e.event_type == "PersonErased");
+        if let Some(e) = existing {
+            let at = match Event::decode(&e.event_type, e.schema_version, &e.data) {
+                Ok(Event::PersonErased(p)) => {
+                    crate::store::format_recorded_at(p.erased_at.to_utc())
+                }
+                _ => e.recorded_at.clone(),
+            };
+            return Ok((e.position, at));
+        }
+        // One instant, to the microsecond, for the event and the key store.
+        let erased_at = match erased_at {
+            Some(t) => t.to_string(),
+            None => crate::store::format_recorded_at(self.clock.now()),
+        };
+        let when = chrono::DateTime::parse_from_rfc3339(&erased_at).map_err(|e| {
+            StoreError::Invalid(
+                format!("the erasure time {erased_at:?} is not RFC 3339: {e}").into(),
+            )
+        })?;
+        let event = Event::PersonErased(crate::domain::PersonErased {
+            person_id: person_id.to_string(),
+            erased_at: when,
+        });
+        let request = AppendRequest {
+            stream_id: stream,
+            expected: ExpectedVersion::Any,
+            command: CommandMeta {
+                command_id: uuid::Uuid::now_v7(),
+                content_hash: crate::domain::content_hash_of_text(&format!(
+                    "erase-person {person_id}"
+                )),
+                correlation_id: None,
+                actor: actor.clone(),
+            },
+            events: vec![NewEvent {
+                event_type: event.event_type().to_string(),
+                schema_version: event.schema_version(),
+                occurred_at: event.occurred_at(),
+                data: event.data_json(),
+            }],
+            person: None,
+        };
+        let position = match self.store.append(request)? {
+            crate::store::AppendResult::Committed(r) | crate::store::AppendResult::Duplicate(r) => {
+                r.first_position
+            }
+        };
+        Ok((position, erased_at))
+    }
+
+    /// The ledger's id: the hash of its first event (hex; empty for an empty log).
+    fn ledger_id(&self) -> Result<String, AppError> {
+        Ok(self
+            .store
+            .read_all(0, 1)?
+            .first()
+            .map(|e| hex::encode(e.hash))
+            .unwrap_or_default())
+    }
+
+    /// Applies an erasure journal to this ledger (a restore of a backup taken before some of
+    /// its erasures): for each erasure the log lacks, appends `PersonErased` (recorded now, its
+    /// data carrying the original time), then destroys the key and the index entry, as
+    /// `erase_person` does. Returns how many erasures the log lacked. A journal of another
+    /// ledger is refused.
+    pub fn apply_erasure_journal(
+        &self,
+        journal: &crate::privacy::ErasureJournal,
+        actor: &Actor,
+    ) -> Result<usize, AppError> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Invalid(
+                "applying an erasure journal needs the key store and its master key".into(),
+            )
+            .into());
+        };
+        let ledger = self.ledger_id()?;
+        let mut applied = 0;
+        for entry in journal.entries()? {
+            if entry.ledger != ledger {
+                return Err(StoreError::Invalid(format!(
+                    "the erasure journal {} is of the ledger {}, and this one is {ledger}: give this ledger's journal",
+                    journal.path().display(),
+                    entry.ledger
+                ).into()).into());
+            }
+            let stream = streams::person(&entry.person_id);
+            let erased = self
+                .store
+                .read_stream(&stream)?
+                .iter()
+                .any(|e| e.event_type == "PersonErased");
+            if !erased {
+                self.record_erasure(&entry.person_id, actor, Some(&entry.erased_at))?;
+                applied += 1;
+            }
+            keys.erase(&entry.person_id, &entry.erased_at)?;
+            if self.store.keeps_persons() {
+                self.store.forget_person_id(&entry.person_id)?;
+            }
+        }
+        Ok(applied)
     }
 }

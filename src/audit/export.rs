@@ -9,6 +9,7 @@
 //! rebuilds a store from an export, verifying the chain before anything is written.
 
 use super::{SignedDigest, VerifyError};
+use crate::envelope::cloudevents::CommandHash;
 use crate::envelope::cloudevents::{decode_export, encode_export};
 use crate::store::ChainCheck;
 use crate::store::{EventStore, Head, ImportedEvent, StoreError};
@@ -55,7 +56,7 @@ pub fn export(
     if to < from {
         return Ok(written);
     }
-    let mut command: Option<(Uuid, [u8; 32])> = None;
+    let mut command: Option<(Uuid, CommandHash)> = None;
     let mut failed: Option<StoreError> = None;
     let mut line = Vec::with_capacity(1024);
     store.scan(from - 1, to, &mut |e| {
@@ -68,8 +69,12 @@ pub fn export(
             Some((id, h)) if id == e.command_id => h,
             _ => match store.command(e.command_id) {
                 Ok(Some(rec)) => {
-                    command = Some((e.command_id, rec.content_hash));
-                    rec.content_hash
+                    let h = CommandHash {
+                        hash: rec.content_hash,
+                        version: rec.hash_version,
+                    };
+                    command = Some((e.command_id, h));
+                    h
                 }
                 Ok(None) => {
                     failed = Some(StoreError::Corrupt(format!(
@@ -127,7 +132,10 @@ pub struct VerifiedExport {
 fn read_export(
     input: &mut dyn BufRead,
     chain: &mut ChainCheck,
-    f: &mut dyn FnMut(crate::store::RecordedEvent, Option<[u8; 32]>) -> Result<(), VerifyError>,
+    f: &mut dyn FnMut(
+        crate::store::RecordedEvent,
+        Option<crate::envelope::cloudevents::CommandHash>,
+    ) -> Result<(), VerifyError>,
 ) -> Result<(), VerifyError> {
     let mut line = Vec::with_capacity(1024);
     let mut number = 0u64;
@@ -318,7 +326,8 @@ pub fn import(
         }
         batch.push(ImportedEvent {
             event,
-            content_hash,
+            content_hash: content_hash.hash,
+            hash_version: content_hash.version,
         });
         Ok(())
     })?;

@@ -136,8 +136,14 @@ fn export_line(store: &dyn EventStore, position: u64) -> Result<String, ProofErr
     };
     let content_hash = store
         .command(e.command_id)?
-        .map(|c| c.content_hash)
-        .unwrap_or([0u8; 32]);
+        .map(|c| crate::envelope::cloudevents::CommandHash {
+            hash: c.content_hash,
+            version: c.hash_version,
+        })
+        .unwrap_or(crate::envelope::cloudevents::CommandHash {
+            hash: [0u8; 32],
+            version: crate::store::CONTENT_HASH_VERSION,
+        });
     Ok(String::from_utf8(encode_export(&e.as_ref(), &content_hash)).expect("JSON is UTF-8"))
 }
 

@@ -65,6 +65,12 @@ pub struct Cli {
     /// apart from copies of the log: destroying a key erases a person everywhere.
     #[arg(long, global = true, env = "LEDGER_KEY_STORE")]
     pub key_store: Option<PathBuf>,
+    /// The erasure journal: the pseudonyms and times of every erasure, which `restore`
+    /// re-applies to a backup taken before them (default: the store file with
+    /// .erasures.jsonl, or ledger-data/nats-log.erasures.jsonl). Keep it apart from the
+    /// backups, on another volume.
+    #[arg(long, global = true, env = "LEDGER_ERASURE_JOURNAL")]
+    pub erasure_journal: Option<PathBuf>,
     /// The master key file (64 hex digits; default master.key beside the store, created
     /// once with mode 0600). The environment variable LEDGER_MASTER_KEY, when set, gives the
     /// key itself instead.
@@ -220,6 +226,17 @@ pub enum Cmd {
         /// The export file.
         file: PathBuf,
     },
+    /// Copy the log named by --store, event for event, into another store (for example a NATS
+    /// log into a new stream: --to 'nats://HOST:PORT?stream=LEDGER_LOG_V2'), verifying the chain
+    /// as it goes: the copy carries content hashes of version 2 (a NATS log's messages written
+    /// by an older build keep version 1; their owner removes the old stream once the ledger
+    /// runs on the copy). The target must be empty or hold a prefix of the same log (an
+    /// interrupted copy goes on). Stop the processes that write before copying.
+    CopyLog {
+        /// The store to copy into (sqlite:PATH or nats://…).
+        #[arg(long)]
+        to: String,
+    },
     /// Copy the ledger (log, projections, key store, access log) into a new or empty
     /// directory while it is being written (SQLite's online backup), then check the copy: the
     /// chain and tree, the access log's chain, every sealed person's key. The master key and the
@@ -240,6 +257,10 @@ pub enum Cmd {
         /// The backup directory.
         #[arg(long)]
         from: PathBuf,
+        /// Restore without the erasure journal (--erasure-journal): the people erased since
+        /// the backup was taken become readable again, until they are erased again.
+        #[arg(long)]
+        without_erasure_journal: bool,
     },
     /// Tamper evidence.
     Audit {

@@ -73,7 +73,10 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restore { from } => {
+        Cmd::Restore {
+            from,
+            without_erasure_journal,
+        } => {
             let manifest = backup::read_manifest(from).map_err(|e| anyhow!("{e}"))?;
             let keys = manifest.files.iter().any(|f| f.role == "keys");
             let default_key = cli.master_key_path();
@@ -92,6 +95,20 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                     absolute(&default_key).display()
                 );
             }
+            // Refused before anything is copied: without the journal, the people erased since
+            // the backup was taken would be readable again.
+            let journal_path = cli.erasure_journal_path();
+            let journal = campaign_ledger::privacy::ErasureJournal::existing(&journal_path);
+            if journal.is_none() && !without_erasure_journal {
+                bail!(
+                    "there is no erasure journal at {}: a backup taken before an erasure still holds the erased person's key, \
+                     and restoring it without the journal brings that person back. Give the journal kept apart from the backups \
+                     (--erasure-journal PATH or LEDGER_ERASURE_JOURNAL); or, if you accept that everyone erased since the backup \
+                     ({}) becomes readable again until erased anew, add --without-erasure-journal",
+                    absolute(&journal_path).display(),
+                    manifest.created_at
+                );
+            }
             let master = master_for(cli, keys)?;
             let pb = progress(None, "restoring");
             let result =
@@ -102,8 +119,12 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 });
             pb.finish_and_clear();
             let m = result.map_err(|e| anyhow!("{e}"))?;
+            let applied = match (&journal, master.as_ref()) {
+                (Some(j), Some(master)) => apply_journal(&files, master, j)?,
+                _ => 0,
+            };
             println!(
-                "restored {} to {}: log up to position {} ({}), {} people with keys, {} erased",
+                "restored {} to {}: log up to position {} ({}), {} people with keys, {} erased; {applied} erasure(s) since the backup applied from the journal",
                 from.display(),
                 files.log.display(),
                 m.position,
@@ -111,6 +132,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 m.persons_with_keys,
                 m.persons_erased
             );
+            if journal.is_none() {
+                eprintln!(
+                    "warning: restored without an erasure journal: anyone erased since the backup was taken ({}) is readable again in this ledger; \
+                     erase them again (erase-person REF) from your register of erasure requests",
+                    m.created_at
+                );
+            }
             eprintln!(
                 "the projections catch up when the ledger is next opened; the signing key is not part of a backup: \
                  put it back at {} (or a new one is made, and digests signed before are checked with the old public key)",
@@ -120,6 +148,40 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
         }
         _ => unreachable!("dispatched on its own subcommand"),
     }
+}
+
+/// Applies the erasure journal to the restored ledger before anything else opens it: each
+/// erasure the backup's log lacks is recorded again and its key and index entry destroyed.
+fn apply_journal(
+    files: &LedgerFiles,
+    master: &MasterKey,
+    journal: &campaign_ledger::privacy::ErasureJournal,
+) -> Result<usize> {
+    use campaign_ledger::store::{self, SystemClock};
+    use std::sync::Arc;
+    let url = format!("sqlite:{}", files.log.display());
+    let log = store::open(&url, Arc::new(SystemClock)).map_err(|e| anyhow!("{e}"))?;
+    let keys = campaign_ledger::privacy::KeyStore::open(&files.keys, master, false)
+        .map_err(|e| anyhow!("{e}"))?;
+    let ledger = campaign_ledger::app::Ledger::new(
+        log,
+        campaign_ledger::domain::Policy::default(),
+        campaign_ledger::domain::Reference::builtin(),
+        Arc::new(SystemClock),
+    )
+    .with_keys(Arc::new(keys))
+    .map_err(|e| anyhow!("{e}"))?;
+    let actor = campaign_ledger::store::Actor {
+        role: "admin".into(),
+        directorate: None,
+        agent_ref: Some(format!(
+            "cli:{} (restore)",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        )),
+    };
+    ledger
+        .apply_erasure_journal(journal, &actor)
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// The ledger's four files, as the other subcommands find them.
@@ -163,6 +225,10 @@ fn kept_apart(cli: &Cli) -> Vec<KeptApart> {
         KeptApart {
             what: "signing key (signs digests)".into(),
             at: absolute(&cli.key_path(None)).display().to_string(),
+        },
+        KeptApart {
+            what: "erasure journal (restore applies it again: people erased after this backup stay erased)".into(),
+            at: absolute(&cli.erasure_journal_path()).display().to_string(),
         },
     ]
 }

@@ -99,6 +99,18 @@ impl Cli {
         }
     }
 
+    /// The erasure journal: `--erasure-journal`, or `<store>.erasures.jsonl` beside a SQLite
+    /// store (`ledger-data/nats-log.erasures.jsonl` for a NATS log).
+    pub(super) fn erasure_journal_path(&self) -> PathBuf {
+        if let Some(p) = &self.erasure_journal {
+            return p.clone();
+        }
+        match self.store.strip_prefix("sqlite:") {
+            Some(p) => Path::new(p).with_extension("erasures.jsonl"),
+            None => PathBuf::from("ledger-data/nats-log.erasures.jsonl"),
+        }
+    }
+
     /// The access log of person-level reads (beside the key store).
     pub(super) fn access_log_path(&self) -> PathBuf {
         let keys = self.key_store_path();
@@ -108,6 +120,16 @@ impl Cli {
         match name {
             Some(n) if n.ends_with(".access.db") => keys.with_file_name(n),
             _ => keys.with_extension("access.db"),
+        }
+    }
+
+    /// Through what this command takes commands, as the access log names it.
+    pub(super) fn channel(&self) -> &'static str {
+        match self.command {
+            Cmd::Serve { .. } => "POST /v1/commands",
+            Cmd::Submit { .. } => "submit",
+            Cmd::Demo { .. } => "demo",
+            _ => "command line",
         }
     }
 
@@ -324,6 +346,9 @@ impl Cli {
             ),
             other => anyhow!("{other}"),
         })?;
+        // A ledger of an older build: its content hashes become version 2 before anything reads
+        // or exports them.
+        campaign_ledger::app::migrate_content_hashes(store.as_ref()).map_err(|e| anyhow!("{e}"))?;
         let policy = Policy::default();
         let db = match self.store.strip_prefix("sqlite:") {
             Some(p) => db_path_for(Path::new(p)),
@@ -353,6 +378,14 @@ impl Cli {
             ledger = ledger
                 .with_keys(Arc::new(keys))
                 .map_err(|e| anyhow!("{e}"))?;
+            // Refusals about known people are disclosures: logged with the reads.
+            let log = campaign_ledger::audit::AccessLog::open(&self.access_log_path())
+                .map_err(|e| anyhow!("{e}"))?;
+            ledger = ledger.with_access_log(Arc::new(log), self.channel());
+            let journal =
+                campaign_ledger::privacy::ErasureJournal::open(&self.erasure_journal_path())
+                    .map_err(|e| anyhow!("{e}"))?;
+            ledger = ledger.with_erasure_journal(journal);
         }
         Ok(Env {
             store,
@@ -360,6 +393,36 @@ impl Cli {
             ledger,
             business,
         })
+    }
+}
+
+impl Cli {
+    /// Records in the access log, before anything is printed, that the user of this command
+    /// line was shown person-level data (`route`: the subcommand; `disclosed`: its kind).
+    pub(super) fn disclose(
+        &self,
+        route: &str,
+        persons: Vec<String>,
+        events: u64,
+        revealed: u64,
+        disclosed: &str,
+    ) -> Result<()> {
+        if persons.is_empty() {
+            return Ok(());
+        }
+        let log = campaign_ledger::audit::AccessLog::open(&self.access_log_path())
+            .map_err(|e| anyhow!("{e}"))?;
+        let a = actor();
+        log.record(&campaign_ledger::audit::Disclosure {
+            caller: a.agent_ref.unwrap_or_else(|| "-".into()),
+            role: a.role,
+            route: route.to_string(),
+            persons,
+            events,
+            revealed,
+            disclosed: disclosed.to_string(),
+        })
+        .map_err(|e| anyhow!("{e}"))
     }
 }
 

@@ -39,6 +39,10 @@ pub fn run(
         .filter(|f| directorate.is_none_or(|d| f.directorate() == d))
         .map(|f| f.view())
         .collect();
+    let mut persons: Vec<String> = rows.iter().filter_map(|r| r.person_id.clone()).collect();
+    persons.sort();
+    persons.dedup();
+    cli.disclose("findings", persons, rows.len() as u64, 0, "findings")?;
     let mut out = std::io::stdout().lock();
     match format {
         ReportFormat::Json => writeln!(

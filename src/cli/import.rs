@@ -14,9 +14,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             let pb = progress(None, "importing");
             let result = if file.as_os_str() == "-" {
                 let env = cli.open(false, true)?;
-                audit::import(&mut std::io::stdin().lock(), env.store.as_ref(), &mut |n| {
+                let r = audit::import(&mut std::io::stdin().lock(), env.store.as_ref(), &mut |n| {
                     pb.set_position(n)
-                })
+                });
+                migrated(env.store.as_ref())?;
+                r
             } else {
                 let open = || {
                     std::fs::File::open(file)
@@ -53,9 +55,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                     };
                 }
                 let env = cli.open(false, true)?;
-                audit::import(&mut open()?, env.store.as_ref(), &mut |n| {
+                let r = audit::import(&mut open()?, env.store.as_ref(), &mut |n| {
                     pb.set_position(n)
-                })
+                });
+                migrated(env.store.as_ref())?;
+                r
             };
             pb.finish_and_clear();
             match result {
@@ -76,4 +80,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
         }
         _ => unreachable!("dispatched on its own subcommand"),
     }
+}
+
+/// An export of an older build carries content hashes of version 1: once imported, they are
+/// rewritten as version 2 (see `app::migrate_content_hashes`).
+fn migrated(store: &dyn campaign_ledger::store::EventStore) -> Result<()> {
+    campaign_ledger::app::migrate_content_hashes(store).map_err(|e| anyhow!("{e}"))?;
+    Ok(())
 }

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod backup;
 mod changes;
+mod copy_log;
 mod demo;
 mod docs;
 mod env;
@@ -52,6 +53,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Export { .. } => export::run(&cli),
         Cmd::Backup { .. } | Cmd::Restore { .. } => backup::run(&cli),
         Cmd::Import { .. } => import::run(&cli),
+        Cmd::CopyLog { to } => copy_log::run(&cli, to),
         Cmd::Relay { .. } => relay::run(&cli),
         Cmd::Serve { .. } => serve::run(&cli),
         Cmd::Project { .. } => project::run(&cli),

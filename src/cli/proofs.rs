@@ -94,7 +94,23 @@ fn prove(
         None => signer(cli, key)?.sign(audit::digest(store).map_err(|e| anyhow!("{e}"))?),
     };
     match (position, person) {
-        (Some(p), _) => emit(proofs::inclusion_document(store, p, digest)),
+        (Some(p), _) => {
+            // The proof carries the event's export line: one naming a person is a disclosure.
+            let named = store
+                .read_all(p.saturating_sub(1), 1)
+                .map_err(|e| anyhow!("{e}"))?
+                .into_iter()
+                .find(|e| e.position == p)
+                .and_then(|e| campaign_ledger::privacy::person_named(&e.data));
+            cli.disclose(
+                "audit prove",
+                named.into_iter().collect(),
+                1,
+                0,
+                "event_proof",
+            )?;
+            emit(proofs::inclusion_document(store, p, digest))
+        }
         (None, Some(r)) => {
             let Some((pseudonym, positions)) =
                 env.ledger.person_events(r).map_err(|e| anyhow!("{e}"))?
@@ -103,6 +119,13 @@ fn prove(
                     "the key store holds no key for this person_ref: never recorded, or erased (an erased person's record can no longer be gathered; every proof of the log still checks)"
                 );
             };
+            cli.disclose(
+                "audit prove --person",
+                vec![pseudonym.clone()],
+                positions.len() as u64,
+                1,
+                "person_proof",
+            )?;
             emit(proofs::person_document(
                 store, &pseudonym, &positions, digest,
             ))

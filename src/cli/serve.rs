@@ -103,10 +103,6 @@ pub(super) fn serve(
             key_path.display()
         );
     }
-    state = state.with_access_log(
-        campaign_ledger::audit::AccessLog::open(&cli.access_log_path())
-            .map_err(|e| anyhow!("{e}"))?,
-    );
     let relay_options = cli.nats.clone().map(|url| {
         let mut o = campaign_ledger::bus::RelayOptions::new(url);
         o.health = health.clone();

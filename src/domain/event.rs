@@ -23,6 +23,7 @@ pub enum Event {
     SessionClosed(SessionClosed),
     CoverageSurveyAnswered(CoverageSurveyAnswered),
     PersonErased(PersonErased),
+    KeyStoreBound(KeyStoreBound),
 }
 
 /// A site was authorised as a vaccination site.
@@ -237,6 +238,19 @@ pub struct PersonErased {
     pub erased_at: DateTime<FixedOffset>,
 }
 
+/// The key store that writes persons to this log, named once (stream `ledger/key-store`) on a
+/// log that does not keep the person index itself (the NATS log, until the keys live in the
+/// cluster): a process with another key store refuses to write persons, so that one ref never
+/// gets two pseudonyms. Names the key store by an id of its own (random, made with it), never
+/// by a path or a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[allow(missing_docs)]
+pub struct KeyStoreBound {
+    /// The key store's id (32 hex digits).
+    pub key_store_id: String,
+    pub bound_at: DateTime<FixedOffset>,
+}
+
 /// An event's stored data could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -340,7 +354,8 @@ event_names!(
     SessionOpened,
     SessionClosed,
     CoverageSurveyAnswered,
-    PersonErased
+    PersonErased,
+    KeyStoreBound
 );
 
 impl Event {
@@ -405,6 +420,7 @@ impl Event {
             Event::SessionClosed(e) => e.closed_at,
             Event::CoverageSurveyAnswered(e) => day(e.as_of),
             Event::PersonErased(e) => e.erased_at,
+            Event::KeyStoreBound(e) => e.bound_at,
         }
     }
 
@@ -424,7 +440,8 @@ impl Event {
             | Event::SessionOpened(_)
             | Event::SessionClosed(_)
             | Event::CoverageSurveyAnswered(_)
-            | Event::PersonErased(_) => None,
+            | Event::PersonErased(_)
+            | Event::KeyStoreBound(_) => None,
         }
     }
 
@@ -443,7 +460,7 @@ impl Event {
             Event::SessionOpened(e) => Some(&e.directorate),
             Event::SessionClosed(e) => Some(&e.directorate),
             Event::CoverageSurveyAnswered(e) => Some(&e.directorate),
-            Event::PersonErased(_) => None,
+            Event::PersonErased(_) | Event::KeyStoreBound(_) => None,
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum WireError {
         /// Its value.
         value: String,
     },
+    /// An attribute of a version this build does not read (a newer build wrote it).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl WireError {
@@ -105,6 +108,10 @@ struct Wire<'a> {
     /// an import needs it to keep command ids idempotent forever).
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
     ledgercommandhash: Option<Cow<'a, str>>,
+    /// The version of `ledgercommandhash` (absent: 1, the SHA-256 of the command's canonical
+    /// JSON, written by older builds; 2: with the person's pseudonym in place of the ref).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledgercommandhashversion: Option<u32>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -163,12 +170,22 @@ pub fn encode(e: &EventRef<'_>, source: &str) -> Vec<u8> {
 /// exports of the same log are byte-identical.
 pub const EXPORT_SOURCE: &str = "/campaign-ledger/export";
 
-/// Encodes an event as one line of an export: the CloudEvent with `ledgercommandhash`.
-pub fn encode_export(e: &EventRef<'_>, command_hash: &[u8; 32]) -> Vec<u8> {
+/// A command's content hash and its version, as an export line carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandHash {
+    /// The hash.
+    pub hash: [u8; 32],
+    /// Its version (1 or 2; see `CommandEnvelope::content_hash`).
+    pub version: u32,
+}
+
+/// Encodes an event as one line of an export: the CloudEvent with `ledgercommandhash` and
+/// `ledgercommandhashversion` (written from version 2 on).
+pub fn encode_export(e: &EventRef<'_>, command_hash: &CommandHash) -> Vec<u8> {
     encode_with(e, EXPORT_SOURCE, Some(command_hash))
 }
 
-fn encode_with(e: &EventRef<'_>, source: &str, command_hash: Option<&[u8; 32]>) -> Vec<u8> {
+fn encode_with(e: &EventRef<'_>, source: &str, command_hash: Option<&CommandHash>) -> Vec<u8> {
     let owned;
     let data: &RawValue = match serde_json::from_str(e.data) {
         Ok(d) => d,
@@ -180,7 +197,8 @@ fn encode_with(e: &EventRef<'_>, source: &str, command_hash: Option<&[u8; 32]>) 
         }
     };
     let mut w = wire(e, source, data);
-    w.ledgercommandhash = command_hash.map(|h| hex::encode(h).into());
+    w.ledgercommandhash = command_hash.map(|h| hex::encode(h.hash).into());
+    w.ledgercommandhashversion = command_hash.map(|h| h.version).filter(|&v| v >= 2);
     serde_json::to_vec(&w).expect("cloud events serialize")
 }
 
@@ -208,6 +226,7 @@ fn wire<'a>(e: &'a EventRef<'a>, source: &'a str, data: &'a RawValue) -> Wire<'a
         ledgerprevhash: hex::encode(e.prev_hash).into(),
         ledgerhash: hex::encode(e.hash).into(),
         ledgercommandhash: None,
+        ledgercommandhashversion: None,
         data,
     }
 }
@@ -309,7 +328,7 @@ pub fn decode(payload: &[u8]) -> Result<RecordedEvent, WireError> {
 }
 
 /// Decodes a line of an export: the event and its command's content hash, when present.
-pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>), WireError> {
+pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<CommandHash>), WireError> {
     let w: Wire = serde_json::from_slice(payload).map_err(WireError::Json)?;
     check_derived(&w)?;
     let event = RecordedEvent {
@@ -329,7 +348,23 @@ pub fn decode_export(payload: &[u8]) -> Result<(RecordedEvent, Option<[u8; 32]>)
         hash: hash("ledgerhash", &w.ledgerhash)?,
     };
     let command_hash = match &w.ledgercommandhash {
-        Some(h) => Some(hash("ledgercommandhash", h)?),
+        Some(h) => Some(CommandHash {
+            hash: hash("ledgercommandhash", h)?,
+            version: match w.ledgercommandhashversion {
+                None | Some(1) => 1,
+                Some(2) => 2,
+                Some(v) => {
+                    return Err(WireError::Unsupported(format!(
+                        "ledgercommandhashversion {v} is not one this build reads (1 or 2)"
+                    )))
+                }
+            },
+        }),
+        None if w.ledgercommandhashversion.is_some() => {
+            return Err(WireError::Unsupported(
+                "ledgercommandhashversion without ledgercommandhash".into(),
+            ))
+        }
         None => None,
     };
     Ok((event, command_hash))

@@ -41,6 +41,9 @@ impl AppState {
     pub fn new(ledger: Arc<Ledger>, engine: Arc<Engine>) -> AppState {
         // The sender is dropped at once: the receiver keeps reading `false`.
         let (_never, stopping) = tokio::sync::watch::channel(false);
+        // The ledger's access log (where its refusals about known people go) records the
+        // reads too: one log of every disclosure.
+        let access_log = ledger.access_log().cloned();
         AppState {
             ledger,
             engine,
@@ -49,7 +52,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             relay: None,
             signing: None,
-            access_log: None,
+            access_log,
             live: Arc::new(super::live_hub::LiveHub::new(
                 super::live_hub::DEFAULT_MAX_LIVE,
             )),
@@ -70,7 +73,8 @@ impl AppState {
         self
     }
 
-    /// Reveals person refs to the roles that read events, recording each such read here.
+    /// Reveals person refs to the roles that read events, recording each such read here (a
+    /// ledger with an access log of its own gives it at `new`).
     pub fn with_access_log(mut self, log: AccessLog) -> AppState {
         self.access_log = Some(Arc::new(log));
         self

@@ -103,7 +103,13 @@ pub struct CommandRecord {
     pub last_position: u64,
     /// Commit time.
     pub recorded_at: String,
+    /// The content hash's version: 2 (with the person's pseudonym in place of the ref), or 1
+    /// (the canonical JSON as sent, by older builds) until the ledger's migration rewrites it.
+    pub hash_version: u32,
 }
+
+/// The content hash version every append records (see `CommandEnvelope::content_hash`).
+pub const CONTENT_HASH_VERSION: u32 = 2;
 
 /// The result of an append.
 #[derive(Debug, Clone, PartialEq)]
@@ -273,9 +279,10 @@ pub trait EventStore: Send + Sync {
     }
 
     /// The pseudonym the person index gives a lookup, if it holds it. Without `fresh`, a
-    /// store may answer from what this process remembers: a person another process recorded
-    /// a moment ago may be missing (recording them again is refused with `PersonTaken`), and
-    /// one it erased may still be there. With `fresh`, the store itself is read.
+    /// store may answer a person it holds from what this process remembers (one another
+    /// process erased may still be there), but a lookup it lacks is read from the store, so
+    /// that a person another process recorded a moment ago is found. With `fresh`, the store
+    /// itself is read.
     fn person_id(&self, lookup: &[u8; 32], fresh: bool) -> Result<Option<String>, StoreError> {
         let _ = (lookup, fresh);
         Ok(None)
@@ -313,6 +320,13 @@ pub trait EventStore: Send + Sync {
         Ok(())
     }
 
+    /// `forget_person` by pseudonym (a restore applying an erasure journal, which holds no
+    /// ref): every index entry naming `person_id` is removed, its bytes gone from the files.
+    fn forget_person_id(&self, person_id: &str) -> Result<(), StoreError> {
+        let _ = person_id;
+        Ok(())
+    }
+
     /// Whether the store keeps the log's Merkle tree (`tree_nodes` answers).
     fn keeps_tree(&self) -> bool {
         false
@@ -342,6 +356,25 @@ pub trait EventStore: Send + Sync {
                 self.describe()
             )
             .into(),
+        ))
+    }
+
+    /// The commands whose content hash is of version 1 (written by an older build, or imported
+    /// from an export of one), with their first event's position and their hash: what the
+    /// ledger's migration (`app::migrate_content_hashes`) rewrites.
+    fn commands_of_hash_version_1(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Replaces the content hashes of these commands by their version 2, durably, so that no
+    /// version-1 hash stays in the store's files (a store whose messages cannot be rewritten,
+    /// the NATS log, keeps them in its index only).
+    fn rehash_commands(&self, hashes: &[(Uuid, [u8; 32])]) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Invalid(
+            format!("{} cannot rewrite content hashes", self.describe()).into(),
         ))
     }
 
@@ -388,6 +421,8 @@ pub struct ImportedEvent {
     pub event: RecordedEvent,
     /// The content hash of the command that caused it (for permanent idempotency).
     pub content_hash: [u8; 32],
+    /// Its version (1 in exports of older builds; see `CommandRecord::hash_version`).
+    pub hash_version: u32,
 }
 
 /// Checks that `events` continue a log whose head is `head` (the chain's checks, see

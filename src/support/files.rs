@@ -146,6 +146,9 @@ mod tests {
         assert!(readable_by_others(std::slice::from_ref(&file)).is_empty());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         ensure_private_file(&file).unwrap();
-        assert_eq!(readable_by_others(std::slice::from_ref(&file)), vec![(file, 0o644)]);
+        assert_eq!(
+            readable_by_others(std::slice::from_ref(&file)),
+            vec![(file, 0o644)]
+        );
     }
 }

@@ -131,7 +131,9 @@ fn a_backup_taken_while_serving_restores_to_the_same_log_byte_for_byte() {
         ],
     );
     assert!(refused.contains("never holds it"), "{refused}");
+    let journal = dir.path().join("ledger-data/ledger.erasures.jsonl");
     let mut args = restore.to_vec();
+    args.extend(["--erasure-journal", journal.to_str().unwrap()]);
     args.extend(["restore", "--from", bk.to_str().unwrap()]);
     run_ok(fresh.path(), &args);
     let again = run_err(fresh.path(), &args);
@@ -202,4 +204,129 @@ fn backup_refuses_what_it_cannot_do_safely() {
     assert!(err.contains("is not one"), "{err}");
     let err = run_err(dir.path(), &["backup"]);
     assert!(err.contains("--to"), "{err}");
+}
+
+/// The operator restoring a backup taken before an erasure: the erasure journal (kept apart
+/// from the backups) is applied before the ledger opens, so the person stays erased — their
+/// key destroyed again in the restored key store, a `PersonErased` appended. Without the
+/// journal, restore refuses unless told what it means.
+#[test]
+fn an_erasure_survives_the_restore_of_an_older_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines = [
+        support::lyon_site(),
+        support::lyon_first_dose(uuid::Uuid::now_v7(), "P-000001"),
+        support::lyon_first_dose(uuid::Uuid::now_v7(), "P-000002"),
+    ];
+    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    run_ok(d, &["submit", "in.jsonl"]);
+    run_ok(d, &["backup", "--to", "bk"]);
+    let erased = run_ok(d, &["erase-person", "P-000001"]);
+    let person_id = erased
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("{erased}"))
+        .to_string();
+    let wrapped: Vec<u8> = rusqlite::Connection::open(d.join("bk/ledger.keys.db"))
+        .unwrap()
+        .query_row(
+            "SELECT wrapped_key FROM persons WHERE person_id = ?1",
+            [&person_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let journal = d.join("ledger-data/ledger.erasures.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(text.contains(&person_id), "{text}");
+    assert!(
+        !text.contains("P-000001"),
+        "the journal holds the ref: {text}"
+    );
+
+    // The machine's disk is lost; the journal and the master key were kept elsewhere.
+    let kept = tempfile::tempdir().unwrap();
+    std::fs::copy(&journal, kept.path().join("erasures.jsonl")).unwrap();
+    std::fs::copy(
+        d.join("ledger-data/master.key"),
+        kept.path().join("master.key"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(d.join("ledger-data")).unwrap();
+    let master = kept.path().join("master.key");
+    let journal = kept.path().join("erasures.jsonl");
+    let with_key = |args: &[&str]| {
+        let mut all = vec!["--master-key", master.to_str().unwrap()];
+        all.extend(args);
+        all.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = |a: &[&str]| with_key(a);
+    let refused = run_err(d, &strs(&args(&["restore", "--from", "bk"])));
+    assert!(
+        refused.contains("erasure journal") && refused.contains("--without-erasure-journal"),
+        "{refused}"
+    );
+    assert!(
+        !d.join("ledger-data/ledger.db").exists(),
+        "refused, yet restored"
+    );
+    let out = run_ok(
+        d,
+        &strs(&args(&[
+            "--erasure-journal",
+            journal.to_str().unwrap(),
+            "restore",
+            "--from",
+            "bk",
+        ])),
+    );
+    assert!(out.contains("1 erasure"), "{out}");
+    // The person stays erased: no key, no index entry, a PersonErased in the log.
+    let keys = std::fs::read(d.join("ledger-data/ledger.keys.db")).unwrap();
+    assert!(!keys.windows(wrapped.len()).any(|w| w == wrapped.as_slice()));
+    run_ok(d, &["audit", "keygen"]);
+    let p = run_err(d, &strs(&args(&["audit", "prove", "--person", "P-000001"])));
+    assert!(p.contains("erased") || p.contains("no key"), "{p}");
+    run_ok(d, &strs(&args(&["audit", "prove", "--person", "P-000002"])));
+    let export = run_ok(d, &["export"]);
+    assert_eq!(export.matches("\"PersonErased\"").count(), 1, "{export}");
+    run_ok(d, &["audit", "verify"]);
+    // The ref starts afresh: a new pseudonym.
+    std::fs::write(
+        d.join("again.jsonl"),
+        support::lyon_first_dose(uuid::Uuid::now_v7(), "P-000001") + "\n",
+    )
+    .unwrap();
+    let mut again = args(&["--erasure-journal", journal.to_str().unwrap()]);
+    again.extend([
+        "submit".into(),
+        "again.jsonl".into(),
+        "--format".into(),
+        "json".into(),
+    ]);
+    let out = run_ok(d, &strs(&again));
+    assert!(out.contains("accepted"), "{out}");
+
+    // Told explicitly, restore goes on without a journal, and says what that means.
+    let other = tempfile::tempdir().unwrap();
+    let bk = d.join("bk");
+    let out = support::run(
+        other.path(),
+        &strs(&args(&[
+            "restore",
+            "--from",
+            bk.to_str().unwrap(),
+            "--without-erasure-journal",
+        ])),
+    );
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("erased since the backup"),
+        "{}",
+        support::stderr(&out)
+    );
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

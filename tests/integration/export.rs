@@ -454,9 +454,11 @@ fn a_store_refuses_events_that_do_not_continue_its_head() {
         .iter()
         .map(|l| {
             let (event, hash) = decode_export(l.as_bytes()).unwrap();
+            let hash = hash.unwrap();
             ImportedEvent {
                 event,
-                content_hash: hash.unwrap(),
+                content_hash: hash.hash,
+                hash_version: hash.version,
             }
         })
         .collect();

@@ -158,3 +158,152 @@ fn the_sqlite_log_refuses_a_second_entry_for_a_person_and_writes_nothing() {
 }
 
 use crate::support;
+
+fn dose_line(person: &str, kind: &str, at: &str) -> String {
+    serde_json::json!({"type": "AdministerDose", "command_id": uuid::Uuid::now_v7(),
+        "person_ref": person, "age_band": "30-39", "recipient": "user", "directorate": "lyon",
+        "site": "lyon-dt", "product": "comirnaty", "lot": "FF1234", "dose": kind,
+        "administered_at": at})
+    .to_string()
+}
+
+fn submit_lines(dir: &std::path::Path, global: &[&str], lines: &[String]) -> String {
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    let mut args = global.to_vec();
+    args.extend(["submit", "in.jsonl", "--format", "json"]);
+    let o = support::run(dir, &args);
+    format!("{}{}", support::stdout(&o), support::stderr(&o))
+}
+
+/// `serve` and `submit` on one SQLite file, both ways: each process judges a command on the
+/// people the other recorded a moment before (their second doses are accepted, their first
+/// doses refused as recorded already), and first injections count each person once.
+#[test]
+fn serve_and_submit_on_one_file_are_judged_on_each_others_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_server, addr) = support::serve_new(d, &[]);
+    let post = |body: String| {
+        let (s, v) = support::plain(&addr, "POST", "/v1/commands", &body);
+        assert_eq!(s, 200, "{v}");
+        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        v["outcome"].as_str().unwrap().to_string() + v["error"]["code"].as_str().unwrap_or("")
+    };
+    assert_eq!(post(support::lyon_site()), "accepted");
+    let (s, h) = (["S-1", "S-2", "S-3"], ["H-1", "H-2", "H-3"]);
+    // submit records, the server goes on.
+    let firsts: Vec<String> = s
+        .iter()
+        .map(|p| dose_line(p, "first", "2021-10-04T10:00:00+02:00"))
+        .collect();
+    let out = submit_lines(d, &[], &firsts);
+    assert_eq!(out.matches("\"accepted\"").count(), 3, "{out}");
+    for p in s {
+        assert_eq!(
+            post(dose_line(p, "second", "2021-11-04T10:00:00+01:00")),
+            "accepted",
+            "{p}"
+        );
+        assert_eq!(
+            post(dose_line(p, "first", "2021-11-05T10:00:00+01:00")),
+            "rejectedfirst_dose_already_recorded",
+            "{p}"
+        );
+    }
+    // The server records, submit goes on.
+    for p in h {
+        assert_eq!(
+            post(dose_line(p, "first", "2021-10-04T10:00:00+02:00")),
+            "accepted"
+        );
+    }
+    let seconds: Vec<String> = h
+        .iter()
+        .flat_map(|p| {
+            [
+                dose_line(p, "second", "2021-11-04T10:00:00+01:00"),
+                dose_line(p, "first", "2021-11-05T10:00:00+01:00"),
+            ]
+        })
+        .collect();
+    let out = submit_lines(d, &[], &seconds);
+    assert_eq!(out.matches("\"accepted\"").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("first_dose_already_recorded").count(),
+        3,
+        "{out}"
+    );
+    let o = support::run(
+        d,
+        &[
+            "report",
+            "doses_by_directorate",
+            "--as-of",
+            "2021-12-31",
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&support::ok_output(&o)).unwrap();
+    assert_eq!(report["totals"]["first"], 6, "{report}");
+    assert_eq!(report["totals"]["second"], 6, "{report}");
+}
+
+/// On the NATS log, until the keys live in the cluster, one key store writes persons: the log
+/// records which, and a process with another key store (or a copy of it that missed people)
+/// refuses to write persons, saying why; its reads and reports go on.
+#[test]
+fn a_second_key_store_on_one_nats_log_refuses_to_write_persons() {
+    let nats = support::nats::NatsServer::start();
+    let url = nats.url();
+    let global = ["--store", url.as_str()];
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Both start before anyone is recorded; each makes its own key store.
+    let out = submit_lines(one.path(), &global, &[support::lyon_site()]);
+    assert!(out.contains("\"accepted\""), "{out}");
+    let stale = tempfile::tempdir().unwrap();
+    std::fs::create_dir(stale.path().join("ledger-data")).unwrap();
+    for f in ["nats-log.keys.db", "master.key"] {
+        std::fs::copy(
+            one.path().join("ledger-data").join(f),
+            stale.path().join("ledger-data").join(f),
+        )
+        .unwrap();
+    }
+    let out = submit_lines(two.path(), &global, &[]);
+    assert!(!out.contains("error"), "{out}");
+    let first = dose_line("N-1", "first", "2021-10-04T10:00:00+02:00");
+    let out = submit_lines(one.path(), &global, &[first]);
+    assert!(out.contains("\"accepted\""), "{out}");
+    // Another key store, and a copy taken before N-1: both refuse to write persons.
+    for (who, d) in [("another key store", &two), ("a stale copy", &stale)] {
+        let out = submit_lines(
+            d.path(),
+            &global,
+            &[dose_line("N-1", "second", "2021-11-04T10:00:00+01:00")],
+        );
+        assert!(
+            !out.contains("\"accepted\"") && out.contains("key store"),
+            "{who}: {out}"
+        );
+        let o = support::run(
+            d.path(),
+            &[
+                "--store",
+                &url,
+                "report",
+                "doses_by_directorate",
+                "--as-of",
+                "2021-12-31",
+            ],
+        );
+        support::ok_output(&o);
+    }
+    // The key store that writes persons goes on.
+    let out = submit_lines(
+        one.path(),
+        &global,
+        &[dose_line("N-1", "second", "2021-11-04T10:00:00+01:00")],
+    );
+    assert!(out.contains("\"accepted\""), "{out}");
+}

@@ -154,7 +154,8 @@ impl StreamState {
             }
             Event::DoseNotAdministered(_)
             | Event::CoverageSurveyAnswered(_)
-            | Event::PersonErased(_) => {}
+            | Event::PersonErased(_)
+            | Event::KeyStoreBound(_) => {}
             Event::TicketIssued(e) => {
                 self.ticket = Some(TicketState {
                     issued: e.clone(),

@@ -178,11 +178,16 @@ impl KeyStore {
         let wrap = Aes256Gcm::new_from_slice(&master.derive("campaign-ledger wrap v1"))
             .expect("32-byte key");
         let check = hex::encode(master.derive(CHECK_LABEL));
-        // The first opener writes the check value; every opener compares with what is there.
+        // The first opener writes the check value and the key store's id (random: what a log
+        // that binds its person writer names it by); every opener compares the check value.
+        let mut id = [0u8; 16];
+        getrandom::getrandom(&mut id)
+            .map_err(|e| StoreError::Unavailable(format!("no random bytes: {e}").into()))?;
+        let id = hex::encode(id);
         retry(&|| {
             conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('check', ?1), ('legacy', ?2)",
-                params![check, if log_was_empty { "0" } else { "1" }],
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('check', ?1), ('legacy', ?2), ('id', ?3)",
+                params![check, if log_was_empty { "0" } else { "1" }, id],
             )
             .map(|_| ())
         })?;
@@ -238,6 +243,33 @@ impl KeyStore {
     /// clear, in streams `person/<person_ref>`).
     pub fn legacy(&self) -> bool {
         self.meta("legacy").ok().flatten().as_deref() == Some("1")
+    }
+
+    /// The key store's id: random, made with it (a copy of the file has the same id).
+    pub fn id(&self) -> Result<String, StoreError> {
+        self.meta("id")?.ok_or_else(|| {
+            StoreError::Corrupt(format!("key store {}: no id", self.path.display()).into())
+        })
+    }
+
+    /// How far a log was searched for people this key store lacks (`set_checked_upto`).
+    pub fn checked_upto(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta("checked_upto")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Records that the log up to `upto` names no person this key store lacks (keys are never
+    /// lost but by erasure, so it stays true).
+    pub fn set_checked_upto(&self, upto: u64) -> Result<(), StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('checked_upto', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            [upto.to_string()],
+        )?;
+        Ok(())
     }
 
     /// A value of the `meta` table.
@@ -393,32 +425,41 @@ impl KeyStore {
         if let Some(k) = self.find(person_ref)? {
             return Ok(k);
         }
-        self.create(person_ref)
+        Ok(self.create(person_ref)?.0)
+    }
+
+    /// A key made in advance (`take_new`) whose person's append did not commit goes back to
+    /// the pool: nothing names it.
+    pub fn give_back(&self, key: PersonKey) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.pool.push(key);
     }
 
     /// A new key for a person the caller just looked up in vain, recorded here with their
-    /// lookup (the writer keeps the first one committed, should another thread or process
-    /// create one meanwhile).
-    pub fn create(&self, person_ref: &str) -> Result<PersonKey, StoreError> {
+    /// lookup, durable on return. When another thread or process recorded the person first,
+    /// the writer keeps theirs: the key stored for the person, and whether it is the one made
+    /// by this call.
+    pub fn create(&self, person_ref: &str) -> Result<(PersonKey, bool), StoreError> {
         let lookup = self.lookup(person_ref);
-        let (person_id, _, wrapped) = self.new_key(None)?;
+        let (made_id, _, wrapped) = self.new_key(None)?;
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let closed = || StoreError::Unavailable("the key store's writer stopped".into());
         self.writer
             .send(NewKey {
                 lookup,
-                person_id,
+                person_id: made_id.clone(),
                 wrapped,
                 reply,
             })
             .map_err(|_| closed())?;
         let (person_id, wrapped) = answer.recv().map_err(|_| closed())??;
+        let created = person_id == made_id;
         let key = PersonKey {
             key: self.unwrap_key(&person_id, &wrapped)?,
             person_id,
         };
         self.remember(&lookup, &key);
-        Ok(key)
+        Ok((key, created))
     }
 
     /// What the key store holds for a person_id (reads of old events).

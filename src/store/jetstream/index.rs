@@ -2,6 +2,7 @@
 //! (idempotency forever), each stream's version, the head; the chain is verified as it is read.
 
 use super::*;
+use crate::envelope::cloudevents::CommandHash;
 use crate::envelope::merkle::MemoryTree;
 
 /// What the index keeps of a command.
@@ -10,6 +11,8 @@ pub(super) struct CommandEntry {
     pub(super) first: u64,
     pub(super) last: u64,
     pub(super) content_hash: [u8; 32],
+    /// The content hash's version (from the `Ledger-Command-Hash-Version` header; 1 without).
+    pub(super) hash_version: u8,
     pub(super) recorded_at: Box<str>,
 }
 
@@ -43,7 +46,31 @@ impl Index {
             first_position: c.first,
             last_position: c.last,
             recorded_at: c.recorded_at.to_string(),
+            hash_version: u32::from(c.hash_version),
         })
+    }
+
+    /// The commands whose content hash is of version 1.
+    pub(super) fn of_hash_version_1(&self) -> Vec<CommandRecord> {
+        let mut old: Vec<CommandRecord> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.hash_version < 2)
+            .filter_map(|(id, _)| self.record(*id))
+            .collect();
+        old.sort_by_key(|c| c.first_position);
+        old
+    }
+
+    /// Takes version-2 hashes in place of version-1 ones (the messages keep theirs: a NATS
+    /// log's messages cannot be rewritten).
+    pub(super) fn rehash(&mut self, hashes: &[(Uuid, [u8; 32])]) {
+        for (id, h) in hashes {
+            if let Some(c) = self.commands.get_mut(id) {
+                c.content_hash = *h;
+                c.hash_version = 2;
+            }
+        }
     }
 
     /// Adds the next event of the log, checking that it follows the head and that its hash
@@ -51,7 +78,7 @@ impl Index {
     pub(super) fn apply(
         &mut self,
         e: &EventRef<'_>,
-        content_hash: [u8; 32],
+        content_hash: CommandHash,
     ) -> Result<(), StoreError> {
         if e.position <= self.head {
             return Ok(());
@@ -104,7 +131,8 @@ impl Index {
                         stream: si,
                         first: e.position,
                         last: e.position,
-                        content_hash,
+                        content_hash: content_hash.hash,
+                        hash_version: content_hash.version as u8,
                         recorded_at: e.recorded_at.into(),
                     },
                 );
@@ -118,11 +146,13 @@ impl Index {
     }
 }
 
+/// The content hash a message of the log carries (`Ledger-Command-Hash`) and its version
+/// (`Ledger-Command-Hash-Version`; messages of older builds have none: version 1).
 pub(super) fn content_hash_of(
     headers: Option<&HeaderMap>,
     position: u64,
-) -> Result<[u8; 32], StoreError> {
-    headers
+) -> Result<CommandHash, StoreError> {
+    let hash = headers
         .and_then(|h| h.get("Ledger-Command-Hash"))
         .and_then(|v| hex::decode(v.as_str()).ok())
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
@@ -130,7 +160,19 @@ pub(super) fn content_hash_of(
             StoreError::Corrupt(format!(
                 "{LOG_STREAM} position {position} has no Ledger-Command-Hash header: it was not written by campaign-ledger"
             ).into())
-        })
+        })?;
+    let version = match headers.and_then(|h| h.get("Ledger-Command-Hash-Version")) {
+        None => 1,
+        Some(v) => match v.as_str() {
+            "2" => 2,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "{LOG_STREAM} position {position} has Ledger-Command-Hash-Version {other:?}, which this build does not read"
+                ).into()))
+            }
+        },
+    };
+    Ok(CommandHash { hash, version })
 }
 
 /// Reads what the stream holds beyond the index's head into the index. A long range (opening
@@ -164,7 +206,7 @@ pub(super) async fn catch_up(
         }
     } else {
         let mut messages = ordered_messages(stream, head + 1).await?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, [u8; 32], bytes::Bytes)>>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, CommandHash, bytes::Bytes)>>(16);
         let sh = shared.clone();
         let indexer = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             for chunk in rx {
@@ -221,7 +263,7 @@ pub(super) async fn catch_up(
 pub(super) fn index_event(
     index: &mut Index,
     payload: &[u8],
-    content_hash: [u8; 32],
+    content_hash: CommandHash,
     seq: u64,
 ) -> Result<(), StoreError> {
     with_event(payload, |e| {

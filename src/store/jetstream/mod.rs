@@ -93,11 +93,27 @@ impl From<NatsError> for StoreError {
     }
 }
 
-/// The subject of a ledger stream: `ledger.v1.log.<token>`, where the token is the stream id
-/// with every byte outside `[A-Za-z0-9_:=-]` written `%XX` (the empty id is `%`).
+/// The subject of a ledger stream in `LEDGER_LOG`: `ledger.v1.log.<token>`, where the token is
+/// the stream id with every byte outside `[A-Za-z0-9_:=-]` written `%XX` (the empty id is `%`).
 pub fn log_subject(stream_id: &str) -> String {
-    let mut s = String::with_capacity(LOG_SUBJECT_PREFIX.len() + 1 + stream_id.len());
-    s.push_str(LOG_SUBJECT_PREFIX);
+    log_subject_in(LOG_SUBJECT_PREFIX, stream_id)
+}
+
+/// The subjects' prefix of the log kept in the JetStream stream `stream`: `ledger.v1.log` for
+/// `LEDGER_LOG`, `ledger.v1.log-<name in lower case>` for another (`stream=NAME` in the URL: a
+/// copy, which two streams' subjects must not overlap).
+pub fn subject_prefix(stream: &str) -> String {
+    if stream == LOG_STREAM {
+        LOG_SUBJECT_PREFIX.to_string()
+    } else {
+        format!("{LOG_SUBJECT_PREFIX}-{}", stream.to_ascii_lowercase())
+    }
+}
+
+/// [`log_subject`] under another prefix (see [`subject_prefix`]).
+pub fn log_subject_in(prefix: &str, stream_id: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + 1 + stream_id.len());
+    s.push_str(prefix);
     s.push('.');
     if stream_id.is_empty() {
         s.push('%');
@@ -134,6 +150,8 @@ struct Job {
 
 /// The JetStream log backend.
 pub struct JetStreamStore {
+    /// The subjects' prefix of the log's JetStream stream (`subject_prefix`).
+    prefix: Arc<str>,
     url: String,
     runtime: tokio::runtime::Runtime,
     stream: stream::Stream,
@@ -160,7 +178,13 @@ impl JetStreamStore {
     /// Connects, creates `LEDGER_LOG` if needed (with `replicas` from the URL, default 1),
     /// and builds the index from the log, verifying its chain.
     pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<JetStreamStore, StoreError> {
-        let (servers, replicas, batch) = parse_url(url)?;
+        let url::LogUrl {
+            servers,
+            replicas,
+            batch,
+            stream: name,
+        } = parse_url(url)?;
+        let prefix: Arc<str> = subject_prefix(&name).into();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("nats-store")
@@ -169,6 +193,7 @@ impl JetStreamStore {
             .map_err(unavailable)?;
         let addrs = crate::nats::server_addrs(&servers).map_err(unavailable)?;
         let shown = url.to_string();
+        let subjects = format!("{prefix}.>");
         let (client, writer_js, stream) = run_on(&runtime, async move {
             // Servers that are still starting get 5 s to accept the connection.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -192,7 +217,7 @@ impl JetStreamStore {
             };
             check_version(&client)?;
             let js = jetstream::new(client.clone());
-            let stream = ensure_log(&js, replicas).await?;
+            let stream = ensure_log(&js, replicas, &name, &subjects).await?;
             let writer_js = jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(5))
                 .build(client.clone());
@@ -215,9 +240,11 @@ impl JetStreamStore {
             shared: shared.clone(),
             clock,
             batch,
+            prefix: prefix.clone(),
         };
         runtime.spawn(writer.run(rx));
         Ok(JetStreamStore {
+            prefix,
             url: servers,
             runtime,
             stream,
@@ -276,10 +303,12 @@ fn check_version(client: &Client) -> Result<(), StoreError> {
 async fn ensure_log(
     js: &jetstream::Context,
     replicas: Option<usize>,
+    name: &str,
+    subjects: &str,
 ) -> Result<stream::Stream, StoreError> {
     let config = stream::Config {
-        name: LOG_STREAM.to_string(),
-        subjects: vec![format!("{LOG_SUBJECT_PREFIX}.>")],
+        name: name.to_string(),
+        subjects: vec![subjects.to_string()],
         storage: stream::StorageType::File,
         num_replicas: replicas.unwrap_or(1),
         allow_direct: true,
@@ -292,7 +321,7 @@ async fn ensure_log(
     let deadline = Instant::now() + RETRY_FOR;
     loop {
         let attempt = async {
-            match js.get_stream(LOG_STREAM).await {
+            match js.get_stream(name).await {
                 Ok(mut s) => {
                     let info = s.info().await.map_err(unavailable)?.clone();
                     let c = &info.config;
@@ -438,6 +467,19 @@ impl EventStore for JetStreamStore {
         Ok(self.shared.index().record(command_id))
     }
 
+    fn commands_of_hash_version_1(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        Ok(self.shared.index().of_hash_version_1())
+    }
+
+    /// The log's messages cannot be rewritten (deletes and purges are denied): the index
+    /// takes the version-2 hashes, which exports, idempotency and imports use from then on;
+    /// the messages keep their `Ledger-Command-Hash` of version 1 (see the README, and
+    /// `campaign-ledger copy-log`, which copies the log into a stream with version-2 headers).
+    fn rehash_commands(&self, hashes: &[(Uuid, [u8; 32])]) -> Result<(), StoreError> {
+        self.shared.index().rehash(hashes);
+        Ok(())
+    }
+
     fn keeps_tree(&self) -> bool {
         true
     }
@@ -527,6 +569,12 @@ impl EventStore for JetStreamStore {
                 let mut h = HeaderMap::new();
                 h.insert("Ledger-Position", e.position.to_string().as_str());
                 h.insert("Ledger-Command-Hash", hex::encode(ie.content_hash).as_str());
+                if ie.hash_version >= 2 {
+                    h.insert(
+                        "Ledger-Command-Hash-Version",
+                        ie.hash_version.to_string().as_str(),
+                    );
+                }
                 h.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
                 h.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
                 h.insert(
@@ -534,7 +582,12 @@ impl EventStore for JetStreamStore {
                     (e.position - 1).to_string().as_str(),
                 );
                 let payload: bytes::Bytes = encode(&e.as_ref(), SOURCE).into();
-                (log_subject(&e.stream_id), h, payload, e.position)
+                (
+                    log_subject_in(&self.prefix, &e.stream_id),
+                    h,
+                    payload,
+                    e.position,
+                )
             })
             .collect();
         self.run(async move {
@@ -575,7 +628,11 @@ impl EventStore for JetStreamStore {
     }
 
     fn describe(&self) -> String {
-        format!("nats:{}/{LOG_STREAM}", self.url.trim_start_matches("nats:"))
+        format!(
+            "nats:{}/{}",
+            self.url.trim_start_matches("nats:"),
+            self.stream.cached_info().config.name
+        )
     }
 }
 

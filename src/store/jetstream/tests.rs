@@ -13,27 +13,40 @@ fn subjects_hold_any_stream_id_and_tell_them_apart() {
 
 #[test]
 fn urls_take_several_servers_replicas_and_the_publish_mode() {
+    let url = |servers: &str, replicas, batch, stream: &str| url::LogUrl {
+        servers: servers.into(),
+        replicas,
+        batch,
+        stream: stream.into(),
+    };
     assert_eq!(
         parse_url("nats://127.0.0.1:4222,nats://127.0.0.1:4223?replicas=3").unwrap(),
-        (
-            "nats://127.0.0.1:4222,nats://127.0.0.1:4223".into(),
+        url(
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
             Some(3),
-            true
+            true,
+            LOG_STREAM
         )
     );
     assert_eq!(
         parse_url("nats://127.0.0.1:4222").unwrap(),
-        ("nats://127.0.0.1:4222".into(), None, true)
+        url("nats://127.0.0.1:4222", None, true, LOG_STREAM)
     );
     assert_eq!(
-        parse_url("nats://127.0.0.1:4222?replicas=3&publish=each").unwrap(),
-        ("nats://127.0.0.1:4222".into(), Some(3), false)
+        parse_url("nats://127.0.0.1:4222?replicas=3&publish=each&stream=LEDGER_LOG_V2").unwrap(),
+        url("nats://127.0.0.1:4222", Some(3), false, "LEDGER_LOG_V2")
+    );
+    assert_eq!(subject_prefix(LOG_STREAM), "ledger.v1.log");
+    assert_eq!(
+        subject_prefix("LEDGER_LOG_V2"),
+        "ledger.v1.log-ledger_log_v2"
     );
     for bad in [
         "nats://127.0.0.1:4222?publish=sometimes",
         "nats://127.0.0.1:4222?replicas=0",
         "nats://127.0.0.1:4222?replicas=x",
-        "nats://127.0.0.1:4222?stream=X",
+        "nats://127.0.0.1:4222?stream=x.y",
+        "nats://127.0.0.1:4222?nope=X",
         "nats://127.0.0.1:x",
         "nats://",
     ] {

@@ -32,6 +32,8 @@ pub(super) struct Writer {
     /// A group of single-event commands is one atomic batch (`publish=batch`), rather than
     /// one publish per event (`publish=each`).
     pub(super) batch: bool,
+    /// The subjects' prefix of the log's stream (`subject_prefix`).
+    pub(super) prefix: Arc<str>,
 }
 
 impl Writer {
@@ -95,7 +97,11 @@ impl Writer {
                 let mut index = self.shared.index();
                 let mut failed = None;
                 for (e, (h, _)) in plan.events[..committed].iter().zip(&plan.meta) {
-                    if let Err(err) = index.apply(&e.as_ref(), *h) {
+                    let h = crate::envelope::cloudevents::CommandHash {
+                        hash: *h,
+                        version: crate::store::CONTENT_HASH_VERSION,
+                    };
+                    if let Err(err) = index.apply(&e.as_ref(), h) {
                         failed = Some(err.to_string());
                         break;
                     }
@@ -286,6 +292,7 @@ impl Writer {
             let mut h = HeaderMap::new();
             h.insert("Ledger-Position", e.position.to_string().as_str());
             h.insert("Ledger-Command-Hash", hex::encode(content_hash).as_str());
+            h.insert("Ledger-Command-Hash-Version", "2");
             h.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
             h.insert("Nats-Msg-Id", id.as_str());
             h.insert(
@@ -307,7 +314,7 @@ impl Writer {
                 .payload(payload);
             match self
                 .js
-                .send_publish(log_subject(&e.stream_id), message)
+                .send_publish(log_subject_in(&self.prefix, &e.stream_id), message)
                 .await
             {
                 Ok(ack) => acks.push(ack),
@@ -362,6 +369,7 @@ impl Writer {
             let mut h = HeaderMap::new();
             h.insert("Ledger-Position", e.position.to_string().as_str());
             h.insert("Ledger-Command-Hash", hex::encode(content_hash).as_str());
+            h.insert("Ledger-Command-Hash-Version", "2");
             h.insert("Content-Type", crate::envelope::cloudevents::CONTENT_TYPE);
             if i == 0 {
                 h.insert(
@@ -383,7 +391,7 @@ impl Writer {
                 }
             }
             let payload: bytes::Bytes = encode(&e.as_ref(), SOURCE).into();
-            let subject = log_subject(&e.stream_id);
+            let subject = log_subject_in(&self.prefix, &e.stream_id);
             if i + 1 == n {
                 // The last message commits the batch: the server answers with the publish
                 // acknowledgement, or the error of whichever message failed a check. The

@@ -52,8 +52,8 @@ impl SqliteStore {
                 "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ))?;
             let mut cmd = tx.prepare_cached(
-                "INSERT INTO commands (command_id, content_hash, stream_id, first_position, last_position, recorded_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO commands (command_id, content_hash, stream_id, first_position, last_position, recorded_at, hash_version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (i, ie) in events.iter().enumerate() {
                 let e = &ie.event;
@@ -87,6 +87,7 @@ impl SqliteStore {
                         e.position as i64,
                         last as i64,
                         e.recorded_at,
+                        ie.hash_version,
                     ])?;
                 }
             }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod errors;
+mod hashes;
 mod import;
 mod persons;
 mod rows;
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS commands (
     stream_id      TEXT NOT NULL,
     first_position INTEGER NOT NULL,
     last_position  INTEGER NOT NULL,
-    recorded_at    TEXT NOT NULL
+    recorded_at    TEXT NOT NULL,
+    hash_version   INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
@@ -194,6 +196,10 @@ impl SqliteStore {
                 .into(),
             ));
         }
+        // A log of an older build: its command table gains the content hash's version (its rows
+        // are of version 1 until the ledger's migration rewrites them: `hashes.rs`).
+        hashes::add_version_column(&conn)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display()).into()))?;
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
         let persons = Arc::new(persons::Memo::load(&conn)?);
@@ -481,11 +487,23 @@ impl EventStore for SqliteStore {
     fn command(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
         self.with_reader(|c| {
             let mut st = c.prepare_cached(
-                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at \
+                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at, hash_version \
                  FROM commands WHERE command_id = ?1",
             )?;
             st.query_row([command_id.to_string()], command_from_row).optional().map_err(corrupt)
         })
+    }
+
+    fn commands_of_hash_version_1(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        self.with_reader(hashes::of_version_1)
+    }
+
+    fn rehash_commands(&self, hashes: &[(Uuid, [u8; 32])]) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let conn = open_conn(&self.path, false)?;
+        hashes::rewrite(&conn, &self.path, hashes)
     }
 
     fn keeps_tree(&self) -> bool {
@@ -571,6 +589,10 @@ impl EventStore for SqliteStore {
 
     fn person_ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         self.with_reader(|c| Ok(persons::ids(c)?))
+    }
+
+    fn forget_person_id(&self, person_id: &str) -> Result<(), StoreError> {
+        self.forget_id(person_id)
     }
 
     fn forget_person(&self, lookup: &[u8; 32]) -> Result<(), StoreError> {

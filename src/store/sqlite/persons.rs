@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 /// table.
 const MEMO_MAX: usize = 2_000_000;
 
-/// The index in memory, loaded at open and kept by this process's writer (a lookup of a
+/// The index in memory, loaded at open and kept by this process's writer (a lookup of a known
 /// person costs a hash-map read instead of a read transaction on the file). What another
-/// process wrote since is not in it: a new person it recorded is found by the index's primary
-/// key when this process tries to record them again (`PersonTaken`, and the entry is then
-/// added here), and readers that must see the file itself ask with `fresh`.
+/// process wrote since is not in it: a lookup it misses reads the file (a new person, or one
+/// another process recorded a moment ago, whose next command must be judged on their real
+/// history), and readers that must see the file itself ask with `fresh`.
 pub(super) struct Memo {
     /// `None`: too many entries (or one whose pseudonym is not 32 hex digits): not used.
     map: RwLock<Option<HashMap<[u8; 32], [u8; 16]>>>,
@@ -146,9 +146,11 @@ impl SqliteStore {
         lookup: &[u8; 32],
         fresh: bool,
     ) -> Result<Option<String>, StoreError> {
+        // The copy in memory answers a person it holds; one it lacks may have been recorded
+        // by another process (a `submit` beside a `serve`) since: the file says.
         if !fresh {
-            if let Some(answer) = self.persons.get(lookup) {
-                return Ok(answer);
+            if let Some(Some(id)) = self.persons.get(lookup) {
+                return Ok(Some(id));
             }
         }
         let found = self.with_reader(|c| Ok(find(c, lookup)?))?;
@@ -184,15 +186,39 @@ impl SqliteStore {
     }
 
     pub(super) fn forget(&self, lookup: &[u8; 32]) -> Result<(), StoreError> {
+        let lookup_bytes: &[u8] = &lookup[..];
+        self.forget_where("lookup = ?1", &[&lookup_bytes])?;
+        self.persons.remove(lookup);
+        Ok(())
+    }
+
+    pub(super) fn forget_id(&self, person_id: &str) -> Result<(), StoreError> {
+        let conn = self.index_conn()?;
+        let lookups: Vec<Vec<u8>> = conn
+            .prepare("SELECT lookup FROM persons WHERE person_id = ?1")?
+            .query_map([person_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        drop(conn);
+        self.forget_where("person_id = ?1", &[&person_id])?;
+        for l in lookups {
+            if let Ok(l) = <[u8; 32]>::try_from(l.as_slice()) {
+                self.persons.remove(&l);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the index entries `filter` selects, then empties the WAL of their older
+    /// frames and syncs the file.
+    fn forget_where(&self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<(), StoreError> {
         let conn = self.index_conn()?;
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Unavailable(format!("{}: {what}: {e}", self.path.display()).into())
         };
         // Absent already (an erasure run again after an interruption): the checkpoint below
         // still empties the WAL of older frames.
-        conn.execute("DELETE FROM persons WHERE lookup = ?1", [&lookup[..]])
+        conn.execute(&format!("DELETE FROM persons WHERE {filter}"), args)
             .map_err(|e| unavailable("removing the person's index entry", &e))?;
-        self.persons.remove(lookup);
         // Copy the zeroed page into the file and empty the WAL, whose older frames still hold
         // the entry. A reader in the middle of a read blocks it for a moment: retry for 10 s.
         let deadline = Instant::now() + Duration::from_secs(10);

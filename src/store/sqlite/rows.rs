@@ -50,6 +50,7 @@ pub(super) fn command_from_row(row: &rusqlite::Row) -> rusqlite::Result<CommandR
         first_position: row.get::<_, i64>(3)? as u64,
         last_position: row.get::<_, i64>(4)? as u64,
         recorded_at: row.get(5)?,
+        hash_version: row.get::<_, i64>(6)? as u32,
     })
 }
 

@@ -442,7 +442,7 @@ impl Writer {
     pub(super) fn command_record(&self, id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at \
+                "SELECT command_id, content_hash, stream_id, first_position, last_position, recorded_at, hash_version \
                  FROM commands WHERE command_id = ?1",
             )?
             .query_row([id.to_string()], command_from_row)
@@ -466,11 +466,12 @@ impl Writer {
             first_position,
             last_position: self.head.0 + req.events.len() as u64,
             recorded_at: recorded_at.to_string(),
+            hash_version: crate::store::CONTENT_HASH_VERSION,
         };
         self.conn
             .prepare_cached(
-                "INSERT INTO commands (command_id, content_hash, stream_id, first_position, last_position, recorded_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO commands (command_id, content_hash, stream_id, first_position, last_position, recorded_at, hash_version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 command_id.to_string(),
@@ -478,7 +479,8 @@ impl Writer {
                 rec.stream_id,
                 rec.first_position as i64,
                 rec.last_position as i64,
-                rec.recorded_at
+                rec.recorded_at,
+                rec.hash_version
             ])?;
         if let Some(link) = &req.person {
             super::persons::insert(&self.conn, link)?;
