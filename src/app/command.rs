@@ -125,20 +125,24 @@ impl Ledger {
             Some(r) => self.named(r, false)?,
             None => Named::Nobody,
         };
-        let site = routing
-            .site
-            .as_deref()
-            .map(|s| self.load_site(s))
-            .transpose()?;
-        let session = routing
-            .session
-            .as_deref()
-            .map(|s| self.load(s))
-            .transpose()?;
+        let (site, session) = (
+            routing
+                .site
+                .as_deref()
+                .map(|s| self.load_site(s))
+                .transpose()?,
+            routing
+                .session
+                .as_deref()
+                .map(|s| self.load(s))
+                .transpose()?,
+        );
         let mut attempt = 0;
         // Decide on an empty state first when the command usually starts its stream; the
         // append's expected version 0 then proves the stream was empty.
         let mut assume_empty = routing.likely_new;
+        // Whether the person was looked up in the store itself (not this process's copy).
+        let mut fresh = false;
         loop {
             attempt += 1;
             let target = match self.target(envelope, &named)? {
@@ -159,11 +163,20 @@ impl Ledger {
                 site: site.as_ref(),
                 session: session.as_ref(),
             };
-            let mut events = match domain::decide(&envelope.command, &state, &ctx) {
+            let events = match domain::decide(&envelope.command, &state, &ctx) {
                 Ok(events) => events,
                 Err(_) if assume_empty && !matches!(named, Named::New) => {
                     // Refused on an assumed state: decide again on the real one.
                     assume_empty = false;
+                    attempt -= 1;
+                    continue;
+                }
+                // Refused on the empty history of a person this process did not know: another
+                // process may have recorded them a moment ago (its copy of the index is behind),
+                // and the decision must be made on their real history.
+                Err(_) if matches!(named, Named::New) && self.store.keeps_persons() && !fresh => {
+                    fresh = true;
+                    named = self.named(person_ref.expect("a new person is named"), true)?;
                     attempt -= 1;
                     continue;
                 }
@@ -177,22 +190,16 @@ impl Ledger {
             let mut target = target;
             let made = matches!(named, Named::New);
             if made {
-                let r = person_ref.expect("a new person is named by the command");
-                // Where a new person's key is recorded before their events (the NATS log's key
-                // store), a known command id is answered first: nothing is made for a
-                // resubmission.
-                if !self.store.keeps_persons() {
-                    if let Some(rec) = self.store.command(envelope.command_id)? {
-                        return Ok(reused_or_duplicate(envelope, None, rec));
-                    }
-                }
-                let (p, created) = self.make_person(r)?;
-                named = Named::Known(p);
-                if !created {
+                match self.make_for(envelope, person_ref.expect("a new person is named"))? {
+                    Made::Answered(outcome) => return Ok(outcome),
                     // Another process recorded them at this moment: their history counts.
-                    attempt -= 1;
-                    assume_empty = false;
-                    continue;
+                    Made::Theirs(p) => {
+                        named = Named::Known(p);
+                        attempt -= 1;
+                        assume_empty = false;
+                        continue;
+                    }
+                    Made::Ours(p) => named = Named::Known(p),
                 }
                 target = match self.target(envelope, &named)? {
                     Ok(t) => t,
@@ -203,65 +210,23 @@ impl Ledger {
                 Named::Known(p) => Some(p.clone()),
                 _ => None,
             };
-            let person_id = person.as_ref().map(|p| p.person_id(person_ref));
-            if let (Some(r), Some(Person { key: Some(k), .. })) = (person_ref, &person) {
-                self.seal_events(&mut events, r, k)?;
-            }
-            let link = person.as_ref().and_then(|p| p.link.clone());
-            let request = AppendRequest {
-                stream_id: target.clone(),
-                expected: ExpectedVersion::Exact(state.version),
-                command: CommandMeta {
-                    command_id: envelope.command_id,
-                    content_hash: envelope.content_hash(person_id.as_deref()),
-                    correlation_id: envelope.correlation_id.clone(),
-                    actor: actor.clone(),
-                },
-                person: link.clone(),
-                events: events
-                    .iter()
-                    .map(|e| NewEvent {
-                        event_type: e.event_type().to_string(),
-                        schema_version: e.schema_version(),
-                        occurred_at: e.occurred_at(),
-                        data: e.data_json(),
-                    })
-                    .collect(),
-            };
-            match append(request).await {
-                Ok(AppendResult::Committed(rec)) => {
-                    // The log now holds the new person's entry: their key is theirs.
-                    if let (Some(l), Some(Person { key: Some(k), .. }), Some(keys)) =
-                        (&link, &person, &self.keys)
-                    {
-                        keys.remember(&l.lookup, k);
-                    }
-                    return Ok(Outcome::Accepted(rec));
-                }
-                Ok(AppendResult::Duplicate(rec)) => {
-                    self.give_back(made, person);
-                    return Ok(reused_or_duplicate(envelope, person_id.as_deref(), rec));
-                }
-                Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(
-                        attempt,
-                        "concurrency conflict; deciding again on a fresh read"
-                    );
-                    if made {
-                        // The key made for them goes back; who they are is looked up again.
-                        self.give_back(made, person);
-                        named = self.named(person_ref.expect("a person was made"), true)?;
+            let request = self.request(
+                envelope,
+                actor,
+                &target,
+                state.version,
+                person.as_ref(),
+                events,
+            )?;
+            let result = append(request).await;
+            match self.settle(result, envelope, person_ref, made, person, attempt)? {
+                Settled::Done(outcome) => return Ok(outcome),
+                Settled::Again(again) => {
+                    if let Some(n) = again {
+                        named = n;
                     }
                     assume_empty = false;
                 }
-                // A new person another writer recorded at the same moment: once more,
-                // finding theirs.
-                Err(StoreError::PersonTaken) if attempt < MAX_ATTEMPTS => {
-                    self.give_back(made, person);
-                    named = self.named(person_ref.expect("a person was made"), true)?;
-                    assume_empty = false;
-                }
-                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -295,6 +260,144 @@ impl Ledger {
             }
         }
         Ok(outcome)
+    }
+}
+
+impl Ledger {
+    /// The append of a command's accepted events, sealed with the person's key, with the
+    /// content hash of the command with the person's pseudonym.
+    fn request(
+        &self,
+        envelope: &CommandEnvelope,
+        actor: &Actor,
+        target: &str,
+        version: u64,
+        person: Option<&Person>,
+        mut events: Vec<crate::domain::Event>,
+    ) -> Result<AppendRequest, AppError> {
+        let person_ref = envelope.command.person_ref();
+        if let (Some(r), Some(Person { key: Some(k), .. })) = (person_ref, person) {
+            self.seal_events(&mut events, r, k)?;
+        }
+        let person_id = person.map(|p| p.person_id(person_ref));
+        Ok(AppendRequest {
+            stream_id: target.to_string(),
+            expected: ExpectedVersion::Exact(version),
+            command: CommandMeta {
+                command_id: envelope.command_id,
+                content_hash: envelope.content_hash(person_id.as_deref()),
+                correlation_id: envelope.correlation_id.clone(),
+                actor: actor.clone(),
+            },
+            person: person.and_then(|p| p.link.clone()),
+            events: events.iter().map(new_event).collect(),
+        })
+    }
+}
+
+/// What an append's result makes of a command.
+enum Settled {
+    /// Its outcome.
+    Done(Outcome),
+    /// Decide again on a fresh read (with the person looked up again, when given).
+    Again(Option<Named>),
+}
+
+impl Ledger {
+    /// An append's result: accepted, a duplicate or reused id, or (a conflict, a person another
+    /// writer recorded at that moment) another attempt; a key made for a new person goes back
+    /// when the append did not commit.
+    fn settle(
+        &self,
+        result: Result<AppendResult, StoreError>,
+        envelope: &CommandEnvelope,
+        person_ref: Option<&str>,
+        made: bool,
+        person: Option<Person>,
+        attempt: usize,
+    ) -> Result<Settled, AppError> {
+        let person_id = person.as_ref().map(|p| p.person_id(person_ref));
+        match result {
+            Ok(AppendResult::Committed(rec)) => {
+                // The log now holds the new person's entry: their key is theirs.
+                if let (
+                    Some(Person {
+                        key: Some(k),
+                        link: Some(l),
+                        ..
+                    }),
+                    Some(keys),
+                ) = (&person, &self.keys)
+                {
+                    keys.remember(&l.lookup, k);
+                }
+                Ok(Settled::Done(Outcome::Accepted(rec)))
+            }
+            Ok(AppendResult::Duplicate(rec)) => {
+                self.give_back(made, person);
+                Ok(Settled::Done(reused_or_duplicate(
+                    envelope,
+                    person_id.as_deref(),
+                    rec,
+                )))
+            }
+            Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    "concurrency conflict; deciding again on a fresh read"
+                );
+                if !made {
+                    return Ok(Settled::Again(None));
+                }
+                // The key made for them goes back; who they are is looked up again.
+                self.give_back(made, person);
+                let r = person_ref.expect("a person was made");
+                Ok(Settled::Again(Some(self.named(r, true)?)))
+            }
+            // A new person another writer recorded at the same moment: once more, finding theirs.
+            Err(StoreError::PersonTaken) if attempt < MAX_ATTEMPTS => {
+                self.give_back(made, person);
+                let r = person_ref.expect("a person was made");
+                Ok(Settled::Again(Some(self.named(r, true)?)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What was made for a person the rules accepted a first command about.
+enum Made {
+    /// A key and stream of their own.
+    Ours(Person),
+    /// Another process recorded them at this moment: theirs.
+    Theirs(Person),
+    /// Nothing: the command id is known (a resubmission), and this is its outcome.
+    Answered(Outcome),
+}
+
+impl Ledger {
+    /// A key and stream for a new person the rules accepted a command about. Where the key is
+    /// recorded before the events (the NATS log's key store), a known command id is answered
+    /// first, so that nothing is made for a resubmission.
+    fn make_for(&self, envelope: &CommandEnvelope, person_ref: &str) -> Result<Made, AppError> {
+        if !self.store.keeps_persons() {
+            if let Some(rec) = self.store.command(envelope.command_id)? {
+                return Ok(Made::Answered(reused_or_duplicate(envelope, None, rec)));
+            }
+        }
+        Ok(match self.make_person(person_ref)? {
+            (p, true) => Made::Ours(p),
+            (p, false) => Made::Theirs(p),
+        })
+    }
+}
+
+fn new_event(e: &crate::domain::Event) -> NewEvent {
+    NewEvent {
+        event_type: e.event_type().to_string(),
+        schema_version: e.schema_version(),
+        occurred_at: e.occurred_at(),
+        data: e.data_json(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod changes;
 mod command;
+mod erasure;
 mod hashes;
 mod person_writer;
 mod persons;
@@ -11,8 +12,9 @@ mod read;
 mod submit;
 
 pub use changes::{ChangedEntry, Changes, FigureChange};
+pub use erasure::Erasure;
 pub use hashes::migrate_content_hashes;
-pub use persons::{Erasure, PersonView};
+pub use persons::PersonView;
 pub use read::Reader;
 pub use submit::{
     handle_envelope, handle_text, invalid_outcome, line_outcome, submit_lines, ErrorBody,

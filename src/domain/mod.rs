@@ -2,6 +2,7 @@
 //! No IO, no clock, no storage: time arrives in the command or the decision context.
 
 mod command;
+mod content_hash;
 mod decide;
 mod event;
 mod findings;
@@ -15,6 +16,7 @@ mod decide_tests;
 mod findings_tests;
 
 pub use command::*;
+pub use content_hash::*;
 pub use decide::*;
 pub use event::*;
 pub use findings::*;

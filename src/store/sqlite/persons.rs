@@ -21,11 +21,14 @@ use std::time::{Duration, Instant};
 /// table.
 const MEMO_MAX: usize = 2_000_000;
 
-/// The index in memory, loaded at open and kept by this process's writer (a lookup of a known
+/// The index in memory, loaded at open and kept by this process's writer (a lookup of a
 /// person costs a hash-map read instead of a read transaction on the file). What another
-/// process wrote since is not in it: a lookup it misses reads the file (a new person, or one
-/// another process recorded a moment ago, whose next command must be judged on their real
-/// history), and readers that must see the file itself ask with `fresh`.
+/// process wrote since is not in it: a person it recorded a moment ago is found by the index's
+/// primary key when this process's append names them as new (`PersonTaken`, and the entry is
+/// then added here), and a command about them that the rules refuse on the empty history of a
+/// new person is looked up again with `fresh` (the command path does), so that every command is
+/// judged on the person's real history; readers that must see the file itself ask with
+/// `fresh`.
 pub(super) struct Memo {
     /// `None`: too many entries (or one whose pseudonym is not 32 hex digits): not used.
     map: RwLock<Option<HashMap<[u8; 32], [u8; 16]>>>,
@@ -146,11 +149,9 @@ impl SqliteStore {
         lookup: &[u8; 32],
         fresh: bool,
     ) -> Result<Option<String>, StoreError> {
-        // The copy in memory answers a person it holds; one it lacks may have been recorded
-        // by another process (a `submit` beside a `serve`) since: the file says.
         if !fresh {
-            if let Some(Some(id)) = self.persons.get(lookup) {
-                return Ok(Some(id));
+            if let Some(answer) = self.persons.get(lookup) {
+                return Ok(answer);
             }
         }
         let found = self.with_reader(|c| Ok(find(c, lookup)?))?;
