@@ -108,19 +108,12 @@ impl CommandEnvelope {
         })
     }
 
-    /// The canonical bytes of the command's content (type and fields, not the ids), used to tell a
-    /// true resubmission from a reused id. Keys are sorted, so spacing and key order do not matter.
+    /// The canonical bytes of the command's content (type and fields, not the ids; keys sorted, so
+    /// spacing and key order do not matter). The content hash (`content_hash`) hashes them with
+    /// the person's pseudonym in place of the ref.
     pub fn content_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::to_value(&self.command).expect("commands serialize"))
             .expect("values serialize")
-    }
-
-    /// The content hash of version 2, what the ledger keeps to tell a resubmission from a
-    /// reused id: SHA-256 of the canonical bytes of the command with its `person_ref` replaced
-    /// by the person's pseudonym (`person_id`), so that nothing kept, exported or published is
-    /// a function of the ref. A command naming no person hashes its canonical bytes as they are.
-    pub fn content_hash(&self, person_id: Option<&str>) -> [u8; 32] {
-        super::content_hash::content_hash(&self.command, person_id)
     }
 }
 

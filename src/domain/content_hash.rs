@@ -10,6 +10,16 @@
 
 use super::command::*;
 
+impl CommandEnvelope {
+    /// The content hash of version 2, what the ledger keeps to tell a resubmission from a
+    /// reused id: SHA-256 of the canonical bytes of the command with its `person_ref` replaced
+    /// by the person's pseudonym (`person_id`), so that nothing kept, exported or published is
+    /// a function of the ref. A command naming no person hashes its canonical bytes as they are.
+    pub fn content_hash(&self, person_id: Option<&str>) -> [u8; 32] {
+        content_hash(&self.command, person_id)
+    }
+}
+
 impl Command {
     /// The command that recorded `event`, rebuilt from it, for the four commands that name a
     /// person (`AdministerDose`, `RecordExternalDose`, `RecordDoseNotAdministered`,
