@@ -400,7 +400,7 @@ fn bench_replay(out: &mut Vec<String>, n: u64) {
     let parse_rate = parsed as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&export).unwrap());
-    let v = campaign_ledger::audit::verify_export(&mut r, None).unwrap();
+    let v = campaign_ledger::audit::verify_export(&mut r, None, None).unwrap();
     let export_rate = v.events as f64 / t.elapsed().as_secs_f64();
     out.push(format!(
         "| `audit verify --export` of the same log as a {:.0} MB export file | {export_rate:.0} events/s | reading and decoding the same lines without any check: {parse_rate:.0} events/s | **{:.2}×** |",

@@ -32,6 +32,7 @@ pub mod projection;
 pub mod scenario;
 pub mod store;
 pub mod support;
+pub mod witness;
 
 pub use app::{AppError, Ledger, Outcome, Reader};
 pub use domain::{Command, CommandEnvelope, Event, Policy, Reference, Rejection};

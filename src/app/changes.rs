@@ -57,12 +57,15 @@ pub struct Changes {
 impl Reader {
     /// The entries recorded after `since` (and up to `until`) that count on an earlier
     /// business date, and `projection`'s rows for each date and directorate they touch, as
-    /// known at `since` and at `until` (or now).
+    /// known at `since` and at `until` (or now). With `after`, the window starts after that
+    /// position (a checkpoint the auditor holds) rather than at a commit time: an entry recorded
+    /// after the checkpoint is in it whatever time it says it was recorded at.
     pub fn changes(
         &self,
         since: DateTime<FixedOffset>,
         until: Option<DateTime<FixedOffset>>,
         projection: &str,
+        after: Option<u64>,
     ) -> Result<Changes, AppError> {
         let tz = self.engine.time_zone();
         let (from, to) = (
@@ -71,8 +74,8 @@ impl Reader {
         );
         let mut entries = Vec::new();
         let head = self.store.head_position()?;
-        self.store.scan(0, head, &mut |e| {
-            if e.recorded_at <= from.as_str() {
+        self.store.scan(after.unwrap_or(0), head, &mut |e| {
+            if after.is_none() && e.recorded_at <= from.as_str() {
                 return true;
             }
             if to.as_deref().is_some_and(|t| e.recorded_at > t) {

@@ -182,13 +182,24 @@ fn read_export(
 pub fn verify_export(
     input: &mut dyn BufRead,
     digest: Option<&SignedDigest>,
+    witnessed: Option<u64>,
 ) -> Result<VerifiedExport, VerifyError> {
     let mut chain = ChainCheck::window();
     let mut first: Option<(u64, [u8; 32])> = None;
     let mut last = 0u64;
     let mut at_digest: Option<[u8; 32]> = None;
     let digest_position = digest.map(|d| d.position);
+    let mut first_hash: Option<[u8; 32]> = None;
     read_export(input, &mut chain, &mut |e, _| {
+        if e.position == 1 {
+            first_hash = Some(e.hash);
+        }
+        // After a witnessed checkpoint, nothing may say it was recorded before it.
+        if let (Some(p), Some(w)) = (digest_position, witnessed) {
+            if e.position > p {
+                super::signing::check_not_backdated(e.position, &e.recorded_at, p, w)?;
+            }
+        }
         if first.is_none() {
             first = Some((e.position, e.prev_hash));
             if digest_position == Some(e.position - 1) {
@@ -207,6 +218,16 @@ pub fn verify_export(
         ));
     };
     if let Some(d) = digest {
+        // The ledger's id is its first event's hash: another first event is a rewritten log
+        // (or the checkpoint of another ledger), named at position 1.
+        if let (1, Some(ledger)) = (first, d.ledger.as_deref()) {
+            if hex::encode(first_hash.unwrap_or_default()) != ledger {
+                return Err(VerifyError::Broken {
+                    position: 1,
+                    reason: "the first event's hash is not the one the checkpoint's ledger began with: the log was rewritten from its first event (or the checkpoint is of another ledger)".into(),
+                });
+            }
+        }
         match at_digest {
             Some(h) if hex::encode(h) == d.hash => {}
             Some(h) => {

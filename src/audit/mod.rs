@@ -5,15 +5,21 @@
 pub mod access_log;
 pub mod backup;
 mod export;
+pub mod follow;
 pub mod proofs;
 mod signing;
 pub mod tree;
+pub mod trust;
 
 pub use access_log::{AccessBreak, AccessEntry, AccessHead, AccessLog, Disclosure, ENTRY_VERSION};
 pub use export::{
     export, import, verify_export, ExportOptions, Exported, Imported, VerifiedExport,
 };
-pub use signing::{verify_extends, LedgerKey, SignedDigest, FORMAT};
+pub use signing::{
+    check_not_backdated, verify_extends, LatestCheckpoint, LedgerKey, SignedDigest,
+    CLOCK_SLACK_SECS, FORMAT, FORMAT_V1,
+};
+pub use trust::{check_checkpoint, Checked, KeySet, Trust, TrustedKey};
 
 use crate::store::{ChainBreak, ChainCheck, EventStore, Head, StoreError};
 use serde::Serialize;

@@ -14,6 +14,7 @@ use super::tree::{
     audit_path, check_consistency_request, check_inclusion_request, consistency_path, digest_at,
     other_ledger, root_at, ProofError,
 };
+use super::trust::Trust;
 use super::{Digest, SignedDigest};
 use crate::envelope::chain::chain_hash;
 use crate::envelope::cloudevents::{decode_export, encode_export};
@@ -271,20 +272,53 @@ fn path_of(what: &str, path: &[String]) -> Result<Vec<Hash>, CheckError> {
     path.iter().map(|h| hash_of(what, h)).collect()
 }
 
-/// The digest's tree and signature: its size and root.
+/// The digest's tree, checked against what the verifier trusts: its size and root, and how it
+/// was witnessed.
 fn digest_tree(
     which: &str,
     d: &SignedDigest,
-    trusted: Option<&str>,
-) -> Result<(u64, Hash), CheckError> {
-    d.check_signature(trusted)
+    trust: &Trust,
+) -> Result<(u64, Hash, String), CheckError> {
+    let checked = d
+        .check(trust)
         .map_err(|e| CheckError::Failed(format!("{which}: {e}")))?;
+    let witnessed = checked.as_ref().map_or_else(
+        || "unwitnessed (first format)".to_string(),
+        |c| c.witness_summary(),
+    );
     match (d.tree_size, d.root_hash.as_deref()) {
-        (Some(size), Some(root)) => Ok((size, hash_of("the digest's root_hash", root)?)),
+        (Some(size), Some(root)) => Ok((size, hash_of("the digest's root_hash", root)?, witnessed)),
         _ => Err(CheckError::Failed(format!(
             "{which} has no tree_size and root_hash (taken before the Merkle tree): it can back no proof"
         ))),
     }
+}
+
+/// A tree the auditor holds a checked checkpoint of (`--trusted`): a proof is checked against
+/// it, never against a checkpoint it brings along alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    /// Its size.
+    pub size: u64,
+    /// Its root.
+    pub root: Hash,
+}
+
+/// The tree a proof stands on must be the auditor's own.
+fn pin(which: &str, size: u64, root: &Hash, pinned: Option<Pinned>) -> Result<(), CheckError> {
+    let Some(p) = pinned else { return Ok(()) };
+    if p.size != size {
+        return Err(CheckError::Failed(format!(
+            "{which} states a tree of {size} events and your trusted checkpoint one of {}: ask for the proof at your size (tree_size={} over HTTP, or `audit prove … --digest YOUR_CHECKPOINT`), or first prove that {size} extends {} (`audit follow`, or a consistency proof from your checkpoint)",
+            p.size, p.size, p.size
+        )));
+    }
+    if p.root != *root {
+        return Err(CheckError::Failed(format!(
+            "{which} states a tree of {size} events whose root is not the root of your trusted checkpoint of that size: the ledger showed you two different histories (a fork): keep both documents as evidence"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks one event against a tree of `size` leaves with root `root`; returns its position.
@@ -320,10 +354,10 @@ fn check_event(e: &ProvedEvent, size: u64, root: &Hash) -> Result<u64, CheckErro
 }
 
 /// Checks a proof document (any of the three formats) with no store: the events' hashes from
-/// their lines, the paths to the roots, the roots against the signed digests, the signatures
-/// against `trusted` (hex public key; without it, against the key each digest names).
-/// Returns one line per thing checked.
-pub fn check(text: &str, trusted: Option<&str>) -> Result<Vec<String>, CheckError> {
+/// their lines, the paths to the roots, the roots against the signed digests, the digests
+/// against what the verifier trusts (keys, witnesses, quorum), and, with `pinned`, the tree
+/// against the auditor's own checkpoint. Returns one line per thing checked.
+pub fn check(text: &str, trust: &Trust, pinned: Option<Pinned>) -> Result<Vec<String>, CheckError> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| CheckError::Unreadable(format!("not JSON ({e})")))?;
     let format = value
@@ -333,20 +367,22 @@ pub fn check(text: &str, trusted: Option<&str>) -> Result<Vec<String>, CheckErro
         .to_string();
     let parse_err =
         |e: serde_json::Error| CheckError::Unreadable(format!("not a {format} document ({e})"));
-    let key_note = match trusted {
-        Some(k) => format!("signed by the trusted key {}", k.trim()),
-        None => "signed by the key it names (give --public-key to pin the ledger's key)".into(),
+    let pinned_note = if pinned.is_some() {
+        "; the tree is your trusted checkpoint's"
+    } else {
+        ""
     };
     match format.as_str() {
         INCLUSION_FORMAT => {
             let d: InclusionDocument = serde_json::from_str(text).map_err(parse_err)?;
-            let (size, root) = digest_tree("the digest", &d.digest, trusted)?;
+            let (size, root, witnessed) = digest_tree("the digest", &d.digest, trust)?;
             if size != d.tree_size {
                 return Err(CheckError::Failed(format!(
                     "the proof is for a tree of {} events, the digest states {size}",
                     d.tree_size
                 )));
             }
+            pin("the proof", size, &root, pinned)?;
             let proved = ProvedEvent {
                 leaf_index: d.leaf_index,
                 leaf_hash: d.leaf_hash,
@@ -357,7 +393,7 @@ pub fn check(text: &str, trusted: Option<&str>) -> Result<Vec<String>, CheckErro
             Ok(vec![
                 format!("ok: the event at position {at} hashes to its recorded hash"),
                 format!("ok: its audit path leads to the root of the tree of {size} events"),
-                format!("ok: that root is the digest's, {key_note}"),
+                format!("ok: that root is the digest's, signed by a key you trust, {witnessed}{pinned_note}"),
             ])
         }
         CONSISTENCY_FORMAT => {
@@ -369,8 +405,9 @@ pub fn check(text: &str, trusted: Option<&str>) -> Result<Vec<String>, CheckErro
                     )));
                 }
             }
-            let (first, first_root) = digest_tree("the older digest", &d.from, trusted)?;
-            let (second, second_root) = digest_tree("the newer digest", &d.to, trusted)?;
+            let (first, first_root, _) = digest_tree("the older digest", &d.from, trust)?;
+            let (second, second_root, witnessed) = digest_tree("the newer digest", &d.to, trust)?;
+            pin("the older digest", first, &first_root, pinned)?;
             if (first, second) != (d.first, d.second) {
                 return Err(CheckError::Failed(format!(
                     "the proof is from {} to {} events, the digests state {first} and {second}",
@@ -385,18 +422,19 @@ pub fn check(text: &str, trusted: Option<&str>) -> Result<Vec<String>, CheckErro
             }
             Ok(vec![
                 format!("ok: the tree of {second} events extends the tree of {first} (nothing before position {first} changed)"),
-                format!("ok: both roots are the digests', {key_note}"),
+                format!("ok: both roots are the digests', signed by a key you trust; the newer {witnessed}{pinned_note}"),
             ])
         }
         PERSON_FORMAT => {
             let d: PersonDocument = serde_json::from_str(text).map_err(parse_err)?;
-            let (size, root) = digest_tree("the digest", &d.digest, trusted)?;
+            let (size, root, witnessed) = digest_tree("the digest", &d.digest, trust)?;
             if size != d.tree_size {
                 return Err(CheckError::Failed(format!(
                     "the record is proved in a tree of {} events, the digest states {size}",
                     d.tree_size
                 )));
             }
+            pin("the record", size, &root, pinned)?;
             let mut lines = Vec::new();
             for e in &d.events {
                 let at = check_event(e, size, &root)?;
@@ -405,7 +443,7 @@ pub fn check(text: &str, trusted: Option<&str>) -> Result<Vec<String>, CheckErro
                 ));
             }
             lines.push(format!(
-                "ok: {} events of person {}, every path leads to the digest's root, {key_note}",
+                "ok: {} events of person {}, every path leads to the digest's root, signed by a key you trust, {witnessed}{pinned_note}",
                 d.events.len(),
                 d.person
             ));

@@ -251,7 +251,7 @@ pub fn verify_tree(store: &dyn EventStore, size: u64) -> Result<(), VerifyError>
         return Err(VerifyError::Broken {
             position: covered + 1,
             reason: format!(
-                "the Merkle tree covers {covered} events but the log holds {size}: events were added without the tree (not by this ledger)"
+                "the Merkle tree covers {covered} events but the log holds {size}: the tree is missing or damaged (or events were added without it, not by this ledger). Compare the log with a checkpoint you hold (`audit verify --digest`); `campaign-ledger audit rebuild-tree` builds the tree again from the events"
             ),
         });
     }

@@ -33,6 +33,9 @@ pub struct DigestOptions {
     pub access_log: Option<Arc<crate::audit::AccessLog>>,
     /// Where the publisher says how it stands (part `digests`), as it happens.
     pub health: crate::support::health::Health,
+    /// The newest checkpoint the checkpointer had cosigned: a digest of the same head is that
+    /// one, with its witnesses' cosignatures.
+    pub latest: Option<Arc<crate::audit::LatestCheckpoint>>,
 }
 
 /// The most digests kept in memory while NATS cannot take them: beyond it the oldest are let
@@ -84,7 +87,12 @@ pub async fn publish_digests(
             }
             continue;
         }
-        let signed = key.sign(digest);
+        let cosigned = options
+            .latest
+            .as_ref()
+            .and_then(|l| l.get())
+            .filter(|l| l.position == digest.position);
+        let signed = cosigned.unwrap_or_else(|| key.sign(digest));
         let line = serde_json::to_string(&signed).expect("digests serialize");
         let file = options.file.clone();
         let written = tokio::task::spawn_blocking(move || append_line(&file, &line)).await;

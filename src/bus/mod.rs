@@ -1,13 +1,18 @@
 //! The bus: publishing the log to NATS JetStream (the relay) and the CloudEvents mapping.
 //! It decides nothing: it carries committed events, in order, exactly once.
 
+mod checkpoints;
 mod digests;
 mod relay;
 mod source;
+pub mod witnesses;
 
 pub use crate::support::progress::Progress;
 
 use crate::support::cause::Cause;
+pub use checkpoints::{
+    publish_checkpoints, CheckpointOptions, CHECKPOINT_EVERY, CHECKPOINT_STREAM, CHECKPOINT_SUBJECT,
+};
 pub use digests::{publish_digests, DigestOptions, DIGEST_STREAM, DIGEST_SUBJECT};
 pub use relay::{delete_stream, ledger_source, relay, RelayOptions, RelayReport, STREAM};
 pub use source::JetStreamSource;

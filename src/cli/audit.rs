@@ -15,18 +15,36 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
     match action {
         AuditCmd::Verify { .. } => verify(cli),
         AuditCmd::Digest => digest(cli),
+        AuditCmd::Checkpoint => super::follow::checkpoint(cli),
+        AuditCmd::Follow { .. } => super::follow::run(cli),
         AuditCmd::AccessLog { .. } => access_log(cli),
         AuditCmd::Keygen => keygen(cli),
+        AuditCmd::RebuildTree => {
+            let env = cli.open(false, false)?;
+            env.store.rebuild_tree().map_err(|e| anyhow!("{e}"))?;
+            let size = env.store.tree_size().map_err(|e| anyhow!("{e}"))?;
+            println!("the Merkle tree was built again from the events: it covers {size} events; run `audit verify`");
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCmd::PublicKey => public_key(cli),
         AuditCmd::Prove { .. } | AuditCmd::Consistency { .. } | AuditCmd::CheckProof { .. } => {
             super::proofs::run(cli)
         }
         AuditCmd::Changes {
             known_since,
+            since_checkpoint,
+            trust,
             known_until,
             projection,
             format,
-        } => super::changes::run(cli, *known_since, *known_until, projection, *format),
+        } => {
+            let since = match (known_since, since_checkpoint) {
+                (Some(t), _) => super::changes::Since::Time(*t),
+                (None, Some(f)) => super::changes::Since::Checkpoint(f.clone(), trust.trust()?),
+                (None, None) => bail!("give --since-checkpoint FILE or --known-since TIME"),
+            };
+            super::changes::run(cli, since, *known_until, projection, *format)
+        }
     }
 }
 
@@ -34,61 +52,61 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
 fn verify(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Cmd::Audit {
-            key,
             action:
                 AuditCmd::Verify {
                     format,
                     digest,
-                    public_key,
+                    trust,
                     export,
                 },
+            ..
         } => {
-            // The digest first: a document that is not a valid signed digest is a usage error.
+            // The digest first: a document that is not a valid signed digest, or not one the
+            // auditor's keys and witnesses vouch for, is refused before the log is read.
             let digest = match digest {
                 None => None,
                 Some(path) => {
-                    let d = super::proofs::read_digest(path)?;
-                    // Only a key the auditor trusts proves anything: a digest's own key does not.
-                    let key_file = cli.key_path(key.as_deref());
-                    let trusted = match public_key {
-                    Some(k) if k.trim().len() == 64 && hex::decode(k.trim()).is_ok() => {
-                        k.trim().to_string()
-                    }
-                    Some(k) => bail!(
-                        "--public-key {k:?} is not a public key: give the 64 hex digits `campaign-ledger audit public-key` prints"
-                    ),
-                    None if key_file.exists() => audit::LedgerKey::load(&key_file)
-                        .map_err(|e| anyhow!(e))?
-                        .public_hex(),
-                    None => bail!(
-                        "no trusted public key to check the digest's signature against: give --public-key HEX \
-                         (the ledger's public key, from `campaign-ledger audit public-key`); the key named inside \
-                         the digest proves nothing by itself"
-                    ),
-                };
-                    d.check_signature(Some(&trusted))
+                    let d = super::trust::read_digest(path)?;
+                    let checked = d
+                        .check(&trust.trust()?)
                         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-                    Some(d)
+                    Some((d, checked))
                 }
             };
+            let witnessed = digest
+                .as_ref()
+                .and_then(|(_, c)| c.as_ref())
+                .and_then(|c| c.witnessed_at());
+            let summary = digest.as_ref().map(|(_, c)| {
+                c.as_ref().map_or_else(
+                    || "unwitnessed (first format)".to_string(),
+                    |c| c.witness_summary(),
+                )
+            });
+            let digest = digest.map(|(d, _)| d);
             if let Some(file) = export {
-                return verify_export_file(file, digest.as_ref(), *format);
+                return verify_export_file(
+                    file,
+                    digest.as_ref(),
+                    witnessed,
+                    summary.as_deref(),
+                    *format,
+                );
             }
             let env = cli.open(false, false)?;
             let head = env.store.head().map_err(|e| anyhow!("{e}"))?;
             let pb = progress(Some(head.position), "verifying");
             let result = match &digest {
                 None => audit::verify(env.store.as_ref(), &mut |n| pb.set_position(n)),
-                Some(d) => audit::verify_extends(env.store.as_ref(), d),
+                Some(d) => audit::verify_extends(env.store.as_ref(), d, witnessed),
             };
             pb.finish_and_clear();
             if let (Ok(_), Some(d)) = (&result, &digest) {
                 if *format == SubmitFormat::Table {
                     println!(
-                        "ok: the log extends the digest taken at position {} ({}), signed by {}",
+                        "ok: the log extends the checkpoint of position {}, signed by a key you trust, {}",
                         d.position,
-                        d.signed_at,
-                        d.public_key.as_deref().unwrap_or("")
+                        summary.as_deref().unwrap_or("")
                     );
                 }
             }
@@ -163,20 +181,7 @@ fn digest(cli: &Cli) -> Result<ExitCode> {
             key,
             action: AuditCmd::Digest,
         } => {
-            // A digest is worth keeping only signed: without the key, say how to make one.
-            let env = cli.open(false, false)?;
-            let signer = super::proofs::signer(cli, key.as_deref())?;
-            // The access log's head too, where the server keeps one beside the store.
-            let log_path = cli.access_log_path();
-            let log = if log_path.exists() {
-                Some(audit::AccessLog::open(&log_path).map_err(|e| anyhow!("{e}"))?)
-            } else {
-                None
-            };
-            let d = audit::digest(env.store.as_ref())
-                .and_then(|d| d.with_access_log(log.as_ref()))
-                .map_err(|e| anyhow!("{e}"))?;
-            let d = signer.sign(d);
+            let d = super::follow::signed_head(cli, key.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -268,7 +273,18 @@ fn public_key(cli: &Cli) -> Result<ExitCode> {
         } => {
             let k =
                 audit::LedgerKey::load(&cli.key_path(key.as_deref())).map_err(|e| anyhow!(e))?;
-            println!("{}", k.public_hex());
+            // Named by the ledger's origin: the ledger's id is its first event's hash.
+            let env = cli.open(false, false)?;
+            let id = audit::digest(env.store.as_ref())
+                .map_err(|e| anyhow!("{e}"))?
+                .ledger
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the ledger holds no event yet: its id (the name its checkpoints are signed under) comes with its first event; the raw public key is {}",
+                        k.public_hex()
+                    )
+                })?;
+            println!("{}", k.verifier(&id));
             Ok(ExitCode::SUCCESS)
         }
         _ => unreachable!("dispatched on its own action"),
@@ -279,11 +295,17 @@ fn public_key(cli: &Cli) -> Result<ExitCode> {
 pub(super) fn verify_export_file(
     file: &Path,
     digest: Option<&audit::SignedDigest>,
+    witnessed: Option<u64>,
+    summary: Option<&str>,
     format: SubmitFormat,
 ) -> Result<ExitCode> {
     let f = std::fs::File::open(file)
         .with_context(|| format!("cannot read the export {}; check the path", file.display()))?;
-    let result = audit::verify_export(&mut std::io::BufReader::with_capacity(1 << 20, f), digest);
+    let result = audit::verify_export(
+        &mut std::io::BufReader::with_capacity(1 << 20, f),
+        digest,
+        witnessed,
+    );
     match result {
         Ok(v) => {
             match format {
@@ -296,10 +318,9 @@ pub(super) fn verify_export_file(
                 SubmitFormat::Table => {
                     if let Some(d) = digest {
                         println!(
-                            "ok: the export holds the log the digest was taken from (position {}, {}, signed by {})",
+                            "ok: the export holds the log the checkpoint of position {} states, signed by a key you trust, {}",
                             d.position,
-                            d.signed_at,
-                            d.public_key.as_deref().unwrap_or("")
+                            summary.unwrap_or("")
                         );
                     }
                     if v.from_start {

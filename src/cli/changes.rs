@@ -10,18 +10,53 @@ use chrono::{DateTime, FixedOffset};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// Where the window starts.
+pub(super) enum Since {
+    /// After a commit time (the log's own word).
+    Time(DateTime<FixedOffset>),
+    /// After a checkpoint the auditor holds, checked against what they trust.
+    Checkpoint(std::path::PathBuf, campaign_ledger::audit::Trust),
+}
+
 /// Runs `audit changes`.
 pub(super) fn run(
     cli: &Cli,
-    since: DateTime<FixedOffset>,
+    since: Since,
     until: Option<DateTime<FixedOffset>>,
     projection: &str,
     format: SubmitFormat,
 ) -> Result<ExitCode> {
     let env = cli.open(false, false)?;
+    let (since, after) = match since {
+        Since::Time(t) => (t, None),
+        Since::Checkpoint(file, trust) => {
+            let d = super::trust::read_digest(&file)?;
+            let checked = d
+                .check(&trust)
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            // The log must hold the checkpoint's tree (this also checks it was not backdated).
+            let witnessed = checked.as_ref().and_then(|c| c.witnessed_at());
+            campaign_ledger::audit::verify_extends(env.store.as_ref(), &d, witnessed).map_err(
+                |e| {
+                    anyhow!(
+                        "the log does not extend the checkpoint {}: {e}",
+                        file.display()
+                    )
+                },
+            )?;
+            let at = env
+                .store
+                .read_all(d.position.saturating_sub(1), 1)
+                .map_err(|e| anyhow!("{e}"))?
+                .first()
+                .and_then(|e| DateTime::parse_from_rfc3339(&e.recorded_at).ok())
+                .unwrap_or_else(|| DateTime::UNIX_EPOCH.fixed_offset());
+            (at, Some(d.position))
+        }
+    };
     let reader = Reader::new(&env.ledger, Arc::new(env.engine?));
     let c = reader
-        .changes(since, until, projection)
+        .changes(since, until, projection, after)
         .map_err(|e| anyhow!("{e}"))?;
     if format == SubmitFormat::Json {
         println!("{}", serde_json::to_string(&c)?);

@@ -197,6 +197,7 @@ pub(super) fn demo_serve(cli: &Cli, listen: &str) -> Result<ExitCode> {
         Endpoint {
             listen: listen.to_string(),
             tls: None,
+            witnesses: Vec::new(),
         },
         Some(auth),
         Some(DemoBanner {

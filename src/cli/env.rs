@@ -123,6 +123,23 @@ impl Cli {
         }
     }
 
+    /// `--clock business` records commands at their business time (never going back along the
+    /// log): it is for loading history into a ledger that has signed no checkpoint yet. After
+    /// one, it would record new events as if before it (verifiers refuse an event recorded more
+    /// than 5 s before a witnessed checkpoint it follows), so it is refused.
+    pub(super) fn refuse_business_clock_after_checkpoint(&self) -> Result<()> {
+        let dir = self.data_dir();
+        let signed = dir.join("checkpoint.txt").exists()
+            || std::fs::metadata(dir.join("digests.jsonl")).is_ok_and(|m| m.len() > 0);
+        if signed {
+            bail!(
+                "this ledger has signed checkpoints (see {}): --clock business would record these commands as if before them,                  which auditors' verifiers refuse as backdated. It is for loading history into a ledger that has none yet;                  record these commands at today's time (without --clock business): their business dates stay theirs",
+                dir.join("checkpoint.txt").display()
+            );
+        }
+        Ok(())
+    }
+
     /// Through what this command takes commands, as the access log names it.
     pub(super) fn channel(&self) -> &'static str {
         match self.command {

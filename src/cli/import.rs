@@ -29,7 +29,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 };
                 // A file is verified whole before anything is written: a broken export
                 // imports nothing. (From standard input, batches before a break are kept.)
-                let checked = audit::verify_export(&mut open()?, None);
+                let checked = audit::verify_export(&mut open()?, None, None);
                 if let Ok(v) = &checked {
                     let new_file = cli
                         .store

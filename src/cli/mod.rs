@@ -13,6 +13,7 @@ mod env;
 mod erase;
 mod export;
 mod findings;
+mod follow;
 mod import;
 mod output;
 mod project;
@@ -23,6 +24,8 @@ mod report;
 mod scenario;
 mod serve;
 mod submit;
+mod trust;
+mod witness;
 
 pub use args::*;
 
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Openapi => docs::run_openapi(&cli),
         Cmd::Schemas { .. } => docs::run_schemas(&cli),
         Cmd::Auth { .. } => auth::run(&cli),
+        Cmd::Witness { action } => witness::run(action),
         Cmd::Submit { .. } => submit::run(&cli),
         Cmd::Report { .. } => report::run(&cli),
         Cmd::Findings {

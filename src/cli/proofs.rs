@@ -2,10 +2,11 @@
 //! and checks (see `campaign_ledger::audit::proofs`).
 
 use super::args::*;
+use super::trust::read_digest;
 use anyhow::{anyhow, bail, Context as _, Result};
+use campaign_ledger::audit;
 use campaign_ledger::audit::proofs::{self, CheckError};
 use campaign_ledger::audit::tree::ProofError;
-use campaign_ledger::audit::{self, SignedDigest};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -27,28 +28,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             digest.as_deref(),
         ),
         AuditCmd::Consistency { from, to } => consistency(cli, key.as_deref(), from, to.as_deref()),
-        AuditCmd::CheckProof { file, public_key } => check_proof(file, public_key.as_deref()),
+        AuditCmd::CheckProof {
+            file,
+            trust,
+            trusted,
+        } => check_proof(file, trust, trusted.as_deref()),
         _ => unreachable!("dispatched on its own action"),
     }
-}
-
-/// A digest file from `audit digest` (or one line of digests.jsonl put in a file).
-pub(super) fn read_digest(path: &Path) -> Result<SignedDigest> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the digest {}; check the path", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        let several = text.trim().lines().count() > 1
-            && text.trim().lines().all(|l| l.trim_start().starts_with('{'));
-        anyhow!(
-            "{} is not a digest from `audit digest` ({e}){}",
-            path.display(),
-            if several {
-                "; it looks like several digests, one per line (digests.jsonl): put the one to use in a file of its own"
-            } else {
-                ""
-            }
-        )
-    })
 }
 
 /// The ledger's signing key, or why there is none and how to make one.
@@ -146,17 +132,30 @@ fn consistency(cli: &Cli, key: Option<&Path>, from: &Path, to: Option<&Path>) ->
     emit(proofs::consistency_document(store, from, to))
 }
 
-fn check_proof(file: &Path, public_key: Option<&str>) -> Result<ExitCode> {
-    if let Some(k) = public_key {
-        if k.trim().len() != 64 || hex::decode(k.trim()).is_err() {
-            bail!(
-                "--public-key {k:?} is not a public key: give the 64 hex digits `campaign-ledger audit public-key` prints"
-            );
+fn check_proof(file: &Path, trust: &TrustArgs, trusted: Option<&Path>) -> Result<ExitCode> {
+    let trust = trust.trust()?;
+    // The auditor's own checkpoint, checked first: the proof must stand on its tree.
+    let pinned = match trusted {
+        None => None,
+        Some(p) => {
+            let d = read_digest(p)?;
+            d.check(&trust)
+                .map_err(|e| anyhow!("your trusted checkpoint {}: {e}", p.display()))?;
+            let root = d
+                .root_hash
+                .as_deref()
+                .and_then(|r| hex::decode(r).ok())
+                .and_then(|r| r.try_into().ok())
+                .ok_or_else(|| anyhow!("{} states no tree", p.display()))?;
+            Some(proofs::Pinned {
+                size: d.tree_size.unwrap_or(d.position),
+                root,
+            })
         }
-    }
+    };
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the proof {}; check the path", file.display()))?;
-    match proofs::check(&text, public_key) {
+    match proofs::check(&text, &trust, pinned) {
         Ok(lines) => {
             for l in lines {
                 println!("{l}");

@@ -19,7 +19,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
             max_live_clients,
             tls_cert,
             tls_key,
+            witnesses,
         } => {
+            let witnesses = witnesses
+                .iter()
+                .map(|w| campaign_ledger::bus::witnesses::WitnessTarget::parse(w))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!(e))?;
             let tls = match (tls_cert, tls_key) {
                 (Some(c), Some(k)) => {
                     Some(campaign_ledger::http::TlsConfig::load(c, k).map_err(|e| anyhow!("{e}"))?)
@@ -37,6 +43,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 Endpoint {
                     listen: listen.clone(),
                     tls,
+                    witnesses,
                 },
                 auth,
                 None,
@@ -49,10 +56,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-/// Where the server listens, and with TLS or not.
+/// Where the server listens, with TLS or not, and the witnesses it submits checkpoints to.
 pub(super) struct Endpoint {
     pub(super) listen: String,
     pub(super) tls: Option<campaign_ledger::http::TlsConfig>,
+    pub(super) witnesses: Vec<campaign_ledger::bus::witnesses::WitnessTarget>,
 }
 
 /// Runs the HTTP server until SIGTERM or Ctrl-C: the API, the dashboard, a task that keeps the
@@ -82,11 +90,20 @@ pub(super) fn serve(
     // What the background parts say of themselves, read by /readyz and /metrics.
     let health = campaign_ledger::support::health::Health::default();
     state = state.with_health(health.clone());
+    let health_for_checkpoints = health.clone();
     let key_path = cli.key_path(None);
     let mut digests = None;
+    if !endpoint.witnesses.is_empty() && !key_path.exists() {
+        bail!(
+            "--witness needs the ledger's signing key at {} (the witnesses cosign checkpoints it signs): create it with `campaign-ledger audit keygen`",
+            key_path.display()
+        );
+    }
+    let latest = std::sync::Arc::new(campaign_ledger::audit::LatestCheckpoint::default());
     if key_path.exists() {
         let key = campaign_ledger::audit::LedgerKey::load(&key_path).map_err(|e| anyhow!(e))?;
         state = state.with_signing_key(key);
+        state.checkpoints = Some(latest.clone());
         if !digest_every.is_zero() {
             digests = Some(campaign_ledger::bus::DigestOptions {
                 every: digest_every,
@@ -95,6 +112,7 @@ pub(super) fn serve(
                 replicas: 1,
                 access_log: None,
                 health: health.clone(),
+                latest: None,
             });
         }
     } else if !digest_every.is_zero() {
@@ -160,12 +178,28 @@ pub(super) fn serve(
                 key,
                 campaign_ledger::bus::DigestOptions {
                     access_log: state.access_log.clone(),
+                    latest: state.checkpoints.clone(),
                     ..o
                 },
                 stopped(stop_rx.clone()),
             ))),
             _ => None,
         };
+        let checkpoints = state.signing.clone().map(|key| {
+            tokio::spawn(campaign_ledger::bus::publish_checkpoints(
+                store.clone(),
+                key,
+                campaign_ledger::bus::CheckpointOptions {
+                    witnesses: endpoint.witnesses.clone(),
+                    access_log: state.access_log.clone(),
+                    file: cli.data_dir().join("checkpoint.txt"),
+                    nats_url: cli.nats.clone(),
+                    health: health_for_checkpoints.clone(),
+                },
+                latest.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        });
         let relay = relay_options.map(|o| {
             tokio::spawn(campaign_ledger::bus::relay(
                 store,
@@ -191,6 +225,9 @@ pub(super) fn serve(
         }
         if let Some(d) = digests {
             let _ = d.await;
+        }
+        if let Some(c) = checkpoints {
+            let _ = c.await;
         }
         let _ = catch_up.await;
         eprintln!("server stopped");

@@ -31,6 +31,9 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode> {
                 }
                 Box::new(std::io::BufReader::new(f))
             };
+            if *clock == ClockChoice::Business {
+                cli.refuse_business_clock_after_checkpoint()?;
+            }
             let env = cli.open(*clock == ClockChoice::Business, true)?;
             let mut read_error = None;
             // Set when the outcomes cannot be written: no further line is read.

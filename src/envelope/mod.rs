@@ -6,6 +6,8 @@
 pub mod chain;
 pub mod cloudevents;
 pub mod merkle;
+pub mod note;
+pub mod witness;
 
 pub(crate) use chain::ChainCheck;
 pub use chain::{chain_hash, ChainBreak, EventRef, GENESIS_HASH};

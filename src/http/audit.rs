@@ -77,11 +77,67 @@ pub(super) async fn digest(
             .map_err(AppError::from)?)
     })
     .await?;
-    Ok(Json(match &state.signing {
-        Some(k) => k.sign(d),
-        None => crate::audit::SignedDigest::unsigned(d),
+    // The newest cosigned checkpoint, when it states this head.
+    let latest = state
+        .checkpoints
+        .as_ref()
+        .and_then(|l| l.get())
+        .filter(|l| {
+            l.position == d.position && l.access_log_size == d.access_log.as_ref().map(|a| a.size)
+        });
+    Ok(Json(match (latest, &state.signing) {
+        (Some(l), _) => l,
+        (None, Some(k)) => k.sign(d),
+        (None, None) => crate::audit::SignedDigest::unsigned(d),
     })
     .into_response())
+}
+
+/// `GET /v1/audit/checkpoint`: the newest checkpoint of the log, a C2SP signed note
+/// (`text/plain`) with the cosignatures of the server's witnesses; signed now when the server
+/// runs no checkpointer (auditors).
+pub(super) async fn checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor], "read the checkpoint")?;
+    let note = match state.checkpoints.as_ref().and_then(|l| l.get()) {
+        Some(l) => l.checkpoint,
+        None => {
+            let Some(key) = state.signing.clone() else {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "no_signing_key",
+                    "this server has no signing key, so it signs no checkpoint: create one with `campaign-ledger audit keygen` and restart it",
+                ));
+            };
+            let reader = state.reader();
+            let log = state.access_log.clone();
+            let d = blocking(move || {
+                Ok(reader
+                    .digest()?
+                    .with_access_log(log.as_deref())
+                    .map_err(AppError::from)?)
+            })
+            .await?;
+            key.sign(d).checkpoint
+        }
+    };
+    let Some(note) = note else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "empty_log",
+            "the log holds no event yet: its first checkpoint comes with its first event",
+        ));
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        note,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -116,6 +172,6 @@ pub(super) async fn changes(
         .projection
         .unwrap_or_else(|| "doses_by_directorate".to_string());
     let reader = state.reader();
-    let c = blocking(move || Ok(reader.changes(since, until, &projection)?)).await?;
+    let c = blocking(move || Ok(reader.changes(since, until, &projection, None)?)).await?;
     Ok(Json(c).into_response())
 }

@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/events/live", get(events::events_live))
         .route("/v1/audit/digest", get(audit::digest))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/access-log", get(audit::access_log))
         .route("/v1/audit/changes", get(audit::changes))
         .route("/v1/audit/proofs/inclusion", get(proofs::inclusion))

@@ -241,8 +241,16 @@ fn paths_events_and_audit() -> Value {
     }},
     "/v1/audit/digest": {"get": {
         "operationId": "readDigest",
-        "summary": "The head of the log: position, hash and commit time, signed with the ledger's key (auditors).",
+        "summary": "The head of the log as JSON: a view of its signed checkpoint (the newest one the server's witnesses cosigned, when it states the head), for tools (auditors).",
         "responses": auth_errors(json!({"200": json_response("The digest.", reference("Digest"))}))
+    }},
+    "/v1/audit/checkpoint": {"get": {
+        "operationId": "readCheckpoint",
+        "summary": "The newest checkpoint of the log: a C2SP tlog-checkpoint signed note (origin campaign-ledger/<ledger id>, tree size, root, extension lines chain and access), with its witnesses' cosignatures (C2SP tlog-cosignature) (auditors).",
+        "responses": auth_errors(json!({
+            "200": {"description": "The signed note.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "404": error_response("The log holds no event yet (code empty_log), or the server has no signing key, so it signs no checkpoint (code no_signing_key).")
+        }))
     }},
     "/v1/audit/access-log": {"get": {
         "operationId": "readAccessLog",
@@ -486,20 +494,22 @@ fn components() -> Value {
                 "events": {"type": "integer"}, "revealed": {"type": "integer"},
                 "version": {"type": "integer", "description": "1: written before entries had a kind; 2: with disclosed."},
                 "disclosed": {"type": "string", "description": "What kind of fact: events, person_record, person_proof, event_proof, findings, or refusal:<code> (a refused command's message about a known person)."}}},
-            "Digest": {"type": "object", "required": ["format", "store", "position", "hash", "signed_at"],
-                "description": "Signed with the ledger's Ed25519 key when the server has one: the signature covers the canonical JSON of format, store, position, hash, recorded_at, signed_at, then ledger, tree_size, root_hash, access_log_size, access_log_hash when present (in that order). `campaign-ledger audit verify --digest FILE` checks it and proves the log extends it.",
+            "Digest": {"type": "object", "required": ["format", "position", "hash"],
+                "description": "Format campaign-ledger-digest/2: a view of one signed checkpoint (member checkpoint, a C2SP signed note with its witnesses' cosignatures); verifiers check that every other member says what the checkpoint says, and trust only the note's signatures, against keys they bring. Format campaign-ledger-digest/1 (older files): signed JSON (store, recorded_at, signed_at, public_key, signature). `campaign-ledger audit verify --digest FILE` checks either and proves the log extends it.",
                 "properties": {
-                "format": {"const": "campaign-ledger-digest/1"},
-                "store": {"type": "string"}, "position": {"type": "integer"},
-                "hash": {"type": "string"}, "recorded_at": {"type": ["string", "null"]},
-                "signed_at": {"type": "string", "format": "date-time"},
+                "format": {"enum": ["campaign-ledger-digest/2", "campaign-ledger-digest/1"]},
+                "checkpoint": {"type": "string", "description": "The signed checkpoint (C2SP tlog-checkpoint note), with cosignatures; absent when the server has no signing key."},
+                "store": {"type": "string", "description": "First format only."}, "position": {"type": "integer"},
+                "hash": {"type": "string", "description": "The chain hash at that position (the checkpoint's chain line)."},
+                "recorded_at": {"type": ["string", "null"], "description": "First format only."},
+                "signed_at": {"type": "string", "format": "date-time", "description": "First format only."},
                 "ledger": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The ledger's id: the hash of its first event (absent while the log is empty)."},
                 "tree_size": {"type": "integer", "minimum": 0, "description": "Events in the Merkle tree (the position)."},
                 "root_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The RFC 9162 root of that tree."},
-                "access_log_size": {"type": "integer", "minimum": 0, "description": "Entries in the access log of person-level reads (absent where there is none)."},
+                "access_log_size": {"type": "integer", "minimum": 0, "description": "Entries in the access log (absent where there is none)."},
                 "access_log_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The access log's chain head at that entry."},
-                "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"}}},
+                "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "First format only."},
+                "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$", "description": "First format only."}}},
             "InclusionProof": {"type": "object", "additionalProperties": false,
                 "required": ["format", "tree_size", "leaf_index", "leaf_hash", "audit_path", "event", "digest"],
                 "properties": {"format": {"const": "campaign-ledger-inclusion-proof/1"},

@@ -26,6 +26,8 @@ pub struct AppState {
     pub relay: Option<crate::support::progress::Progress>,
     /// The ledger's signing key: `/v1/audit/digest` is signed with it.
     pub signing: Option<Arc<crate::audit::LedgerKey>>,
+    /// The newest checkpoint the server's checkpointer signed and had cosigned.
+    pub checkpoints: Option<Arc<crate::audit::LatestCheckpoint>>,
     /// The log of person-level reads. Without it (and without the ledger's key store) reads
     /// show person refs only as stored (sealed).
     pub access_log: Option<Arc<AccessLog>>,
@@ -52,6 +54,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             relay: None,
             signing: None,
+            checkpoints: None,
             access_log,
             live: Arc::new(super::live_hub::LiveHub::new(
                 super::live_hub::DEFAULT_MAX_LIVE,

@@ -332,6 +332,13 @@ pub trait EventStore: Send + Sync {
         false
     }
 
+    /// Removes the stored Merkle tree and builds it again from the events (`audit
+    /// rebuild-tree`, after `audit verify` named it missing or damaged). A store that keeps no
+    /// stored tree (the NATS log rebuilds it in memory at every open) has nothing to do.
+    fn rebuild_tree(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The lowest level of the Merkle tree the store keeps; lower subtrees are recomputed from
     /// the events when asked for (`audit verify` checks what is kept).
     fn tree_min_stored_level(&self) -> u32 {

@@ -30,11 +30,20 @@ fn setup(n: u64) -> (tempfile::TempDir, String) {
     let o = run(dir.path(), &["audit", "digest"]);
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::write(dir.path().join("digest.json"), stdout(&o)).unwrap();
+    // The auditor's key set: the ledger's verifier key, obtained apart from the documents.
+    let o = run(dir.path(), &["audit", "public-key"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(dir.path().join("keys.txt"), stdout(&o)).unwrap();
     (dir, public)
 }
 
+/// `audit verify --digest digest.json`, trusting the auditor's key set (no witness:
+/// `--quorum 0`) unless `extra` names a key itself.
 fn verify_digest(dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["audit", "verify", "--digest", "digest.json"];
+    if !extra.iter().any(|a| *a == "--public-key" || *a == "--keys") {
+        args.extend(["--keys", "keys.txt", "--quorum", "0"]);
+    }
     args.extend_from_slice(extra);
     run(dir, &args)
 }
@@ -71,20 +80,27 @@ fn a_digest_still_verifies_after_more_events_and_keygen_keeps_its_key() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("digest.json")).unwrap())
             .unwrap();
     assert_eq!(doc["position"], 300);
-    assert_eq!(doc["public_key"], public.as_str());
-    assert_eq!(doc["signature"].as_str().unwrap().len(), 128);
+    // A view of a signed checkpoint: origin, size, root, the chain's hash.
+    let note = doc["checkpoint"].as_str().unwrap();
+    assert!(note.starts_with("campaign-ledger/"), "{note}");
+    assert!(note.contains("\n300\n"), "{note}");
+    assert!(doc.get("public_key").is_none(), "{doc}");
     support::fill(store(dir.path()).as_ref(), 200);
     let o = verify_digest(dir.path(), &[]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).contains("extends the digest taken at position 300"),
+        stdout(&o).contains("extends the checkpoint of position 300"),
         "{}",
         stdout(&o)
     );
-    let o = verify_digest(dir.path(), &["--public-key", &public]);
+    assert!(stdout(&o).contains("unwitnessed"), "{}", stdout(&o));
+    let o = verify_digest(dir.path(), &["--public-key", &public, "--quorum", "0"]);
     assert!(o.status.success());
-    let o = run(dir.path(), &["audit", "public-key"]);
-    assert_eq!(stdout(&o).trim(), public);
+    // The verifier key names the ledger's origin and holds the same public key.
+    let vkey = std::fs::read_to_string(dir.path().join("keys.txt")).unwrap();
+    let k = campaign_ledger::envelope::note::VerifierKey::parse(&vkey).unwrap();
+    assert_eq!(hex::encode(k.key.as_bytes()), public);
+    assert!(k.name.starts_with("campaign-ledger/"), "{vkey}");
     // A second keygen would orphan every digest signed so far: refused.
     let o = run(dir.path(), &["audit", "keygen"]);
     assert!(!o.status.success());
@@ -247,11 +263,15 @@ fn an_edited_digest_or_one_signed_by_another_key_is_refused() {
         stderr(&o)
     );
     std::fs::write(&path, &original).unwrap();
-    let other = "11".repeat(32);
-    let o = verify_digest(dir.path(), &["--public-key", &other]);
+    let other = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let o = verify_digest(dir.path(), &["--public-key", &other, "--quorum", "0"]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("not by the trusted key"),
+        stderr(&o).contains("not signed by a key you trust"),
         "{}",
         stderr(&o)
     );
@@ -328,6 +348,8 @@ fn serve_publishes_a_signed_digest_when_the_log_moved_to_a_file_and_to_nats() {
                 &name,
                 "--public-key",
                 &public,
+                "--quorum",
+                "0",
             ],
         );
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -343,7 +365,10 @@ fn serve_publishes_a_signed_digest_when_the_log_moved_to_a_file_and_to_nats() {
             assert_eq!(m.subject.as_str(), "ledger.v1.digests");
             let d: campaign_ledger::audit::SignedDigest =
                 serde_json::from_slice(&m.payload).unwrap();
-            d.check_signature(Some(&public)).unwrap();
+            d.check(&campaign_ledger::audit::Trust::keys_only(
+                campaign_ledger::audit::KeySet::one_given(&public).unwrap(),
+            ))
+            .unwrap();
             d.position
         })
         .collect();
@@ -355,11 +380,14 @@ fn a_digest_is_trusted_only_against_a_key_the_auditor_gives_or_holds() {
     let (dir, public) = setup(20);
     std::fs::remove_file(dir.path().join("ledger-data/signing.key")).unwrap();
     // The key named inside the digest proves nothing by itself.
-    let o = verify_digest(dir.path(), &[]);
+    let o = run(dir.path(), &["audit", "verify", "--digest", "digest.json"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("give --public-key"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no trusted key"), "{}", stderr(&o));
     let o = verify_digest(dir.path(), &["--public-key", "00ff"]);
-    assert!(stderr(&o).contains("is not a public key"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a verifier key"), "{}", stderr(&o));
+    // Without witnesses, a checkpoint is accepted only when the auditor says so.
     let o = verify_digest(dir.path(), &["--public-key", &public]);
+    assert!(stderr(&o).contains("--quorum 0"), "{}", stderr(&o));
+    let o = verify_digest(dir.path(), &["--public-key", &public, "--quorum", "0"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }

@@ -329,12 +329,14 @@ fn a_window_export_verifies_alone_and_against_a_signed_digest_taken_inside_it() 
                 "digest.json",
                 "--public-key",
                 &public,
+                "--quorum",
+                "0",
             ],
         )
     };
     let out = ok(&verify("window.jsonl"));
     assert!(
-        out.contains("the export holds the log the digest was taken from (position 1500"),
+        out.contains("the export holds the log the checkpoint of position 1500 states"),
         "{out}"
     );
     assert!(out.contains("positions 1000..2000"), "{out}");

@@ -260,7 +260,7 @@ fn import_refuses_a_damaged_export_and_writes_nothing_of_it() {
         mutated(vec![export.clone().into_bytes()]),
         |input| {
             // As `import FILE` does: the whole file is verified before anything is written.
-            match audit::verify_export(&mut &input[..], None) {
+            match audit::verify_export(&mut &input[..], None, None) {
                 Err(e) => assert!(!e.to_string().trim().is_empty()),
                 Ok(_) => {
                     // A mutation the chain does not see (white space between lines, say): the
@@ -291,6 +291,9 @@ fn import_refuses_a_damaged_export_and_writes_nothing_of_it() {
 fn digests_and_proof_documents_are_checked_never_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _, digest, proof) = documents(dir.path());
+    // The ledger's own key, as an auditor brings it (no witness: --quorum 0).
+    let key = audit::LedgerKey::load(&dir.path().join("signing.key")).unwrap();
+    let trust = audit::Trust::keys_only(audit::KeySet::one_given(&key.public_hex()).unwrap());
     run(
         "signed digests",
         cases(300),
@@ -300,8 +303,8 @@ fn digests_and_proof_documents_are_checked_never_trusted() {
             let Ok(d) = serde_json::from_str::<SignedDigest>(&text) else {
                 return;
             };
-            let signed = d.check_signature(None);
-            let extends = audit::verify_extends(store.as_ref(), &d);
+            let signed = d.check(&trust);
+            let extends = audit::verify_extends(store.as_ref(), &d, None);
             // A digest the log accepts as its own, signed, is the digest written (or one with the
             // same meaning: key order, spacing).
             if signed.is_ok() && extends.is_ok() {
@@ -316,7 +319,7 @@ fn digests_and_proof_documents_are_checked_never_trusted() {
         mutated(vec![proof.clone().into_bytes()]),
         |input| {
             let text = String::from_utf8_lossy(input);
-            match audit::proofs::check(&text, None) {
+            match audit::proofs::check(&text, &trust, None) {
                 Err(e) => assert!(!e.to_string().trim().is_empty()),
                 Ok(_) => {
                     // Same meaning: the event line's attributes (its `source` names where it

@@ -485,6 +485,15 @@ impl EventStore for SqliteStore {
         self.with_reader(tree::size)
     }
 
+    fn rebuild_tree(&self) -> Result<(), StoreError> {
+        let conn = open_conn(&self.path, false)?;
+        let head: i64 =
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })?;
+        tree::rebuild(&conn, head as u64)
+    }
+
     fn tree_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         self.with_reader(|c| tree::read_nodes(c, ids))
     }

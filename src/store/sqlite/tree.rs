@@ -168,6 +168,22 @@ pub(super) fn extend(conn: &Connection, from: u64, to: u64) -> Result<(), StoreE
     insert_nodes(conn, &nodes)
 }
 
+/// Removes the stored tree and builds it again from the events (`audit rebuild-tree`, after
+/// `audit verify` named it missing or damaged): in one transaction per chunk, as a build of an
+/// older log. The events are not touched.
+pub(super) fn rebuild(conn: &Connection, head: u64) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         DROP TRIGGER IF EXISTS merkle_append_only_d;
+         DELETE FROM merkle;
+         DELETE FROM meta WHERE key = 'merkle_size';
+         CREATE TRIGGER merkle_append_only_d BEFORE DELETE ON merkle
+             BEGIN SELECT RAISE(ABORT, 'the Merkle tree is append-only'); END;
+         COMMIT;",
+    )?;
+    catch_up(conn, head)
+}
+
 /// Builds what the stored tree lacks of a log of `head` events, a chunk per transaction, and
 /// says how far it got. Nothing to do on a log written since the tree exists.
 pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
@@ -177,6 +193,17 @@ pub(super) fn catch_up(conn: &Connection, head: u64) -> Result<(), StoreError> {
     let done = size(conn)?;
     if follows && done == head {
         return Ok(());
+    }
+    if follows && done < head {
+        // The tree followed the log, and lost nodes since (a wiped or damaged table): it is
+        // never rebuilt silently. Opening still works, so that `audit verify` can name it;
+        // appends are refused until `audit rebuild-tree`.
+        return Err(StoreError::Corrupt(
+            format!(
+                "the Merkle tree covers {done} of the log's {head} events: it is missing or damaged; run `campaign-ledger audit verify`, then `campaign-ledger audit rebuild-tree` to build it again from the events"
+            )
+            .into(),
+        ));
     }
     if done > head {
         // Events were removed under the tree: opening still works, so that `audit verify` can
