@@ -67,10 +67,13 @@ fn verify(cli: &Cli) -> Result<ExitCode> {
                 None => None,
                 Some(path) => {
                     let d = super::trust::read_digest(path)?;
-                    let checked = d
-                        .check(&trust.trust()?)
-                        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-                    Some((d, checked))
+                    // A checkpoint that does not hold is a verdict (exit 1), not a usage error.
+                    match d.check(&trust.trust()?) {
+                        Ok(checked) => Some((d, checked)),
+                        Err(e) => {
+                            return Ok(print_failed(*format, &format!("{}: {e}", path.display())))
+                        }
+                    }
                 }
             };
             let witnessed = digest
@@ -343,6 +346,15 @@ pub(super) fn verify_export_file(
         }
         Err(e) => Err(anyhow!("{}: {e}", file.display())),
     }
+}
+
+/// Says what does not hold (exit code 1).
+pub(super) fn print_failed(format: SubmitFormat, why: &str) -> ExitCode {
+    match format {
+        SubmitFormat::Json => println!("{}", serde_json::json!({"ok": false, "reason": why})),
+        SubmitFormat::Table => println!("FAILED: {why}"),
+    }
+    ExitCode::from(1)
 }
 
 /// Says where the chain breaks (exit code 1).

@@ -139,8 +139,10 @@ fn check_proof(file: &Path, trust: &TrustArgs, trusted: Option<&Path>) -> Result
         None => None,
         Some(p) => {
             let d = read_digest(p)?;
-            d.check(&trust)
-                .map_err(|e| anyhow!("your trusted checkpoint {}: {e}", p.display()))?;
+            if let Err(e) = d.check(&trust) {
+                println!("FAILED: your trusted checkpoint {}: {e}", p.display());
+                return Ok(ExitCode::from(1));
+            }
             let root = d
                 .root_hash
                 .as_deref()

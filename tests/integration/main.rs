@@ -4,6 +4,7 @@
 mod support;
 
 mod backup;
+mod checkpoints;
 mod cli;
 mod consumers;
 mod crash;
@@ -41,3 +42,5 @@ mod strict_inputs;
 mod tamper;
 mod token_lifecycle;
 mod vectors;
+mod verifier_cases;
+mod witnesses;

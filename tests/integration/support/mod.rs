@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod nats;
 pub mod needles;
+pub mod other_witness;
 pub mod pki;
 
 use campaign_ledger::store::{self, EventStore, SystemClock};
