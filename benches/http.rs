@@ -7,10 +7,9 @@
 //! `BENCH_PER_CLIENT=N` commands each, default 300; `BENCH_ONLY=http` runs the HTTP side alone,
 //! for `perf`). Bounded, loopback only.
 
-use campaign_ledger::access::{hash_token, TokenEntry, TokenFile};
 use campaign_ledger::app::{Ledger, Outcome};
 use campaign_ledger::domain::*;
-use campaign_ledger::http::{router, AppState, Auth, Role};
+use campaign_ledger::http::AppState;
 use campaign_ledger::projection::{load_definitions, Engine};
 use campaign_ledger::store::Actor;
 use std::path::Path;
@@ -20,7 +19,8 @@ use std::time::Instant;
 mod common;
 use common::load::load;
 use common::{
-    authorise_all, cpu_secs, dose_command as dose, median_round, open_ledger, percentile, DTS,
+    authorise_all, bench_auth, cpu_secs, dose_command as dose, median_round, open_ledger,
+    percentile, spawn_server,
 };
 
 const TOKEN: &str = "clt_bench_agent_token";
@@ -86,39 +86,8 @@ fn in_process(clients: u64, per: u64) -> (f64, f64, f64) {
 fn over_http(clients: u64, per: u64, bodies: &[String]) -> (f64, f64, f64) {
     let d = tempfile::tempdir().unwrap();
     let (ledger, engine) = open(d.path());
-    let auth = Auth::from_file(
-        TokenFile {
-            tokens: vec![TokenEntry {
-                id: "bench-agent".into(),
-                role: Role::Agent,
-                directorates: DTS.iter().map(|s| s.to_string()).collect(),
-                partner_centres: vec![],
-                sha256: hash_token(TOKEN),
-                expires_at: None,
-                revoked_at: None,
-                previous: vec![],
-            }],
-        },
-        &Reference::builtin(),
-    )
-    .unwrap();
-    let state = AppState::new(ledger, engine).with_auth(auth);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    rt.spawn(async move {
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router(state)).await
-    });
+    let state = AppState::new(ledger, engine).with_auth(bench_auth(TOKEN));
+    let (rt, addr) = spawn_server(state);
     let result = load(&addr, TOKEN, clients, per, bodies);
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     result

@@ -173,3 +173,46 @@ pub fn dose_of(n: u64, dose: DoseKind, day: i64) -> CommandEnvelope {
         }),
     }
 }
+
+/// The token file of the HTTP benchmarks: one agent token, `token`, for every directorate.
+pub fn bench_auth(token: &str) -> campaign_ledger::http::Auth {
+    use campaign_ledger::access::{hash_token, TokenEntry, TokenFile};
+    campaign_ledger::http::Auth::from_file(
+        TokenFile {
+            tokens: vec![TokenEntry {
+                id: "bench-agent".into(),
+                role: campaign_ledger::http::Role::Agent,
+                directorates: DTS.iter().map(|s| s.to_string()).collect(),
+                partner_centres: vec![],
+                sha256: hash_token(token),
+                expires_at: None,
+                revoked_at: None,
+                previous: vec![],
+            }],
+        },
+        &Reference::builtin(),
+    )
+    .unwrap()
+}
+
+/// The real server (axum, 2 worker threads as `serve` runs it) on a loopback port: its runtime
+/// (shut it down to stop the server) and its address.
+pub fn spawn_server(state: campaign_ledger::http::AppState) -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    rt.spawn(async move {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, campaign_ledger::http::router(state)).await
+    });
+    (rt, addr)
+}
