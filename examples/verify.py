@@ -571,10 +571,15 @@ def check_vectors(path):
             raise Failed(f"consistency {m} -> {n}")
     trust = {"keys": [{"name": None, "type": TYPE_ED25519, "key": bytes.fromhex(v["test_public_key"]),
                        "from": None, "until": None}], "witnesses": [], "quorum": 0}
-    size, root, _ = check_digest(v["digest"], trust)
-    if root != roots[size]:
-        raise Failed("the digest's root")
-    out = [f"ok: {len(leaves)} events, their chain, leaves, roots and paths, and the signed digest"]
+    pinned = {"keys": parse_key_set(v["test_verifier_key"]), "witnesses": [], "quorum": 0}
+    cp, _ = check_checkpoint(v["checkpoint"], pinned)
+    if cp["root"] != roots[cp["size"]] or cp["origin"] != "campaign-ledger/" + v["chain"][0]["hash"]:
+        raise Failed("the checkpoint's root or origin")
+    for name, t in (("digest", pinned), ("digest", trust), ("digest_v1", trust)):
+        size, root, _ = check_digest(v[name], t)
+        if root != roots[size]:
+            raise Failed(f"the root of {name}")
+    out = [f"ok: {len(leaves)} events, their chain, leaves, roots and paths, the signed checkpoint and digests"]
     out += check_proof(v["inclusion_proof"], trust) + check_proof(v["consistency_proof"], trust)
     return out
 

@@ -99,33 +99,14 @@ pub async fn publish_checkpoints(
             continue;
         };
         let size = signed.position;
-        // Every witness at once; the consistency proofs come from the store.
-        let st = store.clone();
-        let proof = move |old: u64| {
-            crate::audit::tree::consistency_path(st.as_ref(), old, size).map_err(|e| e.to_string())
-        };
-        let results = futures_util::future::join_all(
-            options
-                .witnesses
-                .iter_mut()
-                .map(|w| cosign(w, &note, size, &proof)),
+        cosign_all(
+            &store,
+            &mut options.witnesses,
+            &mut witness_down,
+            &mut note,
+            size,
         )
         .await;
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(sigs) => {
-                    note.add(sigs);
-                    if std::mem::replace(&mut witness_down[i], false) {
-                        tracing::warn!(witness = %options.witnesses[i].url, "the witness cosigns again");
-                    }
-                }
-                Err(e) => {
-                    if !std::mem::replace(&mut witness_down[i], true) {
-                        tracing::warn!(error = %e, "a witness did not cosign the checkpoint; tried again with the next one");
-                    }
-                }
-            }
-        }
         signed.checkpoint = Some(note.to_text());
         latest.set(signed.clone());
         last = Some(now);
@@ -142,6 +123,44 @@ pub async fn publish_checkpoints(
             if let Some(c) = &js {
                 if publish(c, size, &note).await.is_err() {
                     js = None;
+                }
+            }
+        }
+    }
+}
+
+/// Submits `note` (of a tree of `size`) to every witness at once, with the consistency proofs
+/// from the store, and adds the cosignatures they give; a witness that fails is said in the
+/// log once per outage (`down`).
+async fn cosign_all(
+    store: &Arc<dyn EventStore>,
+    witnesses: &mut [WitnessTarget],
+    down: &mut [bool],
+    note: &mut Note,
+    size: u64,
+) {
+    let st = store.clone();
+    let proof = move |old: u64| {
+        crate::audit::tree::consistency_path(st.as_ref(), old, size).map_err(|e| e.to_string())
+    };
+    let snapshot = note.clone();
+    let results = futures_util::future::join_all(
+        witnesses
+            .iter_mut()
+            .map(|w| cosign(w, &snapshot, size, &proof)),
+    )
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(sigs) => {
+                note.add(sigs);
+                if std::mem::replace(&mut down[i], false) {
+                    tracing::warn!(witness = %witnesses[i].url, "the witness cosigns again");
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut down[i], true) {
+                    tracing::warn!(error = %e, "a witness did not cosign the checkpoint; tried again with the next one");
                 }
             }
         }

@@ -62,9 +62,15 @@ pub(super) fn run(
         println!("{}", serde_json::to_string(&c)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let start = match after {
+        Some(p) => format!(
+            "the checkpoint of position {p} (its last event recorded at {})",
+            c.known_since
+        ),
+        None => c.known_since.clone(),
+    };
     println!(
-        "Recorded after {} {}: {} entries for earlier business dates.",
-        c.known_since,
+        "Recorded after {start} {}: {} entries for earlier business dates.",
         c.known_until
             .as_deref()
             .map_or("until now".to_string(), |u| format!("up to {u}")),

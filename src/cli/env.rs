@@ -133,7 +133,7 @@ impl Cli {
             || std::fs::metadata(dir.join("digests.jsonl")).is_ok_and(|m| m.len() > 0);
         if signed {
             bail!(
-                "this ledger has signed checkpoints (see {}): --clock business would record these commands as if before them,                  which auditors' verifiers refuse as backdated. It is for loading history into a ledger that has none yet;                  record these commands at today's time (without --clock business): their business dates stay theirs",
+                "this ledger has signed checkpoints (see {}): --clock business would record these commands as if before them, which auditors' verifiers refuse as backdated. It is for loading history into a ledger that has none yet; record these commands at today's time (without --clock business): their business dates stay theirs",
                 dir.join("checkpoint.txt").display()
             );
         }

@@ -247,10 +247,8 @@ fn paths_events_and_audit() -> Value {
     "/v1/audit/checkpoint": {"get": {
         "operationId": "readCheckpoint",
         "summary": "The newest checkpoint of the log: a C2SP tlog-checkpoint signed note (origin campaign-ledger/<ledger id>, tree size, root, extension lines chain and access), with its witnesses' cosignatures (C2SP tlog-cosignature) (auditors).",
-        "responses": auth_errors(json!({
-            "200": {"description": "The signed note.", "content": {"text/plain": {"schema": {"type": "string"}}}},
-            "404": error_response("The log holds no event yet (code empty_log), or the server has no signing key, so it signs no checkpoint (code no_signing_key).")
-        }))
+        "responses": auth_errors(json!({"200": {"description": "The signed note.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "404": error_response("The log holds no event yet (code empty_log), or the server has no signing key, so it signs no checkpoint (code no_signing_key).")}))
     }},
     "/v1/audit/access-log": {"get": {
         "operationId": "readAccessLog",

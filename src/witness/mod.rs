@@ -119,8 +119,54 @@ impl Witness {
     }
 
     /// Handles an `add-checkpoint` body at time `now` (seconds): the cosignature lines, or the
-    /// refusal (see the module's doc).
+    /// refusal (see the module's doc). The check against the checkpoint held and the record of
+    /// the new one (or of the evidence) are one transaction.
     pub fn add_checkpoint(&self, body: &str, now: u64) -> Result<String, Refusal> {
+        let (req, note, cp) = self.signed_by_a_log(body)?;
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| refuse(500, e.to_string()))?;
+        let held: Option<(u64, Vec<u8>, String)> = tx
+            .query_row(
+                "SELECT size, root, note FROM latest WHERE origin = ?1",
+                [&cp.origin],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| refuse(500, e.to_string()))?;
+        let (size, root, held_note) = match held {
+            Some((s, r, n)) => (s, <[u8; 32]>::try_from(r.as_slice()).unwrap_or([0; 32]), n),
+            None => (0, empty_root(), String::new()),
+        };
+        if let Err((evidence, refusal)) = judge(size, &root, &req, &cp) {
+            if let Some(kind) = evidence {
+                tx.execute(
+                    "INSERT INTO evidence (origin, at, kind, held, received) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![cp.origin, now as i64, kind, held_note, req.checkpoint],
+                )
+                .map_err(|e| refuse(500, e.to_string()))?;
+                tx.commit().map_err(|e| refuse(500, e.to_string()))?;
+            }
+            return Err(refusal);
+        }
+        let cosig = cosign(&note.text, &self.name, &self.key, now);
+        let mut kept = note.clone();
+        kept.add([cosig.clone()]);
+        tx.execute(
+            "INSERT INTO latest (origin, size, root, note) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note",
+            params![cp.origin, cp.size as i64, &cp.root[..], kept.to_text()],
+        )
+        .map_err(|e| refuse(500, e.to_string()))?;
+        // Recorded before the answer leaves.
+        tx.commit().map_err(|e| refuse(500, e.to_string()))?;
+        Ok(cosig.line())
+    }
+
+    /// The request, its note and checkpoint, when a key of a log this witness watches signed
+    /// it (400 unreadable, 404 unknown log, 403 no valid signature of its key).
+    fn signed_by_a_log(&self, body: &str) -> Result<(AddCheckpoint, Note, Checkpoint), Refusal> {
         let req = AddCheckpoint::parse(body).map_err(|e| refuse(400, e.to_string()))?;
         let note = Note::parse(&req.checkpoint).map_err(|e| refuse(400, e.to_string()))?;
         let cp = Checkpoint::parse(&note.text).map_err(|e| refuse(400, e.to_string()))?;
@@ -145,91 +191,7 @@ impl Witness {
         if !signed {
             return Err(refuse(403, "no signature of the log's key"));
         }
-        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = db
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| refuse(500, e.to_string()))?;
-        let held: Option<(u64, Vec<u8>, String)> = tx
-            .query_row(
-                "SELECT size, root, note FROM latest WHERE origin = ?1",
-                [&cp.origin],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| refuse(500, e.to_string()))?;
-        let (size, root, held_note) = match held {
-            Some((s, r, n)) => (s, <[u8; 32]>::try_from(r.as_slice()).unwrap_or([0; 32]), n),
-            None => (0, empty_root(), String::new()),
-        };
-        let evidence = |kind: &str| -> Result<(), Refusal> {
-            tx.execute(
-                "INSERT INTO evidence (origin, at, kind, held, received) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![cp.origin, now as i64, kind, held_note, req.checkpoint],
-            )
-            .map(|_| ())
-            .map_err(|e| refuse(500, e.to_string()))
-        };
-        let contradiction = if size > 0 && cp.size == size && cp.root != root {
-            Some("fork")
-        } else if cp.size < size {
-            Some("rollback")
-        } else {
-            None
-        };
-        if req.old > cp.size {
-            if let Some(kind) = contradiction {
-                evidence(kind)?;
-                tx.commit().map_err(|e| refuse(500, e.to_string()))?;
-            }
-            return Err(refuse(400, "old is larger than the checkpoint's size"));
-        }
-        if req.old != size {
-            if let Some(kind) = contradiction {
-                evidence(kind)?;
-                tx.commit().map_err(|e| refuse(500, e.to_string()))?;
-            }
-            return Err(Refusal {
-                status: 409,
-                body: format!("{size}\n"),
-                content_type: crate::envelope::witness::SIZE_CONTENT_TYPE,
-            });
-        }
-        if cp.size == 0 && cp.root != empty_root() {
-            return Err(refuse(422, "an empty tree's root is the hash of nothing"));
-        }
-        if req.old == 0 && !req.proof.is_empty() {
-            return Err(refuse(
-                422,
-                "no consistency proof is due from an empty tree",
-            ));
-        }
-        let holds = if req.old == 0 {
-            true
-        } else if req.old == cp.size {
-            req.proof.is_empty() && cp.root == root
-        } else {
-            verify_consistency(req.old, cp.size, &root, &cp.root, &req.proof)
-        };
-        if !holds {
-            evidence(contradiction.unwrap_or("bad_proof"))?;
-            tx.commit().map_err(|e| refuse(500, e.to_string()))?;
-            return Err(refuse(
-                422,
-                "the consistency proof does not prove that this tree extends the one cosigned",
-            ));
-        }
-        let cosig = cosign(&note.text, &self.name, &self.key, now);
-        let mut kept = note.clone();
-        kept.add([cosig.clone()]);
-        tx.execute(
-            "INSERT INTO latest (origin, size, root, note) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT(origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note",
-            params![cp.origin, cp.size as i64, &cp.root[..], kept.to_text()],
-        )
-        .map_err(|e| refuse(500, e.to_string()))?;
-        // Recorded before the answer leaves.
-        tx.commit().map_err(|e| refuse(500, e.to_string()))?;
-        Ok(cosig.line())
+        Ok((req, note, cp))
     }
 
     /// The last checkpoint cosigned for an origin (with the log's signatures and the
@@ -285,4 +247,67 @@ fn evidence_in(db: &Connection) -> Result<Vec<Evidence>, String> {
             .map_err(|e| e.to_string())?;
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
+}
+
+/// Whether a checkpoint signed by its log may be cosigned, given the tree of `size` with `root`
+/// held for it: `Ok`, or the refusal with the kind of evidence to keep (a fork or a rollback
+/// shown, a proof that fails), per tlog-witness.
+fn judge(
+    size: u64,
+    root: &[u8; 32],
+    req: &AddCheckpoint,
+    cp: &Checkpoint,
+) -> Result<(), (Option<&'static str>, Refusal)> {
+    let contradiction = if size > 0 && cp.size == size && cp.root != *root {
+        Some("fork")
+    } else if cp.size < size {
+        Some("rollback")
+    } else {
+        None
+    };
+    if req.old > cp.size {
+        return Err((
+            contradiction,
+            refuse(400, "old is larger than the checkpoint's size"),
+        ));
+    }
+    if req.old != size {
+        return Err((
+            contradiction,
+            Refusal {
+                status: 409,
+                body: format!("{size}\n"),
+                content_type: crate::envelope::witness::SIZE_CONTENT_TYPE,
+            },
+        ));
+    }
+    if cp.size == 0 && cp.root != empty_root() {
+        return Err((
+            None,
+            refuse(422, "an empty tree's root is the hash of nothing"),
+        ));
+    }
+    if req.old == 0 && !req.proof.is_empty() {
+        return Err((
+            None,
+            refuse(422, "no consistency proof is due from an empty tree"),
+        ));
+    }
+    let holds = if req.old == 0 {
+        true
+    } else if req.old == cp.size {
+        req.proof.is_empty() && cp.root == *root
+    } else {
+        verify_consistency(req.old, cp.size, root, &cp.root, &req.proof)
+    };
+    if !holds {
+        return Err((
+            Some(contradiction.unwrap_or("bad_proof")),
+            refuse(
+                422,
+                "the consistency proof does not prove that this tree extends the one cosigned",
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -109,9 +109,13 @@ fn write_vectors() {
     let digest = |n| key.sign(digest_at(s, n).unwrap());
     let inclusion_proof = proofs::inclusion_document(s, 5, digest(EVENTS)).unwrap();
     let consistency_proof = proofs::consistency_document(s, digest(3), digest(EVENTS)).unwrap();
+    let ledger_id = hex::encode(events[0].hash);
     let v = json!({
-        "description": "campaign-ledger test vectors: a ledger of seven commands (a site, doses with sealed person refs, a survey answer, a ticket issued and redeemed, a reversal) as export lines, with their chain hashes (prev_hash, hash), Merkle leaf hashes, the RFC 9162 tree head of every size, inclusion and consistency paths, a digest signed with a TEST key (its seed is public), and two proof documents that `campaign-ledger audit check-proof` and examples/verify.py accept. The README's 'What exactly is hashed' section defines every byte.",
+        "description": "campaign-ledger test vectors: a ledger of seven commands (a site, doses with sealed person refs, a survey answer, a ticket issued and redeemed, a reversal) as export lines, with their chain hashes (prev_hash, hash), Merkle leaf hashes, the RFC 9162 tree head of every size, inclusion and consistency paths, the head as a checkpoint (C2SP tlog-checkpoint signed note) signed with a TEST key (its seed is public; test_verifier_key is its verifier key, test_public_key the raw key), the same as a digest of format 2 (a view of the checkpoint) and of format 1 (older files), and two proof documents that `campaign-ledger audit check-proof` and examples/verify.py accept. The README's 'What exactly is hashed' section defines every byte.",
         "test_public_key": key.public_hex(),
+        "test_verifier_key": key.verifier(&ledger_id).to_string(),
+        "checkpoint": digest(EVENTS).checkpoint,
+        "digest_v1": key.sign_v1(digest_at(s, EVENTS).unwrap()),
         "events": lines,
         "chain": events.iter().map(|e| json!({"position": e.position, "prev_hash": hex::encode(e.prev_hash), "hash": hex::encode(e.hash)})).collect::<Vec<_>>(),
         "leaf_hashes": events.iter().map(|e| hex::encode(leaf_hash(&e.hash))).collect::<Vec<_>>(),
@@ -198,22 +202,35 @@ fn the_committed_vectors_are_what_the_ledger_computes() {
             "{p}"
         );
     }
-    // The digest: signed by the test key, stating the tree of every event above.
-    let key = v["test_public_key"].as_str().unwrap();
-    let d: SignedDigest = serde_json::from_value(v["digest"].clone()).unwrap();
+    // The checkpoint and both digests: signed by the test key, stating the tree of every
+    // event above, checked against the verifier key and against the raw key.
+    let ledger = v["chain"][0]["hash"].as_str().unwrap();
+    let verifier = v["test_verifier_key"].as_str().unwrap();
+    assert!(
+        verifier.starts_with(&format!("campaign-ledger/{ledger}+")),
+        "{verifier}"
+    );
     let trust = campaign_ledger::audit::Trust::keys_only(
-        campaign_ledger::audit::KeySet::one_given(key).unwrap(),
+        campaign_ledger::audit::KeySet::one_given(verifier).unwrap(),
     );
-    d.check(&trust).unwrap();
-    assert_eq!(d.tree_size, Some(EVENTS));
-    assert_eq!(
-        d.root_hash.as_deref(),
-        Some(hex::encode(tree.root()).as_str())
+    let raw = campaign_ledger::audit::Trust::keys_only(
+        campaign_ledger::audit::KeySet::one_given(v["test_public_key"].as_str().unwrap()).unwrap(),
     );
-    assert_eq!(
-        d.ledger,
-        Some(v["chain"][0]["hash"].as_str().unwrap().to_string())
-    );
+    let note = v["checkpoint"].as_str().unwrap();
+    campaign_ledger::audit::check_checkpoint(note, &trust).unwrap();
+    for (name, t) in [("digest", &trust), ("digest", &raw), ("digest_v1", &raw)] {
+        let d: SignedDigest = serde_json::from_value(v[name].clone()).unwrap();
+        d.check(t).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(d.tree_size, Some(EVENTS));
+        assert_eq!(
+            d.root_hash.as_deref(),
+            Some(hex::encode(tree.root()).as_str())
+        );
+        assert_eq!(d.ledger.as_deref(), Some(ledger));
+    }
+    assert_eq!(v["digest"]["checkpoint"].as_str(), Some(note));
+    assert_eq!(v["digest"]["format"], "campaign-ledger-digest/2");
+    assert_eq!(v["digest_v1"]["format"], "campaign-ledger-digest/1");
     // The proof documents check.
     for doc in ["inclusion_proof", "consistency_proof"] {
         proofs::check(&v[doc].to_string(), &trust, None).unwrap_or_else(|e| panic!("{doc}: {e}"));
